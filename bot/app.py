@@ -1,0 +1,171 @@
+"""The one place where everything is wired: stores, index, agent, inbox, workers and connectors.
+
+`Copilot.open(settings)` builds the system without HTTP (the CLI uses it as is); `start()` runs
+the workers and connectors' background receivers; the gateway (bot.gateway) adds HTTP on top.
+"""
+from __future__ import annotations
+
+import asyncio
+import csv
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy.engine import Engine
+
+from bot.agent import Agent
+from bot.agent.answer import Answerer
+from bot.connector import Accepted, Connector
+from bot.directory import Directory, Person
+from bot.dispatch import Dispatcher
+from bot.inbox import Inbox
+from bot.metrics import Metrics
+from bot.models import Attachment, InboundMessage, Reply
+from bot.outbox import Outbox
+from bot.prompts import Prompts
+from bot.ratelimit import RateLimiter
+from bot.router import Router
+from bot.settings import Settings
+from bot.storage import init_db, make_engine
+from rag.embed import CachedEmbedder, make_embedder
+from rag.index import VectorIndex
+from rag.ingest import Ingestor, Uploader
+from rag.retrieve import CrossEncoderReranker, Retriever
+
+log = logging.getLogger("copilot")
+SAMPLE_DATA_DIRS = ("crm", "eval")  # folders of knowledge/ that hold data, not documents
+
+
+@dataclass
+class Copilot:
+    settings: Settings
+    engine: Engine
+    metrics: Metrics
+    prompts: Prompts
+    embedder: CachedEmbedder
+    vectors: VectorIndex
+    retriever: Retriever
+    ingestor: Ingestor
+    directory: Directory
+    agent: Agent
+    inbox: Inbox
+    connectors: dict[str, Connector] = field(default_factory=dict)
+    outbox: Outbox | None = None
+    dispatcher: Dispatcher | None = None
+    router: Router | None = None
+    limiter: RateLimiter | None = None
+    started: bool = False
+
+    @classmethod
+    def open(cls, settings: Settings) -> "Copilot":
+        settings.ensure_dirs()
+        engine = make_engine(settings.db_url)
+        init_db(engine)
+        embedder = CachedEmbedder(make_embedder(settings.embed_model, api_key=settings.llm_api_key), settings.embed_cache_path, settings.embed_batch)
+        vectors = VectorIndex(settings.chroma_dir, embedder.model_id, embedder.dim)
+        reranker = CrossEncoderReranker(settings.rerank_model[3:] if settings.rerank_model.startswith("st:") else settings.rerank_model) if settings.rerank_model else None
+        retriever = Retriever(engine, vectors, embedder, t2s=settings.traditional_to_simplified, reranker=reranker)
+        prompts = Prompts(settings.prompts_dir)
+        answerer = Answerer(retriever, prompts, floor=settings.score_floor, stale_days=settings.stale_days)
+        return cls(
+            settings=settings, engine=engine, metrics=Metrics(), prompts=prompts, embedder=embedder, vectors=vectors,
+            retriever=retriever, ingestor=Ingestor(engine, vectors, embedder), directory=Directory(engine),
+            agent=Agent(answerer, prompts), inbox=Inbox(engine),
+        )
+
+    # first start ---------------------------------------------------------------------------------
+    def needs_bootstrap(self) -> bool:
+        return not self.directory.list() and self.vectors.count() == 0
+
+    def bootstrap(self, progress=None) -> dict:  # noqa: ANN001
+        """Load the bundled sample reps and ingest the bundled knowledge (skipping the CRM samples)."""
+        kdir = self.settings.knowledge_dir
+        reps = import_reps(self.directory, kdir / "crm" / "reps.csv", self.settings.tenant)
+        results = self.ingestor.ingest_paths([kdir], Uploader("bootstrap", "admin", self.settings.tenant), progress=progress,
+                                             exclude=SAMPLE_DATA_DIRS)
+        return {"reps": reps, "documents": sum(r.status in ("added", "updated", "unchanged") for r in results),
+                "errors": [r.to_json() for r in results if r.status == "error"]}
+
+    # the pipeline ----------------------------------------------------------------------------------
+    def attach(self, connectors: list[Connector]) -> None:
+        for c in connectors:
+            self.connectors[c.name] = c
+
+    async def start(self) -> None:
+        s = self.settings
+        self.limiter = RateLimiter(s.rate_limit_per_minute)
+        self.outbox = Outbox(self.engine, self.connectors, self.metrics, retry_base=s.retry_base_seconds)
+        self.router = Router(self.directory, self.agent, self.prompts, fetch=self.fetch, ingest_file=self.ingest_file)
+        self.dispatcher = Dispatcher(self.inbox, self.router.handle, self.metrics, workers=s.workers, lease=s.lease_seconds,
+                                     max_attempts=s.max_attempts, retry_base=s.retry_base_seconds, on_replies=self.outbox.wake)
+        await self.outbox.start()
+        await self.dispatcher.start()
+        for c in self.connectors.values():
+            await c.start(self.sink)
+        self.started = True
+
+    async def aclose(self) -> None:
+        for c in self.connectors.values():
+            try:
+                await c.aclose()
+            except Exception:  # noqa: BLE001
+                log.exception("closing connector %s", c.name)
+        if self.dispatcher:
+            await self.dispatcher.aclose()
+        if self.outbox:
+            await self.outbox.aclose()
+        await self.inbox.aclose()
+        self.embedder.close()
+        self.engine.dispose()
+
+    async def sink(self, msg: InboundMessage) -> Accepted:
+        """Where every connector hands a message: durable first, then acknowledged, then processed."""
+        started = time.perf_counter()
+        acc = await self.inbox.put(msg)
+        if acc.duplicate:
+            self.metrics.deduplicated.labels(msg.channel).inc()
+        else:
+            self.metrics.received.labels(msg.channel).inc()
+            if self.dispatcher is not None:
+                self.dispatcher.notify(acc.inbox_id, msg.conversation_key)
+        self.metrics.ack_latency.labels(msg.channel).observe(time.perf_counter() - started)
+        return acc
+
+    async def fetch(self, msg: InboundMessage, att: Attachment) -> bytes:
+        connector = self.connectors.get(msg.channel)
+        if connector is None:
+            raise RuntimeError(f"no connector for {msg.channel}")
+        return await connector.fetch(msg.tenant, att)
+
+    def ingest_file(self, person: Person, name: str, data: bytes) -> Reply:
+        res = self.ingestor.ingest_bytes(data, name, Uploader(person.id, person.role, person.tenant), source=f"chat:{person.id}/{name}")
+        lang = person.language
+        if res.status == "error":
+            text = f"《{name}》没有导入：{res.reason}" if lang == "zh" else f"{name} was not ingested: {res.reason}"
+        elif res.status == "draft":
+            text = (f"已收到《{name}》，保存为草稿（v{res.version}），等待赋能团队审核后才会对销售可见。" if lang == "zh"
+                    else f"Got {name}: saved as draft v{res.version}; reps see it after enablement approves it.")
+        elif res.status == "unchanged":
+            text = f"《{name}》内容没有变化（v{res.version}）。" if lang == "zh" else f"{name} is unchanged (v{res.version})."
+        else:
+            text = (f"已导入《{name}》：文档 {res.doc_id} v{res.version}，{res.chunks} 个段落。" if lang == "zh"
+                    else f"Ingested {name}: document {res.doc_id} v{res.version}, {res.chunks} passages.")
+        return Reply(text=text, kind="notice", meta={"ingest": res.to_json()})
+
+
+def import_reps(directory: Directory, path: Path, tenant: str) -> int:
+    """Sample reps from knowledge/crm/reps.csv, each reachable on the console channel under its id."""
+    if not path.is_file():
+        return 0
+    n = 0
+    with path.open(encoding="utf-8-sig", newline="") as fh:
+        for row in csv.DictReader(fh):
+            directory.add(row["id"], row.get("name") or row["id"], row.get("role") or "rep", team=row.get("team", ""),
+                          tenant=tenant, channel="console", email=row.get("email", ""),
+                          timezone=row.get("timezone") or "Asia/Shanghai", language=row.get("language") or "zh",
+                          manager_id=row.get("manager_id", ""))
+            if row.get("email"):
+                directory.link(row["id"], "email", row["email"].lower(), tenant=tenant)
+            n += 1
+    return n

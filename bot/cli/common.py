@@ -1,0 +1,79 @@
+"""Shared pieces of the CLI: the Typer app, errors, settings and the `--as` person."""
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import typer
+from pydantic import ValidationError
+
+from bot.settings import Settings
+
+app = typer.Typer(
+    help="Sales Copilot: answers, drafts and CRM logging inside WeCom, DingTalk and email.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+class CliError(Exception):
+    """A user-facing failure: printed as one line, exit code `code` (2 = bad usage or input)."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def load_settings(**overrides: Any) -> Settings:
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise CliError(f"bad setting COPILOT_{str(err['loc'][0]).upper()}: {err['msg']}") from None
+
+
+@contextmanager
+def opened(settings: Settings | None = None, *, logs: bool = False) -> Iterator["Copilot"]:  # noqa: F821
+    from bot.app import Copilot
+    from bot.logs import configure
+    from rag.embed import EmbedderError
+    from rag.index import ModelMismatch
+
+    s = settings or load_settings()
+    configure(s.log_level if logs else "WARNING", s.log_json)
+    try:
+        cp = Copilot.open(s)
+    except (ModelMismatch, EmbedderError) as exc:
+        raise CliError(str(exc), 1) from None
+    try:
+        yield cp
+    finally:
+        cp.embedder.close()
+        cp.engine.dispose()
+
+
+def person_for(cp, rep_id: str | None, channel: str | None = None):  # noqa: ANN001, ANN201
+    """The person behind --as (an unknown id is an error); without --as: a rep with no team."""
+    from bot.directory import DirectoryError, Person
+
+    if rep_id is None:
+        return Person("cli", "cli", "rep", "", cp.settings.tenant, cp.settings.timezone, "zh")
+    if channel:
+        p = cp.directory.resolve(channel, cp.settings.tenant, rep_id)
+        if p is None:
+            raise CliError(f"unknown user {rep_id!r} on channel {channel}: add it with `copilot reps add`")
+        return p
+    try:
+        return cp.directory.get(rep_id)
+    except DirectoryError as exc:
+        raise CliError(str(exc)) from None
+
+
+def emit(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    sys.stdout.flush()

@@ -1,0 +1,262 @@
+"""serve, ingest, search, ask, chat, doctor."""
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, List, Optional
+
+import typer
+
+from bot.cli.common import CliError, app, emit, load_settings, opened, person_for
+
+
+@app.command()
+def serve(
+    host: Optional[str] = typer.Option(None, help="Interface to listen on (default 127.0.0.1)."),
+    port: Optional[int] = typer.Option(None, help="Port (default 8080)."),
+) -> None:
+    """Run the gateway, the workers and every configured channel; ingest the bundled knowledge on first start."""
+    from aiohttp import web
+
+    from bot.gateway import create_app
+    from bot.wiring import channel_connectors
+
+    s = load_settings(host=host, port=port)
+    with opened(s, logs=True) as cp:
+        if cp.needs_bootstrap():
+            typer.echo(f"First start: loading sample users and ingesting {s.knowledge_dir} ...", err=True)
+            with _progress("embedding passages") as tick:
+                summary = cp.bootstrap(progress=tick)
+            typer.echo(f"Ready: {summary['reps']} users, {summary['documents']} documents.", err=True)
+            for e in summary["errors"]:
+                typer.echo(f"  not ingested: {e['name']}: {e['reason']}", err=True)
+        application = create_app(cp, channel_connectors(s))
+        typer.echo(f"Web chat: http://{s.host}:{s.port}/", err=True)
+        web.run_app(application, host=s.host, port=s.port, print=None, access_log=None, handle_signals=True)
+
+
+@app.command()
+def ingest(
+    paths: List[Path] = typer.Argument(..., help="Files or folders (md, txt, html, pdf, docx, csv, xlsx, pptx)."),
+    audience: Optional[str] = typer.Option(None, help="all | sales | managers (overrides the documents' front matter)."),
+    as_: Optional[str] = typer.Option(None, "--as", help="Ingest as this user (a rep's upload becomes a draft)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON line per file."),
+) -> None:
+    """Ingest documents into the knowledge base (unchanged content is not re-embedded)."""
+    from rag.ingest import Uploader
+    from rag.store import audience_roles
+
+    if audience is not None:
+        try:
+            audience_roles(audience)
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise CliError(f"no such file or folder: {', '.join(missing)}")
+    with opened() as cp:
+        who = person_for(cp, as_) if as_ else None
+        uploader = Uploader(who.id, who.role, who.tenant) if who else Uploader("cli", "admin", cp.settings.tenant)
+
+        def on_file(r) -> None:  # noqa: ANN001
+            if as_json:
+                emit(r.to_json())
+            elif r.status == "error":
+                typer.echo(f"✗ {r.name}: {r.reason}", err=True)
+            else:
+                typer.echo(f"{'✓' if r.status != 'draft' else '…'} {r.name}: {r.status} {r.doc_id} v{r.version} ({r.chunks} chunks, {r.embedded} embedded)")
+
+        with _progress("embedding passages", enabled=not as_json) as tick:
+            results = cp.ingestor.ingest_paths(paths, uploader, audience=audience, on_file=on_file, progress=tick)
+    bad = sum(r.status == "error" for r in results)
+    if not as_json:
+        typer.echo(f"{len(results) - bad} ingested, {bad} refused", err=True)
+    if bad:
+        raise typer.Exit(1)
+
+
+def _batch_lines(path: Path) -> Iterator[tuple[int, dict | None, str]]:
+    try:
+        fh = path.open(encoding="utf-8")
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror}") from None
+    with fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+                if not isinstance(obj, dict) or not isinstance(obj.get("q"), str) or not obj["q"].strip():
+                    raise ValueError("each line needs a non-empty string 'q'")
+                yield n, obj, ""
+            except ValueError as exc:
+                yield n, None, str(exc)
+
+
+def _run_batch(cp, path: Path, run) -> None:  # noqa: ANN001
+    from bot.directory import DirectoryError
+
+    for n, obj, err in _batch_lines(path):
+        rid = obj.get("id", n) if obj else n
+        if obj is None:
+            emit({"id": rid, "error": f"line {n}: {err}"})
+            continue
+        try:
+            person = person_for(cp, obj.get("as"))
+            emit({"id": rid, **run(obj["q"], person)})
+        except (CliError, DirectoryError) as exc:
+            emit({"id": rid, "error": str(exc)})
+
+
+@app.command()
+def search(
+    query: Optional[str] = typer.Argument(None, help="What to look for."),
+    as_: Optional[str] = typer.Option(None, "--as", help="Search as this user (their permissions)."),
+    k: int = typer.Option(10, "-k", min=1, max=100, help="Number of hits."),
+    per_doc: int = typer.Option(1, "--per-doc", min=1, max=20, help="Passages per document."),
+    mode: str = typer.Option("hybrid", help="hybrid | dense | bm25"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    batch: Optional[Path] = typer.Option(None, help="JSONL file of {id, q, as}: one JSON result line each."),
+) -> None:
+    """Search the knowledge base (JSON hits: doc_id, title, chunk_id, score, snippet, source, version)."""
+    from bot.agent import viewer_of
+
+    if mode not in ("hybrid", "dense", "bm25"):
+        raise CliError("--mode must be hybrid, dense or bm25")
+    if (query is None) == (batch is None):
+        raise CliError("give a query or --batch FILE (not both)")
+    with opened() as cp:
+        def run(q: str, person) -> dict:  # noqa: ANN001
+            hits = cp.retriever.search(q, viewer_of(person), k=k, per_doc=per_doc, mode=mode)
+            return {"hits": [h.public() for h in hits]}
+
+        if batch is not None:
+            _run_batch(cp, batch, run)
+            return
+        hits = run(query, person_for(cp, as_))["hits"]
+        if as_json:
+            emit(hits)
+            return
+        if not hits:
+            typer.echo("no results")
+        for i, h in enumerate(hits, 1):
+            typer.echo(f"{i}. {h['title']} [{h['doc_id']} v{h['version']}] {h['heading']}  score={h['score']} rel={h['relevance']}")
+            typer.echo(f"   {h['snippet']}")
+
+
+@app.command()
+def ask(
+    question: Optional[str] = typer.Argument(None, help="A product or competitor question."),
+    as_: Optional[str] = typer.Option(None, "--as", help="Ask as this user (their permissions)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON {answer, citations, grounded}."),
+    batch: Optional[Path] = typer.Option(None, help="JSONL file of {id, q, as}: one JSON result line each."),
+) -> None:
+    """Answer from the knowledge base with citations, or say honestly that it is not there."""
+    from bot.agent import viewer_of
+
+    if (question is None) == (batch is None):
+        raise CliError("give a question or --batch FILE (not both)")
+    with opened() as cp:
+        def run(q: str, person) -> dict:  # noqa: ANN001
+            return cp.agent.answerer.answer(q, viewer_of(person)).to_json()
+
+        if batch is not None:
+            _run_batch(cp, batch, run)
+            return
+        out = run(question, person_for(cp, as_))
+        if as_json:
+            emit(out)
+            return
+        typer.echo(out["answer"])
+        for i, c in enumerate(out["citations"], 1):
+            typer.echo(f"[{i}] {c['title']} ({c['doc_id']} v{c['version']})")
+
+
+@app.command()
+def chat(
+    as_: str = typer.Option(..., "--as", help="Chat as this user."),
+    channel: Optional[str] = typer.Option(None, help="Resolve --as on this channel (default console)."),
+) -> None:
+    """Chat in the terminal through the same inbox, workers and outbox as every channel."""
+    with opened() as cp:
+        person = person_for(cp, as_, channel)
+        asyncio.run(_chat(cp, person))
+
+
+async def _chat(cp, person) -> None:  # noqa: ANN001
+    import uuid
+
+    from bot.models import InboundMessage
+    from connectors.local.terminal import TerminalConnector
+
+    term = TerminalConnector(lambda text: print(f"\ncopilot> {text}\n", flush=True))
+    cp.attach([term])
+    await cp.start()
+    conv = f"cli-{person.id}"
+    ident = next((i.platform_user_id for i in cp.directory.identities(person.id) if i.channel == "console"), person.id)
+    print(f"Chatting as {person.name} ({person.role}). /help for commands, Ctrl-D to quit.", file=sys.stderr)
+    try:
+        while True:
+            line = await asyncio.to_thread(_read_line)
+            if line is None:
+                break
+            if not line.strip():
+                continue
+            term.delivered.clear()
+            await cp.sink(InboundMessage(channel="console", tenant=cp.settings.tenant, conversation_id=conv, sender_id=ident,
+                                         sender_name=person.name, text=line, platform_msg_id=uuid.uuid4().hex))
+            try:
+                await asyncio.wait_for(term.delivered.wait(), timeout=120)
+                await asyncio.sleep(0.2)  # let multi-part replies arrive
+            except asyncio.TimeoutError:
+                print("(still working; the answer will appear when ready)", file=sys.stderr)
+    finally:
+        await cp.aclose()
+
+
+def _read_line() -> str | None:
+    try:
+        return input("you> ")
+    except EOFError:
+        return None
+
+
+@app.command()
+def doctor(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Check configuration, stores, the model and every configured channel; say how to fix what is wrong."""
+    from bot.doctor import run_checks
+
+    checks = asyncio.run(run_checks(load_settings()))
+    if as_json:
+        emit([c.__dict__ for c in checks])
+    else:
+        for c in checks:
+            typer.echo(f"{'✓' if c.ok else '✗'} {c.name}: {c.detail}")
+            if not c.ok and c.fix:
+                typer.echo(f"    fix: {c.fix}")
+    if not all(c.ok for c in checks):
+        raise typer.Exit(1)
+
+
+class _Tick:
+    def __init__(self, progress, task) -> None:  # noqa: ANN001
+        self.progress, self.task = progress, task
+
+    def __call__(self, n: int) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, advance=n)
+
+
+@contextmanager
+def _progress(label: str, enabled: bool = True) -> Iterator[_Tick]:
+    """A rich progress bar on a terminal; silent when piped."""
+    if not enabled or not sys.stderr.isatty():
+        yield _Tick(None, None)
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True) as p:
+        yield _Tick(p, p.add_task(label, total=None))

@@ -1,0 +1,79 @@
+"""The connector contract: how a channel plugs into the gateway.
+
+A connector is a thin adapter: it turns platform requests into `InboundMessage`s handed to the
+sink (the durable inbox) and delivers `Reply`s. It never imports rag, crm or the agent. Rich
+features (cards, markdown) fall back to text by default: `render_text` is the floor every
+connector can rely on.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Awaitable, Callable, Protocol
+
+from aiohttp import web
+
+from bot.models import Attachment, InboundMessage, Reply, Target
+
+
+@dataclass(frozen=True)
+class Accepted:
+    inbox_id: int
+    duplicate: bool
+
+
+Sink = Callable[[InboundMessage], Awaitable[Accepted]]
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of `copilot doctor`: what was checked, whether it passed, and how to fix it."""
+
+    name: str
+    ok: bool
+    detail: str = ""
+    fix: str = ""
+
+
+class SendError(Exception):
+    """Delivery failed. `retryable` failures are retried with backoff; others go to dead letters."""
+
+    def __init__(self, message: str, *, retryable: bool = True, retry_after: float | None = None):
+        super().__init__(message)
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+class Connector(Protocol):
+    name: str  # the channel name in InboundMessage.channel
+
+    def routes(self, sink: Sink) -> list[web.RouteDef]: ...
+
+    async def start(self, sink: Sink) -> None: ...  # background receivers (stream, IMAP); must return
+
+    async def send(self, target: Target, reply: Reply, key: str) -> None: ...  # key: idempotency key
+
+    async def fetch(self, tenant: str, attachment: Attachment) -> bytes: ...
+
+    async def doctor(self) -> list[Check]: ...
+
+    async def aclose(self) -> None: ...
+
+
+def render_text(reply: Reply, *, numbered_buttons: bool = True) -> str:
+    """Plain-text rendering with citations and a typed fallback for buttons."""
+    parts = [reply.text.rstrip()]
+    if reply.citations and "[来源]" not in reply.text and "Sources:" not in reply.text:
+        lines = []
+        for c in reply.citations:
+            line = f"[{c.n}] {c.title}"
+            if c.version:
+                line += f" v{c.version}"
+            if c.updated:
+                line += f" ({c.updated})"
+            if c.url:
+                line += f" {c.url}"
+            lines.append(line)
+        parts.append("\n".join(lines))
+    if reply.buttons and numbered_buttons:
+        parts.append("  ".join(f"{b.reply or i + 1}. {b.label}" for i, b in enumerate(reply.buttons)))
+    return "\n\n".join(p for p in parts if p)

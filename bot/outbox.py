@@ -1,0 +1,167 @@
+"""Reply delivery: outbound rows are sent through their channel's connector, in order per conversation.
+
+A row is claimed (pending -> sending) before the connector is called, so two instances never
+send it twice; a send that crashed mid-way is retried after its claim times out, with the row's
+dedupe key passed to the connector for platforms that can deduplicate. Failures back off
+exponentially and end in the dead-letter state, visible in `copilot doctor` and /metrics.
+Rows survive restarts: queued sends are never lost.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from sqlalchemy import func, select, update
+from sqlalchemy.engine import Engine
+
+from bot.connector import Connector, SendError
+from bot.metrics import Metrics
+from bot.models import Reply, Target, utcnow
+from bot.tables import OutboundRow
+
+log = logging.getLogger("copilot.outbox")
+CLAIM_SECONDS = 120.0
+
+
+class Outbox:
+    def __init__(self, engine: Engine, connectors: dict[str, Connector], metrics: Metrics, *, max_attempts: int = 6,
+                 retry_base: float = 2.0, concurrency: int = 8) -> None:
+        self.engine = engine
+        self.connectors = connectors
+        self.metrics = metrics
+        self.max_attempts = max_attempts
+        self.retry_base = retry_base
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._sem = asyncio.Semaphore(concurrency)
+        self.sent_event = asyncio.Condition()
+
+    def enqueue(self, target: Target, reply: Reply, dedupe_key: str, conversation_key: str | None = None) -> int | None:
+        """Queue a reply that is not the answer to an inbox row (nudges, notifications). Idempotent on the key."""
+        from bot.storage import upsert_ignore
+
+        with self.engine.begin() as conn:
+            res = conn.execute(upsert_ignore(self.engine, OutboundRow.__table__, dict(
+                dedupe_key=dedupe_key, inbox_id=None, channel=target.channel, tenant=target.tenant,
+                conversation_key=conversation_key or f"{target.channel}|{target.tenant}|{target.conversation_id}",
+                target=target.model_dump_json(), reply=reply.model_dump_json(), status="pending", attempts=0,
+                not_before=0.0, error="", created_at=utcnow())).returning(OutboundRow.__table__.c.id))
+            row = res.first()
+        self.wake()
+        return row[0] if row else None
+
+    def wake(self, *_ids) -> None:  # noqa: ANN002
+        self._wake.set()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="outbox")
+
+    async def aclose(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                batch = await asyncio.to_thread(self._claim_batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001
+                log.exception("outbox claim failed")
+                batch = []
+            if batch:
+                # in order within a conversation, conversations in parallel
+                by_conv: dict[str, list[OutboundRow]] = {}
+                for row in batch:
+                    by_conv.setdefault(row.conversation_key, []).append(row)
+                await asyncio.gather(*(self._send_conv(rows) for rows in by_conv.values()))
+                continue
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=await asyncio.to_thread(self._next_due))
+            except asyncio.TimeoutError:
+                pass
+
+    def _next_due(self) -> float:
+        t = OutboundRow.__table__
+        with self.engine.connect() as conn:
+            nb = conn.execute(select(func.min(t.c.not_before)).where(t.c.status.in_(("pending", "sending")))).scalar()
+        return 5.0 if nb is None else min(5.0, max(0.05, nb - time.time()))
+
+    def _claim_batch(self, limit: int = 64) -> list[OutboundRow]:
+        now = time.time()
+        t = OutboundRow.__table__
+        with self.engine.begin() as conn:
+            # a conversation whose oldest row is waiting for a retry holds the later rows back
+            rows = conn.execute(select(t).where(t.c.status.in_(("pending", "sending"))).order_by(t.c.id).limit(limit * 4)).all()
+            blocked: set[str] = set()
+            claimed = []
+            for r in rows:
+                if r.conversation_key in blocked:
+                    continue
+                if r.not_before > now:
+                    blocked.add(r.conversation_key)
+                    continue
+                res = conn.execute(update(t).where(t.c.id == r.id, t.c.status == r.status, t.c.not_before == r.not_before)
+                                   .values(status="sending", not_before=now + CLAIM_SECONDS))
+                if res.rowcount == 1:
+                    claimed.append(OutboundRow.model_validate(r._mapping))
+                if len(claimed) >= limit:
+                    break
+        return claimed
+
+    async def _send_conv(self, rows: list[OutboundRow]) -> None:
+        for i, row in enumerate(rows):
+            ok = await self._send(row)
+            if not ok:
+                # release the rest so they go after the retry, in order
+                await asyncio.to_thread(self._release, [r.id for r in rows[i + 1 :]])
+                return
+
+    async def _send(self, row: OutboundRow) -> bool:
+        connector = self.connectors.get(row.channel)
+        target = Target.model_validate_json(row.target)
+        reply = Reply.model_validate_json(row.reply)
+        try:
+            if connector is None:
+                raise SendError(f"no connector for channel {row.channel!r} is configured", retryable=False)
+            async with self._sem:
+                await connector.send(target, reply, row.dedupe_key)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            retryable = exc.retryable if isinstance(exc, SendError) else True
+            self.metrics.send_failed.labels(row.channel).inc()
+            attempts = row.attempts + 1
+            dead = not retryable or attempts >= self.max_attempts
+            delay = getattr(exc, "retry_after", None) or self.retry_base * (2 ** row.attempts)
+            log.warning("send %s to %s failed (attempt %d%s): %s", row.id, row.channel, attempts, ", dead" if dead else "", exc)
+            await asyncio.to_thread(self._mark, row.id, "dead" if dead else "pending", attempts, time.time() + delay, str(exc))
+            return dead  # a dead row no longer holds its conversation back
+        await asyncio.to_thread(self._mark, row.id, "sent", row.attempts + 1, 0.0, "")
+        self.metrics.sent.labels(row.channel).inc()
+        async with self.sent_event:
+            self.sent_event.notify_all()
+        return True
+
+    def _mark(self, row_id: int, status: str, attempts: int, not_before: float, error: str) -> None:
+        t = OutboundRow.__table__
+        values = dict(status=status, attempts=attempts, not_before=not_before, error=error[:2000])
+        if status == "sent":
+            values["sent_at"] = utcnow()
+        with self.engine.begin() as conn:
+            conn.execute(update(t).where(t.c.id == row_id).values(**values))
+
+    def _release(self, ids: list[int]) -> None:
+        if not ids:
+            return
+        t = OutboundRow.__table__
+        with self.engine.begin() as conn:
+            conn.execute(update(t).where(t.c.id.in_(ids), t.c.status == "sending").values(status="pending", not_before=0.0))
+
+    def counts(self) -> dict[str, int]:
+        t = OutboundRow.__table__
+        with self.engine.connect() as conn:
+            return {s: n for s, n in conn.execute(select(t.c.status, func.count()).group_by(t.c.status)).all()}

@@ -1,0 +1,64 @@
+"""From an inbox message to replies: who is asking, what kind of message, which job.
+
+Resolves the sender in the rep directory (unknown people are recorded for an admin and told so),
+answers platform events, sends files from enablement users to the ingestion path and text to the
+agent. Runs the synchronous agent in a thread so the event loop keeps acknowledging.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Awaitable, Callable
+
+from bot.agent import Agent
+from bot.directory import Directory, Person
+from bot.models import Attachment, InboundMessage, Reply
+from bot.prompts import Prompts
+from rag.text import language
+
+log = logging.getLogger("copilot.router")
+
+Fetch = Callable[[InboundMessage, Attachment], Awaitable[bytes]]
+IngestFile = Callable[[Person, str, bytes], Reply]
+
+
+class Router:
+    def __init__(self, directory: Directory, agent: Agent, prompts: Prompts, *, fetch: Fetch | None = None,
+                 ingest_file: IngestFile | None = None) -> None:
+        self.directory = directory
+        self.agent = agent
+        self.prompts = prompts
+        self.fetch = fetch
+        self.ingest_file = ingest_file
+
+    async def handle(self, msg: InboundMessage) -> list[Reply]:
+        person = await asyncio.to_thread(self.directory.resolve, msg.channel, msg.tenant, msg.sender_id)
+        lang = language(msg.text) if msg.text else "zh"
+        if person is None:
+            await asyncio.to_thread(self.directory.note_unknown, msg.channel, msg.tenant, msg.sender_id, msg.sender_name)
+            log.info("unknown sender %s/%s/%s recorded for approval", msg.channel, msg.tenant, msg.sender_id)
+            return [Reply(text=self.prompts.msg("unknown_user", lang), kind="notice")]
+        lang = language(msg.text) if msg.text else person.language
+        if msg.kind == "event":
+            if msg.event in ("subscribe", "enter_agent", "enter_chat"):
+                return [Reply(text=self.prompts.msg("welcome", person.language, name=person.name), kind="notice")]
+            if msg.event == "location":
+                return [Reply(text=self.prompts.msg("location", lang), kind="notice")]
+            return []  # other platform events need no answer
+        if msg.kind == "file":
+            return await self._files(person, msg)
+        if msg.kind == "action" and msg.action is not None:
+            return await asyncio.to_thread(self.agent.act, person, msg.action, msg.conversation_key)
+        if not msg.text.strip():
+            return [Reply(text=self.prompts.msg("unsupported", lang), kind="notice")]
+        return await asyncio.to_thread(self.agent.handle, person, msg.text, msg.conversation_key)
+
+    async def _files(self, person: Person, msg: InboundMessage) -> list[Reply]:
+        replies = []
+        for att in msg.attachments:
+            if self.fetch is None or self.ingest_file is None:
+                replies.append(Reply(text=self.prompts.msg("unsupported", person.language), kind="notice"))
+                continue
+            data = await self.fetch(msg, att)
+            replies.append(await asyncio.to_thread(self.ingest_file, person, att.name, data))
+        return replies

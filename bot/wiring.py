@@ -1,0 +1,9 @@
+"""Which channel connectors a deployment runs, from its settings (the console channel is always on)."""
+from __future__ import annotations
+
+from bot.connector import Connector
+from bot.settings import Settings
+
+
+def channel_connectors(settings: Settings) -> list[Connector]:
+    return []

@@ -1,0 +1,164 @@
+"""The local channel ("console"): the web chat at / and `copilot chat` in a terminal.
+
+A real connector in every respect (messages go through the durable inbox and the worker pool;
+replies come back through the outbox), so tests run the whole pipeline without a platform.
+The browser gives each message a client-generated id: a retried POST is answered once.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Awaitable, Callable
+
+from aiohttp import web
+
+from bot.connector import Check, Sink
+from bot.models import Attachment, InboundMessage, Reply, Target
+
+WEB = Path(__file__).parent / "web"
+History = Callable[[str, str, int], Awaitable[list[dict]]]  # (tenant, conversation id, after id) -> replies
+Users = Callable[[], Awaitable[list[dict]]]
+Allow = Callable[[str], bool]
+_ID = re.compile(r"^[\w.:@\-]{1,128}$")
+
+
+class LocalConnector:
+    name = "console"
+
+    def __init__(self, history: History, users: Users, *, tenant: str = "default", uploads: Path | None = None,
+                 allow: Allow | None = None, max_upload: int = 25 * 1024 * 1024) -> None:
+        self.history = history
+        self.users = users
+        self.tenant = tenant
+        self.uploads = uploads
+        self.allow = allow or (lambda sender: True)
+        self.max_upload = max_upload
+        self._waiters: dict[str, asyncio.Event] = {}
+
+    # receive ---------------------------------------------------------------------------------
+    def routes(self, sink: Sink) -> list[web.RouteDef]:
+        async def page(_: web.Request) -> web.StreamResponse:
+            return web.FileResponse(WEB / "index.html")
+
+        async def users(_: web.Request) -> web.Response:
+            return web.json_response(await self.users())
+
+        async def post(request: web.Request) -> web.Response:
+            if request.content_type.startswith("multipart/"):
+                fields, attachment = await self._read_upload(request)
+            else:
+                try:
+                    fields = await request.json()
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    raise web.HTTPBadRequest(text="body is not valid JSON") from None
+                attachment = None
+            msg = self.to_message(fields, attachment)
+            if not self.allow(msg.sender_id):
+                raise web.HTTPTooManyRequests(text="too many messages from this sender; wait a minute", headers={"Retry-After": "20"})
+            acc = await sink(msg)
+            return web.json_response({"inbox_id": acc.inbox_id, "duplicate": acc.duplicate, "conversation": msg.conversation_id},
+                                     status=200 if acc.duplicate else 202)
+
+        async def replies(request: web.Request) -> web.Response:
+            conv = request.query.get("conversation", "")
+            if not _ID.match(conv):
+                raise web.HTTPBadRequest(text="conversation must be 1-128 letters, digits or .:@_-")
+            try:
+                after = int(request.query.get("after", "0"))
+                wait = min(float(request.query.get("wait", "25")), 60.0)
+            except ValueError:
+                raise web.HTTPBadRequest(text="after and wait must be numbers") from None
+            rows = await self.history(self.tenant, conv, after)
+            if not rows and wait > 0:
+                ev = self._waiters.setdefault(conv, asyncio.Event())
+                try:
+                    await asyncio.wait_for(ev.wait(), timeout=wait)
+                except asyncio.TimeoutError:
+                    pass
+                rows = await self.history(self.tenant, conv, after)
+            return web.json_response({"replies": rows})
+
+        return [
+            web.get("/", page),
+            web.get("/api/users", users),
+            web.post("/api/chat", post),
+            web.get("/api/replies", replies),
+        ]
+
+    def to_message(self, f: dict, attachment: Attachment | None = None) -> InboundMessage:
+        if not isinstance(f, dict):
+            raise web.HTTPBadRequest(text="body must be a JSON object")
+        sender = str(f.get("as") or f.get("sender") or "")
+        text = f.get("text", "")
+        if not _ID.match(sender):
+            raise web.HTTPBadRequest(text="'as' (the rep id) is required: 1-128 letters, digits or .:@_-")
+        if not isinstance(text, str) or len(text) > 8000:
+            raise web.HTTPBadRequest(text="'text' must be a string of at most 8000 characters")
+        conv = str(f.get("conversation") or f"web-{sender}")
+        msg_id = str(f.get("id") or "")
+        if not _ID.match(conv) or (msg_id and not _ID.match(msg_id)):
+            raise web.HTTPBadRequest(text="'conversation' and 'id' must be 1-128 letters, digits or .:@_-")
+        if not msg_id:  # without a client id, identical text in the same second is one message
+            msg_id = hashlib.sha256(f"{sender}|{conv}|{text}".encode()).hexdigest()[:32]
+        action = f.get("action")
+        kind = "text"
+        if attachment is not None:
+            kind = "file"
+        elif isinstance(action, dict) and action.get("key") and action.get("ref"):
+            kind = "action"
+        return InboundMessage(
+            channel=self.name, tenant=self.tenant, conversation_id=conv, sender_id=sender, sender_name=sender,
+            text=text, kind=kind, platform_msg_id=msg_id,
+            action={"key": str(action["key"]), "ref": str(action["ref"])} if kind == "action" else None,
+            attachments=(attachment,) if attachment else (),
+        )
+
+    async def _read_upload(self, request: web.Request) -> tuple[dict, Attachment]:
+        if self.uploads is None:
+            raise web.HTTPBadRequest(text="file upload is not enabled")
+        reader = await request.multipart()
+        fields: dict = {}
+        attachment = None
+        while (part := await reader.next()) is not None:
+            if part.filename:
+                data = bytearray()
+                while chunk := await part.read_chunk(1 << 16):
+                    data += chunk
+                    if len(data) > self.max_upload:
+                        raise web.HTTPRequestEntityTooLarge(max_size=self.max_upload, actual_size=len(data))
+                digest = hashlib.sha256(data).hexdigest()
+                self.uploads.mkdir(parents=True, exist_ok=True)
+                path = self.uploads / digest
+                path.write_bytes(bytes(data))
+                attachment = Attachment(name=Path(part.filename).name, mime=part.headers.get("Content-Type", ""), size=len(data), ref=digest)
+                fields.setdefault("id", "upload-" + digest[:24])
+            else:
+                fields[part.name] = (await part.read(decode=True)).decode("utf-8", "replace")
+        if attachment is None:
+            raise web.HTTPBadRequest(text="no file in the upload")
+        return fields, attachment
+
+    async def start(self, sink: Sink) -> None:
+        return None
+
+    # send --------------------------------------------------------------------------------------
+    async def send(self, target: Target, reply: Reply, key: str) -> None:
+        # the reply is already durable in the outbox; delivery is waking the page that polls for it
+        ev = self._waiters.pop(target.conversation_id, None)
+        if ev is not None:
+            ev.set()
+
+    async def fetch(self, tenant: str, attachment: Attachment) -> bytes:
+        if self.uploads is None or not re.fullmatch(r"[0-9a-f]{64}", attachment.ref):
+            raise FileNotFoundError(attachment.ref)
+        return (self.uploads / attachment.ref).read_bytes()
+
+    async def doctor(self) -> list[Check]:
+        return [Check("console channel", True, "web chat and `copilot chat`")]
+
+    async def aclose(self) -> None:
+        for ev in self._waiters.values():
+            ev.set()

@@ -1,0 +1,290 @@
+"""Ingestion: one code path for the CLI, the admin upload API and files sent in chat.
+
+bytes -> parse (rag.formats) -> chunk (rag.chunk) -> embed (cached by content hash) -> publish.
+Publishing a new version is atomic for readers: the new vectors are added first, then one SQL
+transaction flips `live` from the old version to the new and bumps the tenant's generation, then
+the old vectors are removed. Any failure before the flip removes what was added: nothing
+half-ingested stays behind.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterable
+
+from sqlalchemy import update
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from rag.chunk import chunk_blocks
+from rag.embed import CachedEmbedder
+from rag.formats import SUFFIXES, IngestError, ParsedDoc, parse_document
+from rag.index import VectorIndex, chunk_metadata
+from rag.store import Chunk, DocVersion, Document, KbState, audience_roles
+from rag.text import language, tokenize
+
+PUBLISHERS = frozenset({"enablement", "manager", "admin"})
+
+
+@dataclass
+class IngestResult:
+    name: str
+    doc_id: str = ""
+    status: str = "error"  # added|updated|unchanged|draft|error
+    version: str = ""
+    chunks: int = 0
+    embedded: int = 0
+    reason: str = ""
+    version_id: int | None = None
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d.pop("version_id")
+        return d
+
+
+@dataclass(frozen=True)
+class Uploader:
+    """Who is ingesting: decides draft vs. published. The CLI runs as an admin."""
+
+    id: str = "cli"
+    role: str = "admin"
+    tenant: str = "default"
+
+
+def _tags(v) -> str:  # noqa: ANN001
+    if isinstance(v, (list, tuple)):
+        return ",".join(str(x).strip() for x in v if str(x).strip())
+    return ",".join(t.strip() for t in str(v or "").replace("，", ",").split(",") if t.strip())
+
+
+class Ingestor:
+    def __init__(self, engine: Engine, vectors: VectorIndex, embedder: CachedEmbedder) -> None:
+        self.engine = engine
+        self.vectors = vectors
+        self.embedder = embedder
+
+    # entry points ------------------------------------------------------------------------------
+    def ingest_paths(
+        self,
+        paths: Iterable[Path],
+        uploader: Uploader,
+        *,
+        audience: str | None = None,
+        on_file: Callable[[IngestResult], None] | None = None,
+        progress: Callable[[int], None] | None = None,
+        exclude: tuple[str, ...] = (),
+    ) -> list[IngestResult]:
+        results = []
+        for root, path in expand(paths, exclude):
+            rel = path.relative_to(root).as_posix() if path != root else path.name
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                res = IngestResult(rel, reason=f"cannot read the file: {exc.strerror}")
+            else:
+                source = f"{root.name}/{rel}" if path != root else path.name
+                res = self.ingest_bytes(data, rel, uploader, audience=audience, source=source, progress=progress)
+            results.append(res)
+            if on_file:
+                on_file(res)
+        return results
+
+    def ingest_bytes(
+        self,
+        data: bytes,
+        name: str,
+        uploader: Uploader,
+        *,
+        audience: str | None = None,
+        source: str = "",
+        progress: Callable[[int], None] | None = None,
+    ) -> IngestResult:
+        res = IngestResult(name)
+        try:
+            parsed = parse_document(data, name)
+            return self._ingest(parsed, name, uploader, audience, source or name, progress)
+        except IngestError as exc:
+            res.reason = str(exc)
+        except ValueError as exc:  # bad front-matter values (audience, dates)
+            res.reason = str(exc)
+        return res
+
+    # core --------------------------------------------------------------------------------------
+    def _ingest(self, parsed: ParsedDoc, name: str, uploader: Uploader, audience: str | None, source: str, progress) -> IngestResult:  # noqa: ANN001
+        meta = parsed.meta
+        doc_id = str(meta.get("id") or name).strip()
+        title = str(meta.get("title") or "").strip() or _first_heading(parsed) or Path(name).stem
+        aud = str(audience or meta.get("audience") or "all")
+        roles = audience_roles(aud)
+        team = str(meta.get("team") or "").strip()
+        updated = str(meta.get("updated") or date.today().isoformat())[:10]
+        expires = str(meta.get("expires") or "")[:10]
+        for label, value in (("updated", updated), ("expires", expires)):
+            if value:
+                try:
+                    date.fromisoformat(value)
+                except ValueError as exc:
+                    raise IngestError(f"front matter '{label}' is not a date (YYYY-MM-DD): {value}") from exc
+        drafts = chunk_blocks(parsed.blocks)
+        if not drafts:
+            raise IngestError("the file has no text to index")
+        embed_texts = [f"{title}\n{d.heading}\n{d.text}" if d.heading else f"{title}\n{d.text}" for d in drafts]
+        fields = dict(title=title, source=source, doc_type=str(meta.get("type") or ""), audience=aud, team=team,
+                      tags=_tags(meta.get("tags")), owner=str(meta.get("owner") or uploader.id), updated=updated,
+                      expires=expires, competitor=str(meta.get("competitor") or ""),
+                      lang=str(meta.get("lang") or language(" ".join(d.text for d in drafts[:5]))))
+        content_hash = hashlib.sha256(json.dumps([fields, embed_texts], ensure_ascii=False, sort_keys=True).encode()).hexdigest()
+        tenant = uploader.tenant
+        publish = uploader.role in PUBLISHERS
+
+        with Session(self.engine) as s:
+            doc = s.exec(select(Document).where(Document.tenant == tenant, Document.doc_id == doc_id)).first()
+            live = s.get(DocVersion, doc.live_version_id) if doc and doc.live_version_id else None
+            if live is not None and live.content_hash == content_hash:
+                return IngestResult(name, doc_id, "unchanged", live.version, live.n_chunks, 0, version_id=live.id)
+            if doc is not None:
+                same_draft = s.exec(
+                    select(DocVersion).where(DocVersion.document_id == doc.id, DocVersion.status == "draft",
+                                             DocVersion.content_hash == content_hash)
+                ).first()
+                if same_draft is not None and not publish:
+                    return IngestResult(name, doc_id, "draft", same_draft.version, same_draft.n_chunks, 0,
+                                        reason="already waiting for approval", version_id=same_draft.id)
+            version = str(meta.get("version") or "").strip() or self._next_version(s, doc)
+
+        before = self.embedder.misses
+        vectors = self.embedder.embed_passages(embed_texts, progress=progress)
+        embedded = self.embedder.misses - before
+
+        with Session(self.engine) as s:
+            doc = s.exec(select(Document).where(Document.tenant == tenant, Document.doc_id == doc_id)).first()
+            if doc is None:
+                doc = Document(tenant=tenant, doc_id=doc_id)
+                s.add(doc)
+                s.flush()
+            is_update = doc.live_version_id is not None
+            ver = DocVersion(document_id=doc.id, version=version, status="draft", content_hash=content_hash,
+                             n_chunks=len(drafts), ingested_by=uploader.id, **fields)
+            s.add(ver)
+            s.flush()
+            chunks = [
+                Chunk(id=f"v{ver.id}c{i}", version_id=ver.id, document_id=doc.id, tenant=tenant, ordinal=i,
+                      heading=d.heading, kind=d.kind, text=d.text, tokens=" ".join(tokenize(f"{title} {d.heading} {d.text}")),
+                      embed_hash=hashlib.sha256(embed_texts[i].encode()).hexdigest())
+                for i, d in enumerate(drafts)
+            ]
+            s.add_all(chunks)
+            s.commit()
+            ver_id = ver.id
+
+        # keep the vectors for the draft in the cache only; a published version goes live now
+        result = IngestResult(name, doc_id, "draft", version, len(drafts), embedded, version_id=ver_id)
+        if publish:
+            self.publish(ver_id, approver=uploader.id, vectors=vectors, roles=roles)
+            result.status = "updated" if is_update else "added"
+        return result
+
+    def publish(self, version_id: int, approver: str, vectors=None, roles=None) -> DocVersion:  # noqa: ANN001
+        """Make a draft version live: add its vectors, flip live in one transaction, drop the old vectors."""
+        with Session(self.engine) as s:
+            ver = s.get(DocVersion, version_id)
+            if ver is None or ver.status not in ("draft", "live"):
+                raise IngestError(f"version {version_id} is not a draft")
+            doc = s.get(Document, ver.document_id)
+            chunks = s.exec(select(Chunk).where(Chunk.version_id == version_id).order_by(Chunk.ordinal)).all()
+            if vectors is None:
+                vectors = self.embedder.embed_passages([f"{ver.title}\n{c.heading}\n{c.text}" if c.heading else f"{ver.title}\n{c.text}" for c in chunks])
+            roles = roles or audience_roles(ver.audience)
+        ids = [c.id for c in chunks]
+        meta = chunk_metadata(doc.tenant, version_id, roles, ver.team)
+        self.vectors.add(ids, vectors, [meta] * len(ids))
+        try:
+            with Session(self.engine) as s:
+                ver = s.get(DocVersion, version_id)
+                doc = s.get(Document, ver.document_id)
+                old_id = doc.live_version_id
+                if old_id and old_id != version_id:
+                    s.execute(update(DocVersion).where(DocVersion.id == old_id).values(status="superseded"))
+                ver.status = "live"
+                ver.approved_by = approver
+                ver.approved_at = datetime.now(timezone.utc)
+                doc.live_version_id = version_id
+                s.add_all([ver, doc])
+                _bump(s, doc.tenant)
+                s.commit()
+        except Exception:
+            self.vectors.delete_ids(ids)
+            raise
+        if old_id and old_id != version_id:
+            self.vectors.delete_version(old_id)
+        return ver
+
+    def reject(self, version_id: int, approver: str) -> DocVersion:
+        with Session(self.engine) as s:
+            ver = s.get(DocVersion, version_id)
+            if ver is None or ver.status != "draft":
+                raise IngestError(f"version {version_id} is not a draft")
+            ver.status = "rejected"
+            ver.approved_by = approver
+            ver.approved_at = datetime.now(timezone.utc)
+            s.add(ver)
+            s.commit()
+            return ver
+
+    def retire(self, tenant: str, doc_id: str) -> bool:
+        """Stop serving a document (its versions stay for audit)."""
+        with Session(self.engine) as s:
+            doc = s.exec(select(Document).where(Document.tenant == tenant, Document.doc_id == doc_id)).first()
+            if doc is None or doc.live_version_id is None:
+                return False
+            old = doc.live_version_id
+            s.execute(update(DocVersion).where(DocVersion.id == old).values(status="retired"))
+            doc.live_version_id = None
+            s.add(doc)
+            _bump(s, tenant)
+            s.commit()
+        self.vectors.delete_version(old)
+        return True
+
+    @staticmethod
+    def _next_version(s: Session, doc: Document | None) -> str:
+        if doc is None:
+            return "1"
+        versions = s.exec(select(DocVersion.version).where(DocVersion.document_id == doc.id)).all()
+        nums = [int(v) for v in versions if str(v).isdigit()]
+        return str(max(nums, default=len(versions)) + 1)
+
+
+def _bump(s: Session, tenant: str) -> None:
+    st = s.get(KbState, tenant)
+    if st is None:
+        s.add(KbState(tenant=tenant, generation=1))
+    else:
+        st.generation += 1
+        s.add(st)
+
+
+def _first_heading(parsed: ParsedDoc) -> str:
+    return next((b.text for b in parsed.blocks if b.kind == "heading" and b.text), "")
+
+
+def expand(paths: Iterable[Path], exclude: tuple[str, ...] = ()) -> list[tuple[Path, Path]]:
+    """(root, file) pairs: files as given, directories walked for supported suffixes (sorted),
+    skipping hidden entries and top-level folders named in `exclude`."""
+    out = []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            out += [(p, f) for f in sorted(p.rglob("*")) if f.is_file() and f.suffix.lower() in SUFFIXES and not _skipped(f, p, exclude)]
+        else:
+            out.append((p.parent, p))
+    return out
+
+
+def _skipped(f: Path, root: Path, exclude: tuple[str, ...]) -> bool:
+    parts = f.relative_to(root).parts
+    return any(part.startswith(".") for part in parts) or (len(parts) > 1 and parts[0] in exclude)

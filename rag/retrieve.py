@@ -1,0 +1,245 @@
+"""Hybrid, permission-trimmed retrieval: dense (Chroma) + BM25 over jieba tokens, fused by RRF.
+
+Permissions are applied before ranking: the dense search carries them as a `where` filter and
+the BM25 scores of chunks the viewer may not see are removed before the top-k is taken. Only
+`live` versions are served; a snapshot of them is rebuilt whenever the tenant's generation moves,
+so a reader sees either the old version or the new one, never both or neither.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, dataclass, field
+from datetime import date
+
+import numpy as np
+from rank_bm25 import BM25Okapi
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from rag.embed import Embedder
+from rag.index import VectorIndex, viewer_where
+from rag.store import SEE_ALL, Chunk, ChunkUse, DocVersion, Document, KbState, audience_roles
+from rag.text import normalize, tokenize
+
+RRF_K = 60
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """Who is asking: retrieval only ever needs the tenant, the role and the team."""
+
+    tenant: str
+    role: str
+    team: str = ""
+    user_id: str = ""
+
+
+@dataclass
+class Hit:
+    doc_id: str
+    title: str
+    chunk_id: str
+    score: float  # fused rank score (RRF)
+    snippet: str
+    source: str
+    version: str
+    heading: str = ""
+    text: str = ""
+    relevance: float | None = None  # cosine similarity to the query (dense), for the score floor
+    updated: str = ""
+    expires: str = ""
+    owner: str = ""
+    doc_type: str = ""
+    competitor: str = ""
+    lang: str = ""
+    document_pk: int = 0
+    age_days: int | None = None
+    expired: bool = False
+
+    def public(self) -> dict:
+        keys = ("doc_id", "title", "chunk_id", "score", "snippet", "source", "version", "heading", "updated", "expires", "relevance")
+        d = asdict(self)
+        out = {k: d[k] for k in keys}
+        out["score"] = round(self.score, 5)
+        out["relevance"] = None if self.relevance is None else round(self.relevance, 4)
+        return out
+
+
+@dataclass
+class _Snapshot:
+    generation: int
+    ids: list[str]
+    pos: dict[str, int]
+    meta: list[dict]
+    role_mask: dict[str, np.ndarray]
+    teams: np.ndarray
+    live_versions: set[int]
+    bm25: BM25Okapi | None
+    masks: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+
+    def mask(self, role: str, team: str) -> np.ndarray:
+        key = (role, team)
+        if key not in self.masks:
+            if role in SEE_ALL:
+                m = np.ones(len(self.ids), dtype=bool)
+            else:
+                m = self.role_mask.get(role, np.zeros(len(self.ids), dtype=bool)) & ((self.teams == "") | (self.teams == team))
+            self.masks[key] = m
+        return self.masks[key]
+
+
+def _age_days(updated: str, today: date | None = None) -> int | None:
+    try:
+        return ((today or date.today()) - date.fromisoformat(updated[:10])).days
+    except ValueError:
+        return None
+
+
+class Retriever:
+    def __init__(self, engine: Engine, vectors: VectorIndex, embedder: Embedder, *, t2s: bool = True, reranker=None) -> None:  # noqa: ANN001
+        self.engine = engine
+        self.vectors = vectors
+        self.embedder = embedder
+        self.t2s = t2s
+        self.reranker = reranker
+        self._snaps: dict[str, _Snapshot] = {}
+        self._lock = threading.Lock()
+
+    # snapshot ----------------------------------------------------------------------------------
+    def generation(self, tenant: str) -> int:
+        with Session(self.engine) as s:
+            st = s.get(KbState, tenant)
+            return st.generation if st else 0
+
+    def snapshot(self, tenant: str) -> _Snapshot:
+        gen = self.generation(tenant)
+        snap = self._snaps.get(tenant)
+        if snap is not None and snap.generation == gen:
+            return snap
+        with self._lock:
+            snap = self._snaps.get(tenant)
+            if snap is None or snap.generation != gen:
+                snap = self._build(tenant, gen)
+                self._snaps[tenant] = snap
+        return snap
+
+    def _build(self, tenant: str, gen: int) -> _Snapshot:
+        stmt = (
+            select(Chunk.id, Chunk.tokens, Chunk.text, Chunk.heading, DocVersion, Document.doc_id, Document.id)
+            .join(DocVersion, DocVersion.id == Chunk.version_id)
+            .join(Document, Document.id == Chunk.document_id)
+            .where(Chunk.tenant == tenant, DocVersion.status == "live")
+            .order_by(Chunk.document_id, Chunk.ordinal)
+        )
+        with Session(self.engine) as s:
+            rows = s.execute(stmt).all()
+        ids, meta, corpus, teams, live = [], [], [], [], set()
+        roles: dict[str, list[bool]] = {r: [] for r in ("rep", "manager", "enablement", "admin")}
+        for cid, tokens, text, heading, v, doc_id, doc_pk in rows:
+            ids.append(cid)
+            corpus.append(tokens.split())
+            allowed = audience_roles(v.audience)
+            for r in roles:
+                roles[r].append(r in allowed)
+            teams.append(v.team)
+            live.add(v.id)
+            meta.append(
+                dict(doc_id=doc_id, title=v.title, text=text, heading=heading, source=v.source, version=v.version,
+                     updated=v.updated, expires=v.expires, owner=v.owner, doc_type=v.doc_type, competitor=v.competitor,
+                     lang=v.lang, document_pk=doc_pk)
+            )
+        bm25 = BM25Okapi(corpus) if corpus and any(corpus) else None
+        return _Snapshot(
+            generation=gen, ids=ids, pos={c: i for i, c in enumerate(ids)}, meta=meta,
+            role_mask={r: np.array(v, dtype=bool) for r, v in roles.items()},
+            teams=np.array(teams, dtype=object), live_versions=live, bm25=bm25,
+        )
+
+    # search ------------------------------------------------------------------------------------
+    def search(self, query: str, viewer: Viewer, *, k: int = 5, per_doc: int = 1, mode: str = "hybrid", depth: int = 40) -> list[Hit]:
+        q = normalize(query, t2s=self.t2s)
+        snap = self.snapshot(viewer.tenant)
+        if not snap.ids or not q:
+            return []
+        allowed = snap.mask(viewer.role, viewer.team)
+        if not allowed.any():
+            return []
+        lists: list[list[int]] = []
+        cos: dict[int, float] = {}
+        qvec = None
+        if mode in ("hybrid", "dense"):
+            qvec = self.embedder.embed_queries([q])[0]
+            dense = []
+            for cid, sim, vid in self.vectors.query(qvec, viewer_where(viewer.tenant, viewer.role, viewer.team), depth):
+                p = snap.pos.get(cid)
+                if p is not None and vid in snap.live_versions and allowed[p]:
+                    dense.append(p)
+                    cos[p] = sim
+            lists.append(dense)
+        if mode in ("hybrid", "bm25") and snap.bm25 is not None:
+            toks = tokenize(q)
+            if toks:
+                scores = snap.bm25.get_scores(toks)
+                scores = np.where(allowed, scores, -np.inf)
+                top = np.argsort(-scores)[:depth]
+                lists.append([int(p) for p in top if scores[p] > 0])
+        fused: dict[int, float] = {}
+        for lst in lists:
+            for rank, p in enumerate(lst):
+                fused[p] = fused.get(p, 0.0) + 1.0 / (RRF_K + rank + 1)
+        order = sorted(fused, key=lambda p: -fused[p])
+        if qvec is not None:
+            missing = [snap.ids[p] for p in order[: depth] if p not in cos]
+            for cid, vec in self.vectors.vectors(missing).items():
+                cos[snap.pos[cid]] = float(vec @ qvec)
+        if self.reranker is not None and order:
+            head = order[: min(len(order), 20)]
+            scores = self.reranker.score(q, [snap.meta[p]["text"] for p in head])
+            order = [p for _, p in sorted(zip(scores, head), key=lambda t: -t[0])] + order[len(head):]
+        hits: list[Hit] = []
+        per: dict[str, int] = {}
+        today = date.today()
+        for p in order:
+            m = snap.meta[p]
+            if per.get(m["doc_id"], 0) >= per_doc:
+                continue
+            per[m["doc_id"]] = per.get(m["doc_id"], 0) + 1
+            text = m["text"]
+            hits.append(
+                Hit(doc_id=m["doc_id"], title=m["title"], chunk_id=snap.ids[p], score=fused[p],
+                    snippet=text if len(text) <= 240 else text[:238] + "…", source=m["source"], version=m["version"],
+                    heading=m["heading"], text=text, relevance=cos.get(p), updated=m["updated"], expires=m["expires"],
+                    owner=m["owner"], doc_type=m["doc_type"], competitor=m["competitor"], lang=m["lang"],
+                    document_pk=m["document_pk"], age_days=_age_days(m["updated"], today),
+                    expired=bool(m["expires"]) and m["expires"] < today.isoformat())
+            )
+            if len(hits) >= k:
+                break
+        return hits
+
+    def idf(self, tenant: str) -> dict[str, float]:
+        """BM25 inverse document frequencies of the live corpus (for sentence scoring)."""
+        bm25 = self.snapshot(tenant).bm25
+        return {t: max(v, 0.05) for t, v in bm25.idf.items()} if bm25 is not None else {}
+
+    def record_use(self, tenant: str, hits: list[Hit], kind: str, actor: str, ref: str = "") -> None:
+        if not hits:
+            return
+        with Session(self.engine) as s:
+            s.add_all(ChunkUse(tenant=tenant, document_id=h.document_pk, chunk_id=h.chunk_id, kind=kind, actor=actor, ref=ref) for h in hits)
+            s.commit()
+
+
+class CrossEncoderReranker:
+    """Optional rerank with a sentence-transformers cross-encoder kept on disk (COPILOT_RERANK_MODEL)."""
+
+    def __init__(self, path: str) -> None:
+        from sentence_transformers import CrossEncoder
+
+        self._m = CrossEncoder(path, device="cpu")
+        self._lock = threading.Lock()
+
+    def score(self, query: str, texts: list[str]) -> list[float]:
+        with self._lock:
+            return [float(x) for x in self._m.predict([(query, t) for t in texts])]

@@ -1,0 +1,84 @@
+"""Chinese-aware text helpers: normalisation, tokenisation for BM25, sentence splitting."""
+from __future__ import annotations
+
+import logging
+import re
+import unicodedata
+from functools import lru_cache
+
+import jieba
+
+jieba.setLogLevel(logging.WARNING)
+
+_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+_WORD = re.compile(r"\w", re.UNICODE)
+# Sentence ends: Chinese 。！？； and English . ! ? followed by space/end. Keeps closing quotes with the sentence.
+_SENT_END = re.compile(r"(?<=[。！？!?；;])[”’」』）)]*|(?<=[a-zA-Z0-9\)][.])(?=\s)")
+STOPWORDS = frozenset(
+    "的 了 和 是 在 我 我们 你 你们 他 她 它 吗 呢 吧 啊 么 什么 怎么 怎么样 如何 哪些 哪个 多少 有 有没有 没有 "
+    "与 及 或 就 都 也 还 被 把 对 这 那 这个 那个 一个 一下 请 请问 能 能否 可以 是否 会 要 "
+    "a an the is are was were be been of to in on for and or with what how which who do does did can could "
+    "should would our we you your i me my it its this that these those about vs versus".split()
+)
+
+
+@lru_cache(maxsize=1)
+def _t2s():
+    import opencc
+
+    return opencc.OpenCC("t2s")
+
+
+def normalize(text: str, *, t2s: bool = False) -> str:
+    """Full-width to half-width (NFKC), collapse spaces, optionally traditional to simplified.
+
+    NFKC also turns full-width punctuation into ASCII, so Chinese punctuation that matters for
+    sentence splitting is restored afterwards.
+    """
+    text = unicodedata.normalize("NFKC", text)
+    if t2s and _CJK.search(text):
+        text = _t2s().convert(text)
+    return re.sub(r"[ \t\u3000]+", " ", text).strip()
+
+
+def has_cjk(text: str) -> bool:
+    return bool(_CJK.search(text))
+
+
+def language(text: str) -> str:
+    """'zh' when the text has a meaningful share of Chinese characters, else 'en'."""
+    cjk = len(_CJK.findall(text))
+    latin = len(re.findall(r"[A-Za-z]+", text))
+    return "zh" if cjk and cjk >= latin else "en"
+
+
+def tokenize(text: str) -> list[str]:
+    """BM25 tokens: jieba search-mode words for Chinese, lower-cased words for Latin; no stopwords."""
+    text = normalize(text).lower()
+    out = []
+    for tok in jieba.cut_for_search(text):
+        tok = tok.strip()
+        if tok and tok not in STOPWORDS and _WORD.search(tok):
+            out.append(tok)
+    return out
+
+
+def sentences(text: str) -> list[str]:
+    """Split into sentences on Chinese and English sentence ends and line breaks; never drops text."""
+    out: list[str] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        start = 0
+        for m in _SENT_END.finditer(line):
+            end = m.end()
+            if end > start:
+                piece = line[start:end].strip()
+                if piece:
+                    out.append(piece)
+                start = end
+        tail = line[start:].strip()
+        if tail:
+            out.append(tail)
+    return out
