@@ -79,8 +79,9 @@ class Outbox:
                 await asyncio.gather(*(self._send_conv(rows) for rows in by_conv.values()))
                 continue
             self._wake.clear()
+            timeout = await asyncio.to_thread(self._next_due)
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=await asyncio.to_thread(self._next_due))
+                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
             except asyncio.TimeoutError:
                 pass
 

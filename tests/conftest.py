@@ -1,0 +1,95 @@
+"""Shared fixtures. Tiers: tests/unit (no server), tests/integration (real servers on loopback).
+
+The bundled knowledge is embedded once per machine into .cache/test-embeddings.db (keyed on
+content hash), so every test that ingests it after the first costs a lookup, not a model run.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+for _k in [k for k in os.environ if k.startswith("COPILOT_")]:
+    del os.environ[_k]  # a developer's own settings must not leak into the tests
+
+REPO = Path(__file__).resolve().parents[1]
+EMBED_CACHE = REPO / ".cache" / "test-embeddings.db"
+KNOWLEDGE = REPO / "knowledge"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def make_settings(tmp_path, monkeypatch):
+    monkeypatch.setenv("COPILOT_CONFIG", str(tmp_path / "absent.toml"))
+    from bot.settings import Settings
+
+    def make(**kw):
+        base = dict(data_dir=tmp_path / "data", embed_cache=EMBED_CACHE, rate_limit_per_minute=6000, retry_base_seconds=0.05,
+                    lease_seconds=5.0)
+        base.update(kw)
+        return Settings(**base)
+
+    return make
+
+
+@pytest.fixture
+def settings(make_settings):
+    return make_settings()
+
+
+@pytest.fixture(scope="session")
+def kb(tmp_path_factory):
+    """A read-only copilot over the bundled knowledge and sample reps, shared by the session."""
+    from bot.app import Copilot
+    from bot.settings import Settings
+
+    os.environ["COPILOT_CONFIG"] = str(tmp_path_factory.mktemp("cfg") / "absent.toml")
+    cp = Copilot.open(Settings(data_dir=tmp_path_factory.mktemp("kb"), embed_cache=EMBED_CACHE))
+    summary = cp.bootstrap()
+    assert not summary["errors"], summary["errors"]
+    yield cp
+    cp.embedder.close()
+    cp.engine.dispose()
+    del os.environ["COPILOT_CONFIG"]
+
+
+@pytest.fixture
+def copilot(settings):
+    from bot.app import Copilot
+
+    cp = Copilot.open(settings)
+    cp.bootstrap()
+    yield cp
+
+
+@pytest.fixture
+async def gateway(copilot, aiohttp_client):
+    """The real app on a loopback port, with the bundled knowledge and sample reps."""
+    from bot.gateway import create_app
+
+    client = await aiohttp_client(create_app(copilot))
+    client.copilot = copilot
+    return client
+
+
+async def replies_for(client, conversation: str, n: int = 1, timeout: float = 30.0) -> list[dict]:
+    """Wait until `n` replies have arrived in a web-chat conversation; return all of them."""
+    got: list[dict] = []
+    deadline = asyncio.get_running_loop().time() + timeout
+    while len(got) < n:
+        left = deadline - asyncio.get_running_loop().time()
+        if left <= 0:
+            break
+        after = got[-1]["id"] if got else 0
+        r = await client.get("/api/replies", params={"conversation": conversation, "after": after, "wait": str(min(left, 5))})
+        assert r.status == 200
+        got += (await r.json())["replies"]
+    return got

@@ -1,0 +1,106 @@
+"""The gateway and the durable inbox, through the web-chat channel on a real loopback server."""
+from __future__ import annotations
+
+import asyncio
+
+from tests.conftest import replies_for
+
+
+async def post(client, **body):
+    return await client.post("/api/chat", json=body)
+
+
+async def test_question_is_answered_with_a_citation(gateway):
+    r = await post(gateway, **{"as": "zhangwei", "text": "星图软件的实施周期一般多长？", "conversation": "c1", "id": "m1"})
+    assert r.status == 202
+    [reply] = await replies_for(gateway, "c1")
+    body = reply["reply"]
+    assert body["grounded"] is True
+    assert "4–6 个月" in body["text"]
+    assert body["citations"][0]["doc_id"] == "bc-xingtu"
+    assert body["citations"][0]["url"].startswith("http://")
+
+
+async def test_duplicate_delivery_is_answered_once(gateway):
+    bodies = [{"as": "zhangwei", "text": "蓝海系统的价格区间？", "conversation": "dup", "id": "same-id"}] * 5
+    results = await asyncio.gather(*(post(gateway, **b) for b in bodies))
+    statuses = sorted(r.status for r in results)
+    assert statuses == [200, 200, 200, 200, 202]  # one accepted, four acknowledged as duplicates
+    ids = {(await r.json())["inbox_id"] for r in results}
+    assert len(ids) == 1
+    await replies_for(gateway, "dup", 1)
+    # a late retry after processing is still a duplicate and produces no second answer
+    again = await post(gateway, **bodies[0])
+    assert again.status == 200 and (await again.json())["duplicate"] is True
+    await asyncio.sleep(0.5)
+    got = await replies_for(gateway, "dup", 2, timeout=1.5)
+    assert len(got) == 1
+    metrics = await (await gateway.get("/metrics")).text()
+    assert 'copilot_messages_deduplicated_total{channel="console"} 5.0' in metrics
+    assert 'copilot_messages_processed_total{channel="console"} 1.0' in metrics
+
+
+async def test_messages_of_one_conversation_are_answered_in_order(gateway):
+    questions = ["/help", "星图的弱点是什么？", "今天天气怎么样", "NorthPeak 的价格区间？"]
+    for i, q in enumerate(questions):
+        assert (await post(gateway, **{"as": "lijun", "text": q, "conversation": "order", "id": f"o{i}"})).status == 202
+    got = await replies_for(gateway, "order", len(questions))
+    assert [g["inbox_id"] for g in got] == sorted(g["inbox_id"] for g in got)
+    assert "/compare" in got[0]["reply"]["text"]  # the help text came first
+
+
+async def test_bad_json_and_oversized_bodies_get_clear_errors(gateway):
+    r = await gateway.post("/api/chat", data=b"{not json", headers={"Content-Type": "application/json"})
+    assert r.status == 400 and "not valid JSON" in (await r.json())["error"]
+    r = await gateway.post("/api/chat", json=["a", "list"])
+    assert r.status == 400 and "JSON object" in (await r.json())["error"]
+    r = await gateway.post("/api/chat", json={"text": "no sender"})
+    assert r.status == 400 and "'as'" in (await r.json())["error"]
+    big = b'{"as":"zhangwei","text":"' + b"x" * (3 * 1024 * 1024) + b'"}'
+    r = await gateway.post("/api/chat", data=big, headers={"Content-Type": "application/json"})
+    assert r.status == 413 and "too large" in (await r.json())["error"]
+
+    async def chunked():
+        for _ in range(48):
+            yield b"x" * 65536
+
+    r = await gateway.post("/api/chat", data=chunked(), headers={"Content-Type": "application/json"})
+    assert r.status == 413
+    assert (await gateway.get("/healthz")).status == 200
+    assert (await gateway.get("/readyz")).status == 200
+    r = await post(gateway, **{"as": "zhangwei", "text": "/help", "conversation": "after-bad", "id": "ok1"})
+    assert r.status == 202
+    assert await replies_for(gateway, "after-bad")
+
+
+async def test_unknown_user_is_told_and_recorded_for_an_admin(gateway):
+    r = await post(gateway, **{"as": "stranger", "text": "你好", "conversation": "s1", "id": "s1"})
+    assert r.status == 202
+    [reply] = await replies_for(gateway, "s1")
+    assert "管理员" in reply["reply"]["text"]
+    pending = gateway.copilot.directory.pending()
+    assert [(p.channel, p.platform_user_id) for p in pending] == [("console", "stranger")]
+
+
+async def test_per_sender_rate_limit(make_settings, aiohttp_client):
+    from bot.app import Copilot
+    from bot.gateway import create_app
+
+    cp = Copilot.open(make_settings(rate_limit_per_minute=6))
+    cp.bootstrap()
+    client = await aiohttp_client(create_app(cp))
+    codes = [(await post(client, **{"as": "zhangwei", "text": "/help", "conversation": "rl", "id": f"r{i}"})).status for i in range(8)]
+    assert codes.count(202) == 5 and codes[-1] == 429
+    r = await post(client, **{"as": "lijun", "text": "/help", "conversation": "rl2", "id": "other"})
+    assert r.status == 202  # another sender is not affected
+
+
+async def test_citation_link_opens_the_document_for_its_viewer_only(gateway):
+    await post(gateway, **{"as": "zhangwei", "text": "星图软件的实施周期一般多长？", "conversation": "link", "id": "l1"})
+    [reply] = await replies_for(gateway, "link")
+    url = reply["reply"]["citations"][0]["url"]
+    path = url.split("://", 1)[1].split("/", 1)[1]
+    page = await gateway.get("/" + path)
+    assert page.status == 200 and "星图" in await page.text()
+    forged = await gateway.get("/" + path.replace("role=rep", "role=admin"))
+    assert forged.status == 403
