@@ -67,7 +67,7 @@ class Copilot:
         reranker = CrossEncoderReranker(settings.rerank_model[3:] if settings.rerank_model.startswith("st:") else settings.rerank_model) if settings.rerank_model else None
         retriever = Retriever(engine, vectors, embedder, t2s=settings.traditional_to_simplified, reranker=reranker)
         prompts = Prompts(settings.prompts_dir)
-        answerer = Answerer(retriever, prompts, floor=settings.score_floor, stale_days=settings.stale_days)
+        answerer = Answerer(retriever, prompts, floor=settings.score_floor, floor_en=settings.score_floor_en, stale_days=settings.stale_days)
         return cls(
             settings=settings, engine=engine, metrics=Metrics(), prompts=prompts, embedder=embedder, vectors=vectors,
             retriever=retriever, ingestor=Ingestor(engine, vectors, embedder), directory=Directory(engine),

@@ -23,6 +23,7 @@ from rag.store import SEE_ALL, Chunk, ChunkUse, DocVersion, Document, KbState, a
 from rag.text import normalize, tokenize
 
 RRF_K = 60
+EXPIRED_WEIGHT = 0.6
 
 
 @dataclass(frozen=True)
@@ -188,6 +189,10 @@ class Retriever:
         for lst in lists:
             for rank, p in enumerate(lst):
                 fused[p] = fused.get(p, 0.0) + 1.0 / (RRF_K + rank + 1)
+        today_s = date.today().isoformat()
+        for p in fused:  # expired content still answers, flagged, but ranks below current content
+            if snap.meta[p]["expires"] and snap.meta[p]["expires"] < today_s:
+                fused[p] *= EXPIRED_WEIGHT
         order = sorted(fused, key=lambda p: -fused[p])
         if qvec is not None:
             missing = [snap.ids[p] for p in order[: depth] if p not in cos]

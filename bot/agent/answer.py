@@ -6,6 +6,7 @@ clear the score floor, each followed by its citation number. Nothing clears the 
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -16,6 +17,8 @@ from rag.text import language, sentences, tokenize
 
 MAX_SENTENCES = 4
 MAX_CHARS = 420
+SENTENCE_MARGIN = 0.03  # keep sentences scoring within this of the best one
+_LIST_MARK = re.compile(r"^(?:[-*•·]|\d+[.、)])\s+")
 
 
 @dataclass
@@ -50,34 +53,52 @@ def freshness_warnings(cites: list[tuple[Citation, Hit]], prompts: Prompts, lang
     return out
 
 
+def table_rows(text: str) -> list[str]:
+    """A Markdown table chunk as one line per row that names its columns: "版本: 专业版；年费: ¥20–45万"."""
+    lines = [ln.strip().strip("|").split("|") for ln in text.splitlines() if ln.strip().startswith("|")]
+    if len(lines) < 3:
+        return []
+    header = [c.strip() for c in lines[0]]
+    return ["；".join(f"{h}: {c.strip()}" for h, c in zip(header, row) if c.strip()) for row in lines[2:]]
+
+
 class Answerer:
-    def __init__(self, retriever: Retriever, prompts: Prompts, *, floor: float, stale_days: int = 90,
+    def __init__(self, retriever: Retriever, prompts: Prompts, *, floor: float, floor_en: float | None = None, stale_days: int = 90,
                  link: Callable[[Hit, Viewer], str] | None = None) -> None:
         self.retriever = retriever
         self.link = link or (lambda h, v: "")
         self.prompts = prompts
         self.floor = floor
+        self.floor_en = floor if floor_en is None else floor_en
         self.stale_days = stale_days
 
-    def evidence(self, question: str, viewer: Viewer, k: int = 5) -> list[Hit]:
-        """Passages that clear the score floor, best first."""
-        hits = self.retriever.search(question, viewer, k=k)
-        return [h for h in hits if h.relevance is not None and h.relevance >= self.floor]
+    def evidence(self, question: str, viewer: Viewer, k: int = 8) -> list[Hit]:
+        """Passages of the best-ranked documents, when the best of them clears the score floor.
+
+        multilingual-e5 similarities are compressed (unrelated Chinese text still scores ~0.84)
+        and lower across languages, hence a floor per question language (see docs/retrieval.md).
+        """
+        hits = self.retriever.search(question, viewer, k=k, per_doc=2)
+        floor = self.floor_en if language(question) == "en" else self.floor
+        best = max((h.relevance or 0.0 for h in hits), default=0.0)
+        if best < floor:
+            return []
+        return [h for h in hits if (h.relevance or 0.0) >= floor - 0.03]
 
     def answer(self, question: str, viewer: Viewer) -> Answer:
         lang = language(question)
         hits = self.evidence(question, viewer)
         if not hits:
             return Answer(self.prompts.msg("not_found", lang), [], False)
-        picked = self._pick_sentences(question, hits[:3], lang, viewer.tenant)
+        picked = self._pick_sentences(question, hits[:6], lang, viewer.tenant)
         numbers: dict[str, int] = {}
         cited: list[tuple[Citation, Hit]] = []
         lines = []
         for sent, h in picked:
-            if h.chunk_id not in numbers:
-                numbers[h.chunk_id] = len(numbers) + 1
-                cited.append((citation_for(numbers[h.chunk_id], h, self.stale_days, self.link(h, viewer)), h))
-            lines.append(f"{sent} [{numbers[h.chunk_id]}]")
+            if h.doc_id not in numbers:  # one citation per document, pointing at its first passage used
+                numbers[h.doc_id] = len(numbers) + 1
+                cited.append((citation_for(numbers[h.doc_id], h, self.stale_days, self.link(h, viewer)), h))
+            lines.append(f"{sent} [{numbers[h.doc_id]}]")
         warnings = freshness_warnings(cited, self.prompts, lang, self.stale_days)
         text = self.prompts.msg("answer_intro", lang) + "\n" + "\n".join(f"• {line}" for line in lines)
         if warnings:
@@ -85,29 +106,32 @@ class Answerer:
         return Answer(text, [c for c, _ in cited], True, hits, warnings)
 
     def _pick_sentences(self, question: str, hits: list[Hit], lang: str, tenant: str) -> list[tuple[str, Hit]]:
+        """Score each sentence of the top passages by meaning (e5, works across languages) and by
+        shared rare words (BM25 idf); keep the best few, in source order."""
+        cands: list[tuple[int, int, str, Hit]] = []
+        for rank, h in enumerate(hits):
+            for pos, s in enumerate(table_rows(h.text) if h.text.startswith("|") else sentences(h.text)):
+                s = _LIST_MARK.sub("", s).strip()
+                if len(s) >= 4:
+                    cands.append((rank, pos, s, h))
+        if not cands:
+            return []
         q_tokens = set(tokenize(question))
         idf = self.retriever.idf(tenant) if q_tokens else {}
-        scored: list[tuple[float, int, int, str, Hit]] = []
-        for rank, h in enumerate(hits):
-            for pos, s in enumerate(sentences(h.text)):
-                if len(s) < 4 or s.startswith("|---"):
-                    continue
-                toks = set(tokenize(s)) | set(tokenize(h.heading))
-                overlap = sum(idf.get(t, 1.0) for t in q_tokens & toks)
-                total = sum(idf.get(t, 1.0) for t in q_tokens) or 1.0
-                score = overlap / total - 0.15 * rank - 0.02 * pos
-                if language(s) == lang:
-                    score += 0.1
-                scored.append((score, rank, pos, s, h))
+        total = sum(idf.get(t, 1.0) for t in q_tokens) or 1.0
+        qv = self.retriever.embedder.embed_queries([question])[0]
+        sv = self.retriever.embedder.embed_passages([f"{h.heading.split(' > ')[-1]}: {s}" if h.heading else s for _, _, s, h in cands])
+        scored = []
+        for (rank, pos, s, h), cos in zip(cands, sv @ qv):
+            lexical = sum(idf.get(t, 1.0) for t in q_tokens & set(tokenize(s))) / total
+            score = float(cos) + 0.08 * lexical - 0.01 * rank + (0.01 if language(s) == lang else 0.0)
+            scored.append((score, rank, pos, s, h))
         scored.sort(key=lambda t: -t[0])
-        best = [t for t in scored if t[0] > 0] or [t for t in scored if t[1] == 0][:2]
+        top = scored[0][0]
         out, size = [], 0
-        for score, rank, pos, s, h in best:
-            if len(out) >= MAX_SENTENCES or (out and size + len(s) > MAX_CHARS):
+        for score, rank, pos, s, h in scored:
+            if len(out) >= MAX_SENTENCES or score < top - SENTENCE_MARGIN or (out and size + len(s) > MAX_CHARS):
                 break
             out.append((rank, pos, s, h))
             size += len(s)
-        # keep the source order inside each passage so the answer reads naturally
-        out.sort(key=lambda t: (t[0], t[1]))
-        return [(s, h) for _, _, s, h in out]
-
+        return [(s, h) for _, _, s, h in out]  # best first

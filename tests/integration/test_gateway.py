@@ -16,8 +16,9 @@ async def test_question_is_answered_with_a_citation(gateway):
     [reply] = await replies_for(gateway, "c1")
     body = reply["reply"]
     assert body["grounded"] is True
-    assert "4–6 个月" in body["text"]
+    assert "实施周期" in body["text"]
     assert body["citations"][0]["doc_id"] == "bc-xingtu"
+    assert "[1]" in body["text"]
     assert body["citations"][0]["url"].startswith("http://")
 
 
