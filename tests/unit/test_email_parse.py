@@ -482,6 +482,15 @@ def test_addresses() -> None:
     assert parsed.reply_to == [("", "sales@example.cn")]
 
 
+def test_raw_8bit_names_are_sniffed() -> None:
+    mail = raw_mail("x", b"From: " + "张三".encode("gbk") + b" <zhang@example.cn>",
+                    b'To: "' + "李四, 王五".encode("utf-8") + b'" <li@example.cn>')
+    parsed = parse_email(mail)
+    assert (parsed.from_name, parsed.from_addr) == ("张三", "zhang@example.cn")
+    assert parsed.to == [("李四, 王五", "li@example.cn")]
+    assert parsed.headers["from"] == "张三 <zhang@example.cn>"
+
+
 def test_threading_ids_and_headers_dict() -> None:
     mail = raw_mail(
         "x",
