@@ -8,7 +8,7 @@ import click
 import typer
 
 from bot.cli.common import CliError, app
-from bot.cli import core, reps  # noqa: F401  (registers commands)
+from bot.cli import bench, core, reps  # noqa: F401  (registers commands)
 
 
 def main(argv: list[str] | None = None) -> None:
