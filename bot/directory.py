@@ -1,13 +1,14 @@
 """The rep directory: (channel, tenant, platform user id) -> one person with a role and a team."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from bot.settings import ROLES
-from bot.storage import upsert_ignore
+from bot.storage import insert_ignore
 from bot.tables import Identity, PendingUser
 from crm.models import Rep
 
@@ -35,8 +36,11 @@ class Person:
 
 
 class Directory:
+    CACHE_SECONDS = 30.0  # a change made by another process shows within this time
+
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._cache: dict[tuple[str, str, str], tuple[float, Person | None]] = {}
 
     def add(self, rep_id: str, name: str, role: str, *, team: str = "", tenant: str = "default", channel: str = "console",
             platform_user_id: str | None = None, email: str = "", timezone: str = "Asia/Shanghai", language: str = "zh",
@@ -55,6 +59,7 @@ class Directory:
                 rep.preferred_channel = channel
             s.add(rep)
             s.commit()
+        self._cache.clear()
         self.link(rep_id, channel, platform_user_id or (email if channel == "email" else rep_id), tenant=tenant)
         return self.get(rep_id)
 
@@ -62,13 +67,14 @@ class Directory:
         if not platform_user_id:
             return
         with Session(self.engine) as s:
-            s.execute(upsert_ignore(self.engine, Identity.__table__, dict(channel=channel, tenant=tenant, platform_user_id=platform_user_id, rep_id=rep_id)))
+            s.execute(insert_ignore(self.engine, Identity.__table__, dict(channel=channel, tenant=tenant, platform_user_id=platform_user_id, rep_id=rep_id)))
             pending = s.exec(select(PendingUser).where(PendingUser.channel == channel, PendingUser.tenant == tenant,
                                                        PendingUser.platform_user_id == platform_user_id)).first()
             if pending is not None:
                 pending.status = "approved"
                 s.add(pending)
             s.commit()
+        self._cache.clear()
 
     def get(self, rep_id: str) -> Person:
         with Session(self.engine) as s:
@@ -78,6 +84,18 @@ class Directory:
             return Person.of(rep)
 
     def resolve(self, channel: str, tenant: str, platform_user_id: str) -> Person | None:
+        key = (channel, tenant, platform_user_id)
+        hit = self._cache.get(key)
+        now = time.monotonic()
+        if hit is not None and now - hit[0] < self.CACHE_SECONDS:
+            return hit[1]
+        person = self._resolve(channel, tenant, platform_user_id)
+        if len(self._cache) > 50_000:
+            self._cache.clear()
+        self._cache[key] = (now, person)
+        return person
+
+    def _resolve(self, channel: str, tenant: str, platform_user_id: str) -> Person | None:
         with Session(self.engine) as s:
             row = s.exec(
                 select(Rep).join(Identity, Identity.rep_id == Rep.id).where(
@@ -93,7 +111,7 @@ class Directory:
     def note_unknown(self, channel: str, tenant: str, platform_user_id: str, display_name: str) -> bool:
         """Record an unknown sender for an admin to approve; True the first time."""
         with Session(self.engine) as s:
-            res = s.execute(upsert_ignore(self.engine, PendingUser.__table__, dict(
+            res = s.execute(insert_ignore(self.engine, PendingUser.__table__, dict(
                 channel=channel, tenant=tenant, platform_user_id=platform_user_id, display_name=display_name, status="pending")))
             s.commit()
             return bool(res.rowcount)

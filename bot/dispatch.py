@@ -20,6 +20,7 @@ from bot.models import InboundMessage, Reply
 
 log = logging.getLogger("copilot.dispatch")
 
+ACK_PRIORITY_WAIT = 0.05  # under an ack burst each worker yields up to this long per message
 Handler = Callable[[InboundMessage], Awaitable[list[Reply]]]
 
 APOLOGY = Reply(
@@ -105,6 +106,7 @@ class Dispatcher:
 
     async def _run_one(self, inbox_id: int) -> float | None:
         """Process one row. Returns None when the row is finished (or not ours), else a retry delay."""
+        await self.inbox.quiet(ACK_PRIORITY_WAIT)
         claimed = await asyncio.to_thread(self.inbox.claim, inbox_id, self.lease)
         if claimed is None:
             return None

@@ -22,7 +22,7 @@ from sqlmodel import Session
 
 from bot.connector import Accepted
 from bot.models import InboundMessage, Reply, Target, utcnow
-from bot.storage import upsert_ignore
+from bot.storage import insert_ignore
 from bot.tables import InboxRow, OutboundRow
 
 OWNER = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -61,6 +61,9 @@ class Inbox:
         self._pending: list[tuple[InboundMessage, asyncio.Future]] = []
         self._wake = asyncio.Event()
         self._writer: asyncio.Task | None = None
+        self._inflight = 0
+        self._quiet = asyncio.Event()
+        self._quiet.set()
 
     # ack path ----------------------------------------------------------------------------------
     async def put(self, msg: InboundMessage) -> Accepted:
@@ -69,7 +72,22 @@ class Inbox:
         fut = asyncio.get_running_loop().create_future()
         self._pending.append((msg, fut))
         self._wake.set()
-        return await fut
+        self._inflight += 1
+        self._quiet.clear()
+        try:
+            return await fut
+        finally:
+            self._inflight -= 1
+            if not self._inflight:
+                self._quiet.set()
+
+    async def quiet(self, max_wait: float) -> None:
+        """Acknowledging comes first: background work waits (a bounded time) while puts are in flight."""
+        if not self._quiet.is_set():
+            try:
+                await asyncio.wait_for(self._quiet.wait(), timeout=max_wait)
+            except asyncio.TimeoutError:
+                pass
 
     async def _write_loop(self) -> None:
         while True:
@@ -90,21 +108,30 @@ class Inbox:
                     fut.set_result(res)
 
     def _insert(self, msgs: list[InboundMessage]) -> list[Accepted]:
-        out: list[Accepted] = []
+        """One multi-row INSERT .. ON CONFLICT DO NOTHING RETURNING for the whole batch."""
         table = InboxRow.__table__
+        now = utcnow()
+        rows = [dict(channel=m.channel, tenant=m.tenant, platform_msg_id=m.platform_msg_id,
+                     conversation_key=m.conversation_key, payload=m.model_dump_json(), status="queued", attempts=0,
+                     not_before=0.0, lease_owner="", lease_until=0.0, error="", created_at=now) for m in msgs]
+        key = lambda m: (m.channel, m.tenant, m.platform_msg_id)  # noqa: E731
         with self.engine.begin() as conn:
-            for m in msgs:
-                values = dict(channel=m.channel, tenant=m.tenant, platform_msg_id=m.platform_msg_id,
-                              conversation_key=m.conversation_key, payload=m.model_dump_json(), status="queued",
-                              attempts=0, not_before=0.0, lease_owner="", lease_until=0.0, error="", created_at=utcnow())
-                res = conn.execute(upsert_ignore(self.engine, table, values).returning(table.c.id))
-                row = res.first()
-                if row is not None:
-                    out.append(Accepted(row[0], False))
-                else:
-                    existing = conn.execute(select(table.c.id).where(
-                        table.c.channel == m.channel, table.c.tenant == m.tenant, table.c.platform_msg_id == m.platform_msg_id)).scalar_one()
-                    out.append(Accepted(existing, True))
+            # executemany: the statement is compiled once and cached, rows go in "insertmanyvalues" batches
+            stmt = insert_ignore(self.engine, table).returning(table.c.id, table.c.channel, table.c.tenant, table.c.platform_msg_id)
+            new = {(r.channel, r.tenant, r.platform_msg_id): r.id for r in conn.execute(stmt, rows)}
+            missing = {key(m) for m in msgs if key(m) not in new}
+            existing = {}
+            for ch, tn, pid in missing:
+                existing[(ch, tn, pid)] = conn.execute(select(table.c.id).where(
+                    table.c.channel == ch, table.c.tenant == tn, table.c.platform_msg_id == pid)).scalar_one()
+        out, seen = [], set()
+        for m in msgs:
+            k = key(m)
+            if k in new and k not in seen:
+                out.append(Accepted(new[k], False))
+                seen.add(k)
+            else:
+                out.append(Accepted(new.get(k) or existing[k], True))
         return out
 
     async def aclose(self) -> None:
@@ -117,20 +144,19 @@ class Inbox:
 
     # worker side (sync, run in threads) -------------------------------------------------------
     def claim(self, inbox_id: int, lease: float) -> tuple[InboundMessage, int] | None:
+        """Take the row under a lease: one UPDATE .. RETURNING; None when it is finished or leased elsewhere."""
         now = time.time()
         t = InboxRow.__table__
+        stmt = (
+            update(t)
+            .where(t.c.id == inbox_id, (t.c.status == "queued") | ((t.c.status == "processing") & ((t.c.lease_until < now) | (t.c.lease_owner == OWNER))))
+            .values(status="processing", lease_owner=OWNER, lease_until=now + lease)
+            .returning(t.c.payload, t.c.attempts)
+        )
         with self.engine.begin() as conn:
-            row = conn.execute(select(t.c.status, t.c.lease_owner, t.c.lease_until, t.c.payload, t.c.attempts).where(t.c.id == inbox_id)).first()
-            if row is None or row.status in ("done", "dead"):
-                return None
-            if row.status == "processing" and row.lease_until > now and row.lease_owner != OWNER and not owner_is_dead(row.lease_owner):
-                return None
-            res = conn.execute(
-                update(t).where(t.c.id == inbox_id, t.c.status == row.status, t.c.lease_owner == row.lease_owner)
-                .values(status="processing", lease_owner=OWNER, lease_until=now + lease)
-            )
-            if res.rowcount != 1:
-                return None
+            row = conn.execute(stmt).first()
+        if row is None:
+            return None
         return InboundMessage.model_validate_json(row.payload), row.attempts
 
     def renew(self, inbox_id: int, lease: float) -> None:
@@ -166,14 +192,21 @@ class Inbox:
                                  lease_owner="", lease_until=0.0, error=error[:2000]))
 
     def unfinished(self) -> list[Work]:
-        """Rows to (re)schedule: queued, or processing under a lease that is ours, expired or dead."""
+        """Rows to (re)schedule: queued, or processing under a lease that expired or whose owner died.
+
+        A dead owner's rows (a process of this host that was killed) are released at once rather
+        than after their lease runs out, so a restart resumes them immediately.
+        """
         now = time.time()
         t = InboxRow.__table__
-        with self.engine.connect() as conn:
+        with self.engine.begin() as conn:
             rows = conn.execute(select(t.c.id, t.c.conversation_key, t.c.status, t.c.lease_owner, t.c.lease_until, t.c.not_before)
                                 .where(t.c.status.in_(("queued", "processing"))).order_by(t.c.id)).all()
+            dead = [r.id for r in rows if r.status == "processing" and r.lease_until > now and owner_is_dead(r.lease_owner)]
+            if dead:
+                conn.execute(update(t).where(t.c.id.in_(dead), t.c.status == "processing").values(status="queued", lease_owner="", lease_until=0.0))
         return [Work(r.id, r.conversation_key, r.not_before) for r in rows
-                if r.status == "queued" or r.lease_until <= now or owner_is_dead(r.lease_owner)]
+                if r.status == "queued" or r.lease_until <= now or r.id in dead]
 
     def counts(self) -> dict[str, int]:
         t = InboxRow.__table__

@@ -26,7 +26,7 @@ CLAIM_SECONDS = 120.0
 
 class Outbox:
     def __init__(self, engine: Engine, connectors: dict[str, Connector], metrics: Metrics, *, max_attempts: int = 6,
-                 retry_base: float = 2.0, concurrency: int = 8) -> None:
+                 retry_base: float = 2.0, concurrency: int = 8, yield_to=None) -> None:  # noqa: ANN001
         self.engine = engine
         self.connectors = connectors
         self.metrics = metrics
@@ -35,14 +35,14 @@ class Outbox:
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._sem = asyncio.Semaphore(concurrency)
-        self.sent_event = asyncio.Condition()
+        self._yield_to = yield_to  # an awaitable factory: acknowledging inbound messages comes first
 
     def enqueue(self, target: Target, reply: Reply, dedupe_key: str, conversation_key: str | None = None) -> int | None:
         """Queue a reply that is not the answer to an inbox row (nudges, notifications). Idempotent on the key."""
-        from bot.storage import upsert_ignore
+        from bot.storage import insert_ignore
 
         with self.engine.begin() as conn:
-            res = conn.execute(upsert_ignore(self.engine, OutboundRow.__table__, dict(
+            res = conn.execute(insert_ignore(self.engine, OutboundRow.__table__, dict(
                 dedupe_key=dedupe_key, inbox_id=None, channel=target.channel, tenant=target.tenant,
                 conversation_key=conversation_key or f"{target.channel}|{target.tenant}|{target.conversation_id}",
                 target=target.model_dump_json(), reply=reply.model_dump_json(), status="pending", attempts=0,
@@ -64,6 +64,8 @@ class Outbox:
 
     async def _loop(self) -> None:
         while True:
+            if self._yield_to is not None:
+                await self._yield_to()
             try:
                 batch = await asyncio.to_thread(self._claim_batch)
             except asyncio.CancelledError:
@@ -76,7 +78,8 @@ class Outbox:
                 by_conv: dict[str, list[OutboundRow]] = {}
                 for row in batch:
                     by_conv.setdefault(row.conversation_key, []).append(row)
-                await asyncio.gather(*(self._send_conv(rows) for rows in by_conv.values()))
+                sent = await asyncio.gather(*(self._send_conv(rows) for rows in by_conv.values()))
+                await asyncio.to_thread(self._mark_sent, [i for ids in sent for i in ids])
                 continue
             self._wake.clear()
             timeout = await asyncio.to_thread(self._next_due)
@@ -95,33 +98,42 @@ class Outbox:
         now = time.time()
         t = OutboundRow.__table__
         with self.engine.begin() as conn:
-            # a conversation whose oldest row is waiting for a retry holds the later rows back
             rows = conn.execute(select(t).where(t.c.status.in_(("pending", "sending"))).order_by(t.c.id).limit(limit * 4)).all()
+            # a conversation whose oldest row waits for a retry (or is being sent) holds the later rows back
             blocked: set[str] = set()
-            claimed = []
+            picked = []
             for r in rows:
                 if r.conversation_key in blocked:
                     continue
                 if r.not_before > now:
                     blocked.add(r.conversation_key)
                     continue
-                res = conn.execute(update(t).where(t.c.id == r.id, t.c.status == r.status, t.c.not_before == r.not_before)
-                                   .values(status="sending", not_before=now + CLAIM_SECONDS))
-                if res.rowcount == 1:
-                    claimed.append(OutboundRow.model_validate(r._mapping))
-                if len(claimed) >= limit:
+                picked.append(r)
+                if len(picked) >= limit:
                     break
-        return claimed
+            if not picked:
+                return []
+            claimed = conn.execute(
+                update(t).where(t.c.id.in_([r.id for r in picked]), t.c.not_before <= now, t.c.status.in_(("pending", "sending")))
+                .values(status="sending", not_before=now + CLAIM_SECONDS).returning(t.c.id)
+            ).scalars().all()
+        ok = set(claimed)
+        return [OutboundRow.model_validate(r._mapping) for r in picked if r.id in ok]
 
-    async def _send_conv(self, rows: list[OutboundRow]) -> None:
+    async def _send_conv(self, rows: list[OutboundRow]) -> list[int]:
+        """Send one conversation's rows in order; returns the ids sent. A failure holds back the rest."""
+        sent = []
         for i, row in enumerate(rows):
             ok = await self._send(row)
+            if ok is None:
+                continue  # dead: no longer holds its conversation back
             if not ok:
-                # release the rest so they go after the retry, in order
                 await asyncio.to_thread(self._release, [r.id for r in rows[i + 1 :]])
-                return
+                break
+            sent.append(row.id)
+        return sent
 
-    async def _send(self, row: OutboundRow) -> bool:
+    async def _send(self, row: OutboundRow) -> bool | None:
         connector = self.connectors.get(row.channel)
         target = Target.model_validate_json(row.target)
         reply = Reply.model_validate_json(row.reply)
@@ -139,21 +151,22 @@ class Outbox:
             dead = not retryable or attempts >= self.max_attempts
             delay = getattr(exc, "retry_after", None) or self.retry_base * (2 ** row.attempts)
             log.warning("send %s to %s failed (attempt %d%s): %s", row.id, row.channel, attempts, ", dead" if dead else "", exc)
-            await asyncio.to_thread(self._mark, row.id, "dead" if dead else "pending", attempts, time.time() + delay, str(exc))
-            return dead  # a dead row no longer holds its conversation back
-        await asyncio.to_thread(self._mark, row.id, "sent", row.attempts + 1, 0.0, "")
+            await asyncio.to_thread(self._mark_failed, row.id, "dead" if dead else "pending", attempts, time.time() + delay, str(exc))
+            return None if dead else False
         self.metrics.sent.labels(row.channel).inc()
-        async with self.sent_event:
-            self.sent_event.notify_all()
         return True
 
-    def _mark(self, row_id: int, status: str, attempts: int, not_before: float, error: str) -> None:
+    def _mark_failed(self, row_id: int, status: str, attempts: int, not_before: float, error: str) -> None:
         t = OutboundRow.__table__
-        values = dict(status=status, attempts=attempts, not_before=not_before, error=error[:2000])
-        if status == "sent":
-            values["sent_at"] = utcnow()
         with self.engine.begin() as conn:
-            conn.execute(update(t).where(t.c.id == row_id).values(**values))
+            conn.execute(update(t).where(t.c.id == row_id).values(status=status, attempts=attempts, not_before=not_before, error=error[:2000]))
+
+    def _mark_sent(self, ids: list[int]) -> None:
+        if not ids:
+            return
+        t = OutboundRow.__table__
+        with self.engine.begin() as conn:
+            conn.execute(update(t).where(t.c.id.in_(ids)).values(status="sent", attempts=t.c.attempts + 1, not_before=0.0, error="", sent_at=utcnow()))
 
     def _release(self, ids: list[int]) -> None:
         if not ids:

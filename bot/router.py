@@ -32,12 +32,21 @@ class Router:
         self.ingest_file = ingest_file
 
     async def handle(self, msg: InboundMessage) -> list[Reply]:
-        person = await asyncio.to_thread(self.directory.resolve, msg.channel, msg.tenant, msg.sender_id)
-        lang = language(msg.text) if msg.text else "zh"
+        if msg.kind == "file":
+            return await self._files(msg)
+        return await asyncio.to_thread(self.respond, msg)  # one thread hop for the whole job
+
+    def _who(self, msg: InboundMessage) -> Person | None:
+        person = self.directory.resolve(msg.channel, msg.tenant, msg.sender_id)
         if person is None:
-            await asyncio.to_thread(self.directory.note_unknown, msg.channel, msg.tenant, msg.sender_id, msg.sender_name)
+            self.directory.note_unknown(msg.channel, msg.tenant, msg.sender_id, msg.sender_name)
             log.info("unknown sender %s/%s/%s recorded for approval", msg.channel, msg.tenant, msg.sender_id)
-            return [Reply(text=self.prompts.msg("unknown_user", lang), kind="notice")]
+        return person
+
+    def respond(self, msg: InboundMessage) -> list[Reply]:
+        person = self._who(msg)
+        if person is None:
+            return [Reply(text=self.prompts.msg("unknown_user", language(msg.text) if msg.text else "zh"), kind="notice")]
         lang = language(msg.text) if msg.text else person.language
         if msg.kind == "event":
             if msg.event in ("subscribe", "enter_agent", "enter_chat"):
@@ -45,15 +54,16 @@ class Router:
             if msg.event == "location":
                 return [Reply(text=self.prompts.msg("location", lang), kind="notice")]
             return []  # other platform events need no answer
-        if msg.kind == "file":
-            return await self._files(person, msg)
         if msg.kind == "action" and msg.action is not None:
-            return await asyncio.to_thread(self.agent.act, person, msg.action, msg.conversation_key)
+            return self.agent.act(person, msg.action, msg.conversation_key)
         if not msg.text.strip():
             return [Reply(text=self.prompts.msg("unsupported", lang), kind="notice")]
-        return await asyncio.to_thread(self.agent.handle, person, msg.text, msg.conversation_key)
+        return self.agent.handle(person, msg.text, msg.conversation_key)
 
-    async def _files(self, person: Person, msg: InboundMessage) -> list[Reply]:
+    async def _files(self, msg: InboundMessage) -> list[Reply]:
+        person = await asyncio.to_thread(self._who, msg)
+        if person is None:
+            return [Reply(text=self.prompts.msg("unknown_user", "zh"), kind="notice")]
         replies = []
         for att in msg.attachments:
             if self.fetch is None or self.ingest_file is None:

@@ -48,10 +48,11 @@ def session(engine: Engine) -> Iterator[Session]:
         yield s
 
 
-def upsert_ignore(engine: Engine, table, values: dict):  # noqa: ANN001
-    """INSERT ... ON CONFLICT DO NOTHING for the engine's dialect."""
+def insert_ignore(engine: Engine, table, values: dict | None = None):  # noqa: ANN001
+    """INSERT ... ON CONFLICT DO NOTHING for the engine's dialect (values, or executemany parameters)."""
     if engine.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
-    return insert(table).values(**values).on_conflict_do_nothing()
+    stmt = insert(table)
+    return (stmt.values(values) if values is not None else stmt).on_conflict_do_nothing()

@@ -15,12 +15,12 @@ from bot.bench.load import ChildServer, free_port, run_load
 from bot.tables import InboxRow, OutboundRow
 
 
-def console_request(base: str, dup_every: int = 20):  # noqa: ANN201
+def console_request(base: str, dup_every: int = 20, conv_prefix: str = "bench"):  # noqa: ANN201
     """POST /api/chat; every `dup_every`-th request repeats an earlier message id (a platform retry)."""
 
     async def request(session: aiohttp.ClientSession, n: int) -> int:
         mid = n - 1 if dup_every and n % dup_every == 0 and n else n
-        body = {"as": "bench", "text": "/help", "conversation": f"bench-{mid % 200}", "id": f"bench-{mid}"}
+        body = {"as": "bench", "text": "/help", "conversation": f"{conv_prefix}-{mid % 200}", "id": f"{conv_prefix}-{mid}"}
         async with session.post(base + "/api/chat", json=body) as r:
             await r.read()
             return r.status
@@ -55,13 +55,15 @@ async def bench_console(total: int = 3000, concurrency: int = 50, data_root: Pat
     root = Path(data_root or tempfile.mkdtemp(prefix="copilot-bench-"))
     port_b, port_c = free_port(), free_port()
     async with ChildServer("bot.bench.target", ["bare", "--port", str(port_b)], f"http://127.0.0.1:{port_b}/healthz"):
-        await run_load(console_request(f"http://127.0.0.1:{port_b}"), total=300, concurrency=concurrency)  # warm-up
+        await run_load(console_request(f"http://127.0.0.1:{port_b}", conv_prefix="warm"), total=300, concurrency=concurrency)
         bare = await run_load(console_request(f"http://127.0.0.1:{port_b}"), total=total, concurrency=concurrency)
     data = root / "console"
     env = {"COPILOT_DATA_DIR": str(data), "COPILOT_RATE_LIMIT_PER_MINUTE": "0", "COPILOT_CONFIG": str(root / "absent.toml")}
     async with ChildServer("bot.bench.target", ["copilot", "--port", str(port_c)], f"http://127.0.0.1:{port_c}/healthz", env):
+        warm = console_request(f"http://127.0.0.1:{port_c}", conv_prefix="warm")
+        await run_load(warm, total=300, concurrency=concurrency)
         real = await run_load(console_request(f"http://127.0.0.1:{port_c}"), total=total, concurrency=concurrency)
-        check = await wait_answered(f"sqlite:///{data / 'copilot.db'}", unique_ids(total))
+        check = await wait_answered(f"sqlite:///{data / 'copilot.db'}", unique_ids(total) + unique_ids(300))
     return {
         "bare": bare.summary(), "console": real.summary(),
         "throughput_ratio": round(real.rps / bare.rps, 3) if bare.rps else None,
