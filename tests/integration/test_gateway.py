@@ -17,7 +17,7 @@ async def test_question_is_answered_with_a_citation(gateway):
     body = reply["reply"]
     assert body["grounded"] is True
     assert "实施周期" in body["text"]
-    assert body["citations"][0]["doc_id"] == "bc-xingtu"
+    assert "bc-xingtu" in [c["doc_id"] for c in body["citations"]]
     assert "[1]" in body["text"]
     assert body["citations"][0]["url"].startswith("http://")
 
