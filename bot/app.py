@@ -17,6 +17,8 @@ from sqlalchemy.engine import Engine
 
 from bot.agent import Agent
 from bot.agent.answer import Answerer
+from bot.agent.llm import ChatModel
+from bot.audit import Audit
 from bot.connector import Accepted, Connector
 from bot.directory import Directory, Person
 from bot.dispatch import Dispatcher
@@ -51,6 +53,8 @@ class Copilot:
     directory: Directory
     agent: Agent
     inbox: Inbox
+    audit: Audit
+    model: ChatModel
     connectors: dict[str, Connector] = field(default_factory=dict)
     outbox: Outbox | None = None
     dispatcher: Dispatcher | None = None
@@ -68,11 +72,14 @@ class Copilot:
         reranker = CrossEncoderReranker(settings.rerank_model[3:] if settings.rerank_model.startswith("st:") else settings.rerank_model) if settings.rerank_model else None
         retriever = Retriever(engine, vectors, embedder, t2s=settings.traditional_to_simplified, reranker=reranker)
         prompts = Prompts(settings.prompts_dir)
-        answerer = Answerer(retriever, prompts, floor=settings.score_floor, floor_en=settings.score_floor_en, stale_days=settings.stale_days)
+        audit = Audit(engine, settings.tenant)
+        model = ChatModel(settings, audit, audit.usage)
+        answerer = Answerer(retriever, prompts, floor=settings.score_floor, floor_en=settings.score_floor_en,
+                            stale_days=settings.stale_days, model=model)
         return cls(
             settings=settings, engine=engine, metrics=Metrics(), prompts=prompts, embedder=embedder, vectors=vectors,
             retriever=retriever, ingestor=Ingestor(engine, vectors, embedder), directory=Directory(engine),
-            agent=Agent(answerer, prompts), inbox=Inbox(engine),
+            agent=Agent(answerer, prompts), inbox=Inbox(engine), audit=audit, model=model,
         )
 
     # first start ---------------------------------------------------------------------------------

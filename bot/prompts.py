@@ -14,9 +14,15 @@ import frontmatter
 
 @dataclass(frozen=True)
 class Prompt:
+    """A prompt file: the system part, and a user template below a line `## user` ({placeholders})."""
+
     name: str
     version: str
-    text: str
+    system: str
+    user: str
+
+    def render(self, **fields: object) -> tuple[str, str]:
+        return self.system.format(**fields), self.user.format(**fields)
 
 
 class Prompts:
@@ -26,7 +32,8 @@ class Prompts:
         self._prompts: dict[str, Prompt] = {}
         for f in sorted(folder.glob("*.md")):
             post = frontmatter.loads(f.read_text(encoding="utf-8"))
-            self._prompts[f.stem] = Prompt(f.stem, str(post.metadata.get("version", "1")), post.content.strip())
+            system, _, user = post.content.partition("\n## user\n")
+            self._prompts[f.stem] = Prompt(f.stem, str(post.metadata.get("version", "1")), system.strip(), user.strip())
 
     def msg(self, key: str, lang: str = "zh", **fmt: object) -> str:
         entry = self._messages[key]

@@ -86,3 +86,11 @@ class AuditRow(SQLModel, table=True):
     kind: str = Field(max_length=32, index=True)  # tool|model|write|send|ingest|admin
     name: str = Field(max_length=64)
     detail: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))
+
+
+class ModelUsage(SQLModel, table=True):
+    """Tokens a conversation has spent on the model (for the per-conversation budget)."""
+
+    __tablename__ = "model_usage"
+    conversation_key: str = Field(primary_key=True, max_length=300)
+    tokens: int = 0

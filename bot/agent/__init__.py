@@ -46,7 +46,7 @@ class Agent:
         if cmd in (None, "ask"):
             if not arg:
                 return [Reply(text=self.prompts.msg("help", lang), kind="notice")]
-            return [answer_reply(self.answerer.answer(arg, viewer_of(person)))]
+            return [answer_reply(self.answerer.answer(arg, viewer_of(person), actor=person.id, conversation=conversation_key))]
         return [Reply(text=self.prompts.msg("help", lang), kind="notice")]
 
     def act(self, person: Person, action, conversation_key: str = "") -> list[Reply]:  # noqa: ANN001

@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable
 
+from bot.agent.llm import ChatModel, ModelUnavailable
 from bot.models import Citation
 from bot.prompts import Prompts
 from rag.retrieve import Hit, Retriever, Viewer
@@ -19,6 +20,10 @@ MAX_SENTENCES = 4
 MAX_CHARS = 420
 SENTENCE_MARGIN = 0.03  # keep sentences scoring within this of the best one
 _LIST_MARK = re.compile(r"^(?:[-*•·]|\d+[.、)])\s+")
+
+
+class Unverified(Exception):
+    """The model's answer cites none of the passages it was given: it is not shown."""
 
 
 @dataclass
@@ -64,8 +69,9 @@ def table_rows(text: str) -> list[str]:
 
 class Answerer:
     def __init__(self, retriever: Retriever, prompts: Prompts, *, floor: float, floor_en: float | None = None, stale_days: int = 90,
-                 link: Callable[[Hit, Viewer], str] | None = None) -> None:
+                 link: Callable[[Hit, Viewer], str] | None = None, model: ChatModel | None = None) -> None:
         self.retriever = retriever
+        self.model = model
         self.link = link or (lambda h, v: "")
         self.prompts = prompts
         self.floor = floor
@@ -85,11 +91,29 @@ class Answerer:
             return []
         return [h for h in hits if (h.relevance or 0.0) >= floor - 0.03]
 
-    def answer(self, question: str, viewer: Viewer) -> Answer:
+    def answer(self, question: str, viewer: Viewer, *, actor: str = "", conversation: str = "") -> Answer:
         lang = language(question)
         hits = self.evidence(question, viewer)
         if not hits:
             return Answer(self.prompts.msg("not_found", lang), [], False)
+        note = ""
+        if self.model is not None and self.model.configured:
+            try:
+                return self._generate(question, hits, viewer, lang, actor, conversation)
+            except Unverified:
+                pass  # the passages themselves, rather than an answer we cannot tie to them
+            except ModelUnavailable:
+                note = self.prompts.msg("model_down", lang)
+        return self._extractive(question, hits, viewer, lang, note)
+
+    def _finish(self, lines_or_text: str, cited: list[tuple[Citation, Hit]], hits: list[Hit], lang: str, note: str = "") -> Answer:
+        warnings = freshness_warnings(cited, self.prompts, lang, self.stale_days)
+        text = (note + "\n" if note else "") + lines_or_text
+        if warnings:
+            text += "\n\n" + "\n".join(warnings)
+        return Answer(text, [c for c, _ in cited], True, hits, warnings)
+
+    def _extractive(self, question: str, hits: list[Hit], viewer: Viewer, lang: str, note: str = "") -> Answer:
         picked = self._pick_sentences(question, hits[:6], lang, viewer.tenant)
         numbers: dict[str, int] = {}
         cited: list[tuple[Citation, Hit]] = []
@@ -99,11 +123,28 @@ class Answerer:
                 numbers[h.doc_id] = len(numbers) + 1
                 cited.append((citation_for(numbers[h.doc_id], h, self.stale_days, self.link(h, viewer)), h))
             lines.append(f"{sent} [{numbers[h.doc_id]}]")
-        warnings = freshness_warnings(cited, self.prompts, lang, self.stale_days)
-        text = self.prompts.msg("answer_intro", lang) + "\n" + "\n".join(f"• {line}" for line in lines)
-        if warnings:
-            text += "\n\n" + "\n".join(warnings)
-        return Answer(text, [c for c, _ in cited], True, hits, warnings)
+        body = self.prompts.msg("answer_intro", lang) + "\n" + "\n".join(f"• {line}" for line in lines)
+        return self._finish(body, cited, hits, lang, note)
+
+    def _generate(self, question: str, hits: list[Hit], viewer: Viewer, lang: str, actor: str, conversation: str) -> Answer:
+        """The model writes the answer from numbered passages; only citations it was given survive,
+        and an answer without any valid citation is not trusted (extractive fallback)."""
+        passages = hits[:6]
+        listing = "\n\n".join(f"[{i}] {h.title}{' › ' + h.heading.split(' > ')[-1] if h.heading else ''} (v{h.version}, {h.updated})\n{h.text}"
+                               for i, h in enumerate(passages, 1))
+        system, user = self.prompts.prompt("answer").render(question=question, passages=listing)
+        out = self.model.complete(system, user, actor=actor, conversation=conversation, job="answer")
+        text = out.text.strip()
+        if text.startswith("NOT_IN_KB"):
+            return Answer(self.prompts.msg("not_found", lang), [], False, hits)
+        used = [int(n) for n in dict.fromkeys(re.findall(r"\[(\d{1,2})\]", text)) if 1 <= int(n) <= len(passages)]
+        if not used:
+            raise Unverified("the model answered without citing the passages")
+        # renumber to the order of first use, one citation per passage used
+        mapping = {n: i for i, n in enumerate(used, 1)}
+        text = re.sub(r"\[(\d{1,2})\]", lambda m: f"[{mapping[int(m.group(1))]}]" if int(m.group(1)) in mapping else "", text)
+        cited = [(citation_for(mapping[n], passages[n - 1], self.stale_days, self.link(passages[n - 1], viewer)), passages[n - 1]) for n in used]
+        return self._finish(text, cited, hits, lang)
 
     def _pick_sentences(self, question: str, hits: list[Hit], lang: str, tenant: str) -> list[tuple[str, Hit]]:
         """Score each sentence of the top passages by meaning (e5, works across languages) and by

@@ -1,0 +1,75 @@
+"""A copilot process killed (SIGKILL) in the middle of a message answers it exactly once after restart."""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+
+import aiohttp
+import pytest
+
+from tests.conftest import EMBED_CACHE, free_port
+from tests.fakes.openai_server import FakeOpenAI, Step
+
+pytestmark = pytest.mark.slow
+
+
+async def start(env: dict, port: int) -> asyncio.subprocess.Process:
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot.cli", "serve", "--port", str(port),
+                                                env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    async with aiohttp.ClientSession() as s:
+        for _ in range(600):
+            if proc.returncode is not None:
+                raise AssertionError((await proc.stderr.read()).decode()[-3000:])
+            try:
+                async with s.get(f"http://127.0.0.1:{port}/readyz") as r:
+                    if r.status == 200:
+                        return proc
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.2)
+    raise AssertionError("copilot did not start")
+
+
+async def test_killed_mid_message_is_answered_exactly_once_after_restart(tmp_path, aiohttp_server):
+    fake = FakeOpenAI(default=lambda body: Step(text="星图标准实施周期 4–6 个月 [1]。"))
+    fake.add(Step(delay=120, text="never delivered [1]"))  # the first model call hangs: the worker is mid-message
+    server = await aiohttp_server(fake.app())
+    port = free_port()
+    env = {**os.environ, "COPILOT_DATA_DIR": str(tmp_path / "data"), "COPILOT_EMBED_CACHE": str(EMBED_CACHE),
+           "COPILOT_CONFIG": str(tmp_path / "absent.toml"), "COPILOT_LLM_BASE_URL": str(server.make_url("/v1")),
+           "COPILOT_LLM_TIMEOUT": "300", "COPILOT_LEASE_SECONDS": "600"}
+    body = {"as": "zhangwei", "text": "星图软件的实施周期一般多长？", "conversation": "crash", "id": "crash-1"}
+    base = f"http://127.0.0.1:{port}"
+
+    proc = await start(env, port)
+    try:
+        async with aiohttp.ClientSession() as s:
+            async with s.post(base + "/api/chat", json=body) as r:
+                assert r.status == 202
+            await asyncio.wait_for(fake.arrived.wait(), 60)  # the worker is now inside the message
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+
+        proc = await start(env, port)  # same data dir; the lease (600 s) has not expired: the dead pid frees it
+        async with aiohttp.ClientSession() as s:
+            async with s.post(base + "/api/chat", json=body) as r:  # the platform retries meanwhile
+                assert r.status == 200 and (await r.json())["duplicate"] is True
+            replies = []
+            for _ in range(120):
+                async with s.get(base + "/api/replies", params={"conversation": "crash", "after": "0", "wait": "1"}) as r:
+                    replies = (await r.json())["replies"]
+                if replies:
+                    break
+            await asyncio.sleep(1.5)  # anything doubled would arrive now
+            async with s.get(base + "/api/replies", params={"conversation": "crash", "after": "0", "wait": "0"}) as r:
+                replies = (await r.json())["replies"]
+        assert len(replies) == 1
+        assert replies[0]["inbox_id"] == 1
+        assert "4–6 个月" in replies[0]["reply"]["text"]
+        assert len(fake.requests) == 2  # the killed attempt and the resumed one
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            await proc.wait()
