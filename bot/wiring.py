@@ -6,4 +6,9 @@ from bot.settings import Settings
 
 
 def channel_connectors(settings: Settings) -> list[Connector]:
-    return []
+    connectors: list[Connector] = []
+    from connectors.dingtalk import dingtalk_connector
+
+    if (dingtalk := dingtalk_connector(settings)) is not None:
+        connectors.append(dingtalk)
+    return connectors

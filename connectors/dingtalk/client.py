@@ -1,0 +1,219 @@
+"""The DingTalk API for one app: access token, robot sends, session webhooks, file download.
+
+The v1.0 endpoints (api.dingtalk.com) go through aiohttp: the access token is cached per app,
+refreshed before it expires by one request however many senders wait, and refreshed and retried
+once when DingTalk says it is no longer valid. The old oapi endpoints that `dingtalk-sdk` covers
+(gettoken, users) run through it in a worker thread: it uses blocking `requests`.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import platform
+import socket
+import time
+from typing import Any
+from urllib.parse import urlparse
+
+import aiohttp
+
+from connectors.dingtalk.config import DingTalkApp
+
+TOKEN_PATH = "/v1.0/oauth2/accessToken"
+OTO_PATH = "/v1.0/robot/oToMessages/batchSend"
+GROUP_PATH = "/v1.0/robot/groupMessages/send"
+DOWNLOAD_PATH = "/v1.0/robot/messageFiles/download"
+STREAM_OPEN_PATH = "/v1.0/gateway/connections/open"
+AUTH_ERRORS = ("InvalidAuthentication", "invalidAuthentication", "Unauthorized")
+WEBHOOK_EXPIRED = 300001  # the session webhook is no longer valid
+WEBHOOK_RETRY = {130101}  # sending too fast
+
+
+class DingTalkAPIError(Exception):
+    def __init__(self, message: str, *, status: int = 0, code: str = "", retryable: bool = False,
+                 retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.retryable, self.retry_after = status, code, retryable, retry_after
+
+
+class WebhookExpired(DingTalkAPIError):
+    pass
+
+
+class DingTalkClient:
+    def __init__(self, app: DingTalkApp, *, timeout: float = 15.0) -> None:
+        self.app = app
+        self.timeout = timeout
+        self._session: aiohttp.ClientSession | None = None
+        self._token = ""
+        self._token_until = 0.0
+        self._lock = asyncio.Lock()
+        self.token_fetches = 0
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
+        return self._session
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    # access token ----------------------------------------------------------------------------
+    async def token(self) -> str:
+        if self._token and time.monotonic() < self._token_until:
+            return self._token
+        async with self._lock:  # single flight: the waiters reuse what the first one fetched
+            if self._token and time.monotonic() < self._token_until:
+                return self._token
+            data = await self._post(self.app.api_base + TOKEN_PATH, {"appKey": self.app.app_key, "appSecret": self.app.app_secret})
+            token, ttl = str(data.get("accessToken") or ""), float(data.get("expireIn") or 7200)
+            if not token:
+                raise DingTalkAPIError("DingTalk returned no accessToken", retryable=True)
+            self.token_fetches += 1
+            self._token, self._token_until = token, time.monotonic() + ttl - min(300.0, ttl * 0.2)
+            return token
+
+    def _forget(self, token: str) -> None:
+        if self._token == token:
+            self._token, self._token_until = "", 0.0
+
+    async def call(self, path: str, body: dict) -> dict:
+        """POST a v1.0 endpoint with the app's token; on an invalid-token answer refresh and retry once."""
+        for attempt in (1, 2):
+            token = await self.token()
+            try:
+                return await self._post(self.app.api_base + path, body, token)
+            except DingTalkAPIError as exc:
+                if attempt == 2 or not (exc.status == 401 or exc.code in AUTH_ERRORS):
+                    raise
+                self._forget(token)
+        raise AssertionError("unreachable")
+
+    async def _post(self, url: str, body: dict, token: str | None = None) -> dict:
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["x-acs-dingtalk-access-token"] = token
+        try:
+            async with self._http().post(url, data=json.dumps(body, ensure_ascii=False).encode(), headers=headers) as r:
+                text = await r.text()
+                data = _json(text)
+                if r.status >= 400:
+                    raise _api_error(r.status, data, text, r.headers.get("Retry-After"), urlparse(url).path)
+                return data
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise DingTalkAPIError(f"cannot reach {urlparse(url).netloc}: {type(exc).__name__} {exc}", retryable=True) from None
+
+    # robot messages --------------------------------------------------------------------------
+    async def send_to_users(self, user_ids: list[str], msg_key: str, param: dict) -> dict:
+        data = await self.call(OTO_PATH, {"robotCode": self.app.robot_code, "userIds": user_ids, "msgKey": msg_key,
+                                          "msgParam": json.dumps(param, ensure_ascii=False)})
+        if data.get("invalidStaffIdList"):
+            raise DingTalkAPIError(f"DingTalk refused staff ids {data['invalidStaffIdList']}: not in this corp or cannot see the robot",
+                                   code="invalidStaffIdList")
+        if data.get("flowControlledStaffIdList"):
+            raise DingTalkAPIError("DingTalk is rate-limiting messages to this user", code="flowControlled", retryable=True, retry_after=60)
+        return data
+
+    async def send_to_group(self, open_conversation_id: str, msg_key: str, param: dict) -> dict:
+        return await self.call(GROUP_PATH, {"robotCode": self.app.robot_code, "openConversationId": open_conversation_id,
+                                            "msgKey": msg_key, "msgParam": json.dumps(param, ensure_ascii=False)})
+
+    async def webhook(self, url: str, body: dict) -> None:
+        """Reply through a message's sessionWebhook (no token: the URL is the credential)."""
+        try:
+            async with self._http().post(url, json=body) as r:
+                text = await r.text()
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise DingTalkAPIError(f"session webhook unreachable: {type(exc).__name__}", retryable=True) from None
+        data = _json(text)
+        code = data.get("errcode", 0 if r.status < 400 else r.status)
+        if code in (0, "0"):
+            return
+        msg = f"session webhook errcode {code}: {str(data.get('errmsg', text))[:200]}"
+        if str(code) == str(WEBHOOK_EXPIRED):
+            raise WebhookExpired(msg, status=r.status, code=str(code))
+        retryable = r.status >= 500 or (str(code).isdigit() and int(code) in WEBHOOK_RETRY)
+        raise DingTalkAPIError(msg, status=r.status, code=str(code), retryable=retryable)
+
+    # files -----------------------------------------------------------------------------------
+    async def download(self, download_code: str, max_bytes: int) -> bytes:
+        data = await self.call(DOWNLOAD_PATH, {"downloadCode": download_code, "robotCode": self.app.robot_code})
+        url = str(data.get("downloadUrl") or "")
+        if not url.startswith(("http://", "https://")):
+            raise DingTalkAPIError("DingTalk returned no downloadUrl for this file")
+        try:
+            async with self._http().get(url) as r:
+                if r.status >= 400:
+                    raise DingTalkAPIError(f"file download failed: HTTP {r.status}", status=r.status, retryable=r.status >= 500)
+                buf = bytearray()
+                async for chunk in r.content.iter_chunked(1 << 16):
+                    buf += chunk
+                    if len(buf) > max_bytes:
+                        raise DingTalkAPIError(f"file is larger than the {max_bytes // (1024 * 1024)} MB upload limit")
+                return bytes(buf)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise DingTalkAPIError(f"file download failed: {type(exc).__name__}", retryable=True) from None
+
+    # stream mode -----------------------------------------------------------------------------
+    async def open_stream(self, topics: list[str], version: str) -> tuple[str, str]:
+        """Ask the Stream gateway for a websocket endpoint and a one-time ticket (valid about 90 s)."""
+        body = {"clientId": self.app.app_key, "clientSecret": self.app.app_secret,
+                "subscriptions": [{"type": "CALLBACK", "topic": t} for t in topics],
+                "ua": f"dingtalk-sdk-python/v{version}-union copilot", "localIp": _local_ip()}
+        data = await self._post(self.app.api_base + STREAM_OPEN_PATH, body)
+        endpoint, ticket = str(data.get("endpoint") or ""), str(data.get("ticket") or "")
+        if not endpoint.startswith(("ws://", "wss://")) or not ticket:
+            raise DingTalkAPIError("the Stream gateway returned no endpoint/ticket", retryable=True)
+        return endpoint, ticket
+
+    # old oapi endpoints via dingtalk-sdk -------------------------------------------------------
+    def _sdk(self):  # noqa: ANN202
+        from dingtalk.client import AppKeyClient
+
+        client = AppKeyClient(self.app.key, self.app.app_key, self.app.app_secret, timeout=self.timeout)
+        client.API_BASE_URL = self.app.oapi_base + "/"
+        return client
+
+    async def oapi_summary(self) -> dict:
+        """gettoken on the old endpoint, then how many members the app can see (needs the contacts scope)."""
+
+        def run() -> dict:
+            client = self._sdk()
+            _ = client.access_token
+            try:
+                return {"token": True, "members": client.user.get_org_user_count(0)}
+            except Exception as exc:  # noqa: BLE001 - an optional scope; report, don't fail
+                return {"token": True, "members": None, "reason": str(exc)[:200]}
+
+        return await asyncio.to_thread(run)
+
+    async def user(self, staff_id: str) -> dict:
+        """One member's profile (name, mobile, departments) from the old `user/get` endpoint."""
+        return await asyncio.to_thread(lambda: dict(self._sdk().user.get(staff_id)))
+
+
+def _json(text: str) -> dict:
+    try:
+        data = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _api_error(status: int, data: dict, text: str, retry_after: str | None, path: str) -> DingTalkAPIError:
+    code = str(data.get("code") or data.get("errcode") or status)
+    message = str(data.get("message") or data.get("errmsg") or text[:200] or f"HTTP {status}")
+    throttled = status == 429 or "Throttling" in code or "QpsLimit" in code
+    after = float(retry_after) if retry_after and retry_after.replace(".", "", 1).isdigit() else (1.0 if throttled else None)
+    return DingTalkAPIError(f"{path}: HTTP {status} {code}: {message}", status=status, code=code,
+                            retryable=status >= 500 or throttled, retry_after=after)
+
+
+def _local_ip() -> str:
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("10.255.255.255", 1))  # no packet is sent: this only picks the outgoing interface
+            return s.getsockname()[0]
+    except OSError:
+        return platform.node()[:64]

@@ -1,0 +1,226 @@
+"""The DingTalk connector: robot messages from one or more apps, over HTTP callbacks or Stream mode.
+
+Both modes end in the same place: verify (HTTP: the signature), parse, `await sink(msg)`, and only
+then acknowledge (HTTP: the 200; Stream: the ack frame). Replies go through the message's
+sessionWebhook while it is valid and through the robot send APIs after that (or when the webhook
+says it expired). Each app is its own tenant, with its own token, route and Stream connection.
+Imports only bot.models, bot.connector, bot.settings and its own modules.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import OrderedDict
+from typing import Any
+from urllib.parse import urlparse
+
+from aiohttp import web
+
+from bot.connector import Check, SendError, Sink
+from bot.models import Attachment, Reply, Target
+from connectors.dingtalk.client import DOWNLOAD_PATH, DingTalkAPIError, DingTalkClient, WebhookExpired
+from connectors.dingtalk.config import ConfigProblem, DingTalkApp, load_apps
+from connectors.dingtalk.crypto import SignatureError, verify
+from connectors.dingtalk.parse import CHANNEL, PayloadError, parse_message
+from connectors.dingtalk.render import Part, render
+from connectors.dingtalk.stream import StreamReceiver
+
+log = logging.getLogger("copilot.dingtalk")
+WEBHOOK_MARGIN_MS = 10_000  # don't start a send on a webhook that expires within seconds
+CONSOLE = "developer console (open-dev.dingtalk.com) → 应用开发 → 企业内部应用 → your app"
+
+
+class DingTalkConnector:
+    name = CHANNEL
+
+    def __init__(self, apps: list[DingTalkApp], problems: list[ConfigProblem] | None = None, *, public_url: str = "",
+                 max_download: int = 25 * 1024 * 1024, stream_options: dict[str, Any] | None = None) -> None:
+        self.apps = {a.key: a for a in apps}
+        self.by_tenant = {a.tenant: a for a in apps}
+        self.problems = list(problems or [])
+        self.clients = {a.key: DingTalkClient(a) for a in apps}
+        self.receivers: dict[str, StreamReceiver] = {}
+        self.public_url = public_url.rstrip("/")
+        self.max_download = max_download
+        self.stream_options = stream_options or {}
+        self._progress: OrderedDict[str, int] = OrderedDict()  # reply key -> parts already delivered
+
+    @classmethod
+    def from_settings(cls, settings: Any, **kw: Any) -> "DingTalkConnector | None":
+        """None when no DingTalk app is configured at all."""
+        apps, problems = load_apps(settings.tenant)
+        if not apps and not problems:
+            return None
+        return cls(apps, problems, public_url=settings.public_url or f"http://{settings.host}:{settings.port}",
+                   max_download=settings.max_upload_bytes, **kw)
+
+    # receive -----------------------------------------------------------------------------------
+    def routes(self, sink: Sink) -> list[web.RouteDef]:
+        async def callback(request: web.Request) -> web.Response:
+            key = request.match_info.get("app", "default")
+            app = self.apps.get(key)
+            if app is None:
+                raise web.HTTPNotFound(text=f"no DingTalk app {key!r} is configured here")
+            try:
+                verify(request.headers.get("timestamp"), request.headers.get("sign"), app.app_secret)
+            except SignatureError as exc:
+                raise web.HTTPForbidden(text=f"DingTalk signature check failed: {exc}") from None
+            try:
+                data = json.loads(await request.read())
+            except (ValueError, UnicodeDecodeError):
+                raise web.HTTPBadRequest(text="body is not valid JSON") from None
+            try:
+                msg = parse_message(data, tenant=app.tenant, robot_code=app.robot_code)
+            except PayloadError as exc:
+                raise web.HTTPBadRequest(text=str(exc)) from None
+            if msg is None:
+                return web.json_response({"ignored": "group message that does not @ the robot"})
+            acc = await sink(msg)  # durable before DingTalk hears 200: its retries are duplicates
+            return web.json_response({"inbox_id": acc.inbox_id, "duplicate": acc.duplicate})
+
+        return [web.post("/dingtalk/callback", callback), web.post("/dingtalk/{app}/callback", callback)]
+
+    async def start(self, sink: Sink) -> None:
+        for app in self.apps.values():
+            if app.mode != "stream" or app.key in self.receivers:
+                continue
+
+            async def on_message(data: dict, app: DingTalkApp = app) -> None:
+                try:
+                    msg = parse_message(data, tenant=app.tenant, robot_code=app.robot_code)
+                except PayloadError as exc:
+                    log.warning("%s: Stream message dropped: %s", app.label, exc)
+                    return
+                if msg is not None:
+                    await sink(msg)  # raises if it could not be stored: then no ack
+
+            receiver = StreamReceiver(app, self.clients[app.key], on_message, **self.stream_options)
+            self.receivers[app.key] = receiver
+            receiver.start()
+        for p in self.problems:
+            log.error("dingtalk[%s] is not running: %s (fix: %s)", p.app, p.detail, p.fix)
+
+    # send --------------------------------------------------------------------------------------
+    async def send(self, target: Target, reply: Reply, key: str) -> None:
+        app = self.by_tenant.get(target.tenant)
+        if app is None:
+            raise SendError(f"no DingTalk app serves tenant {target.tenant!r}", retryable=False)
+        ctx = target.context or {}
+        staff = str(ctx.get("senderStaffId") or target.user_id)
+        parts = render(reply, group=target.is_group, staff_id=staff, nick=str(ctx.get("senderNick") or ""))
+        client = self.clients[app.key]
+        use_webhook = self._webhook_usable(app, ctx)
+        for i, part in enumerate(parts):
+            if i < self._progress.get(key, 0):
+                continue  # delivered before a later part failed: a retry must not repeat it
+            try:
+                use_webhook = await self._deliver(client, target, ctx, staff, part, use_webhook)
+            except DingTalkAPIError as exc:
+                raise SendError(f"{app.label}: {exc}", retryable=exc.retryable, retry_after=exc.retry_after) from None
+            self._progress[key] = i + 1
+            self._progress.move_to_end(key)
+            while len(self._progress) > 10_000:
+                self._progress.popitem(last=False)
+        self._progress.pop(key, None)
+
+    async def _deliver(self, client: DingTalkClient, target: Target, ctx: dict, staff: str, part: Part, use_webhook: bool) -> bool:
+        """Send one part; returns whether the session webhook is still worth trying for the next."""
+        if use_webhook:
+            try:
+                await client.webhook(str(ctx["sessionWebhook"]), part.webhook)
+                return True
+            except WebhookExpired as exc:
+                log.info("%s: session webhook expired (%s); using the robot API", client.app.label, exc)
+        if target.is_group:
+            await client.send_to_group(str(ctx.get("openConversationId") or target.conversation_id), part.msg_key, part.param)
+        elif staff:
+            await client.send_to_users([staff], part.msg_key, part.param)
+        else:
+            raise DingTalkAPIError("no staff id to send a one-to-one message to")
+        return False
+
+    def _webhook_usable(self, app: DingTalkApp, ctx: dict) -> bool:
+        url = str(ctx.get("sessionWebhook") or "")
+        expires = int(ctx.get("sessionWebhookExpiredTime") or 0)
+        if not url or expires <= time.time() * 1000 + WEBHOOK_MARGIN_MS:
+            return False
+        # the URL came in a signed message, but only ever post to DingTalk (or the configured API host)
+        u = urlparse(url)
+        own = {urlparse(app.api_base).netloc, urlparse(app.oapi_base).netloc}
+        return (u.scheme == "https" and (u.hostname or "").endswith(".dingtalk.com")) or u.netloc in own
+
+    # files -------------------------------------------------------------------------------------
+    async def fetch(self, tenant: str, attachment: Attachment) -> bytes:
+        app = self.by_tenant.get(tenant)
+        if app is None:
+            raise FileNotFoundError(f"no DingTalk app serves tenant {tenant!r}")
+        try:
+            return await self.clients[app.key].download(attachment.ref, self.max_download)
+        except DingTalkAPIError as exc:
+            raise OSError(f"{app.label}: {attachment.name}: {exc}") from None
+
+    # doctor ------------------------------------------------------------------------------------
+    async def doctor(self) -> list[Check]:
+        checks = [Check(f"dingtalk[{p.app}] config", False, p.detail, p.fix) for p in self.problems]
+        for app in self.apps.values():
+            checks += await self._doctor_app(app)
+        return checks
+
+    async def _doctor_app(self, app: DingTalkApp) -> list[Check]:
+        client, name = self.clients[app.key], app.label
+        try:
+            await client.token()
+        except DingTalkAPIError as exc:
+            if exc.status == 0 or exc.status >= 500:
+                fix = f"allow outbound HTTPS from this server to {urlparse(app.api_base).netloc} and {urlparse(app.oapi_base).netloc}"
+            else:
+                where = "COPILOT_DINGTALK_APP_KEY / _APP_SECRET" if app.key == "default" else f"app_key / app_secret of [[dingtalk.apps]] key={app.key}"
+                fix = f"copy Client ID (AppKey) and Client Secret from {CONSOLE} → 凭证与基础信息 into {where}"
+            return [Check(f"{name} credentials", False, str(exc), fix)]
+        checks = [Check(f"{name} credentials", True, f"app {app.app_key}: access token OK (tenant {app.tenant})")]
+        checks.append(await self._doctor_robot(app, client))
+        try:
+            oapi = await client.oapi_summary()
+            seen = f"{oapi['members']} members visible" if oapi.get("members") is not None else "contacts not readable (optional)"
+            checks.append(Check(f"{name} oapi", True, f"gettoken OK via dingtalk-sdk at {app.oapi_base}; {seen}"))
+        except Exception as exc:  # noqa: BLE001 - dingtalk-sdk raises its own and requests' errors
+            checks.append(Check(f"{name} oapi", False, f"{type(exc).__name__}: {str(exc)[:200]}",
+                                f"allow outbound HTTPS to {urlparse(app.oapi_base).netloc}; check the app is not disabled"))
+        if app.mode == "stream":
+            try:
+                endpoint, _ = await client.open_stream(["/v1.0/im/bot/messages/get"], "doctor")
+                checks.append(Check(f"{name} stream", True, f"Stream gateway accepts this app ({urlparse(endpoint).netloc})"))
+            except DingTalkAPIError as exc:
+                checks.append(Check(f"{name} stream", False, str(exc),
+                                    f"{CONSOLE} → 机器人与消息推送: set 消息接收模式 to Stream 模式 and publish the robot"))
+        else:
+            url = (self.public_url or "https://YOUR-HOST") + app.callback_path
+            local = any(h in url for h in ("//127.", "//localhost", "//0.0.0.0"))
+            checks.append(Check(f"{name} callback", True, f"HTTP mode: message URL {url}"
+                                + (" (a loopback address: set COPILOT_PUBLIC_URL to the address DingTalk can reach)" if local else "")))
+        return checks
+
+    async def _doctor_robot(self, app: DingTalkApp, client: DingTalkClient) -> Check:
+        """Probe the file-download endpoint with a dummy code: the answer tells robot code and permission apart."""
+        name = f"{app.label} robot"
+        try:
+            await client.call(DOWNLOAD_PATH, {"downloadCode": "copilot-doctor-probe", "robotCode": app.robot_code})
+            return Check(name, True, f"robot code {app.robot_code}")
+        except DingTalkAPIError as exc:
+            text = f"{exc.code} {exc}".lower()
+            if exc.status == 403 or "permission" in text or "forbidden" in text:
+                return Check(name, False, str(exc), f"{CONSOLE} → 权限管理: add the robot permissions (企业内机器人发送消息, 下载机器人接收的文件) and publish a new version")
+            if "robot" in text and ("not" in text or "exist" in text or "invalid" in text):
+                return Check(name, False, f"robot code {app.robot_code} is not this app's robot: {exc}",
+                             f"set robot_code to the RobotCode on {CONSOLE} → 机器人与消息推送 (usually the AppKey)")
+            if exc.status == 0 or exc.status >= 500:
+                return Check(name, False, str(exc), "DingTalk did not answer: try again, or check outbound HTTPS")
+            return Check(name, True, f"robot code {app.robot_code} accepted (probe answered {exc.code})")
+
+    async def aclose(self) -> None:
+        for r in self.receivers.values():
+            await r.aclose()
+        self.receivers.clear()
+        for c in self.clients.values():
+            await c.aclose()
