@@ -1,16 +1,24 @@
 """Database engine: SQLite under the data dir by default, PostgreSQL through COPILOT_DATABASE_URL.
 
-Owns connection set-up (WAL, busy timeout) and schema creation. Every table module registers
-itself on SQLModel.metadata; `init_db` imports them so one call creates everything.
+Owns connection set-up (WAL, busy timeout) and the schema: `init_db` runs the Alembic migrations
+in migrations/ (an initial revision covers every table of bot, rag and crm), so one call creates
+or upgrades everything; a database made by the old create_all is adopted by the initial revision.
 """
 from __future__ import annotations
 
+import logging
+import zlib
 from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
 from typing import Iterator
 
-from sqlalchemy import event
+from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, create_engine
+
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+log = logging.getLogger("copilot.storage")
 
 
 def make_engine(url: str) -> Engine:
@@ -35,11 +43,58 @@ def make_engine(url: str) -> Engine:
 
 
 def init_db(engine: Engine) -> None:
+    """`alembic upgrade head`, programmatically. Idempotent: an up-to-date database costs one query.
+
+    Two processes starting together on a new database migrate one after the other: PostgreSQL
+    through an advisory lock, SQLite through a lock file beside the database."""
     import bot.tables  # noqa: F401  (registers tables)
     import crm.models  # noqa: F401
     import rag.store  # noqa: F401
+    from alembic import command
+    from alembic.runtime.migration import MigrationContext
 
-    SQLModel.metadata.create_all(engine)
+    with _sqlite_lock(engine), engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": zlib.crc32(b"copilot-migrate")})
+        if MigrationContext.configure(conn).get_current_revision() != _head():
+            cfg = _alembic_config()
+            cfg.attributes["connection"] = conn  # env.py migrates on this connection, inside this transaction
+            command.upgrade(cfg, "head")
+        missing = sorted(set(SQLModel.metadata.tables) - set(inspect(conn).get_table_names()))
+    if missing:  # a table module changed without a revision: say how to fix it instead of failing later
+        log.warning("tables without a migration: %s; add one with `alembic -c migrations/alembic.ini revision "
+                    "--autogenerate -m ...` (see migrations/README.md)", ", ".join(missing))
+
+
+def _alembic_config():  # noqa: ANN202
+    from alembic.config import Config
+
+    cfg = Config(str(MIGRATIONS / "alembic.ini"))
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    return cfg
+
+
+@lru_cache(maxsize=1)
+def _head() -> str | None:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
+
+
+@contextmanager
+def _sqlite_lock(engine: Engine) -> Iterator[None]:
+    path = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not path or path == ":memory:":
+        yield
+        return
+    import fcntl
+
+    with open(f"{path}.migrate.lock", "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 @contextmanager
