@@ -22,7 +22,7 @@ from sqlmodel import Session, select
 from rag.chunk import chunk_blocks
 from rag.embed import CachedEmbedder
 from rag.formats import SUFFIXES, IngestError, ParsedDoc, parse_document
-from rag.index import VectorIndex, chunk_metadata
+from rag.index import VectorIndex
 from rag.store import Chunk, DocVersion, Document, KbState, audience_roles
 from rag.text import language, tokenize
 
@@ -200,8 +200,8 @@ class Ingestor:
                 vectors = self.embedder.embed_passages([f"{ver.title}\n{c.heading}\n{c.text}" if c.heading else f"{ver.title}\n{c.text}" for c in chunks])
             roles = roles or audience_roles(ver.audience)
         ids = [c.id for c in chunks]
-        meta = chunk_metadata(doc.tenant, version_id, roles, ver.team)
-        self.vectors.add(ids, vectors, [meta] * len(ids))
+        tenant = doc.tenant
+        self.vectors.add(ids, vectors, tenant=tenant, roles=roles, team=ver.team, version_id=version_id)
         try:
             with Session(self.engine) as s:
                 ver = s.get(DocVersion, version_id)
@@ -217,10 +217,10 @@ class Ingestor:
                 _bump(s, doc.tenant)
                 s.commit()
         except Exception:
-            self.vectors.delete_ids(ids)
+            self.vectors.delete_ids(tenant, ids)
             raise
         if old_id and old_id != version_id:
-            self.vectors.delete_version(old_id)
+            self.vectors.delete_version(tenant, old_id)
         return ver
 
     def reject(self, version_id: int, approver: str) -> DocVersion:
@@ -247,7 +247,7 @@ class Ingestor:
             s.add(doc)
             _bump(s, tenant)
             s.commit()
-        self.vectors.delete_version(old)
+        self.vectors.delete_version(tenant, old)
         return True
 
     @staticmethod

@@ -8,24 +8,47 @@ import click
 import typer
 
 from bot.cli.common import CliError, app
-from bot.cli import bench, core, reps  # noqa: F401  (registers commands)
+from bot.cli import bench, core, email, reps  # noqa: F401  (registers commands)
+
+
+def _errors(*names: str) -> tuple[type[BaseException], ...]:
+    """The click exception classes called `names`, from click and from the copy of click that newer
+    typer releases vendor (their exceptions are not click's), under old and new names alike."""
+    modules = [click.exceptions]
+    try:
+        import typer._click.exceptions as vendored
+
+        modules.append(vendored)
+    except ImportError:
+        pass
+    found = tuple(getattr(m, n) for m in modules for n in names if isinstance(getattr(m, n, None), type))
+    return found or (type("NeverRaised", (Exception,), {}),)
+
+
+NO_ARGS, USAGE = _errors("NoArgsIsHelp", "NoArgsIsHelpError"), _errors("UsageError")
+EXIT, ABORT = _errors("Exit") + (typer.Exit,), _errors("Abort") + (typer.Abort,)
+CLICK_ERROR = _errors("ClickException")
 
 
 def main(argv: list[str] | None = None) -> None:
     try:
-        app(args=argv, standalone_mode=False, prog_name="copilot")
-    except click.exceptions.NoArgsIsHelp as exc:  # bare group: help already printed
-        sys.exit(0 if exc.ctx is None else 2)
-    except click.UsageError as exc:
+        rv = app(args=argv, standalone_mode=False, prog_name="copilot")
+        if isinstance(rv, int) and not isinstance(rv, bool) and rv:
+            sys.exit(rv)  # typer.Exit(n) comes back as a return value when standalone_mode is off
+    except NO_ARGS as exc:  # a bare group: its help (newer click leaves the printing to us)
+        if hasattr(exc, "format_message") and type(exc).__name__.endswith("Error"):
+            print(exc.format_message())
+        sys.exit(0 if not (sys.argv[1:] if argv is None else argv) else 2)
+    except USAGE as exc:
         cmd = exc.ctx.command_path if exc.ctx else "copilot"
         print(f"{cmd}: error: {exc.format_message()} (see --help)", file=sys.stderr)
         sys.exit(2)
-    except click.exceptions.Exit as exc:
+    except EXIT as exc:
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except ABORT:
         print("aborted", file=sys.stderr)
         sys.exit(130)
-    except click.ClickException as exc:
+    except CLICK_ERROR as exc:
         print(f"copilot: error: {exc.format_message()}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except CliError as exc:

