@@ -11,4 +11,8 @@ def channel_connectors(settings: Settings) -> list[Connector]:
 
     if (dingtalk := dingtalk_connector(settings)) is not None:
         connectors.append(dingtalk)
+    from connectors.wecom import wecom_connector
+
+    if (wecom := wecom_connector(settings)) is not None:
+        connectors.append(wecom)
     return connectors
