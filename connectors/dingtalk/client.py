@@ -31,9 +31,10 @@ WEBHOOK_RETRY = {130101}  # sending too fast
 
 class DingTalkAPIError(Exception):
     def __init__(self, message: str, *, status: int = 0, code: str = "", retryable: bool = False,
-                 retry_after: float | None = None) -> None:
+                 retry_after: float | None = None, detail: str = "") -> None:
         super().__init__(message)
         self.status, self.code, self.retryable, self.retry_after = status, code, retryable, retry_after
+        self.detail = detail or message  # DingTalk's own words, without our context
 
 
 class WebhookExpired(DingTalkAPIError):
@@ -207,7 +208,7 @@ def _api_error(status: int, data: dict, text: str, retry_after: str | None, path
     throttled = status == 429 or "Throttling" in code or "QpsLimit" in code
     after = float(retry_after) if retry_after and retry_after.replace(".", "", 1).isdigit() else (1.0 if throttled else None)
     return DingTalkAPIError(f"{path}: HTTP {status} {code}: {message}", status=status, code=code,
-                            retryable=status >= 500 or throttled, retry_after=after)
+                            retryable=status >= 500 or throttled, retry_after=after, detail=message)
 
 
 def _local_ip() -> str:

@@ -175,7 +175,7 @@ class DingTalkConnector:
             if exc.status == 0 or exc.status >= 500:
                 fix = f"allow outbound HTTPS from this server to {urlparse(app.api_base).netloc} and {urlparse(app.oapi_base).netloc}"
             else:
-                where = "COPILOT_DINGTALK_APP_KEY / _APP_SECRET" if app.key == "default" else f"app_key / app_secret of [[dingtalk.apps]] key={app.key}"
+                where = "COPILOT_DINGTALK_APP_KEY and COPILOT_DINGTALK_APP_SECRET" if app.key == "default" else f"app_key / app_secret of [[dingtalk.apps]] key={app.key}"
                 fix = f"copy Client ID (AppKey) and Client Secret from {CONSOLE} → 凭证与基础信息 into {where}"
             return [Check(f"{name} credentials", False, str(exc), fix)]
         checks = [Check(f"{name} credentials", True, f"app {app.app_key}: access token OK (tenant {app.tenant})")]
@@ -208,7 +208,7 @@ class DingTalkConnector:
             await client.call(DOWNLOAD_PATH, {"downloadCode": "copilot-doctor-probe", "robotCode": app.robot_code})
             return Check(name, True, f"robot code {app.robot_code}")
         except DingTalkAPIError as exc:
-            text = f"{exc.code} {exc}".lower()
+            text = f"{exc.code} {exc.detail}".lower()
             if exc.status == 403 or "permission" in text or "forbidden" in text:
                 return Check(name, False, str(exc), f"{CONSOLE} → 权限管理: add the robot permissions (企业内机器人发送消息, 下载机器人接收的文件) and publish a new version")
             if "robot" in text and ("not" in text or "exist" in text or "invalid" in text):
