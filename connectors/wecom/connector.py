@@ -1,0 +1,201 @@
+"""The WeCom connector: callbacks in (GET/POST /wecom/callback, /wecom/{corp}/callback), replies out.
+
+A callback is checked (signature, size, XML), decrypted, parsed, put in the durable inbox, and
+answered with an empty 200 at once -- WeCom retries what it does not get an answer to within
+about 5 s, and the inbox drops a retried MsgId. The real reply goes later through message/send.
+Several corps can live in one deployment; each one's messages carry its tenant, and replies find
+their corp again through the reply context. Imports bot.models, bot.connector and its own modules.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+
+from bot.connector import Check, SendError, Sink
+from bot.models import Attachment, Reply, Target
+from connectors.wecom.client import WeComClient, WeComError
+from connectors.wecom.config import DEFAULT_KEY, CorpConfig
+from connectors.wecom.crypto import BadSignature, CallbackRejected, WeComCrypto, check_query
+from connectors.wecom.parse import CHANNEL, to_message
+from connectors.wecom.render import payloads
+
+log = logging.getLogger("copilot.wecom")
+
+
+class WeComConnector:
+    name = CHANNEL
+
+    def __init__(self, corps: list[CorpConfig], *, max_body: int = 64 * 1024, max_file: int = 20 * 1024 * 1024,
+                 inline_wait: float = 5.0, config_error: str = "") -> None:
+        self.corps = {c.key: c for c in corps}
+        self.by_tenant = {c.tenant: c for c in corps}
+        self.max_body = max_body  # a callback is a few KB
+        self.max_file = max_file  # WeCom's own limit for a file is 20 MB
+        self.inline_wait = inline_wait  # pacing waits up to this long in place, then the outbox retries later
+        self.config_error = config_error
+        self.crypto: dict[str, WeComCrypto] = {}
+        self.broken: dict[str, str] = {}
+        for c in corps:
+            problems = c.problems()
+            if problems:
+                self.broken[c.key] = "; ".join(p for p, _ in problems)
+            else:
+                self.crypto[c.key] = WeComCrypto(c.token, c.aes_key, c.corp_id)
+        self.clients = {c.key: WeComClient(c) for c in corps}
+
+    # receive ---------------------------------------------------------------------------------
+    def routes(self, sink: Sink) -> list[web.RouteDef]:
+        async def verify(request: web.Request) -> web.Response:
+            corp, crypto = self._corp(request)
+            q = request.query
+            try:
+                sig, ts, nonce = check_query(q.get("msg_signature"), q.get("timestamp"), q.get("nonce"))
+                echo = crypto.verify_url(sig, ts, nonce, q.get("echostr", "").replace(" ", "+"))
+            except BadSignature as exc:
+                log.warning("wecom %s: URL verification refused from %s: %s", corp.key, request.remote, exc)
+                raise web.HTTPForbidden(text="signature check failed") from None
+            except CallbackRejected as exc:
+                raise web.HTTPBadRequest(text=str(exc)) from None
+            return web.Response(text=echo)
+
+        async def receive(request: web.Request) -> web.StreamResponse:
+            corp, crypto = self._corp(request)
+            q = request.query
+            try:
+                sig, ts, nonce = check_query(q.get("msg_signature"), q.get("timestamp"), q.get("nonce"))
+            except CallbackRejected as exc:
+                raise web.HTTPBadRequest(text=str(exc)) from None
+            body = await self._read(request)
+            if body is None:
+                return web.json_response({"error": f"request body too large (limit {self.max_body} bytes)"}, status=413)
+            try:
+                fields = crypto.decrypt(body, sig, ts, nonce)
+                msg = to_message(fields, tenant=corp.tenant, corp=corp.key)
+            except BadSignature as exc:
+                log.warning("wecom %s: callback refused from %s: %s", corp.key, request.remote, exc)
+                raise web.HTTPForbidden(text="signature check failed") from None
+            except CallbackRejected as exc:
+                log.info("wecom %s: bad callback from %s: %s", corp.key, request.remote, exc)
+                raise web.HTTPBadRequest(text=str(exc)) from None
+            if msg is not None:
+                await sink(msg)  # durable before we answer; a failure here is a 500 and WeCom retries
+            return web.Response(text="")  # an empty 200: no passive reply, the answer goes via message/send
+
+        return [
+            web.get("/wecom/callback", verify), web.post("/wecom/callback", receive),
+            web.get("/wecom/{corp}/callback", verify), web.post("/wecom/{corp}/callback", receive),
+        ]
+
+    def _corp(self, request: web.Request) -> tuple[CorpConfig, WeComCrypto]:
+        key = request.match_info.get("corp", DEFAULT_KEY)
+        corp = self.corps.get(key)
+        if corp is None:
+            raise web.HTTPNotFound(text=f"no WeCom corp {key!r} is configured here")
+        if key in self.broken:
+            log.error("wecom %s: callback refused, the corp is misconfigured: %s", key, self.broken[key])
+            raise web.HTTPServiceUnavailable(text=f"WeCom corp {key!r} is misconfigured; run `copilot doctor`")
+        return corp, self.crypto[key]
+
+    async def _read(self, request: web.Request) -> bytes | None:
+        if request.content_length is not None and request.content_length > self.max_body:
+            return None
+        buf = bytearray()
+        while chunk := await request.content.read(16384):
+            buf += chunk
+            if len(buf) > self.max_body:
+                return None
+        return bytes(buf)
+
+    async def start(self, sink: Sink) -> None:
+        if self.config_error:
+            log.error("wecom: %s", self.config_error)
+        for key, problem in self.broken.items():
+            log.error("wecom corp %s is misconfigured, its callbacks are refused: %s (see `copilot doctor`)", key, problem)
+
+    # send --------------------------------------------------------------------------------------
+    def corp_for(self, tenant: str, context: dict | None = None) -> CorpConfig | None:
+        key = (context or {}).get("corp")
+        corp = self.corps.get(key) if isinstance(key, str) else None
+        return corp if corp is not None and corp.tenant == tenant else self.by_tenant.get(tenant)
+
+    async def send(self, target: Target, reply: Reply, key: str) -> None:
+        corp = self.corp_for(target.tenant, target.context)
+        if corp is None:
+            raise SendError(f"no WeCom corp serves tenant {target.tenant!r}", retryable=False)
+        if corp.key in self.broken:
+            raise SendError(f"WeCom corp {corp.key!r} is misconfigured: {self.broken[corp.key]}", retryable=False)
+        user = target.user_id or target.conversation_id
+        client = self.clients[corp.key]
+        check = {"enable_duplicate_check": 1, "duplicate_check_interval": min(corp.duplicate_check_seconds, 14400)} \
+            if corp.duplicate_check_seconds > 0 else {}
+        for payload in payloads(reply, markdown=corp.markdown, seed=key):
+            await self._pace(client, user)
+            try:
+                await client.send({"touser": user, "agentid": corp.agent_id, **payload, **check})
+            except WeComError as exc:
+                # parts already sent go again on the retry: WeCom's duplicate check drops them
+                raise SendError(str(exc), retryable=exc.retryable, retry_after=exc.retry_after) from None
+
+    async def _pace(self, client: WeComClient, user: str) -> None:
+        waited = 0.0
+        while (wait := client.pacer.reserve(user)) > 0:
+            if waited + wait > self.inline_wait:
+                raise SendError(f"pacing sends to {user}: next slot in {wait:.0f}s", retry_after=wait)
+            await asyncio.sleep(wait)
+            waited += wait
+
+    async def fetch(self, tenant: str, attachment: Attachment) -> bytes:
+        corp = self.corp_for(tenant)
+        if corp is None:
+            raise LookupError(f"no WeCom corp serves tenant {tenant!r}")
+        data, _ = await self.clients[corp.key].media(attachment.ref, self.max_file)
+        return data
+
+    # operations ---------------------------------------------------------------------------------
+    async def doctor(self) -> list[Check]:
+        checks = []
+        if self.config_error:
+            checks.append(Check("WeCom settings", False, self.config_error, "fix the [[wecom.corps]] entries in copilot.toml"))
+        for corp in self.corps.values():
+            checks += await self._doctor_corp(corp)
+        return checks
+
+    async def _doctor_corp(self, corp: CorpConfig) -> list[Check]:
+        label = f"WeCom {corp.key}"
+        problems = corp.problems()
+        if problems:
+            return [Check(f"{label}: settings", False, "; ".join(p for p, _ in problems), "; ".join(f for _, f in problems))]
+        url = "/wecom/callback" if corp.key == DEFAULT_KEY else f"/wecom/{corp.key}/callback"
+        out = [Check(f"{label}: settings", True, f"corp {corp.corp_id}, agent {corp.agent_id}, tenant {corp.tenant}, callback URL {url}, "
+                                                 f"{'markdown' if corp.markdown else 'text'} replies")]
+        client = self.clients[corp.key]
+        try:
+            await client.access_token()
+        except WeComError as exc:
+            return out + [Check(f"{label}: access token", False, _what(exc), exc.fix)]
+        out.append(Check(f"{label}: access token", True, "gettoken ok"))
+        try:
+            agent = await client.agent()
+        except WeComError as exc:
+            return out + [Check(f"{label}: app", False, _what(exc), exc.fix)]
+        users = len((agent.get("allow_userinfos") or {}).get("user") or [])
+        parties = len((agent.get("allow_partys") or {}).get("partyid") or [])
+        detail = f"{agent.get('name', '?')}: visible to {users} members and {parties} departments"
+        if agent.get("close"):
+            return out + [Check(f"{label}: app", False, detail + "; the app is disabled", "enable it in 应用管理 → your app")]
+        if not users and not parties:
+            return out + [Check(f"{label}: app", False, detail, "set the app's 可见范围 (visible range) to the sales teams")]
+        if not agent.get("isreportenter"):
+            detail += "; enter-app events are off, so nobody gets the welcome (turn on 进入应用事件 under 接收消息 if wanted)"
+        return out + [Check(f"{label}: app", True, detail)]
+
+    async def aclose(self) -> None:
+        for client in self.clients.values():
+            await client.aclose()
+
+
+def _what(exc: WeComError) -> str:
+    code = "no answer" if exc.errcode is None else f"errcode {exc.errcode}"
+    return f"{code}: {exc.meaning or exc.errmsg.split(', hint')[0]}"

@@ -1,0 +1,171 @@
+"""Reply -> the message/send payloads for one WeCom reply (without touser/agentid, added by the sender).
+
+- markdown or text, per corp (markdown renders only in the WeCom client, not in the WeChat plug-in);
+- WeCom cuts text and markdown content silently past 2048 bytes: long replies are split on paragraph
+  boundaries (then lines, then sentences, then characters -- never inside a UTF-8 character), each
+  part numbered "(1/3)", the citations kept whole at the end;
+- confirmations (Reply.buttons) get a numbered text line ("回复 1 确认 / 2 修改 / 3 取消") that works
+  in every client, and a button_interaction template card whose task_id carries the pending id.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+
+from bot.connector import render_text
+from bot.models import Button, Citation, Reply
+
+TEXT_LIMIT = 2048  # bytes, for text and markdown content
+_MARK_RESERVE = 16  # room for the "(12/34)\n" part marker
+_LEVELS = (
+    re.compile(r"(?<=\n\n)"),  # paragraphs
+    re.compile(r"(?<=\n)"),  # lines
+    re.compile(r"(?<=[。！？!?；;])|(?<=[.,，、] )|(?<=[，、])"),  # sentences, then clauses
+)
+_TASK_SAFE = re.compile(r"^[A-Za-z0-9_\-]{1,100}$")
+_CJK = re.compile(r"[\u3400-\u9fff]")
+
+
+def utf8_len(s: str) -> int:
+    return len(s.encode("utf-8"))
+
+
+def split_text(text: str, limit: int = TEXT_LIMIT) -> list[str]:
+    """Parts of at most `limit` UTF-8 bytes each, numbered when there is more than one."""
+    text = text.strip()
+    if utf8_len(text) <= limit:
+        return [text] if text else []
+    parts = _pack(text, limit - _MARK_RESERVE)
+    n = len(parts)
+    return [f"({i}/{n})\n{p}" for i, p in enumerate(parts, 1)]
+
+
+def _pack(text: str, budget: int) -> list[str]:
+    parts, cur, cur_len = [], "", 0
+    for unit in _units(text, budget, 0):
+        n = utf8_len(unit)
+        if cur and cur_len + n > budget:
+            parts.append(cur)
+            cur, cur_len = "", 0
+        cur += unit
+        cur_len += n
+    parts.append(cur)
+    return [p.strip() for p in parts if p.strip()]
+
+
+def _units(text: str, budget: int, level: int) -> list[str]:
+    """Pieces of `text` (in order, concatenating back to it), each at most `budget` bytes."""
+    if utf8_len(text) <= budget:
+        return [text]
+    if level == len(_LEVELS):
+        return _hard_split(text, budget)
+    out: list[str] = []
+    for piece in _LEVELS[level].split(text):
+        if piece:
+            out += _units(piece, budget, level + 1)
+    return out
+
+
+def _hard_split(text: str, budget: int) -> list[str]:
+    out, cur, cur_len = [], [], 0
+    for ch in text:  # a str is code points: a cut here never splits a UTF-8 sequence
+        n = utf8_len(ch)
+        if cur_len + n > budget:
+            out.append("".join(cur))
+            cur, cur_len = [], 0
+        cur.append(ch)
+        cur_len += n
+    out.append("".join(cur))
+    return out
+
+
+# confirmations -------------------------------------------------------------------------------
+def fallback_line(buttons: list[Button]) -> str:
+    """The typed alternative to buttons, e.g. "回复 1 确认 / 2 修改 / 3 取消"."""
+    choices = " / ".join(f"{b.reply or i + 1} {b.label}" for i, b in enumerate(buttons))
+    zh = any(_CJK.search(b.label) for b in buttons)
+    return f"回复 {choices}" if zh else f"Reply {choices}"
+
+
+def task_id(ref: str, seed: str) -> str | None:
+    """A card's task_id: unique per app, only [A-Za-z0-9_-@], at most 128 bytes; carries `ref` back."""
+    tag = hashlib.sha256(seed.encode()).hexdigest()[:12]
+    if _TASK_SAFE.match(ref):
+        return f"p-{ref}@{tag}"
+    hexed = ref.encode().hex()
+    return f"h-{hexed}@{tag}" if 0 < len(hexed) <= 110 else None
+
+
+def ref_of_task(task: str) -> str:
+    """The pending id a card's task_id was made from ("" when it is not one of ours)."""
+    body, sep, _ = task.rpartition("@")
+    if not sep or len(task) > 128:
+        return ""
+    if body.startswith("p-") and _TASK_SAFE.match(body[2:]):
+        return body[2:]
+    if body.startswith("h-"):
+        try:
+            return bytes.fromhex(body[2:]).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            return ""
+    return ""
+
+
+def template_card(reply: Reply, seed: str) -> dict | None:
+    buttons = reply.buttons[:6]
+    refs = {b.ref for b in buttons}
+    keys = [b.key for b in buttons]
+    if not buttons or len(refs) != 1 or "" in refs or len(set(keys)) != len(keys):
+        return None  # a card carries one pending item and distinct keys; the text line still works
+    tid = task_id(refs.pop(), seed)
+    if tid is None:
+        return None
+    zh = any(_CJK.search(b.label) for b in buttons) or bool(_CJK.search(reply.text))
+    title = ("草稿待确认" if reply.kind == "draft" else "请确认") if zh else ("Draft to approve" if reply.kind == "draft" else "Please confirm")
+    summary = reply.text.strip().split("\n\n")[0]
+    if len(summary) > 150:
+        summary = summary[:149] + "…"
+    return {"msgtype": "template_card", "template_card": {
+        "card_type": "button_interaction",
+        "source": {"desc": "销售助手" if zh else "Sales Copilot"},
+        "main_title": {"title": title, "desc": fallback_line(buttons)[:44]},
+        "sub_title_text": summary,
+        "task_id": tid,
+        "button_list": [{"text": b.label[:10], "style": 1 if i == 0 else 2, "key": b.key} for i, b in enumerate(buttons)],
+    }}
+
+
+# the whole reply -------------------------------------------------------------------------------
+def payloads(reply: Reply, *, markdown: bool, seed: str, limit: int = TEXT_LIMIT) -> list[dict]:
+    """The messages to send, in order: the text (split), then the card when there are buttons."""
+    if markdown:
+        body = _markdown(reply)
+    else:
+        body = render_text(reply, numbered_buttons=False)
+    if reply.buttons:
+        body = f"{body.rstrip()}\n\n{fallback_line(reply.buttons)}"
+    kind = "markdown" if markdown else "text"
+    out = [{"msgtype": kind, kind: {"content": part}} for part in split_text(body, limit)]
+    card = template_card(reply, seed) if reply.buttons else None
+    if card is not None:
+        out.append(card)
+    return out
+
+
+def _markdown(reply: Reply) -> str:
+    text = (reply.markdown or reply.text).rstrip()
+    if not reply.citations or "[来源]" in text or "Sources:" in text:
+        return text
+    zh = bool(_CJK.search(reply.text))
+    lines = [f"> **{'来源' if zh else 'Sources'}**"] + [f"> {_cite_md(c)}" for c in reply.citations]
+    return text + "\n\n" + "\n".join(lines)
+
+
+def _cite_md(c: Citation) -> str:
+    title = c.title.replace("[", "(").replace("]", ")")
+    line = f"[{c.n}] [{title}]({c.url})" if c.url else f"[{c.n}] {title}"
+    if c.version:
+        line += f" v{c.version}"
+    if c.updated:
+        line += f" ({c.updated})"
+    return line
