@@ -13,7 +13,7 @@ from typing import Optional
 
 import typer
 
-from bot.cli.common import CliError, app, emit, opened
+from bot.cli.common import CliError, app, emit, load_settings, opened
 
 wecom = typer.Typer(help="WeCom (企业微信) tools.", no_args_is_help=True)
 app.add_typer(wecom, name="wecom")
@@ -87,20 +87,21 @@ def sync_users(
     from connectors.wecom.client import WeComClient, WeComError
     from connectors.wecom.config import WeComConfigError, load_corps
 
-    with opened() as cp:
-        try:
-            corps = load_corps(cp.settings.tenant)
-        except WeComConfigError as exc:
-            raise CliError(str(exc)) from None
-        if corp is not None:
-            corps = [c for c in corps if c.key == corp]
-        if not corps:
-            raise CliError(f"no WeCom corp {corp!r} is configured" if corp else "no WeCom corp is configured (set COPILOT_WECOM_* or [[wecom.corps]])")
+    settings = load_settings()
+    try:
+        corps = load_corps(settings.tenant)
+    except WeComConfigError as exc:
+        raise CliError(str(exc)) from None
+    if corp is not None:
+        corps = [c for c in corps if c.key == corp]
+    if not corps:
+        raise CliError(f"no WeCom corp {corp!r} is configured" if corp else "no WeCom corp is configured (set COPILOT_WECOM_* or [[wecom.corps]])")
+    for c in corps:
+        if c.problems():
+            raise CliError(f"corp {c.key}: {c.problems()[0][0]}; {c.problems()[0][1]}")
+    with opened(settings) as cp:
         results = []
         for c in corps:
-            problems = c.problems()
-            if problems:
-                raise CliError(f"corp {c.key}: {problems[0][0]}; {problems[0][1]}")
 
             async def pull(c=c) -> list[dict]:  # noqa: ANN001
                 client = WeComClient(c)

@@ -59,6 +59,8 @@ class WeComError(Exception):
         ip = _FROM_IP.search(errmsg or "")
         if errcode == 60020 and ip:
             self.fix = self.fix.replace("the server's public egress IP", f"{ip.group(1)} (this server's egress IP)")
+        if errcode == 40001 and path == "/cgi-bin/gettoken":
+            meaning = "the app Secret is wrong"
         self.meaning = meaning
         self.retryable = errcode is None or errcode in RETRYABLE or errcode == 60020  # 60020: once the admin fixes it, queued sends go out
         self.retry_after = retry_after if retry_after is not None else (60.0 if errcode in (60020, 45009) else None)

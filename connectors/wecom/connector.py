@@ -182,7 +182,7 @@ class WeComConnector:
             return out + [Check(f"{label}: app", False, _what(exc), exc.fix)]
         users = len((agent.get("allow_userinfos") or {}).get("user") or [])
         parties = len((agent.get("allow_partys") or {}).get("partyid") or [])
-        detail = f"{agent.get('name', '?')}: visible to {users} members and {parties} departments"
+        detail = f"{agent.get('name', '?')}: visible range {users} members, {parties} departments"
         if agent.get("close"):
             return out + [Check(f"{label}: app", False, detail + "; the app is disabled", "enable it in 应用管理 → your app")]
         if not users and not parties:
