@@ -52,3 +52,14 @@ def retrieval(
     if extra and not embedder:
         specs.append(extra)  # English-only MiniLM: shows why it is not the default for Chinese
     _print(run(specs, scale_chunks=scale_chunks))
+
+
+@bench.command("dingtalk")
+def dingtalk(
+    requests: int = typer.Option(2000, help="Messages per mode."),
+    concurrency: int = typer.Option(50, help="Concurrent senders."),
+) -> None:
+    """DingTalk HTTP and Stream modes: messages/s and ack p99 as ratios of the console channel; exactly-once check."""
+    from bot.bench.dingtalk import bench_dingtalk
+
+    _print(asyncio.run(bench_dingtalk(requests, concurrency)))

@@ -31,7 +31,8 @@ def render(reply: Reply, *, group: bool, staff_id: str = "", nick: str = "") -> 
     zh = bool(_CJK.search(reply.text)) or not reply.text.isascii()
     chunks = _split(_markdown_body(reply))
     tail = _citations(reply, zh)
-    if reply.buttons:
+    first = reply.buttons[0].reply or "1" if reply.buttons else ""
+    if reply.buttons and f"回复 {first}" not in reply.text and f"Reply {first}" not in reply.text:  # unless the text has it
         tail += ("\n\n" if tail else "") + fallback_line(reply.buttons, zh)
     if tail:
         if len(chunks[-1]) + len(tail) + 2 > MAX_CHARS:
