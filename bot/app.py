@@ -28,9 +28,12 @@ from bot.models import Attachment, InboundMessage, Reply
 from bot.outbox import Outbox
 from bot.prompts import Prompts
 from bot.ratelimit import RateLimiter
+from bot.pending import PendingStore
+from bot.publishing import Publishing
 from bot.router import Router
 from bot.settings import Settings
 from bot.storage import init_db, make_engine
+from crm.service import CRM
 from rag.embed import CachedEmbedder, make_embedder
 from rag.index import VectorIndex
 from rag.ingest import Ingestor, Uploader
@@ -55,8 +58,10 @@ class Copilot:
     inbox: Inbox
     audit: Audit
     model: ChatModel
-    connectors: dict[str, Connector] = field(default_factory=dict)
-    outbox: Outbox | None = None
+    connectors: dict[str, Connector]
+    outbox: Outbox
+    crm: CRM
+    publishing: Publishing
     dispatcher: Dispatcher | None = None
     router: Router | None = None
     limiter: RateLimiter | None = None
@@ -76,10 +81,20 @@ class Copilot:
         model = ChatModel(settings, audit, audit.usage)
         answerer = Answerer(retriever, prompts, floor=settings.score_floor, floor_en=settings.score_floor_en,
                             stale_days=settings.stale_days, model=model)
+        metrics = Metrics()
+        inbox = Inbox(engine)
+        connectors: dict[str, Connector] = {}
+        outbox = Outbox(engine, connectors, metrics, retry_base=settings.retry_base_seconds, yield_to=lambda: inbox.quiet(0.05))
+        directory = Directory(engine)
+        ingestor = Ingestor(engine, vectors, embedder)
+        crm = CRM(engine, tz=settings.timezone)
+        publishing = Publishing(engine, ingestor, directory, outbox.enqueue, settings.stale_days)
+        agent = Agent(answerer=answerer, prompts=prompts, crm=crm, pending=PendingStore(engine), directory=directory, engine=engine,
+                      enqueue=outbox.enqueue, can_email=lambda: "email" in connectors, publishing=publishing)
         return cls(
-            settings=settings, engine=engine, metrics=Metrics(), prompts=prompts, embedder=embedder, vectors=vectors,
-            retriever=retriever, ingestor=Ingestor(engine, vectors, embedder), directory=Directory(engine),
-            agent=Agent(answerer, prompts), inbox=Inbox(engine), audit=audit, model=model,
+            settings=settings, engine=engine, metrics=metrics, prompts=prompts, embedder=embedder, vectors=vectors,
+            retriever=retriever, ingestor=ingestor, directory=directory, agent=agent, inbox=inbox, audit=audit, model=model,
+            connectors=connectors, outbox=outbox, crm=crm, publishing=publishing,
         )
 
     # first start ---------------------------------------------------------------------------------
@@ -103,9 +118,7 @@ class Copilot:
     async def start(self) -> None:
         s = self.settings
         self.limiter = RateLimiter(s.rate_limit_per_minute)
-        self.outbox = Outbox(self.engine, self.connectors, self.metrics, retry_base=s.retry_base_seconds,
-                             yield_to=lambda: self.inbox.quiet(0.05))
-        self.router = Router(self.directory, self.agent, self.prompts, fetch=self.fetch, ingest_file=self.ingest_file)
+        self.router = Router(self.directory, self.agent, self.prompts, fetch=self.fetch, ingest_file=self.publishing.upload)
         self.dispatcher = Dispatcher(self.inbox, self.router.handle, self.metrics, workers=s.workers, lease=s.lease_seconds,
                                      max_attempts=s.max_attempts, retry_base=s.retry_base_seconds, on_replies=self.outbox.wake)
         await self.outbox.start()
@@ -126,8 +139,7 @@ class Copilot:
                 log.exception("closing connector %s", c.name)
         if self.dispatcher:
             await self.dispatcher.aclose()
-        if self.outbox:
-            await self.outbox.aclose()
+        await self.outbox.aclose()
         await self.inbox.aclose()
         self.embedder.close()
         self.engine.dispose()
@@ -150,21 +162,6 @@ class Copilot:
         if connector is None:
             raise RuntimeError(f"no connector for {msg.channel}")
         return await connector.fetch(msg.tenant, att)
-
-    def ingest_file(self, person: Person, name: str, data: bytes) -> Reply:
-        res = self.ingestor.ingest_bytes(data, name, Uploader(person.id, person.role, person.tenant), source=f"chat:{person.id}/{name}")
-        lang = person.language
-        if res.status == "error":
-            text = f"《{name}》没有导入：{res.reason}" if lang == "zh" else f"{name} was not ingested: {res.reason}"
-        elif res.status == "draft":
-            text = (f"已收到《{name}》，保存为草稿（v{res.version}），等待赋能团队审核后才会对销售可见。" if lang == "zh"
-                    else f"Got {name}: saved as draft v{res.version}; reps see it after enablement approves it.")
-        elif res.status == "unchanged":
-            text = f"《{name}》内容没有变化（v{res.version}）。" if lang == "zh" else f"{name} is unchanged (v{res.version})."
-        else:
-            text = (f"已导入《{name}》：文档 {res.doc_id} v{res.version}，{res.chunks} 个段落。" if lang == "zh"
-                    else f"Ingested {name}: document {res.doc_id} v{res.version}, {res.chunks} passages.")
-        return Reply(text=text, kind="notice", meta={"ingest": res.to_json()})
 
 
 def import_reps(directory: Directory, path: Path, tenant: str) -> int:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
+from bot.models import Target
 from bot.settings import ROLES
 from bot.storage import insert_ignore
 from bot.tables import Identity, PendingUser
@@ -107,6 +108,20 @@ class Directory:
     def identities(self, rep_id: str) -> list[Identity]:
         with Session(self.engine) as s:
             return list(s.exec(select(Identity).where(Identity.rep_id == rep_id)).all())
+
+    def target_for(self, rep_id: str) -> Target | None:
+        """Where to reach a person unprompted: their preferred chat channel, else any chat identity."""
+        person = self.get(rep_id)
+        ids = [i for i in self.identities(rep_id) if i.channel != "email"]
+        ids.sort(key=lambda i: (i.channel != person.preferred_channel, i.channel == "console"))
+        if not ids:
+            return None
+        i = ids[0]
+        conv = f"web-{rep_id}" if i.channel == "console" else i.platform_user_id
+        return Target(channel=i.channel, tenant=i.tenant, conversation_id=conv, user_id=i.platform_user_id)
+
+    def by_role(self, tenant: str, *roles: str) -> list[Person]:
+        return [p for p in self.list(tenant) if p.role in roles]
 
     def note_unknown(self, channel: str, tenant: str, platform_user_id: str, display_name: str) -> bool:
         """Record an unknown sender for an admin to approve; True the first time."""

@@ -34,6 +34,7 @@ class Outbox:
         self.retry_base = retry_base
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self._loop_ref: asyncio.AbstractEventLoop | None = None
         self._sem = asyncio.Semaphore(concurrency)
         self._yield_to = yield_to  # an awaitable factory: acknowledging inbound messages comes first
 
@@ -52,9 +53,21 @@ class Outbox:
         return row[0] if row else None
 
     def wake(self, *_ids) -> None:  # noqa: ANN002
-        self._wake.set()
+        """Safe from any thread (jobs run in worker threads): the event is set on the loop's thread."""
+        loop = self._loop_ref
+        if loop is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._wake.set()
+        else:
+            loop.call_soon_threadsafe(self._wake.set)
 
     async def start(self) -> None:
+        self._loop_ref = asyncio.get_running_loop()
         self._task = asyncio.create_task(self._loop(), name="outbox")
 
     async def aclose(self) -> None:

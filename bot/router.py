@@ -19,7 +19,7 @@ from rag.text import language
 log = logging.getLogger("copilot.router")
 
 Fetch = Callable[[InboundMessage, Attachment], Awaitable[bytes]]
-IngestFile = Callable[[Person, str, bytes], Reply]
+IngestFile = Callable[[Person, str, bytes], Reply]  # Publishing.upload
 
 
 class Router:
@@ -55,10 +55,10 @@ class Router:
                 return [Reply(text=self.prompts.msg("location", lang), kind="notice")]
             return []  # other platform events need no answer
         if msg.kind == "action" and msg.action is not None:
-            return self.agent.act(person, msg.action, msg.conversation_key)
+            return self.agent.act(person, msg.action, msg.conversation_key, at=msg.received_at)
         if not msg.text.strip():
             return [Reply(text=self.prompts.msg("unsupported", lang), kind="notice")]
-        return self.agent.handle(person, msg.text, msg.conversation_key)
+        return self.agent.handle(person, msg)
 
     async def _files(self, msg: InboundMessage) -> list[Reply]:
         person = await asyncio.to_thread(self._who, msg)

@@ -132,7 +132,7 @@ class Ingestor:
         drafts = chunk_blocks(parsed.blocks)
         if not drafts:
             raise IngestError("the file has no text to index")
-        embed_texts = [f"{title}\n{d.heading}\n{d.text}" if d.heading else f"{title}\n{d.text}" for d in drafts]
+        embed_texts = [embed_text(title, d.heading, d.text) for d in drafts]
         fields = dict(title=title, source=source, doc_type=str(meta.get("type") or ""), audience=aud, team=team,
                       tags=_tags(meta.get("tags")), owner=str(meta.get("owner") or uploader.id), updated=updated,
                       expires=expires, competitor=str(meta.get("competitor") or ""),
@@ -189,35 +189,47 @@ class Ingestor:
         return result
 
     def publish(self, version_id: int, approver: str, vectors=None, roles=None) -> DocVersion:  # noqa: ANN001
-        """Make a draft version live: add its vectors, flip live in one transaction, drop the old vectors."""
+        """Make a draft version live: add its vectors, flip live in one transaction, drop the old vectors.
+
+        The draft is claimed first (draft -> publishing, a conditional update), so two approvals of the
+        same draft publish it once; the second is told it was already decided.
+        """
         with Session(self.engine) as s:
+            if s.execute(update(DocVersion).where(DocVersion.id == version_id, DocVersion.status == "draft")
+                         .values(status="publishing")).rowcount != 1:
+                raise AlreadyDecided(f"version {version_id} is not a draft (already published or rejected)")
+            s.commit()
             ver = s.get(DocVersion, version_id)
-            if ver is None or ver.status not in ("draft", "live"):
-                raise IngestError(f"version {version_id} is not a draft")
             doc = s.get(Document, ver.document_id)
             chunks = s.exec(select(Chunk).where(Chunk.version_id == version_id).order_by(Chunk.ordinal)).all()
-            if vectors is None:
-                vectors = self.embedder.embed_passages([f"{ver.title}\n{c.heading}\n{c.text}" if c.heading else f"{ver.title}\n{c.text}" for c in chunks])
             roles = roles or audience_roles(ver.audience)
-        ids = [c.id for c in chunks]
-        tenant = doc.tenant
-        self.vectors.add(ids, vectors, tenant=tenant, roles=roles, team=ver.team, version_id=version_id)
         try:
-            with Session(self.engine) as s:
-                ver = s.get(DocVersion, version_id)
-                doc = s.get(Document, ver.document_id)
-                old_id = doc.live_version_id
-                if old_id and old_id != version_id:
-                    s.execute(update(DocVersion).where(DocVersion.id == old_id).values(status="superseded"))
-                ver.status = "live"
-                ver.approved_by = approver
-                ver.approved_at = datetime.now(timezone.utc)
-                doc.live_version_id = version_id
-                s.add_all([ver, doc])
-                _bump(s, doc.tenant)
-                s.commit()
+            if vectors is None:  # from the cache: the draft's passages were embedded at upload
+                vectors = self.embedder.embed_passages([embed_text(ver.title, c.heading, c.text) for c in chunks])
+            ids = [c.id for c in chunks]
+            tenant = doc.tenant
+            self.vectors.add(ids, vectors, tenant=tenant, roles=roles, team=ver.team, version_id=version_id)
+            try:
+                with Session(self.engine) as s:
+                    ver = s.get(DocVersion, version_id)
+                    doc = s.get(Document, ver.document_id)
+                    old_id = doc.live_version_id
+                    if old_id and old_id != version_id:
+                        s.execute(update(DocVersion).where(DocVersion.id == old_id).values(status="superseded"))
+                    ver.status = "live"
+                    ver.approved_by = approver
+                    ver.approved_at = datetime.now(timezone.utc)
+                    doc.live_version_id = version_id
+                    s.add_all([ver, doc])
+                    _bump(s, doc.tenant)
+                    s.commit()
+            except Exception:
+                self.vectors.delete_ids(tenant, ids)
+                raise
         except Exception:
-            self.vectors.delete_ids(tenant, ids)
+            with Session(self.engine) as s:  # back to draft: it can be approved again
+                s.execute(update(DocVersion).where(DocVersion.id == version_id, DocVersion.status == "publishing").values(status="draft"))
+                s.commit()
             raise
         if old_id and old_id != version_id:
             self.vectors.delete_version(tenant, old_id)
@@ -225,15 +237,11 @@ class Ingestor:
 
     def reject(self, version_id: int, approver: str) -> DocVersion:
         with Session(self.engine) as s:
-            ver = s.get(DocVersion, version_id)
-            if ver is None or ver.status != "draft":
-                raise IngestError(f"version {version_id} is not a draft")
-            ver.status = "rejected"
-            ver.approved_by = approver
-            ver.approved_at = datetime.now(timezone.utc)
-            s.add(ver)
+            if s.execute(update(DocVersion).where(DocVersion.id == version_id, DocVersion.status == "draft").values(
+                    status="rejected", approved_by=approver, approved_at=datetime.now(timezone.utc))).rowcount != 1:
+                raise AlreadyDecided(f"version {version_id} is not a draft (already published or rejected)")
             s.commit()
-            return ver
+            return s.get(DocVersion, version_id)
 
     def retire(self, tenant: str, doc_id: str) -> bool:
         """Stop serving a document (its versions stay for audit)."""
@@ -257,6 +265,15 @@ class Ingestor:
         versions = s.exec(select(DocVersion.version).where(DocVersion.document_id == doc.id)).all()
         nums = [int(v) for v in versions if str(v).isdigit()]
         return str(max(nums, default=len(versions)) + 1)
+
+
+class AlreadyDecided(IngestError):
+    """A draft that was already published or rejected (e.g. a second click on the same button)."""
+
+
+def embed_text(title: str, heading: str, text: str) -> str:
+    """What is embedded for a passage: its document title and heading path give it context."""
+    return f"{title}\n{heading}\n{text}" if heading else f"{title}\n{text}"
 
 
 def _bump(s: Session, tenant: str) -> None:

@@ -223,18 +223,40 @@ class Retriever:
             if per.get(m["doc_id"], 0) >= per_doc:
                 continue
             per[m["doc_id"]] = per.get(m["doc_id"], 0) + 1
-            text = m["text"]
-            hits.append(
-                Hit(doc_id=m["doc_id"], title=m["title"], chunk_id=snap.ids[p], score=fused[p],
-                    snippet=text if len(text) <= 240 else text[:238] + "…", source=m["source"], version=m["version"],
-                    heading=m["heading"], text=text, relevance=cos.get(p), updated=m["updated"], expires=m["expires"],
-                    owner=m["owner"], doc_type=m["doc_type"], competitor=m["competitor"], lang=m["lang"],
-                    document_pk=m["document_pk"], age_days=_age_days(m["updated"], today),
-                    expired=bool(m["expires"]) and m["expires"] < today.isoformat())
-            )
+            hits.append(self._hit(snap, p, fused[p], cos.get(p), today))
             if len(hits) >= k:
                 break
         return hits
+
+    def documents(self, viewer: Viewer, doc_type: str | None = None) -> list[dict]:
+        """The live documents a viewer may read (one entry each), optionally of one type."""
+        snap = self.snapshot(viewer.tenant)
+        allowed = snap.mask(viewer.role, viewer.team) if snap.ids else []
+        seen: dict[str, dict] = {}
+        for p, ok in enumerate(allowed):
+            m = snap.meta[p]
+            if ok and m["doc_id"] not in seen and (doc_type is None or m["doc_type"] == doc_type):
+                seen[m["doc_id"]] = {k: m[k] for k in ("doc_id", "title", "doc_type", "competitor", "lang", "version", "updated", "expires")}
+        return list(seen.values())
+
+    def document_hits(self, viewer: Viewer, doc_id: str) -> list[Hit]:
+        """Every live passage of one document, in order, if the viewer may read it (else none)."""
+        snap = self.snapshot(viewer.tenant)
+        if not snap.ids:
+            return []
+        allowed = snap.mask(viewer.role, viewer.team)
+        today = date.today()
+        return [self._hit(snap, p, 0.0, None, today) for p, m in enumerate(snap.meta) if m["doc_id"] == doc_id and allowed[p]]
+
+    def _hit(self, snap: _Snapshot, p: int, score: float, relevance: float | None, today: date) -> Hit:
+        m = snap.meta[p]
+        text = m["text"]
+        return Hit(doc_id=m["doc_id"], title=m["title"], chunk_id=snap.ids[p], score=score,
+                   snippet=text if len(text) <= 240 else text[:238] + "…", source=m["source"], version=m["version"],
+                   heading=m["heading"], text=text, relevance=relevance, updated=m["updated"], expires=m["expires"],
+                   owner=m["owner"], doc_type=m["doc_type"], competitor=m["competitor"], lang=m["lang"],
+                   document_pk=m["document_pk"], age_days=_age_days(m["updated"], today),
+                   expired=bool(m["expires"]) and m["expires"] < today.isoformat())
 
     def idf(self, tenant: str) -> dict[str, float]:
         """BM25 inverse document frequencies of the live corpus (for sentence scoring)."""

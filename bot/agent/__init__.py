@@ -1,21 +1,63 @@
-"""The copilot agent: turns a rep's words into answers, drafts and CRM proposals.
+"""The copilot agent: turns a rep's words into answers, comparisons, drafts and CRM proposals.
 
-Knows no platform: it sees a `Person` (who asks) and text, and returns `Reply`s. Must never
-import connectors.
+Knows no platform: it sees a `Person` (who asks) and a platform-neutral message, and returns
+`Reply`s. Jobs are reachable by slash command (/ask /compare /draft /log /todo /help /why) and by
+plain Chinese or English: with a model, the model picks the job by tool calling; offline (or when
+the model fails) rules do. Every write is proposed first and done only on an explicit confirmation.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import re
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
 
 from bot.agent.answer import Answer, Answerer
-from bot.directory import Person
-from bot.models import Reply
+from bot.agent.compare import Comparer
+from bot.agent.crmlog import CrmLogger, Scope
+from bot.agent.draft import Drafter
+from bot.agent.llm import ModelUnavailable
+from bot.agent.storevisit import StoreVisits
+from bot.directory import Directory, Person
+from bot.models import Action, InboundMessage, Reply
+from bot.pending import Pending, PendingStore
 from bot.prompts import Prompts
+from bot.tables import AgentTurn
+from crm.service import CRM
 from rag.retrieve import Viewer
 from rag.text import language
 
-COMMANDS = ("ask", "compare", "draft", "log", "todo", "help", "why", "start")
 _CMD = re.compile(r"^\s*[/／]\s*([a-zA-Z]+)\b\s*(.*)$", re.S)
+YES = re.compile(r"^\s*(1|1️⃣|确认|是|好的?|可以|发送|发吧|yes|y|ok|confirm|send)\s*[。.!！]?\s*$", re.I)
+EDIT = re.compile(r"^\s*(2|2️⃣|修改|改一下|edit|change)\s*[。.!！]?\s*$", re.I)
+NO = re.compile(r"^\s*(3|3️⃣|取消|不用了?|算了|放弃|no|n|cancel|discard)\s*[。.!！]?\s*$", re.I)
+THUMBS_UP, THUMBS_DOWN = re.compile(r"^\s*(👍|/good|有用|很有帮助)\s*$"), re.compile(r"^\s*(👎|/bad|没用|不对)\s*$")
+
+INTENTS = [  # (job, pattern) for offline routing, checked in order
+    ("todo", r"我的一天|今天.{0,6}(待办|任务|安排|要做|跟进)|今日待办|有什么要跟进|哪些.{0,4}(停滞|卡住)|my day|what.{0,10}today|to-?do|due today|stalled deals"),
+    ("draft", r"起草|草拟|写(一|个|封|条)|拟(一|个|封)|跟进邮件|回复邮件|跟进消息|draft|write (a|an|the)? ?(follow|email|message)|compose"),
+    ("store", r"巡店|门店.{0,6}(陈列|缺货|促销|下单|订货)|store visit"),
+    ("log", r"拜访了|见了|见过|打了电话|电话沟通|通了电话|开了会|开会|会谈|面谈|聊了|去了|visited|met with|called|had a (call|meeting)|log (a|the|this)"),
+    ("compare", r"比较|对比|相比|比起|比怎么样|怎么比|区别|差异|\bvs\.?\b|versus|compare|compared|against"),
+]
+TOOLS = [
+    {"type": "function", "function": {"name": "answer_question", "description": "Answer a product/process/competitor question from the knowledge base",
+                                      "parameters": {"type": "object", "properties": {"question": {"type": "string"}}, "required": ["question"]}}},
+    {"type": "function", "function": {"name": "compare_competitor", "description": "Side-by-side comparison with a named competitor",
+                                      "parameters": {"type": "object", "properties": {"competitor": {"type": "string"}, "aspect": {"type": "string"}}, "required": ["competitor"]}}},
+    {"type": "function", "function": {"name": "draft_followup", "description": "Draft a follow-up email or chat message to a customer account",
+                                      "parameters": {"type": "object", "properties": {"account": {"type": "string"}, "channel": {"type": "string", "enum": ["email", "chat"]}}, "required": ["account"]}}},
+    {"type": "function", "function": {"name": "log_activity", "description": "Record a customer visit/call/meeting in the CRM", "parameters": {"type": "object", "properties": {"notes": {"type": "string"}}, "required": ["notes"]}}},
+    {"type": "function", "function": {"name": "log_store_visit", "description": "Record a store check", "parameters": {"type": "object", "properties": {"notes": {"type": "string"}}, "required": ["notes"]}}},
+    {"type": "function", "function": {"name": "my_day", "description": "Today's tasks, due follow-ups and stalled deals", "parameters": {"type": "object", "properties": {}}}},
+]
+TOOL_JOBS = {"answer_question": "ask", "compare_competitor": "compare", "draft_followup": "draft", "log_activity": "log",
+             "log_store_visit": "store", "my_day": "todo"}
 
 
 def parse_command(text: str) -> tuple[str | None, str]:
@@ -33,21 +75,219 @@ def answer_reply(ans: Answer) -> Reply:
     return Reply(text=ans.text, citations=ans.citations, grounded=ans.grounded, kind="answer" if ans.grounded else "notice")
 
 
+@dataclass
+class Turn:
+    job: str
+    replies: list[Reply]
+    evidence: dict
+    prompt_version: str = ""
+
+
 class Agent:
-    def __init__(self, answerer: Answerer, prompts: Prompts) -> None:
+    def __init__(self, *, answerer: Answerer, prompts: Prompts, crm: CRM, pending: PendingStore, directory: Directory,
+                 engine: Engine, enqueue, can_email, publishing=None) -> None:  # noqa: ANN001
         self.answerer = answerer
         self.prompts = prompts
+        self.crm = crm
+        self.pending = pending
+        self.directory = directory
+        self.engine = engine
+        self.publishing = publishing
+        self.model = answerer.model
+        retriever = answerer.retriever
+        self.logger = CrmLogger(crm, pending, prompts, self.model, self.scope)
+        self.drafter = Drafter(crm, retriever, pending, prompts, self.model, enqueue, can_email)
+        self.comparer = Comparer(retriever, answerer.stale_days, lambda h, v: self.answerer.link(h, v))
+        self.stores = StoreVisits(crm, pending)
 
-    def handle(self, person: Person, text: str, conversation_key: str = "") -> list[Reply]:
+    def scope(self, person: Person) -> Scope:
+        team = {p.id for p in self.directory.list(person.tenant) if p.team == person.team} if person.role == "manager" else set()
+        return Scope(person, team)
+
+    # entry points --------------------------------------------------------------------------------
+    def handle(self, person: Person, msg: InboundMessage) -> list[Reply]:
+        text = msg.text.strip()
+        now = msg.received_at.astimezone(ZoneInfo(person.timezone or "Asia/Shanghai"))
+        key = "m" + hashlib.sha1(f"{msg.channel}|{msg.tenant}|{msg.platform_msg_id}".encode()).hexdigest()[:15]
+        conv = msg.conversation_key
+        lang = language(text) if text else ("en" if person.language == "en" else "zh")
+        if THUMBS_UP.match(text) or THUMBS_DOWN.match(text):
+            if self.publishing is not None:
+                return [self.publishing.feedback(person, conv, 1 if THUMBS_UP.match(text) else -1)]
+        p = self.pending.latest(conv, person.id)
+        if p is not None:
+            handled = self._pending_reply(person, p, text, now)
+            if handled is not None:
+                return handled
         cmd, arg = parse_command(text)
-        lang = language(arg or text) if (arg or text) else person.language
-        if cmd in ("help", "start") or (cmd is None and not arg):
+        if cmd in ("help", "start"):
             return [Reply(text=self.prompts.msg("help", lang), kind="notice")]
-        if cmd in (None, "ask"):
-            if not arg:
-                return [Reply(text=self.prompts.msg("help", lang), kind="notice")]
-            return [answer_reply(self.answerer.answer(arg, viewer_of(person), actor=person.id, conversation=conversation_key))]
-        return [Reply(text=self.prompts.msg("help", lang), kind="notice")]
+        if cmd == "why":
+            return [self.why(person, conv)]
+        if cmd is not None and cmd not in ("ask", "compare", "draft", "log", "todo", "store"):
+            return [Reply(text=self.prompts.msg("help", lang), kind="notice")]
+        if cmd is None and not arg:
+            return [Reply(text=self.prompts.msg("help", lang), kind="notice")]
+        job = cmd or self.route(person, arg)
+        turn = self.run(job, person, arg, conv, now, key)
+        self._record(person, conv, turn)
+        return turn.replies
 
-    def act(self, person: Person, action, conversation_key: str = "") -> list[Reply]:  # noqa: ANN001
-        return [Reply(text="没有待确认的操作。/ Nothing is waiting for confirmation.", kind="notice")]
+    def route(self, person: Person, text: str) -> str:
+        if self.model is not None and self.model.configured:
+            try:
+                system, user = self.prompts.prompt("route").render(text=text)
+                out = self.model.complete(system, user, actor=person.id, conversation="", tools=TOOLS, job="route")
+                if out.tool_calls and out.tool_calls[0]["name"] in TOOL_JOBS:
+                    return TOOL_JOBS[out.tool_calls[0]["name"]]
+            except ModelUnavailable:
+                pass
+        for job, rx in INTENTS:
+            if re.search(rx, text, re.I):
+                if job == "compare" and not self.comparer.named(viewer_of(person), text):
+                    continue
+                if job == "log" and not self.crm.find_accounts(person.tenant, text):
+                    continue
+                return job
+        if self.comparer.named(viewer_of(person), text) and re.search(r"我们|咱们|云帆|\bwe\b|\bus\b|yunfan", text, re.I):
+            return "compare"
+        return "ask"
+
+    def run(self, job: str, person: Person, text: str, conv: str, now: datetime, key: str) -> Turn:
+        zh = (language(text) == "zh") if text else person.language != "en"
+        if job == "todo":
+            return Turn("todo", [self.my_day(person, now)], {"crm": "my_day"})
+        if job == "compare":
+            out = self.comparer.compare(viewer_of(person), text)
+            if out is not None:
+                return Turn("compare", [out[0]], out[1])
+            job = "ask"
+        if job == "log":
+            reply, evidence = self.logger.propose(person, text, conv, now, key)
+            return Turn("log", [reply], evidence)
+        if job == "store":
+            reply = self.stores.propose(person, text, conv, now, key)
+            if reply is not None:
+                return Turn("store", [reply], {"crm": "store"})
+            job = "ask"
+        if job == "draft":
+            scope = self.scope(person)
+            accounts = [a for a in self.crm.find_accounts(person.tenant, text) if scope.allows(a.owner_id)]
+            if len(accounts) != 1:
+                names = "、".join(a.name for a in accounts[:5])
+                msg = (f"要给哪家客户写？{names}" if accounts else "请告诉我客户名称，例如：/draft 华东医疗集团") if zh else (
+                    f"Which account? {names}" if accounts else "Which account? e.g. /draft Bright Dental Asia")
+                return Turn("draft", [Reply(text=msg, kind="notice")], {})
+            reply, evidence = self.drafter.propose(person, accounts[0].id, text, conv, now, key)
+            return Turn("draft", [reply], evidence, reply.meta.get("variant", ""))
+        if not text:
+            return Turn("help", [Reply(text=self.prompts.msg("help", "zh" if zh else "en"), kind="notice")], {})
+        ans = self.answerer.answer(text, viewer_of(person), actor=person.id, conversation=conv)
+        evidence = {"passages": [{"doc_id": h.doc_id, "title": h.title, "heading": h.heading, "version": h.version,
+                                  "updated": h.updated, "relevance": round(h.relevance or 0, 3), "chunk_id": h.chunk_id} for h in ans.hits],
+                    "cited_documents": sorted({h.document_pk for h in ans.hits if h.doc_id in {c.doc_id for c in ans.citations}}),
+                    "grounded": ans.grounded}
+        if ans.hits:
+            self.answerer.retriever.record_use(person.tenant, ans.hits, "retrieved", person.id)
+            self.answerer.retriever.record_use(person.tenant, [h for h in ans.hits if h.doc_id in {c.doc_id for c in ans.citations}],
+                                               "cited", person.id)
+        version = self.prompts.prompt("answer").version if self.model is not None and self.model.configured else "extractive"
+        return Turn("answer", [answer_reply(ans)], evidence, version)
+
+    # confirmations -------------------------------------------------------------------------------
+    def _pending_reply(self, person: Person, p: Pending, text: str, now: datetime) -> list[Reply] | None:
+        if p.payload.get("editing") and not YES.match(text) and not NO.match(text):
+            if p.kind == "crm_log":
+                return [self.logger.apply_edit(person, p, text, now)]
+            if p.kind == "send_draft":
+                return [self.drafter.apply_edit(person, p, text)]
+        if p.kind == "crm_choose" and text.isdigit():
+            reply, _ = self.logger.choose(person, p, int(text), now)
+            return [reply]
+        for key, rx in (("confirm", YES), ("edit", EDIT), ("reject", NO)):
+            if rx.match(text):
+                return self.decide(person, p, key, now)
+        return None
+
+    def act(self, person: Person, action: Action, conversation_key: str = "", at: datetime | None = None) -> list[Reply]:
+        """A button click: resolves its pending item exactly once."""
+        now = (at or datetime.now().astimezone()).astimezone(ZoneInfo(person.timezone or "Asia/Shanghai"))
+        if action.key in ("kb_approve", "kb_reject") and self.publishing is not None and action.ref.startswith("kbv:"):
+            return [self.publishing.decide(person, int(action.ref[4:]), action.key == "kb_approve")]
+        p = self.pending.get(action.ref)
+        zh = person.language != "en"
+        if p is None or p.tenant != person.tenant or p.rep_id != person.id:
+            return [Reply(text="这个按钮已失效。" if zh else "This button is no longer valid.", kind="notice")]
+        if p.kind == "crm_choose" and action.key.startswith("choose"):
+            return [self.logger.choose(person, p, int(action.key[6:] or 0), now)[0]]
+        if p.status != "pending":
+            return [Reply(text="这一项已经处理过了。" if zh else "This was already handled.", kind="notice")]
+        return self.decide(person, p, action.key, now)
+
+    def decide(self, person: Person, p: Pending, key: str, now: datetime) -> list[Reply]:
+        handlers = {
+            "crm_log": {"confirm": lambda: self.logger.confirm(person, p), "edit": lambda: self.logger.start_edit(person, p),
+                        "reject": lambda: self._cancel(person, p)},
+            "store_visit": {"confirm": lambda: self.stores.confirm(person, p), "edit": lambda: self._cancel(person, p, edit=True),
+                            "reject": lambda: self._cancel(person, p)},
+            "send_draft": {"confirm": lambda: self.drafter.send(person, p, now), "edit": lambda: self.drafter.start_edit(person, p),
+                           "reject": lambda: self.drafter.discard(person, p)},
+        }
+        fn = handlers.get(p.kind, {}).get(key)
+        if fn is None:
+            return [Reply(text="这一项不需要这个操作。" if person.language != "en" else "That doesn't apply here.", kind="notice")]
+        return [fn()]
+
+    def _cancel(self, person: Person, p: Pending, edit: bool = False) -> Reply:
+        zh = person.language != "en"
+        if not self.pending.claim(p.id, "rejected"):
+            return Reply(text="这一项已经处理过了。" if zh else "This was already handled.", kind="notice")
+        if edit:
+            return Reply(text="已取消，请重新发一遍修改后的巡店记录。" if zh else "Cancelled; send the corrected store visit again.", kind="notice")
+        return Reply(text="已取消，没有写入任何内容。" if zh else "Cancelled; nothing was written.", kind="notice")
+
+    # my day and /why -----------------------------------------------------------------------------------
+    def my_day(self, person: Person, now: datetime) -> Reply:
+        day = self.crm.my_day(person.tenant, person.id, now.date(), person.timezone or "Asia/Shanghai")
+        zh = person.language != "en"
+        if day.empty:
+            return Reply(text="今天没有到期的任务，也没有停滞的商机。" if zh else "Nothing due today and no stalled deals.", kind="notice")
+        parts = []
+        for title_zh, title_en, items in (("今天的会议/拜访", "Today's meetings", day.meetings_today), ("今天到期", "Due today", day.due_today),
+                                          ("已逾期", "Overdue", day.overdue), ("停滞的商机", "Stalled deals", day.stale_deals)):
+            if items:
+                parts.append((title_zh if zh else title_en) + "：\n" + "\n".join(f"• {i.text}" for i in items[:8]))
+        return Reply(text="\n\n".join(parts), kind="answer")
+
+    def why(self, person: Person, conversation_key: str) -> Reply:
+        t = AgentTurn.__table__
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t).where(t.c.conversation_key == conversation_key, t.c.rep_id == person.id)
+                               .order_by(t.c.id.desc()).limit(1)).first()
+        zh = person.language != "en"
+        if row is None:
+            return Reply(text="还没有可以解释的回复。" if zh else "There is no reply to explain yet.", kind="notice")
+        ev = json.loads(row.evidence)
+        lines = [f"上一条回复（{row.job}）依据：" if zh else f"The last reply ({row.job}) was based on:"]
+        for p in ev.get("passages", []):
+            if "title" in p:
+                lines.append(f"• 《{p['title']}》{p['heading'].split(' > ')[-1] if p['heading'] else ''} v{p['version']}（{p['updated']}，相关度 {p['relevance']}）")
+            else:
+                lines.append(f"• {p['doc_id']}: {', '.join(p.get('aspects', []))}")
+        crm = ev.get("crm")
+        if isinstance(crm, dict):
+            for k, v in crm.items():
+                lines.append(f"• CRM {k}: {'; '.join(v) if isinstance(v, list) else v}")
+        if ev.get("template"):
+            lines.append(f"• 模板 template: {ev['template']}")
+        if row.prompt_version:
+            lines.append(f"• prompt: {row.job}@{row.prompt_version}")
+        if len(lines) == 1:
+            lines.append("（没有引用资料）" if zh else "(no sources)")
+        return Reply(text="\n".join(lines), kind="notice")
+
+    def _record(self, person: Person, conv: str, turn: Turn) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(AgentTurn.__table__.insert().values(
+                tenant=person.tenant, rep_id=person.id, conversation_key=conv, job=turn.job, prompt_version=turn.prompt_version,
+                evidence=json.dumps(turn.evidence, ensure_ascii=False, default=str), created_at=datetime.now().astimezone()))

