@@ -102,9 +102,13 @@ class Copilot:
         return not self.directory.list() and self.vectors.count() == 0
 
     def bootstrap(self, progress=None) -> dict:  # noqa: ANN001
-        """Load the bundled sample reps and ingest the bundled knowledge (skipping the CRM samples)."""
+        """Load the bundled sample reps and CRM records, and ingest the bundled knowledge."""
+        from crm.io import import_sample
+
         kdir = self.settings.knowledge_dir
         reps = import_reps(self.directory, kdir / "crm" / "reps.csv", self.settings.tenant)
+        if (kdir / "crm").is_dir():
+            import_sample(self.engine, kdir / "crm", self.settings.tenant, self.settings.timezone)
         results = self.ingestor.ingest_paths([kdir], Uploader("bootstrap", "admin", self.settings.tenant), progress=progress,
                                              exclude=SAMPLE_DATA_DIRS)
         return {"reps": reps, "documents": sum(r.status in ("added", "updated", "unchanged") for r in results),
