@@ -94,6 +94,11 @@ def _link(db_url: str, tenants: list[str]) -> None:
         engine.dispose()
 
 
+def _merge(a: LoadResult, b: LoadResult) -> LoadResult:
+    statuses = {k: a.statuses.get(k, 0) + b.statuses.get(k, 0) for k in {*a.statuses, *b.statuses}}
+    return LoadResult(a.n + b.n, a.seconds + b.seconds, a.latencies + b.latencies, statuses)
+
+
 def _ratio(a: float, b: float, digits: int = 3) -> float | None:
     return round(a / b, digits) if b else None
 
@@ -130,10 +135,14 @@ async def bench_dingtalk(total: int = 2000, concurrency: int = 50, data_root: Pa
             await run_load(console_request(base, conv_prefix="warm"), total=warm, concurrency=concurrency)
             await run_load(http_request(fake, base, "warm-http"), total=warm, concurrency=concurrency)
             await stream_load(fake, stream, "warm-stream", total=warm, concurrency=concurrency)
-            console = await run_load(console_request(base), total=total, concurrency=concurrency)
+            # console before and after the DingTalk runs: the baseline is both, so neither order nor drift favours a mode
+            first = await run_load(console_request(base, conv_prefix="bench1"), total=total // 2, concurrency=concurrency)
             http = await run_load(http_request(fake, base, "http"), total=total, concurrency=concurrency)
             streamed = await stream_load(fake, stream, "stream", total=total, concurrency=concurrency)
-            check = await wait_answered(db_url, 3 * (unique_ids(total) + unique_ids(warm)))
+            second = await run_load(console_request(base, conv_prefix="bench2"), total=total - total // 2, concurrency=concurrency)
+            console = _merge(first, second)
+            console_unique = unique_ids(total // 2) + unique_ids(total - total // 2) + unique_ids(warm)
+            check = await wait_answered(db_url, console_unique + 2 * (unique_ids(total) + unique_ids(warm)))
             dingtalk_unique = 2 * (unique_ids(total) + unique_ids(warm))
             replies = await fake.wait_sent(dingtalk_unique, timeout=60)
     finally:

@@ -15,7 +15,7 @@ from typing import Any
 from bot.models import Action, Attachment, InboundMessage
 
 CHANNEL = "dingtalk"
-CLICK = re.compile(r"^\s*(?P<label>[^#\n]{0,24}?)\s*#(?P<key>[a-z_]{1,24}):(?P<ref>[\w.:\-]{1,128})\s*$")
+CLICK = re.compile(r"^\s*(?P<label>[^#\n]{0,24}?)\s*#(?P<key>[a-z][a-z0-9_]{0,23}):(?P<ref>[\w.:\-]{1,128})\s*$")
 # DingTalk renders a mention as "@name" followed by U+2005 (four-per-em space)
 _LEADING = re.compile(r"^(?:[\s\u2005\u00a0\u3000]+|@[^\s\u2005@]{1,40}\u2005)+")
 _MAX_TEXT = 8000

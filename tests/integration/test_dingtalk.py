@@ -358,3 +358,31 @@ async def test_stock_sdk_client_talks_to_the_fake_stream_gateway(fake, monkeypat
             await asyncio.to_thread(thread.join, 0.05)
         loop.close()
     assert got and got[0]["msgId"] == "sdk-1"
+
+
+async def test_confirmation_card_click_and_typed_fallback_each_resolve_once(fake, use_app, link, copilot, aiohttp_client, settings):
+    from urllib.parse import unquote
+
+    use_app()
+    link("zhangwei")
+    gw = await start(copilot, aiohttp_client, settings)
+    log = "/log 今天拜访了华东医疗集团王总，关注价格，下周二再约"
+    await post(gw, fake.message(APP, sender=STAFF["zhangwei"], text=log, msg_id="c-log-1"))
+    [card] = await fake.wait_sent(1)
+    assert card.kind == "actionCard", card.text
+    body = card.body["actionCard"]
+    assert [b["title"] for b in body["btns"]] == ["确认写入", "修改", "取消"]
+    assert body["text"].count("回复 1 确认 / 2 修改 / 3 取消") == 1
+    clicked = unquote(body["btns"][0]["actionURL"].split("content=", 1)[1])
+    for n in (1, 2):  # the rep taps the button twice: DingTalk sends two messages
+        await post(gw, fake.message(APP, sender=STAFF["zhangwei"], text=clicked, msg_id=f"c-click-{n}"))
+    sent = await fake.wait_sent(3)
+    assert sent[1].text.startswith("已写入 CRM"), sent[1].text
+    assert "处理过" in sent[2].text  # the second tap changes nothing
+    await post(gw, fake.message(APP, sender=STAFF["zhangwei"], text=log.replace("下周二", "下周三"), msg_id="c-log-2"))
+    await fake.wait_sent(4)
+    await post(gw, fake.message(APP, sender=STAFF["zhangwei"], text="1", msg_id="c-typed"))  # a client without cards
+    sent = await fake.wait_sent(5)
+    assert sent[4].text.startswith("已写入 CRM"), sent[4].text
+    await quiet()
+    assert len(fake.sent) == 5
