@@ -49,7 +49,7 @@ def ensure_dovecot(install: bool = True) -> tuple[str | None, str]:
 
 class Dovecot:
     def __init__(self, users: dict[str, str], *, root: Path | None = None, cert: Path | None = None,
-                 key: Path | None = None, binary: str | None = None) -> None:
+                 key: Path | None = None, binary: str | None = None, extra_config: str = "") -> None:
         # Dovecot's auth and mail processes run as its own user: every folder above the passwd file and
         # the maildirs must be traversable by it, which private temp dirs (mode 0700) are not.
         self._made_root = root is None
@@ -59,6 +59,7 @@ class Dovecot:
         self.users = users
         self.cert, self.key = cert, key
         self.binary = binary or find_dovecot() or "dovecot"
+        self.extra_config = extra_config  # e.g. "imap_capability = IMAP4rev1" (a server without IDLE)
         self.port = free_port()
         self.imaps_port = free_port() if cert else 0
         self.proc: subprocess.Popen | None = None
@@ -96,11 +97,11 @@ mailbox_idle_check_interval = 1 secs
 imap_idle_notify_interval = 10 mins
 passdb {{
   driver = passwd-file
-  args = scheme=PLAIN username_format=%u {r}/passwd
+  args = scheme=PLAIN username_format=%u {r}/users/%u
 }}
 userdb {{
   driver = passwd-file
-  args = username_format=%u {r}/passwd
+  args = username_format=%u {r}/users/%u
 }}
 service imap-login {{
 {chroot}  inet_listener imap {{
@@ -110,20 +111,30 @@ service imap-login {{
 {imaps}}}
 service anvil {{
 {chroot}}}
+{self.extra_config}
 """
 
-    def start(self, timeout: float = 15.0) -> "Dovecot":
+    def _write_users(self) -> None:
+        # One passwd-file per user (the path holds %u): a user added while Dovecot runs is a new file,
+        # read on first login, rather than a changed file Dovecot may not notice within the same second.
         uid, gid = self._ids()
         (self.root / "home").mkdir(parents=True, exist_ok=True)
-        lines = []
+        (self.root / "users").mkdir(parents=True, exist_ok=True)
         for user, password in self.users.items():
             home = self.root / "home" / user.replace("@", "_at_")
             home.mkdir(parents=True, exist_ok=True)
             if os.geteuid() == 0:
                 for p in (self.root / "home", home):
                     os.chown(p, uid, gid)
-            lines.append(f"{user}:{{PLAIN}}{password}:{uid}:{gid}::{home}\n")
-        (self.root / "passwd").write_text("".join(lines))
+            (self.root / "users" / user).write_text(f"{user}:{{PLAIN}}{password}:{uid}:{gid}::{home}\n")
+
+    def add_user(self, user: str, password: str) -> None:
+        self.users[user] = password
+        self._write_users()
+
+    def start(self, timeout: float = 15.0) -> "Dovecot":
+        self.users = dict(self.users)
+        self._write_users()
         conf = self.root / "dovecot.conf"
         conf.write_text(self._config())
         self.proc = subprocess.Popen([self.binary, "-F", "-c", str(conf)], stdout=subprocess.DEVNULL,

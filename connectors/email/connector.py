@@ -1,0 +1,176 @@
+"""The email channel: IMAP in (one watcher per mailbox), SMTP out, attachments, doctor checks.
+
+Imports bot.models, bot.connector, bot.settings and this package only. Its state (cursors, seen
+Message-IDs, the sent-log) lives in the copilot's database under tables it creates itself.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from aiohttp import web
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine
+
+from bot.connector import Check, SendError, Sink
+from bot.models import Attachment, Reply, Target
+from bot.settings import Settings
+
+from .compose import compose
+from .config import Mailbox, load_mailboxes
+from .imap import ImapError, ImapSession
+from .inbound import Files
+from .send import Sender, SmtpFailure, close_smtp, login, open_smtp
+from .state import EmailState
+from .watch import MailboxWatcher
+
+log = logging.getLogger("copilot.email")
+
+
+def state_engine(settings: Settings) -> Engine:
+    """An engine on the copilot's database (the bot's own engine factory is not ours to import)."""
+    url = settings.db_url
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_pre_ping=True, pool_size=4)
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn, _record):  # noqa: ANN001 - WAL: our writes never block the inbox's readers
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    return engine
+
+
+class EmailConnector:
+    name = "email"
+
+    def __init__(self, settings: Settings, mailboxes: list[Mailbox] | None = None, *, engine: Engine | None = None) -> None:
+        self.settings = settings
+        boxes = mailboxes if mailboxes is not None else load_mailboxes(settings)
+        self.mailboxes = {m.key: m if m.tenant else m.model_copy(update={"tenant": settings.tenant}) for m in boxes}
+        if not self.mailboxes:
+            raise ValueError("no mailbox configured: add [[email.mailboxes]] or COPILOT_EMAIL_IMAP_HOST")
+        self._own_engine = engine is None
+        settings.ensure_dirs()
+        self.engine = engine or state_engine(settings)
+        self.state = EmailState(self.engine)
+        self.files = Files(Path(settings.data_dir))
+        self.sender = Sender(self.state, self.find_copy)
+        self.own = frozenset(a for m in self.mailboxes.values() for a in m.own_addresses)
+        self.watchers: dict[str, MailboxWatcher] = {}
+        self._tasks: list[asyncio.Task] = []
+
+    # receiving --------------------------------------------------------------------------------------
+    def routes(self, sink: Sink) -> list[web.RouteDef]:
+        return []  # mail arrives over IMAP, not HTTP
+
+    async def start(self, sink: Sink) -> None:
+        for mb in self.mailboxes.values():
+            w = self.watchers[mb.key] = MailboxWatcher(mb, self.state, self.files, sink, own=self.own)
+            self._tasks.append(asyncio.create_task(w.run(), name=f"email:{mb.key}"))
+
+    async def fetch(self, tenant: str, attachment: Attachment) -> bytes:
+        return await asyncio.to_thread(self.files.get, attachment.ref)
+
+    # sending ----------------------------------------------------------------------------------------
+    def mailbox_for(self, target: Target, reply: Reply) -> Mailbox:
+        meta = reply.meta.get("email") if isinstance(reply.meta.get("email"), dict) else {}
+        key = meta.get("mailbox") or (target.context or {}).get("mailbox")
+        if key:
+            if key not in self.mailboxes:
+                raise SendError(f"mailbox {key!r} is not configured (any more)", retryable=False)
+            return self.mailboxes[key]
+        same_tenant = [m for m in self.mailboxes.values() if m.tenant == target.tenant and m.smtp_host]
+        if not same_tenant:
+            raise SendError(f"no mailbox with smtp_host for tenant {target.tenant!r}", retryable=False)
+        return same_tenant[0]
+
+    async def send(self, target: Target, reply: Reply, key: str) -> None:
+        mb = self.mailbox_for(target, reply)
+        out = compose(target, reply, key, mb)
+        outcome = await self.sender.send(mb, out, key)
+        log.info("email %s via %s: %s %s", key, mb.key, outcome, out.message_id)
+
+    async def find_copy(self, mb: Mailbox, message_id: str) -> bool | None:
+        """Is a message with this Message-ID in our folder (the Bcc copy) or in sent_folder?"""
+        folders = [f for f in dict.fromkeys([mb.folder if mb.bcc_self else "", mb.sent_folder]) if f]
+        session = ImapSession(mb)
+        try:
+            await session.open(folders[0])
+            for i, folder in enumerate(folders):
+                if i:
+                    try:
+                        await session.select(folder)
+                    except ImapError as exc:
+                        if exc.kind == "folder":
+                            log.warning("mailbox %s: sent_folder %r: %s", mb.key, folder, exc)
+                            continue
+                        raise
+                if await session.search("HEADER", "Message-ID", f'"{message_id}"'):
+                    return True
+            return False
+        except ImapError as exc:
+            log.warning("mailbox %s: cannot look for %s: %s", mb.key, message_id, exc)
+            return None
+        finally:
+            await session.close()
+
+    # health -----------------------------------------------------------------------------------------
+    async def doctor(self) -> list[Check]:
+        checks: list[Check] = []
+        for mb in self.mailboxes.values():
+            checks.append(await self._imap_check(mb))
+            checks.append(await self._smtp_check(mb))
+        bad = self.files.unparsed_files()
+        checks.append(Check("email unparsed messages", not bad,
+                            f"{len(bad)} kept under {self.files.unparsed}" + (f" (latest {bad[-1].name})" if bad else ""),
+                            "open them with `copilot email parse FILE`; they are flagged $CopilotUnparsed in the "
+                            "mailbox; delete the files once handled" if bad else ""))
+        return checks
+
+    async def _imap_check(self, mb: Mailbox) -> Check:
+        name = f"email {mb.key} IMAP"
+        session = ImapSession(mb)
+        try:
+            sel = await session.open()
+            mode = "IDLE" if session.idle_supported and mb.idle else f"polling every {mb.poll_seconds:.0f} s"
+            return Check(name, True, f"{mb.username} on {mb.imap_host}:{mb.imap_port_} ({mb.imap_security}), folder "
+                                     f"{mb.folder}: {sel.exists} messages, UIDVALIDITY {sel.uidvalidity}; {mode}")
+        except ImapError as exc:
+            return Check(name, False, str(exc), exc.fix)
+        finally:
+            await session.close()
+
+    async def _smtp_check(self, mb: Mailbox) -> Check:
+        name = f"email {mb.key} SMTP"
+        if not mb.smtp_host:
+            return Check(name, True, "no smtp_host: this mailbox receives only")
+        if not mb.own_address:
+            return Check(name, False, "no address for outgoing mail", "set address = the copilot's own email address")
+        smtp = open_smtp(mb)
+        try:
+            await login(smtp, mb)
+            auth = f"logged in as {mb.smtp_user}" if mb.smtp_user and mb.smtp_pass else "no login configured"
+            return Check(name, True, f"{mb.smtp_host}:{mb.smtp_port_} ({mb.smtp_security}), {auth}, sending as {mb.own_address}")
+        except SmtpFailure as exc:
+            return Check(name, False, str(exc), exc.fix)
+        finally:
+            await close_smtp(smtp)
+
+    # lifecycle --------------------------------------------------------------------------------------
+    async def aclose(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        for w in self.watchers.values():
+            await w.aclose()
+        if self._own_engine:
+            self.engine.dispose()
