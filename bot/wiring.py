@@ -15,4 +15,8 @@ def channel_connectors(settings: Settings) -> list[Connector]:
 
     if (wecom := wecom_connector(settings)) is not None:
         connectors.append(wecom)
+    from connectors.email import email_connector
+
+    if (email := email_connector(settings)) is not None:
+        connectors.append(email)
     return connectors
