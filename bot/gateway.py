@@ -15,6 +15,7 @@ from aiohttp import web
 from sqlalchemy import select
 from sqlmodel import Session
 
+from bot.admin import admin_routes
 from bot.app import Copilot
 from bot.links import LinkSigner, load_secret
 from bot.tables import OutboundRow
@@ -84,6 +85,7 @@ def create_app(copilot: Copilot, extra_connectors: list | None = None) -> web.Ap
 
     app.add_routes([web.get("/healthz", healthz), web.get("/readyz", readyz), web.get("/metrics", metrics),
                     web.get("/kb/{doc_id}", kb_page)])
+    app.add_routes(admin_routes(copilot))
     for c in connectors:
         app.add_routes(c.routes(copilot.sink))
 

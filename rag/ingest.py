@@ -201,6 +201,7 @@ class Ingestor:
             s.commit()
             ver = s.get(DocVersion, version_id)
             doc = s.get(Document, ver.document_id)
+            doc_pk = doc.id
             chunks = s.exec(select(Chunk).where(Chunk.version_id == version_id).order_by(Chunk.ordinal)).all()
             roles = roles or audience_roles(ver.audience)
         try:
@@ -231,8 +232,14 @@ class Ingestor:
                 s.execute(update(DocVersion).where(DocVersion.id == version_id, DocVersion.status == "publishing").values(status="draft"))
                 s.commit()
             raise
-        if old_id and old_id != version_id:
-            self.vectors.delete_version(tenant, old_id)
+        # The version just replaced keeps its vectors until the next publish: a search that began on
+        # the previous snapshot still finds it (old or new, never neither). Older ones go now.
+        with Session(self.engine) as s:
+            stale = s.exec(select(DocVersion.id).where(DocVersion.document_id == doc_pk,
+                                                       DocVersion.status.in_(("superseded", "retired")),
+                                                       DocVersion.id != (old_id or 0))).all()
+        for vid in stale:
+            self.vectors.delete_version(tenant, vid)
         return ver
 
     def reject(self, version_id: int, approver: str) -> DocVersion:
@@ -257,6 +264,20 @@ class Ingestor:
             s.commit()
         self.vectors.delete_version(tenant, old)
         return True
+
+    def reembed_live(self) -> int:
+        """Refill the vector index from every live version (after `VectorIndex.rebuild` for a new model)."""
+        n = 0
+        with Session(self.engine) as s:
+            live = s.exec(select(DocVersion, Document).join(Document, Document.live_version_id == DocVersion.id)).all()
+        for ver, doc in live:
+            with Session(self.engine) as s:
+                chunks = s.exec(select(Chunk).where(Chunk.version_id == ver.id).order_by(Chunk.ordinal)).all()
+            vectors = self.embedder.embed_passages([embed_text(ver.title, c.heading, c.text) for c in chunks])
+            self.vectors.add([c.id for c in chunks], vectors, tenant=doc.tenant, roles=audience_roles(ver.audience), team=ver.team,
+                             version_id=ver.id)
+            n += len(chunks)
+        return n
 
     @staticmethod
     def _next_version(s: Session, doc: Document | None) -> str:

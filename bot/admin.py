@@ -1,0 +1,100 @@
+"""The admin HTTP API (bearer token, COPILOT_ADMIN_TOKEN): knowledge uploads, drafts, approvals, report.
+
+Uploads take the same path as the CLI and chat (`Publishing.upload` → `Ingestor.ingest_bytes`): an
+upload `as` a rep becomes a draft; as an enablement user, manager or admin it is published.
+"""
+from __future__ import annotations
+
+import asyncio
+import hmac
+from datetime import date
+from pathlib import PurePath
+
+from aiohttp import web
+from sqlalchemy import select
+from sqlmodel import Session
+
+from bot.directory import DirectoryError, Person
+
+
+def admin_routes(cp) -> list[web.RouteDef]:  # noqa: ANN001
+    s = cp.settings
+
+    def authorize(request: web.Request) -> None:
+        if not s.admin_token:
+            raise web.HTTPForbidden(text="the admin API is disabled: set COPILOT_ADMIN_TOKEN")
+        got = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(got.encode(), f"Bearer {s.admin_token}".encode()):
+            raise web.HTTPUnauthorized(text="missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+    def person(rep_id: str | None) -> Person:
+        if not rep_id:
+            return Person("admin-api", "admin API", "admin", "", s.tenant, s.timezone, "en")
+        try:
+            return cp.directory.get(rep_id)
+        except DirectoryError as exc:
+            raise web.HTTPBadRequest(text=str(exc)) from None
+
+    async def upload(request: web.Request) -> web.Response:
+        authorize(request)
+        if not request.content_type.startswith("multipart/"):
+            raise web.HTTPBadRequest(text="send the files as multipart/form-data (field 'file', optional field 'as')")
+        reader = await request.multipart()
+        fields: dict[str, str] = {}
+        files: list[tuple[str, bytes]] = []
+        while (part := await reader.next()) is not None:
+            if part.filename:
+                data = bytearray()
+                while chunk := await part.read_chunk(1 << 16):
+                    data += chunk
+                    if len(data) > s.max_upload_bytes:
+                        raise web.HTTPRequestEntityTooLarge(max_size=s.max_upload_bytes, actual_size=len(data))
+                files.append((PurePath(part.filename).name, bytes(data)))
+            else:
+                fields[part.name or ""] = (await part.read(decode=True)).decode("utf-8", "replace")
+        if not files:
+            raise web.HTTPBadRequest(text="no file in the upload")
+        who = await asyncio.to_thread(person, fields.get("as"))
+        results = []
+        for name, data in files:
+            reply = await asyncio.to_thread(cp.publishing.upload, who, name, data, f"upload:{who.id}/{name}")
+            results.append(reply.meta["ingest"])
+        status = 200 if all(r["status"] != "error" for r in results) else 207
+        return web.json_response({"results": results}, status=status)
+
+    async def drafts(request: web.Request) -> web.Response:
+        authorize(request)
+        from rag.store import DocVersion, Document
+
+        def load() -> list[dict]:
+            with Session(cp.engine) as ses:
+                rows = ses.execute(select(DocVersion, Document.doc_id).join(Document, Document.id == DocVersion.document_id)
+                                   .where(Document.tenant == s.tenant, DocVersion.status == "draft").order_by(DocVersion.id)).all()
+            return [{"version_id": v.id, "doc_id": d, "title": v.title, "version": v.version, "by": v.ingested_by} for v, d in rows]
+
+        return web.json_response({"drafts": await asyncio.to_thread(load)})
+
+    async def decide(request: web.Request) -> web.Response:
+        authorize(request)
+        try:
+            version_id = int(request.match_info["version_id"])
+        except ValueError:
+            raise web.HTTPBadRequest(text="version id must be a number") from None
+        who = await asyncio.to_thread(person, request.query.get("as"))
+        reply = await asyncio.to_thread(cp.publishing.decide, who, version_id, request.match_info["decision"] == "approve")
+        ok = reply.text.startswith(("Published", "Rejected", "已发布", "已驳回"))
+        return web.json_response({"ok": ok, "message": reply.text}, status=200 if ok else 409)
+
+    async def report(request: web.Request) -> web.Response:
+        authorize(request)
+        from rag.report import content_report
+
+        rows = await asyncio.to_thread(content_report, cp.engine, s.tenant, date.today(), stale_days=s.stale_days)
+        return web.json_response({"documents": [r.to_json() for r in rows]})
+
+    return [
+        web.post("/admin/kb/upload", upload),
+        web.get("/admin/kb/drafts", drafts),
+        web.post(r"/admin/kb/drafts/{version_id}/{decision:approve|reject}", decide),
+        web.get("/admin/kb/report", report),
+    ]
