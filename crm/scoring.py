@@ -27,7 +27,7 @@ class ScoringConfig:
     typical_stage_days: dict[str, float] = field(default_factory=lambda: {"lead": 14, "qualified": 21, "proposal": 21, "negotiation": 30})
     weights: dict[str, float] = field(default_factory=lambda: {
         "recency": 14, "frequency": 8, "stage_age": 12, "engagement": 8, "amount": 4, "next_step": 8, "close_date": 8, "overdue_tasks": 6})
-    quiet_days: int = 7  # no contact for this long is neutral; twice as long is the full penalty
+    quiet_days: int = 7  # no contact for this long is neutral; four times as long is the full penalty
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "ScoringConfig":
@@ -123,6 +123,12 @@ def _clamp(x: float) -> float:
     return max(-1.0, min(1.0, x))
 
 
+def _ramp(ratio: float) -> float:
+    """+1 at 0, 0 at the norm (ratio 1), then down slowly to -1 at four times the norm: twice the
+    norm is bad, but not yet as bad as it gets, so quiet deals stay apart from dead ones."""
+    return 1 - ratio if ratio <= 1 else _clamp(-(ratio - 1) / 3)
+
+
 def score(o: Opportunity, f: Facts, cfg: ScoringConfig, today: date, tz: str, median_amount: float) -> Score:
     if o.stage not in OPEN_STAGES:
         won = o.stage == "won"
@@ -133,13 +139,13 @@ def score(o: Opportunity, f: Facts, cfg: ScoringConfig, today: date, tz: str, me
         sig.append(("recency", -1.0, "no contact logged", "没有任何联系记录"))
     else:
         d = (today - f.last_contact.astimezone(local).date()).days
-        sig.append(("recency", _clamp(1 - d / cfg.quiet_days), f"no contact for {d} days" if d > cfg.quiet_days // 2 else f"contacted {d} days ago",
-                    f"{d} 天未联系" if d > cfg.quiet_days // 2 else f"{d} 天前联系过"))
+        sig.append(("recency", _ramp(d / cfg.quiet_days), f"no contact for {d} days" if d > cfg.quiet_days // 2 else "contacted today" if d == 0 else f"contacted {d} day{'' if d == 1 else 's'} ago",
+                    f"{d} 天未联系" if d > cfg.quiet_days // 2 else "今天联系过" if d == 0 else f"{d} 天前联系过"))
     n = f.touches_30d
     sig.append(("frequency", _clamp(n / 2 - 1), f"{n} touch{'' if n == 1 else 'es'} in 30 days", f"30 天内联系 {n} 次"))
     typical = cfg.typical_stage_days.get(o.stage, 21) or 21
     ratio = max((today - o.stage_changed_at.astimezone(local).date()).days, 0) / typical
-    sig.append(("stage_age", _clamp(1 - ratio), f"stage age {ratio:.1f}x typical", f"阶段停留时长为常规的 {ratio:.1f} 倍"))
+    sig.append(("stage_age", _ramp(ratio), f"stage age {ratio:.1f}x typical", f"阶段停留时长为常规的 {ratio:.1f} 倍"))
     people = min(f.contacts_60d, 3) + (1 if f.met_60d else 0)
     sig.append(("engagement", _clamp(people / 2 - 1),
                 f"{f.contacts_60d} contact{'' if f.contacts_60d == 1 else 's'} engaged in 60 days" + (", met in person" if f.met_60d else ", no meeting"),

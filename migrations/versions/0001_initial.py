@@ -16,6 +16,11 @@ revision = "0001"
 down_revision = None
 branch_labels = None
 depends_on = None
+# what this revision creates (a database made by create_all before migrations holds some of these)
+TABLES = ("audit", "crm_account", "crm_activity", "crm_contact", "crm_external_id", "crm_health_day", "crm_nudge_log",
+          "crm_opportunity", "crm_stage_change", "crm_store", "crm_store_visit", "crm_sync_delivery", "crm_sync_event",
+          "crm_sync_sink", "crm_task", "crm_team", "crm_write", "identity", "inbox", "kb_chunk", "kb_document", "kb_feedback",
+          "kb_state", "kb_use", "kb_version", "lease", "model_usage", "outbound", "pending_user", "rep")
 
 def upgrade() -> None:
     existing = set(sa.inspect(op.get_bind()).get_table_names())
@@ -212,8 +217,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for name in ("audit", "crm_account", "crm_activity", "crm_contact", "crm_external_id", "crm_health_day", "crm_nudge_log",
-                 "crm_opportunity", "crm_stage_change", "crm_store", "crm_store_visit", "crm_sync_delivery", "crm_sync_event",
-                 "crm_sync_sink", "crm_task", "crm_team", "crm_write", "identity", "inbox", "kb_chunk", "kb_document", "kb_feedback",
-                 "kb_state", "kb_use", "kb_version", "lease", "model_usage", "outbound", "pending_user", "rep"):
+    for name in TABLES:
         op.drop_table(name)
