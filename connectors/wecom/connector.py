@@ -57,6 +57,7 @@ class WeComConnector:
                 log.warning("wecom %s: URL verification refused from %s: %s", corp.key, request.remote, exc)
                 raise web.HTTPForbidden(text="signature check failed") from None
             except CallbackRejected as exc:
+                log.warning("wecom %s: URL verification refused from %s: %s", corp.key, request.remote, exc)
                 raise web.HTTPBadRequest(text=str(exc)) from None
             return web.Response(text=echo)
 

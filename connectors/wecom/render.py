@@ -142,7 +142,8 @@ def payloads(reply: Reply, *, markdown: bool, seed: str, limit: int = TEXT_LIMIT
         body = _markdown(reply)
     else:
         body = render_text(reply, numbered_buttons=False)
-    if reply.buttons:
+    first = reply.buttons[0].reply or "1" if reply.buttons else ""
+    if reply.buttons and f"回复 {first}" not in body and f"Reply {first}" not in body:  # unless the agent wrote it
         body = f"{body.rstrip()}\n\n{fallback_line(reply.buttons)}"
     kind = "markdown" if markdown else "text"
     out = [{"msgtype": kind, kind: {"content": part}} for part in split_text(body, limit)]

@@ -291,3 +291,66 @@ async def test_a_card_button_clicked_twice_is_one_action(wecom):
     assert len([m for m in wecom.fake.sent if to(A, "ZhangWei")(m)]) == 1
 
 
+
+
+async def test_a_reply_blocked_by_60020_survives_a_restart_and_goes_out_after_the_fix(wecom, aiohttp_client):
+    from sqlalchemy import select, update
+
+    from bot.app import Copilot
+    from bot.gateway import create_app
+    from bot.tables import OutboundRow
+
+    fake, settings = wecom.fake, wecom.copilot.settings
+    fake.untrusted_ip = True
+    await post(wecom, A, text_xml(A, "ZhangWei", "/help", "7450000000000000030"))
+    t = OutboundRow.__table__
+    for _ in range(100):
+        with wecom.copilot.engine.connect() as c:
+            row = c.execute(select(t.c.status, t.c.error).where(t.c.channel == "wecom")).first()
+        if row is not None and "60020" in row.error:
+            break
+        await asyncio.sleep(0.1)
+    assert row.status == "pending" and "企业可信IP" in row.error  # queued, with the fix in the error
+    await wecom.close()  # the process stops with the reply still queued
+
+    fake.untrusted_ip = False  # the admin adds the IP...
+    cp = Copilot.open(settings)
+    with cp.engine.begin() as c:
+        c.execute(update(t).values(not_before=0.0))  # ...and the retry time has come
+    await aiohttp_client(create_app(cp, [WeComConnector(corps(fake, settings.tenant))]))
+    [m] = await fake.wait_sent(to(A, "ZhangWei"))
+    assert "/ask" in content(m)
+
+
+async def test_approval_card_clicked_twice_writes_the_crm_once_and_typing_1_works_too(wecom):
+    from sqlalchemy import func, select
+
+    from crm.models import Activity
+
+    def visits() -> int:
+        with wecom.copilot.engine.connect() as c:
+            return c.execute(select(func.count()).select_from(Activity).where(Activity.account_id == "acc-001")).scalar()
+
+    fake, before = wecom.fake, visits()
+    log = "/log 今天拜访了华东医疗集团王总，关注价格，下周二再约"
+    await post(wecom, A, text_xml(A, "ZhangWei", log, "7450000000000000040"))
+    text, card = await fake.wait_sent(to(A, "ZhangWei"), n=2)
+    assert content(text).count("回复 1 确认 / 2 修改 / 3 取消") == 1 and card["msgtype"] == "template_card"
+    tc = card["template_card"]
+    assert [b["key"] for b in tc["button_list"]] == ["confirm", "edit", "reject"]
+    assert visits() == before  # nothing is written before the click
+    extra = (f"<EventKey><![CDATA[confirm]]></EventKey><TaskId><![CDATA[{tc['task_id']}]]></TaskId>"
+             "<CardType><![CDATA[button_interaction]]></CardType><ResponseCode><![CDATA[rc-9]]></ResponseCode>")
+    now = int(time.time())
+    for t in (now, now + 1):  # the rep taps the button twice
+        await post(wecom, A, event_xml(A, "ZhangWei", "template_card_event", create_time=t, extra=extra))
+    sent = await fake.wait_sent(to(A, "ZhangWei"), n=3)
+    assert "✓" in content(sent[2]) and visits() == before + 1
+    # a client without cards (the WeChat plug-in): the typed fallback resolves the next one
+    await post(wecom, A, text_xml(A, "ZhangWei", log.replace("下周二", "下周三"), "7450000000000000041"))
+    await fake.wait_sent(to(A, "ZhangWei"), n=5)
+    await post(wecom, A, text_xml(A, "ZhangWei", "1", "7450000000000000042"))
+    sent = await fake.wait_sent(to(A, "ZhangWei"), n=6)
+    assert "✓" in content(sent[5]) and visits() == before + 2
+    await asyncio.sleep(0.5)
+    assert len([m for m in fake.sent if to(A, "ZhangWei")(m)]) == 6

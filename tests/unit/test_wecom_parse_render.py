@@ -127,3 +127,11 @@ def test_corp_settings_problems_and_toml_corps(monkeypatch):
                 {"corps": [{"key": "Bad Key"}]}, {"corps": "east"}):
         with pytest.raises(WeComConfigError):
             load_corps("main", toml=bad)
+
+
+def test_the_typed_fallback_is_not_repeated_when_the_text_has_it():
+    reply = Reply(text="写入 CRM：拜访 华东医疗集团\n回复 1 确认 / 2 修改 / 3 取消", kind="confirm", buttons=[
+        Button(key="confirm", label="确认写入", ref="p1", reply="1"), Button(key="edit", label="修改", ref="p1", reply="2"),
+        Button(key="reject", label="取消", ref="p1", reply="3")])
+    text, card = payloads(reply, markdown=True, seed="k")
+    assert text["markdown"]["content"].count("回复 1") == 1 and card["msgtype"] == "template_card"
