@@ -12,7 +12,6 @@ import json
 import platform
 import socket
 import time
-from typing import Any
 from urllib.parse import urlparse
 
 import aiohttp

@@ -6,7 +6,7 @@ answers 401 InvalidAuthentication), the robot sends (`oToMessages/batchSend`, `g
 400 for an unknown robot code or bad parameters), `messageFiles/download` (a downloadUrl served
 here), a per-message sessionWebhook (errcode 300001 once expired), `gateway/connections/open`
 (a ticket for the fake Stream server) and the oapi `gettoken` / `user/*` that dingtalk-sdk calls.
-Everything sent is recorded in `sent`.
+Everything sent is recorded in `sent`; `outages` makes the robot send endpoints answer 503 for a while.
 """
 from __future__ import annotations
 
@@ -59,6 +59,7 @@ class FakeDingTalk:
         self.files: dict[str, tuple[str, bytes]] = {}  # downloadCode -> (app key, bytes)
         self.urls: dict[str, bytes] = {}
         self.stream_opens = 0
+        self.outages: dict[str, int] = {}  # path -> how many more calls answer 503 (a DingTalk hiccup)
         self._changed = asyncio.Event()
 
     def bind(self, base_url: str) -> None:
@@ -179,6 +180,9 @@ class FakeDingTalk:
         return self.apps[app_key]
 
     async def _robot(self, request: web.Request) -> tuple[FakeApp, dict, dict] | web.Response:
+        if self.outages.get(request.path, 0) > 0:
+            self.outages[request.path] -= 1
+            return self._error(503, "ServiceUnavailable", "服务暂不可用，请稍后重试")
         app = self._auth(request)
         if isinstance(app, web.Response):
             return app

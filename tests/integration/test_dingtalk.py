@@ -171,6 +171,29 @@ async def test_expired_session_webhook_falls_back_to_the_robot_api(fake, use_app
     assert len(fake.sent) == 2
 
 
+async def test_token_is_fetched_once_for_concurrent_sends_and_outages_are_retryable(fake, use_app, settings):
+    from bot.connector import SendError
+    from bot.models import Reply, Target
+
+    use_app()
+    connector = DingTalkConnector.from_settings(settings)
+    try:
+        targets = [Target(channel="dingtalk", conversation_id=f"c{i}", user_id=f"staff{i}") for i in range(12)]  # no webhook: API
+        await asyncio.gather(*(connector.send(t, Reply(text=f"提醒 {i}"), f"k{i}") for i, t in enumerate(targets)))
+        assert fake.token_requests[APP] == 1 and len(fake.sent) == 12 and {s.via for s in fake.sent} == {"oto"}
+        fake.outages["/v1.0/robot/oToMessages/batchSend"] = 1
+        with pytest.raises(SendError) as err:
+            await connector.send(targets[0], Reply(text="再试"), "k-outage")
+        assert err.value.retryable and "503" in str(err.value)
+        await connector.send(targets[0], Reply(text="再试"), "k-outage")  # the outbox's retry
+        assert len(fake.sent) == 13
+        with pytest.raises(SendError) as err:
+            await connector.send(Target(channel="dingtalk", tenant="elsewhere", conversation_id="c"), Reply(text="x"), "k-x")
+        assert not err.value.retryable
+    finally:
+        await connector.aclose()
+
+
 # Stream mode -------------------------------------------------------------------------------------------
 async def test_stream_message_is_acked_after_it_is_stored_and_answered_once(fake, use_app, link, copilot, aiohttp_client, settings):
     use_app("stream")
