@@ -19,5 +19,5 @@ def configure(level: str = "INFO", json: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("chromadb", "httpx", "urllib3", "aiohttp.access", "jieba", "sentence_transformers"):
+    for noisy in ("chromadb", "httpx", "urllib3", "aiohttp.access", "jieba", "sentence_transformers", "bm25s"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

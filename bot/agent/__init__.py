@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -39,8 +39,8 @@ NO = re.compile(r"^\s*(3|3️⃣|取消|不用了?|算了|放弃|no|n|cancel|dis
 THUMBS_UP, THUMBS_DOWN = re.compile(r"^\s*(👍|/good|有用|很有帮助)\s*$"), re.compile(r"^\s*(👎|/bad|没用|不对)\s*$")
 
 INTENTS = [  # (job, pattern) for offline routing, checked in order
-    ("todo", r"我的一天|今天.{0,6}(待办|任务|安排|要做|跟进)|今日待办|有什么要跟进|哪些.{0,4}(停滞|卡住)|my day|what.{0,10}today|to-?do|due today|stalled deals"),
-    ("draft", r"起草|草拟|写(一|个|封|条)|拟(一|个|封)|跟进邮件|回复邮件|跟进消息|draft|write (a|an|the)? ?(follow|email|message)|compose"),
+    ("todo", r"我的一天|今天.{0,6}(待办|任务|安排|要做|跟进)|今日待办|有什么要跟进|哪些.{0,4}(停滞|卡住)|my day|what.{0,20}today|on my plate|to-?do|due today|stalled deals"),
+    ("draft", r"起草|草拟|(帮我|给).{0,12}写|写(一|个|封|条)|拟(一|个|封)|draft|write (a|an|the)? ?(follow|email|message)|compose"),
     ("store", r"巡店|门店.{0,6}(陈列|缺货|促销|下单|订货)|store visit"),
     ("log", r"拜访了|见了|见过|打了电话|电话沟通|通了电话|开了会|开会|会谈|面谈|聊了|去了|visited|met with|called|had a (call|meeting)|log (a|the|this)"),
     ("compare", r"比较|对比|相比|比起|比怎么样|怎么比|区别|差异|\bvs\.?\b|versus|compare|compared|against"),
@@ -56,6 +56,8 @@ TOOLS = [
     {"type": "function", "function": {"name": "log_store_visit", "description": "Record a store check", "parameters": {"type": "object", "properties": {"notes": {"type": "string"}}, "required": ["notes"]}}},
     {"type": "function", "function": {"name": "my_day", "description": "Today's tasks, due follow-ups and stalled deals", "parameters": {"type": "object", "properties": {}}}},
 ]
+JOBS = ("ask", "compare", "draft", "log", "todo", "store")
+PRIVATE_JOBS = ("draft", "log", "todo", "store")  # CRM data: one-to-one chats only
 TOOL_JOBS = {"answer_question": "ask", "compare_competitor": "compare", "draft_followup": "draft", "log_activity": "log",
              "log_store_visit": "store", "my_day": "todo"}
 
@@ -120,16 +122,18 @@ class Agent:
             if handled is not None:
                 return handled
         cmd, arg = parse_command(text)
-        if cmd in ("help", "start"):
-            return [Reply(text=self.prompts.msg("help", lang), kind="notice")]
         if cmd == "why":
-            return [self.why(person, conv)]
-        if cmd is not None and cmd not in ("ask", "compare", "draft", "log", "todo", "store"):
-            return [Reply(text=self.prompts.msg("help", lang), kind="notice")]
-        if cmd is None and not arg:
-            return [Reply(text=self.prompts.msg("help", lang), kind="notice")]
-        job = cmd or self.route(person, arg)
-        turn = self.run(job, person, arg, conv, now, key)
+            turn = Turn("why", [self.why(person, conv)], {})
+        elif cmd in ("help", "start") or (cmd is None and not arg) or (cmd is not None and cmd not in JOBS):
+            turn = Turn("help", [Reply(text=self.prompts.msg("help", lang), kind="notice")], {})
+        else:
+            job = cmd or self.route(person, arg)
+            if msg.is_group and job in PRIVATE_JOBS:
+                turn = Turn(job, [Reply(text=self.prompts.msg("private_only", lang), kind="notice")], {})
+            else:
+                # everyone in a group reads the answer: it is trimmed to what a rep of the asker's team may see
+                asker = replace(person, role="rep") if msg.is_group and person.role != "rep" else person
+                turn = self.run(job, asker, arg, conv, now, key)
         self._record(person, conv, turn)
         return turn.replies
 
@@ -172,7 +176,7 @@ class Agent:
             job = "ask"
         if job == "draft":
             scope = self.scope(person)
-            accounts = [a for a in self.crm.find_accounts(person.tenant, text) if scope.allows(a.owner_id)]
+            accounts = list({a.id: a for a in self.crm.find_accounts(person.tenant, text) if scope.allows(a.owner_id)}.values())
             if len(accounts) != 1:
                 names = "、".join(a.name for a in accounts[:5])
                 msg = (f"要给哪家客户写？{names}" if accounts else "请告诉我客户名称，例如：/draft 华东医疗集团") if zh else (
@@ -262,8 +266,8 @@ class Agent:
     def why(self, person: Person, conversation_key: str) -> Reply:
         t = AgentTurn.__table__
         with self.engine.connect() as conn:
-            row = conn.execute(select(t).where(t.c.conversation_key == conversation_key, t.c.rep_id == person.id)
-                               .order_by(t.c.id.desc()).limit(1)).first()
+            row = conn.execute(select(t).where(t.c.conversation_key == conversation_key, t.c.rep_id == person.id,
+                                               t.c.job.notin_(("why", "help"))).order_by(t.c.id.desc()).limit(1)).first()
         zh = person.language != "en"
         if row is None:
             return Reply(text="还没有可以解释的回复。" if zh else "There is no reply to explain yet.", kind="notice")

@@ -1,13 +1,16 @@
 """A local server that speaks the OpenAI chat-completions protocol, driven by a script.
 
 Each request pops the next scripted step: a text answer, tool calls, a delay, an HTTP error or a
-malformed body. With an empty script it answers by a rule (`default`). Every request is kept for
-assertions (what left the building: masked PII, prompts, tools).
+malformed body. With an empty script it answers by a rule (`default`); `policy` is a deterministic
+stand-in for a competent model (routes by keywords, answers from the best-matching passage with its
+citation, fills JSON for extraction and drafts), used by `copilot bench agent` and the tests.
+Every request is kept (what left the building: masked PII, prompts, tools).
 """
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -69,9 +72,58 @@ class FakeOpenAI:
         })
 
 
+def system_text(body: dict) -> str:
+    return "\n".join(str(m.get("content") or "") for m in body.get("messages", []) if m.get("role") == "system")
+
+
+def _bigrams(text: str) -> set[str]:
+    text = re.sub(r"\s+", "", text.lower())
+    return {text[i : i + 2] for i in range(len(text) - 1)}
+
+
+ROUTES = [
+    ("my_day", r"待办|今天.{0,6}(安排|任务|要做)|my day|on my plate|today"),
+    ("draft_followup", r"起草|(帮我|给).{0,12}写|写(一|个|封)|draft|write"),
+    ("log_store_visit", r"巡店|store visit"),
+    ("log_activity", r"拜访了|打了电话|见了|开了会|visited|called|met "),
+    ("compare_competitor", r"比|对比|compare|versus|\bvs\b"),
+]
+
+
+def policy(body: dict) -> Step:
+    """What a careful model would answer to each of the copilot's prompts."""
+    system, user = system_text(body), user_text(body)
+    if system.startswith("You route"):
+        for name, rx in ROUTES:
+            if re.search(rx, user, re.I):
+                return Step(tool_calls=[{"name": name, "arguments": {"notes": user, "question": user, "account": user, "competitor": user}}])
+        return Step(tool_calls=[{"name": "answer_question", "arguments": {"question": user}}])
+    if "numbered passages" in system:
+        question = user.split("Question:", 1)[1].split("\n", 1)[0].strip()
+        passages = re.findall(r"^\[(\d+)\] ([^\n]*)\n(.*?)(?=^\[\d+\] |\Z)", user.split("Passages:", 1)[1], re.S | re.M)
+        q = _bigrams(question)
+        best = max(passages, key=lambda p: len(q & _bigrams(p[1] + p[2])), default=None)
+        if best is None or len(q & _bigrams(best[1] + best[2])) < 2:
+            return Step(text="NOT_IN_KB")
+        first = re.split(r"(?<=[。！？.!?])\s*", best[2].strip())[0].lstrip("-* ").strip()
+        return Step(text=f"{first} [{best[0]}]")
+    if "CRM fields" in system:
+        note = user.split("Note:", 1)[1].split("\n", 1)[0].strip()
+        return Step(text=json.dumps({"summary": note, "task_title": "", "due": ""}, ensure_ascii=False))
+    if "revise a follow-up" in system:
+        body_text = user.split("Body:", 1)[1].split("Change requested:", 1)[0].strip()
+        return Step(text=json.dumps({"subject": "", "body": body_text + "\n(revised)"}, ensure_ascii=False))
+    if "write a follow-up" in system:
+        facts = json.loads(user.split("CRM facts:", 1)[1].split("Template:", 1)[0])
+        zh = facts.get("lang") != "en"
+        name = facts.get("contact") or ("您" if zh else "there")
+        body_text = (f"{name}您好：\n感谢交流，关于{facts.get('topic')}我们会尽快给出方案。\n祝好" if zh
+                     else f"Dear {name},\nThank you for your time. We will follow up on {facts.get('topic')} shortly.\nBest regards")
+        return Step(text=json.dumps({"subject": f"跟进：{facts.get('topic')}" if zh else f"Follow-up: {facts.get('topic')}", "body": body_text}, ensure_ascii=False))
+    return Step(text="NOT_IN_KB")
+
+
 def user_text(body: dict) -> str:
     return "\n".join(str(m.get("content") or "") for m in body.get("messages", []) if m.get("role") == "user")
 
 
-def serve_forever(port: int, default: Callable[[dict], Step] | None = None) -> None:  # for subprocess use
-    web.run_app(FakeOpenAI(default).app(), host="127.0.0.1", port=port, print=None)

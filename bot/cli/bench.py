@@ -75,3 +75,11 @@ def dingtalk(
     from bot.bench.dingtalk import bench_dingtalk
 
     _print(asyncio.run(bench_dingtalk(requests, concurrency)))
+
+
+@bench.command("agent")
+def agent() -> None:
+    """Scripted rep conversations: pass rate offline and with a scripted model; latency excluding model time."""
+    from bot.bench.agent import run
+
+    _print(run())

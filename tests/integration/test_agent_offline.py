@@ -178,3 +178,17 @@ def test_store_visit_from_plain_words(copilot):
     assert "酸奶缺货" in proposal.text and "买一送一" in proposal.text and "3,200" in proposal.text
     chat.say("1")
     assert count(copilot, StoreVisit) == before + 1
+
+
+def test_group_messages_never_carry_crm_data_or_manager_content(copilot):
+    manager = copilot.directory.get("lina")
+
+    def group(text: str, n: int):
+        msg = InboundMessage(channel="console", conversation_id="grp", sender_id="lina", text=text, platform_msg_id=f"g{n}",
+                             received_at=NOW, is_group=True)
+        return copilot.agent.handle(manager, msg)
+
+    [log] = group(LOG, 1)
+    assert "单聊" in log.text and not log.buttons
+    [ans] = group("折扣低于七折需要谁审批？", 2)
+    assert "pricing-discount-approval" not in [c.doc_id for c in ans.citations]
