@@ -94,6 +94,7 @@ auth_mechanisms = plain login
 first_valid_uid = 0
 mail_location = maildir:~/Maildir
 mailbox_idle_check_interval = 1 secs
+auth_failure_delay = 0
 imap_idle_notify_interval = 10 mins
 passdb {{
   driver = passwd-file
@@ -109,8 +110,12 @@ service imap-login {{
     port = {self.port}
   }}
 {imaps}}}
+# no brute-force penalty: a test that logs in with a wrong password must not slow the next login
 service anvil {{
-{chroot}}}
+{chroot}  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
+}}
 {self.extra_config}
 """
 

@@ -37,7 +37,7 @@ class Outgoing:
 
 def message_id_for(key: str, mb: Mailbox) -> str:
     domain = mb.own_address.partition("@")[2] or "copilot.invalid"
-    return f"<copilot.{hashlib.sha256(key.encode()).hexdigest()[:40]}@{domain}>"
+    return f"<copilot.{hashlib.sha256(key.encode()).hexdigest()[:24]}@{domain}>"
 
 
 def reply_subject(subject: str) -> str:

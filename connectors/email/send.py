@@ -151,7 +151,11 @@ async def login(smtp: aiosmtplib.SMTP, mb: Mailbox) -> None:
         raise SmtpFailure(str(err), certain=True, retryable=True, fix=err.fix) from exc
     if not (mb.smtp_user and mb.smtp_pass):
         return
+    if smtp.last_ehlo_response is None:
+        await smtp.ehlo()  # after STARTTLS the server's extensions must be asked for again
     if not smtp.supports_extension("auth"):
+        if not (mb.smtp_username or mb.smtp_password):
+            return  # only the IMAP login was inherited: a relay that wants no login is fine
         raise SmtpFailure(f"SMTP {mb.smtp_host}:{mb.smtp_port_} offers no AUTH here", certain=True, retryable=False,
                           fix="servers offer AUTH only over TLS: set smtp_security to \"starttls\" or \"ssl\"")
     try:

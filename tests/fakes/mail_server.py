@@ -94,7 +94,7 @@ class MailServer:
     def _auth(self, server, session, envelope, mechanism, auth_data) -> AuthResult:  # noqa: ANN001
         ok = isinstance(auth_data, LoginPassword) and auth_data.login.decode() == self.user \
             and auth_data.password.decode() == self.password
-        return AuthResult(success=ok)
+        return AuthResult(success=ok, handled=False)  # handled=False: aiosmtpd sends the 535 itself
 
     def start(self) -> "MailServer":
         kwargs: dict = dict(hostname="127.0.0.1", port=self.port, ready_timeout=10, server_hostname="127.0.0.1")
