@@ -20,6 +20,7 @@ from bot.agent.answer import Answerer
 from bot.agent.llm import ChatModel
 from bot.audit import Audit
 from bot.connector import Accepted, Connector
+from bot.correspondence import Correspondence
 from bot.directory import Directory, Person
 from bot.dispatch import Dispatcher
 from bot.inbox import Inbox
@@ -122,7 +123,8 @@ class Copilot:
     async def start(self) -> None:
         s = self.settings
         self.limiter = RateLimiter(s.rate_limit_per_minute)
-        self.router = Router(self.directory, self.agent, self.prompts, fetch=self.fetch, ingest_file=self.publishing.upload)
+        mail = Correspondence(self.directory, self.crm, self.agent.pending, self.outbox.enqueue)
+        self.router = Router(self.directory, self.agent, self.prompts, fetch=self.fetch, ingest_file=self.publishing.upload, mail=mail)
         self.dispatcher = Dispatcher(self.inbox, self.router.handle, self.metrics, workers=s.workers, lease=s.lease_seconds,
                                      max_attempts=s.max_attempts, retry_base=s.retry_base_seconds, on_replies=self.outbox.wake)
         await self.outbox.start()

@@ -11,6 +11,7 @@ import logging
 from typing import Awaitable, Callable
 
 from bot.agent import Agent
+from bot.correspondence import Correspondence
 from bot.directory import Directory, Person
 from bot.models import Attachment, InboundMessage, Reply
 from bot.prompts import Prompts
@@ -24,7 +25,8 @@ IngestFile = Callable[[Person, str, bytes], Reply]  # Publishing.upload
 
 class Router:
     def __init__(self, directory: Directory, agent: Agent, prompts: Prompts, *, fetch: Fetch | None = None,
-                 ingest_file: IngestFile | None = None) -> None:
+                 ingest_file: IngestFile | None = None, mail: Correspondence | None = None) -> None:
+        self.mail = mail
         self.directory = directory
         self.agent = agent
         self.prompts = prompts
@@ -32,6 +34,10 @@ class Router:
         self.ingest_file = ingest_file
 
     async def handle(self, msg: InboundMessage) -> list[Reply]:
+        if self.mail is not None and msg.channel == "email" and await asyncio.to_thread(self.mail.is_customer_mail, msg):
+            return await asyncio.to_thread(self.mail.receive, msg)  # never answered by mail, never ingested
+        if msg.reply_context.get("no_reply"):
+            return []  # automatic mail (out of office, bulk, lists): never answered
         if msg.kind == "file":
             return await self._files(msg)
         return await asyncio.to_thread(self.respond, msg)  # one thread hop for the whole job

@@ -236,11 +236,21 @@ class Agent:
                             "reject": lambda: self._cancel(person, p)},
             "send_draft": {"confirm": lambda: self.drafter.send(person, p, now), "edit": lambda: self.drafter.start_edit(person, p),
                            "reject": lambda: self.drafter.discard(person, p)},
+            "email_reply": {"confirm": lambda: self._draft_reply(person, p, now), "reject": lambda: self._cancel(person, p)},
         }
         fn = handlers.get(p.kind, {}).get(key)
         if fn is None:
             return [Reply(text="这一项不需要这个操作。" if person.language != "en" else "That doesn't apply here.", kind="notice")]
         return [fn()]
+
+    def _draft_reply(self, person: Person, p: Pending, now: datetime) -> Reply:
+        """A customer wrote: draft the threaded answer from the account's history and the playbooks."""
+        if not self.pending.claim(p.id, "done"):
+            return Reply(text="已经起草过了。" if person.language != "en" else "Already drafted.", kind="notice")
+        pl = p.payload
+        reply, _ = self.drafter.propose(person, pl["account_id"], pl["text"], p.conversation_key, now, f"{p.id}:draft"[:40],
+                                        thread={"message_id": pl["message_id"], "references": pl["references"], "subject": pl["subject"]})
+        return reply
 
     def _cancel(self, person: Person, p: Pending, edit: bool = False) -> Reply:
         zh = person.language != "en"

@@ -87,7 +87,9 @@ class Drafter:
         return FALLBACK[f["lang"]], "template:builtin@1"
 
     # propose -------------------------------------------------------------------------------------
-    def propose(self, person: Person, account_id: str, text: str, conversation_key: str, now: datetime, key: str) -> tuple[Reply, dict]:
+    def propose(self, person: Person, account_id: str, text: str, conversation_key: str, now: datetime, key: str,
+                thread: dict | None = None) -> tuple[Reply, dict]:
+        """`thread`: the customer email this answers (message_id, references, subject): the reply is threaded."""
         f = self.facts(person, account_id, text, now)
         channel = "chat" if re.search(r"微信|企微|钉钉|消息|chat|message|wechat", text, re.I) else "email"
         template, variant = self._template(person, f)
@@ -100,6 +102,10 @@ class Drafter:
             draft = self._fill(template, f, person)
         subject, body = draft
         payload = {**f, "channel": channel, "subject": subject, "body": body, "original_body": body, "variant": variant, "edits": 0}
+        if thread:
+            base = re.sub(r"^\s*((re|回复|答复|fw|fwd|转发)\s*[:：]\s*)+", "", thread.get("subject", ""), flags=re.I)
+            payload.update(channel="email", subject=f"Re: {base}" if base else subject, in_reply_to=thread.get("message_id", ""),
+                           references=thread.get("references", []))
         p = self.pending.create(tenant=person.tenant, rep_id=person.id, conversation_key=conversation_key, kind="send_draft",
                                 payload=payload, key=key)
         evidence = {"crm": {k: f[k] for k in ("account", "contact", "stage", "next_step", "activities")}, "template": variant}
