@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 from bot.agent.crmlog import confirm_buttons
 from bot.agent.extract import topics
@@ -218,3 +218,42 @@ class Drafter:
         pl["edits"] = int(pl.get("edits", 0)) + 1
         self.pending.update_payload(p.id, pl)
         return self.render(p.id, pl, person)
+
+
+def variant_report(engine, tenant: str) -> list[dict]:  # noqa: ANN001
+    """Per draft variant (prompt or template version): proposed, sent unchanged, sent edited, rejected,
+    still open, and the later outcome of the account's deals (won/lost after a sent draft)."""
+    from sqlalchemy import select as sa_select
+
+    from bot.tables import PendingRow
+    from crm.models import Opportunity
+
+    with engine.connect() as c:
+        drafts = c.execute(sa_select(PendingRow).where(PendingRow.tenant == tenant, PendingRow.kind == "send_draft")).all()
+        opps = c.execute(sa_select(Opportunity.account_id, Opportunity.stage, Opportunity.stage_changed_at)
+                         .where(Opportunity.tenant == tenant, Opportunity.stage.in_(("won", "lost")))).all()
+    closed: dict[str, list] = {}
+    for o in opps:
+        closed.setdefault(o.account_id, []).append(o)
+    out: dict[str, dict] = {}
+    for d in drafts:
+        pl = json.loads(d.payload)
+        r = out.setdefault(pl.get("variant", "?"), {"variant": pl.get("variant", "?"), "proposed": 0, "sent_unchanged": 0, "sent_edited": 0,
+                                                     "rejected": 0, "open": 0, "later_won": 0, "later_lost": 0})
+        r["proposed"] += 1
+        outcome = json.loads(d.result or "{}").get("outcome") if d.result else None
+        if outcome in ("sent_unchanged", "sent_edited", "rejected"):
+            r[outcome] += 1
+        elif d.status in ("pending", "executing"):
+            r["open"] += 1
+        if outcome and outcome.startswith("sent"):
+            created = d.created_at if d.created_at.tzinfo else d.created_at.replace(tzinfo=timezone.utc)
+            for o in closed.get(pl.get("account_id"), []):
+                at = o.stage_changed_at if o.stage_changed_at.tzinfo else o.stage_changed_at.replace(tzinfo=timezone.utc)
+                if at >= created:
+                    r["later_won" if o.stage == "won" else "later_lost"] += 1
+    for r in out.values():
+        sent = r["sent_unchanged"] + r["sent_edited"]
+        r["sent_unchanged_rate"] = round(r["sent_unchanged"] / r["proposed"], 3) if r["proposed"] else 0.0
+        r["win_rate_after_send"] = round(r["later_won"] / sent, 3) if sent else None
+    return sorted(out.values(), key=lambda r: r["variant"])

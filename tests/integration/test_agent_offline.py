@@ -192,3 +192,17 @@ def test_group_messages_never_carry_crm_data_or_manager_content(copilot):
     assert "单聊" in log.text and not log.buttons
     [ans] = group("折扣低于七折需要谁审批？", 2)
     assert "pricing-discount-approval" not in [c.doc_id for c in ans.citations]
+
+
+def test_draft_variants_are_measured(copilot):
+    from bot.agent.draft import variant_report
+
+    chat = Chat(copilot, "zhangwei", "ab")
+    [d1] = chat.say("/draft 华东医疗集团")
+    chat.click("reject", d1.buttons[0].ref)
+    [d2] = chat.say("/draft 华东医疗集团 用微信")
+    chat.say("2")
+    chat.say("王总您好，上次提到的三年期报价我们已经准备好了，本周方便电话沟通吗？")
+    chat.say("1")
+    [row] = [r for r in variant_report(copilot.engine, "default") if r["proposed"] >= 2]
+    assert row["rejected"] == 1 and row["sent_edited"] == 1 and row["sent_unchanged"] == 0
