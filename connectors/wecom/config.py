@@ -50,7 +50,7 @@ class CorpConfig(BaseModel):
     rate_burst: int = 200
     user_rate_per_minute: int = 16
     user_burst: int = 10
-    duplicate_check_seconds: int = 600  # WeCom drops an identical message to the same user within this window
+    duplicate_check_seconds: int = 600  # WeCom drops an identical message to the same user within this window (max 1800)
 
     @property
     def configured(self) -> bool:

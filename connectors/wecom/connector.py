@@ -129,8 +129,11 @@ class WeComConnector:
             raise SendError(f"WeCom corp {corp.key!r} is misconfigured: {self.broken[corp.key]}", retryable=False)
         user = target.user_id or target.conversation_id
         client = self.clients[corp.key]
-        check = {"enable_duplicate_check": 1, "duplicate_check_interval": min(corp.duplicate_check_seconds, 14400)} \
+        check = {"enable_duplicate_check": 1, "duplicate_check_interval": min(corp.duplicate_check_seconds, 1800)} \
             if corp.duplicate_check_seconds > 0 else {}
+        code = (target.context or {}).get("response_code")
+        if code:  # the answer to a card click: grey out the card's buttons so it is not clicked again
+            await self._close_card(client, corp, user, str(code))
         for payload in payloads(reply, markdown=corp.markdown, seed=key):
             await self._pace(client, user)
             try:
@@ -138,6 +141,13 @@ class WeComConnector:
             except WeComError as exc:
                 # parts already sent go again on the retry: WeCom's duplicate check drops them
                 raise SendError(str(exc), retryable=exc.retryable, retry_after=exc.retry_after) from None
+
+    async def _close_card(self, client: WeComClient, corp: CorpConfig, user: str, response_code: str) -> None:
+        body = {"userids": [user], "agentid": corp.agent_id, "response_code": response_code, "button": {"replace_name": "已处理"}}
+        try:
+            await client.call("POST", "/cgi-bin/message/update_template_card", body=body)
+        except WeComError as exc:  # a response_code works once (72 h): a retried send finds it used, which is fine
+            log.info("wecom %s: card not updated: %s", corp.key, exc)
 
     async def _pace(self, client: WeComClient, user: str) -> None:
         waited = 0.0

@@ -3,9 +3,11 @@
 gettoken (tokens expire; wrong corp id / secret answer 40013 / 40001), message/send (records every
 message; enforces WeCom's per-member limits of 30 a minute and 1000 an hour and its duplicate check
 by dropping the excess silently, as WeCom does), media/get (serves bytes, 40007 for unknown ids),
-user/get, user/list, agent/get. Switches: `expire_on_next_send` (the token dies mid-send: 42001),
-`untrusted_ip` (60020 on every call but gettoken, as for an app whose trusted IPs lack ours),
-`gettoken_delay` (to see concurrent callers share one refresh).
+user/get, user/list, agent/get, message/update_template_card (a response_code works once).
+Switches: `expire_on_next_send` (the token dies mid-send: 42001), `untrusted_ip` (60020 on every
+call but gettoken, as for an app whose trusted IPs lack ours), `gettoken_delay` (to see concurrent
+callers share one refresh). The bottom half is WeCom's other side: corps A and B, their members,
+and callbacks encrypted with wechatpy exactly as WeCom sends them.
 """
 from __future__ import annotations
 
@@ -46,6 +48,7 @@ class FakeWeCom:
         self.dropped: list[dict] = []  # over a member limit or duplicate: accepted, never delivered
         self.refused: list[dict] = []  # answered with an errcode
         self.media: dict[str, tuple[bytes, str, str]] = {}  # media id -> (bytes, file name, content type)
+        self.card_updates: list[dict] = []  # message/update_template_card bodies (a response_code works once)
         self.expire_on_next_send = False
         self.untrusted_ip = False
         self.gettoken_delay = 0.0
@@ -68,6 +71,7 @@ class FakeWeCom:
             web.get("/cgi-bin/gettoken", self._gettoken), web.post("/cgi-bin/message/send", self._send),
             web.get("/cgi-bin/media/get", self._media), web.get("/cgi-bin/user/get", self._user_get),
             web.get("/cgi-bin/user/list", self._user_list), web.get("/cgi-bin/agent/get", self._agent_get),
+            web.post("/cgi-bin/message/update_template_card", self._update_card),
         ])
         return app
 
@@ -174,6 +178,16 @@ class FakeWeCom:
             return False
         window.append(now)
         return True
+
+    async def _update_card(self, request: web.Request) -> web.Response:
+        corp, err = self._auth(request)
+        if err is not None:
+            return err
+        body = await request.json()
+        if any(u.get("response_code") == body.get("response_code") for u in self.card_updates):
+            return self._err(40003, "invalid response_code")  # used already
+        self.card_updates.append(body)
+        return web.json_response({"errcode": 0, "errmsg": "ok"})
 
     async def _media(self, request: web.Request) -> web.StreamResponse:
         corp, err = self._auth(request)

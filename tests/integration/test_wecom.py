@@ -346,6 +346,7 @@ async def test_approval_card_clicked_twice_writes_the_crm_once_and_typing_1_work
         await post(wecom, A, event_xml(A, "ZhangWei", "template_card_event", create_time=t, extra=extra))
     sent = await fake.wait_sent(to(A, "ZhangWei"), n=3)
     assert "✓" in content(sent[2]) and visits() == before + 1
+    assert [(u["response_code"], u["button"]["replace_name"]) for u in fake.card_updates] == [("rc-9", "已处理")]  # buttons greyed out
     # a client without cards (the WeChat plug-in): the typed fallback resolves the next one
     await post(wecom, A, text_xml(A, "ZhangWei", log.replace("下周二", "下周三"), "7450000000000000041"))
     await fake.wait_sent(to(A, "ZhangWei"), n=5)
