@@ -8,12 +8,12 @@ from __future__ import annotations
 import asyncio
 import hmac
 from datetime import date
-from pathlib import PurePath
 
 from aiohttp import web
 from sqlalchemy import select
 from sqlmodel import Session
 
+from bot.connector import read_form
 from bot.directory import DirectoryError, Person
 
 
@@ -39,24 +39,12 @@ def admin_routes(cp) -> list[web.RouteDef]:  # noqa: ANN001
         authorize(request)
         if not request.content_type.startswith("multipart/"):
             raise web.HTTPBadRequest(text="send the files as multipart/form-data (field 'file', optional field 'as')")
-        reader = await request.multipart()
-        fields: dict[str, str] = {}
-        files: list[tuple[str, bytes]] = []
-        while (part := await reader.next()) is not None:
-            if part.filename:
-                data = bytearray()
-                while chunk := await part.read_chunk(1 << 16):
-                    data += chunk
-                    if len(data) > s.max_upload_bytes:
-                        raise web.HTTPRequestEntityTooLarge(max_size=s.max_upload_bytes, actual_size=len(data))
-                files.append((PurePath(part.filename).name, bytes(data)))
-            else:
-                fields[part.name or ""] = (await part.read(decode=True)).decode("utf-8", "replace")
+        fields, files = await read_form(request, s.max_upload_bytes)
         if not files:
             raise web.HTTPBadRequest(text="no file in the upload")
         who = await asyncio.to_thread(person, fields.get("as"))
         results = []
-        for name, data in files:
+        for name, _, data in files:
             reply = await asyncio.to_thread(cp.publishing.upload, who, name, data, f"upload:{who.id}/{name}")
             results.append(reply.meta["ingest"])
         status = 200 if all(r["status"] != "error" for r in results) else 207

@@ -77,3 +77,24 @@ def render_text(reply: Reply, *, numbered_buttons: bool = True) -> str:
     if reply.buttons and numbered_buttons:
         parts.append("  ".join(f"{b.reply or i + 1}. {b.label}" for i, b in enumerate(reply.buttons)))
     return "\n\n".join(p for p in parts if p)
+
+
+async def read_form(request: web.Request, limit: int) -> tuple[dict[str, str], list[tuple[str, str, bytes]]]:
+    """A multipart form, streamed: text fields, and files as (name, content type, bytes), each file
+    refused with 413 as soon as it passes `limit` bytes."""
+    from pathlib import PurePath
+
+    reader = await request.multipart()
+    fields: dict[str, str] = {}
+    files: list[tuple[str, str, bytes]] = []
+    while (part := await reader.next()) is not None:
+        if part.filename:
+            data = bytearray()
+            while chunk := await part.read_chunk(1 << 16):
+                data += chunk
+                if len(data) > limit:
+                    raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(data))
+            files.append((PurePath(part.filename).name, part.headers.get("Content-Type", ""), bytes(data)))
+        else:
+            fields[part.name or ""] = (await part.read(decode=True)).decode("utf-8", "replace")
+    return fields, files

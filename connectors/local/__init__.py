@@ -15,7 +15,7 @@ from typing import Awaitable, Callable
 
 from aiohttp import web
 
-from bot.connector import Check, Sink
+from bot.connector import Check, Sink, read_form
 from bot.models import Attachment, InboundMessage, Reply, Target
 
 WEB = Path(__file__).parent / "web"
@@ -119,24 +119,14 @@ class LocalConnector:
     async def _read_upload(self, request: web.Request) -> tuple[dict, Attachment]:
         if self.uploads is None:
             raise web.HTTPBadRequest(text="file upload is not enabled")
-        reader = await request.multipart()
-        fields: dict = {}
+        fields, files = await read_form(request, self.max_upload)
         attachment = None
-        while (part := await reader.next()) is not None:
-            if part.filename:
-                data = bytearray()
-                while chunk := await part.read_chunk(1 << 16):
-                    data += chunk
-                    if len(data) > self.max_upload:
-                        raise web.HTTPRequestEntityTooLarge(max_size=self.max_upload, actual_size=len(data))
-                digest = hashlib.sha256(data).hexdigest()
-                self.uploads.mkdir(parents=True, exist_ok=True)
-                path = self.uploads / digest
-                path.write_bytes(bytes(data))
-                attachment = Attachment(name=Path(part.filename).name, mime=part.headers.get("Content-Type", ""), size=len(data), ref=digest)
-                fields.setdefault("id", "upload-" + digest[:24])
-            else:
-                fields[part.name] = (await part.read(decode=True)).decode("utf-8", "replace")
+        for name, mime, data in files[:1]:
+            digest = hashlib.sha256(data).hexdigest()
+            self.uploads.mkdir(parents=True, exist_ok=True)
+            (self.uploads / digest).write_bytes(data)
+            attachment = Attachment(name=name, mime=mime, size=len(data), ref=digest)
+            fields.setdefault("id", "upload-" + digest[:24])
         if attachment is None:
             raise web.HTTPBadRequest(text="no file in the upload")
         return fields, attachment

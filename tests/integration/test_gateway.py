@@ -105,3 +105,26 @@ async def test_citation_link_opens_the_document_for_its_viewer_only(gateway):
     assert page.status == 200 and "星图" in await page.text()
     forged = await gateway.get("/" + path.replace("role=rep", "role=admin"))
     assert forged.status == 403
+
+
+async def test_file_sent_in_the_web_chat_goes_to_the_knowledge_base(gateway):
+    import aiohttp
+
+    from rag.retrieve import Viewer
+
+    async def upload(who: str, name: str, text: str):
+        form = aiohttp.FormData()
+        form.add_field("as", who)
+        form.add_field("conversation", f"up-{who}")
+        form.add_field("file", text.encode(), filename=name, content_type="text/markdown")
+        return await gateway.post("/api/chat", data=form)
+
+    assert (await upload("chenjing", "qinglong.md", "# 青龙\n\n青龙方案的交付周期是五周。\n")).status == 202
+    [reply] = await replies_for(gateway, "up-chenjing")
+    assert "已导入" in reply["reply"]["text"]
+    hits = gateway.copilot.retriever.search("青龙方案 交付周期", Viewer("default", "rep", "华东区"), k=3)
+    assert hits[0].doc_id == "qinglong.md"
+    assert (await upload("zhangwei", "baihu.md", "# 白虎\n\n白虎方案只有草稿。\n")).status == 202
+    [reply] = await replies_for(gateway, "up-zhangwei")
+    assert "草稿" in reply["reply"]["text"]
+    assert all(h.doc_id != "baihu.md" for h in gateway.copilot.retriever.search("白虎方案", Viewer("default", "admin"), k=5))
