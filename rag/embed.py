@@ -68,7 +68,8 @@ class SentenceTransformerEmbedder:
         except Exception as exc:  # noqa: BLE001 - report any loader failure the same way
             raise EmbedderError(f"cannot load sentence-transformers model {name_or_path!r}: {exc}") from exc
         self.model_id = f"st:{Path(name_or_path).name if os.path.isdir(name_or_path) else name_or_path}"
-        self.dim = int(self._m.get_sentence_embedding_dimension())
+        dim = getattr(self._m, "get_embedding_dimension", None) or self._m.get_sentence_embedding_dimension
+        self.dim = int(dim())
         # e5-family models expect prefixes; others don't.
         self._e5 = "e5" in name_or_path.lower()
         self._lock = threading.Lock()

@@ -86,7 +86,7 @@ def scale(root: Path, cache: Path, questions: list[dict], n_chunks: int = 10_000
     try:
         with Session(cp.engine) as s:
             base = s.exec(select(Chunk).where(Chunk.tenant == cp.settings.tenant)).all()
-        vecs = cp.vectors.vectors([c.id for c in base])
+        vecs = cp.vectors.vectors(cp.settings.tenant, [c.id for c in base])
         rng = random.Random(7)
         tenant = "bench10k"
         with Session(cp.engine) as s:
