@@ -128,3 +128,25 @@ async def test_file_sent_in_the_web_chat_goes_to_the_knowledge_base(gateway):
     [reply] = await replies_for(gateway, "up-zhangwei")
     assert "草稿" in reply["reply"]["text"]
     assert all(h.doc_id != "baihu.md" for h in gateway.copilot.retriever.search("白虎方案", Viewer("default", "admin"), k=5))
+
+
+async def test_a_message_that_keeps_failing_is_dead_lettered_and_the_sender_told(make_settings, aiohttp_client):
+    from bot.app import Copilot
+    from bot.gateway import create_app
+
+    cp = Copilot.open(make_settings(max_attempts=3, retry_base_seconds=0.05))
+    cp.bootstrap()
+    calls = []
+
+    def broken(person, msg):  # noqa: ANN001, ANN202 - a job that always fails (e.g. a bug, a corrupt record)
+        calls.append(msg.platform_msg_id)
+        raise RuntimeError("boom")
+
+    cp.agent.handle = broken
+    client = await aiohttp_client(create_app(cp))
+    await post(client, **{"as": "zhangwei", "text": "星图？", "conversation": "dead", "id": "d1"})
+    [reply] = await replies_for(client, "dead")
+    assert reply["reply"]["kind"] == "error" and "处理失败" in reply["reply"]["text"]
+    assert calls == ["d1", "d1", "d1"]
+    assert cp.inbox.counts().get("dead") == 1
+    assert 'copilot_messages_dead_total{channel="console"} 1.0' in await (await client.get("/metrics")).text()
