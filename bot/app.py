@@ -32,8 +32,10 @@ from bot.ratelimit import RateLimiter
 from bot.pending import PendingStore
 from bot.publishing import Publishing
 from bot.router import Router
-from bot.settings import Settings
+from bot.scheduler import Scheduler, scheduler_for
+from bot.settings import Settings, toml_section
 from bot.storage import init_db, make_engine
+from crm.scoring import ScoringConfig
 from crm.service import CRM
 from rag.embed import CachedEmbedder, make_embedder
 from rag.index import VectorIndex
@@ -66,6 +68,8 @@ class Copilot:
     dispatcher: Dispatcher | None = None
     router: Router | None = None
     limiter: RateLimiter | None = None
+    scheduler: Scheduler | None = None
+    proactive: bool = True  # run the scheduler (digests, nudges, alerts, CRM sync); `copilot chat` turns it off
     started: bool = False
 
     @classmethod
@@ -88,7 +92,7 @@ class Copilot:
         outbox = Outbox(engine, connectors, metrics, retry_base=settings.retry_base_seconds, yield_to=lambda: inbox.quiet(0.05))
         directory = Directory(engine)
         ingestor = Ingestor(engine, vectors, embedder)
-        crm = CRM(engine, tz=settings.timezone)
+        crm = CRM(engine, tz=settings.timezone, scoring=ScoringConfig.from_dict(toml_section("scoring")))
         publishing = Publishing(engine, ingestor, directory, outbox.enqueue, settings.stale_days)
         agent = Agent(answerer=answerer, prompts=prompts, crm=crm, pending=PendingStore(engine), directory=directory, engine=engine,
                       enqueue=outbox.enqueue, can_email=lambda: "email" in connectors, publishing=publishing)
@@ -129,6 +133,9 @@ class Copilot:
                                      max_attempts=s.max_attempts, retry_base=s.retry_base_seconds, on_replies=self.outbox.wake)
         await self.outbox.start()
         await self.dispatcher.start()
+        if self.proactive:
+            self.scheduler = scheduler_for(self)
+            await self.scheduler.start()
         for c in self.connectors.values():
             await c.start(self.sink)
         # Everything loaded so far (models, libraries) lives for the whole process: keep it out of the
@@ -145,6 +152,8 @@ class Copilot:
                 log.exception("closing connector %s", c.name)
         if self.dispatcher:
             await self.dispatcher.aclose()
+        if self.scheduler:
+            await self.scheduler.aclose()
         await self.outbox.aclose()
         await self.inbox.aclose()
         self.embedder.close()

@@ -194,6 +194,7 @@ async def _chat(cp, person) -> None:  # noqa: ANN001
 
     term = TerminalConnector(lambda text: print(f"\ncopilot> {text}\n", flush=True))
     cp.attach([term])
+    cp.proactive = False  # nudges belong to `copilot serve`; this terminal prints whatever it delivers
     await cp.start()
     conv = f"cli-{person.id}"
     ident = next((i.platform_user_id for i in cp.directory.identities(person.id) if i.channel == "console"), person.id)
