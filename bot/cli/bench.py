@@ -83,3 +83,14 @@ def agent() -> None:
     from bot.bench.agent import run
 
     _print(run())
+
+
+@bench.command("email")
+def email(
+    seconds: float = typer.Option(3.0, help="Seconds per parser in the parse benchmark."),
+    messages: int = typer.Option(500, help="Messages in the Dovecot mailbox for the fetch-to-inbox run."),
+) -> None:
+    """Emails parsed per second vs. the stdlib parser (ratio); IMAP fetch-to-inbox throughput from Dovecot."""
+    from bot.bench.email import run
+
+    _print(asyncio.run(run(seconds, messages)))

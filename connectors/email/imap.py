@@ -8,6 +8,7 @@ connection-lost signal for IMAP4_SSL (it drops `conn_lost_cb`), and FETCH respon
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import re
 import socket
@@ -109,6 +110,12 @@ class ImapSession:
             raise ImapError(f"IMAP login as {mb.username} refused: {reason}", "auth",
                             "check username and password; Gmail, Outlook, QQ, 163 and Tencent Exmail need an app "
                             "password or authorization code (授权码) with IMAP enabled in the web mail settings")
+        if self.client.has_capability("ID"):
+            # NetEase (163/126/yeah.net) refuses SELECT as an "Unsafe Login" from clients that send no ID.
+            try:
+                await self._call(self.client.id(name="sales-copilot", version="1", vendor="sales-copilot"))
+            except ImapError:
+                pass  # an ID the server dislikes is no reason to stop
         return await self.select(folder or mb.folder)
 
     async def _starttls(self, ctx: ssl.SSLContext) -> None:
@@ -271,7 +278,28 @@ def _uid_set(uids: list[int]) -> str:
     return ",".join(f"{a}:{b}" if a != b else str(a) for a, b in out)
 
 
+def utf7(folder: str) -> str:
+    """A folder name in IMAP's modified UTF-7 (RFC 3501 5.1.3): 已发送 -> &XfJT0ZAB-."""
+    out, run = [], []
+
+    def flush() -> None:
+        if run:
+            b64 = base64.b64encode("".join(run).encode("utf-16-be")).decode().rstrip("=").replace("/", ",")
+            out.append(f"&{b64}-")
+            run.clear()
+
+    for ch in folder:
+        if 0x20 <= ord(ch) <= 0x7E:
+            flush()
+            out.append("&-" if ch == "&" else ch)
+        else:
+            run.append(ch)
+    flush()
+    return "".join(out)
+
+
 def _quote(folder: str) -> str:
+    folder = utf7(folder)
     return folder if re.fullmatch(r"[\w.\-/]+", folder) else '"' + folder.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from bot.connector import Sink
+from bot.models import InboundMessage
 
 from .config import Mailbox
 from .imap import IdleUnsupported, ImapError, ImapSession, imap_date
@@ -157,43 +158,58 @@ class MailboxWatcher:
         for i in range(0, len(uids), FETCH_BATCH):
             chunk = uids[i:i + FETCH_BATCH]
             got = await session.fetch(chunk)
-            for uid in chunk:
-                raw = got.get(uid)
-                if raw is None:
-                    continue  # expunged between SEARCH and FETCH
-                handed += await self._deliver(session, uidvalidity, uid, raw)
+            present = [(uid, got[uid]) for uid in chunk if uid in got]  # absent: expunged since SEARCH
+            # One thread hop parses the whole batch (parsing is most of the cost per message); the
+            # hand-over stays one message at a time, in UID order, each followed by its cursor move.
+            ready = await asyncio.to_thread(lambda: [self._prepare(uid, uidvalidity, raw) for uid, raw in present])
+            for item in ready:
+                handed += await self._deliver(session, uidvalidity, item)
         return handed
 
-    async def _deliver(self, session: ImapSession, uidvalidity: int, uid: int, raw: bytes) -> int:
-        mb = self.mb
+    def _prepare(self, uid: int, uidvalidity: int, raw: bytes) -> "_Prepared":
+        """Parse one message and build what goes to the sink (in a worker thread)."""
         try:
-            parsed = await asyncio.to_thread(parse_email, raw)
+            parsed = parse_email(raw)
         except Exception as exc:  # noqa: BLE001 - UnparseableEmail, or a parser bug on hostile input
-            name = f"{mb.key}-{uidvalidity}-{uid}"
-            path = await asyncio.to_thread(self.files.keep_unparsed, name, raw, f"{type(exc).__name__}: {exc}")
+            return _Prepared(uid, raw, platform_id(None, raw), error=f"{type(exc).__name__}: {exc}")
+        pid = platform_id(parsed, raw)
+        if parsed.from_addr.strip().lower() in self.own:
+            return _Prepared(uid, raw, pid, own=True)  # our own mail (a Bcc copy, a loop): never processed
+        msg = to_inbound(parsed, raw, self.mb, self.files, uid=uid, uidvalidity=uidvalidity)
+        return _Prepared(uid, raw, pid, msg=msg)
+
+    async def _deliver(self, session: ImapSession, uidvalidity: int, item: "_Prepared") -> int:
+        mb, uid = self.mb, item.uid
+        if item.error:
+            path = await asyncio.to_thread(self.files.keep_unparsed, f"{mb.key}-{uidvalidity}-{uid}", item.raw, item.error)
             self.status.counts["unparsed"] += 1
             log.error("mailbox %s: message UID %d cannot be parsed (%s); kept at %s and flagged %s",
-                      mb.key, uid, exc, path, UNPARSED_FLAG)
+                      mb.key, uid, item.error, path, UNPARSED_FLAG)
             try:
                 await session.flag(uid, UNPARSED_FLAG)
             except ImapError as flag_exc:
                 log.warning("mailbox %s: could not flag UID %d: %s", mb.key, uid, flag_exc)
-            await asyncio.to_thread(self.state.advance, mb.key, mb.folder, uidvalidity, uid, platform_id(None, raw))
-            return 0
-        pid = platform_id(parsed, raw)
-        if parsed.from_addr.strip().lower() in self.own:
-            self.status.counts["own"] += 1  # our own mail (a Bcc copy, a loop): never processed
-            await asyncio.to_thread(self.state.advance, mb.key, mb.folder, uidvalidity, uid, pid)
-            return 0
-        msg = await asyncio.to_thread(to_inbound, parsed, raw, mb, self.files, uid=uid, uidvalidity=uidvalidity)
-        await self.sink(msg)
-        self.status.counts["no_reply" if parsed.auto_reason else "received"] += 1
-        await asyncio.to_thread(self.state.advance, mb.key, mb.folder, uidvalidity, uid, pid)
-        return 1
+        elif item.own:
+            self.status.counts["own"] += 1
+        else:
+            await self.sink(item.msg)
+            self.status.counts["no_reply" if item.msg.reply_context["no_reply"] else "received"] += 1
+        await asyncio.to_thread(self.state.advance, mb.key, mb.folder, uidvalidity, uid, item.key)
+        return 1 if item.msg is not None else 0
 
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    uid: int
+    raw: bytes
+    key: str  # what the seen-table records: the Message-ID, or the hash of the bytes
+    msg: InboundMessage | None = None
+    own: bool = False
+    error: str = ""
 
 
 def _message_id(header_block: bytes) -> str:

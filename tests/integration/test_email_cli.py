@@ -108,3 +108,11 @@ def test_compose_threads_and_marks_automatic_mail():
     assert again.message_id == out.message_id  # the same key, the same Message-ID
     assert again.message["Subject"] == "Re: 报价" and "Auto-Submitted" not in again.message
     assert again.recipients == ["wang@c.cn", "li@acme.cn", "copilot@acme.cn"]
+
+
+@pytest.mark.parametrize("name, wire", [("INBOX", "INBOX"), ("已发送", "&XfJT0ZAB-"), ("Sent & Drafts", "Sent &- Drafts"),
+                                        ("寄件備份", "&W8RO9lCZTv0-")])
+def test_folder_names_go_out_in_modified_utf7(name, wire):
+    from connectors.email.imap import utf7
+
+    assert utf7(name) == wire

@@ -130,14 +130,22 @@ async def test_a_send_retried_after_the_server_was_down_is_delivered_exactly_onc
         engine.dispose()
 
 
-async def test_a_lost_smtp_reply_is_resolved_by_our_own_copy_not_by_sending_twice(make_settings, imap_user, tmp_path):
-    def deliver(rcpt: str, data: bytes) -> None:  # the provider files the Bcc copy in our mailbox
-        if rcpt == imap_user.address:
+@pytest.mark.parametrize("where", ["bcc-copy", "sent-folder"])
+async def test_a_lost_smtp_reply_is_resolved_by_our_own_copy_not_by_sending_twice(make_settings, imap_user, tmp_path, where):
+    sent_folder = "已发送"  # a Chinese provider's Sent folder: IMAP names it in modified UTF-7
+    if where == "sent-folder":
+        await imap_user.create("&XfJT0ZAB-")
+
+    def deliver(rcpt: str, data: bytes) -> None:  # what the provider keeps: our Bcc copy, or a Sent copy
+        if where == "bcc-copy" and rcpt == imap_user.address:
             imap_user.server.append(rcpt, data)
+        elif where == "sent-folder" and rcpt == "wang@customer.example.cn":
+            imap_user.server.append(imap_user.address, data, folder="&XfJT0ZAB-")
 
     server = MailServer(free_port(), deliver=deliver).start()
     server.drop_next = 1  # takes the first message, then hangs up before saying 250
-    mb = imap_user.mailbox(smtp_host="127.0.0.1", smtp_port=server.port, smtp_security="none", confirm_wait=0.0)
+    extra = {"bcc_self": False, "sent_folder": sent_folder} if where == "sent-folder" else {}
+    mb = imap_user.mailbox(smtp_host="127.0.0.1", smtp_port=server.port, smtp_security="none", confirm_wait=0.0, **extra)
     sink = Collector()
     conn = EmailConnector(make_settings(), [mb])
     await conn.start(sink)
@@ -151,8 +159,10 @@ async def test_a_lost_smtp_reply_is_resolved_by_our_own_copy_not_by_sending_twic
     finally:
         await conn.aclose()
         server.stop()
-    assert len(server.received) == 1 and server.received[0].rcpt_tos == ["wang@customer.example.cn", imap_user.address]
-    assert sink.messages == [] and conn.watchers["default"].status.counts["own"] == 1  # our copy is never processed
+    assert len(server.received) == 1
+    if where == "bcc-copy":
+        assert server.received[0].rcpt_tos == ["wang@customer.example.cn", imap_user.address]
+        assert sink.messages == [] and conn.watchers["default"].status.counts["own"] == 1  # our copy: never processed
 
 
 async def test_doctor_names_the_cause_and_the_fix(make_settings, imap_user, smtp, tls_files, dovecot):
