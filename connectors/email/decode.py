@@ -158,6 +158,7 @@ def _decode_iso2022jp(data: bytes) -> tuple[str, bool]:
 _EW = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?]*)\?=")
 _EW_TRUNCATED = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\Z")
 _FOLD = re.compile(r"\r?\n(?=[ \t])|\r\n?(?![ \t])|\n")
+RAW_8BIT = re.compile("[\udc80-\udcff]")  # bytes >= 0x80 the stdlib parser kept as surrogates
 _QP_HEX = re.compile(rb"=([0-9A-Fa-f]{2})")
 
 
@@ -187,7 +188,7 @@ def decode_header(value: str) -> tuple[str, bool]:
     (inside quoted strings too). Adjacent words in one charset are joined as bytes first, since
     clients split multi-byte characters across words. Returns (text, lossy)."""
     value = _FOLD.sub("", value)
-    if any("\udc80" <= ch <= "\udcff" for ch in value):  # raw 8-bit bytes kept by the parser
+    if RAW_8BIT.search(value):  # raw 8-bit bytes kept by the parser
         value = decode_8bit(value.encode("ascii", "surrogateescape"))
     pieces: list[str] = []
     run_charset, run_data, lossy = None, b"", False

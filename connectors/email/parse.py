@@ -20,7 +20,7 @@ from email.message import Message
 from email.policy import compat32
 from email.utils import getaddresses, parsedate_to_datetime
 
-from .decode import decode_8bit, decode_base64, decode_bytes, decode_header, parse_params
+from .decode import RAW_8BIT, decode_8bit, decode_base64, decode_bytes, decode_header, parse_params
 from .htmltext import html_to_text
 from .loopsafe import auto_reason
 from .quote import strip_quoted
@@ -124,7 +124,7 @@ def _addresses(raw: str | None) -> list[Address]:
     if not raw:
         return []
     unfolded = re.sub(r"\r?\n", "", raw)
-    if any("\udc80" <= ch <= "\udcff" for ch in unfolded):  # raw 8-bit bytes in the header
+    if RAW_8BIT.search(unfolded):  # raw 8-bit bytes in the header
         unfolded = decode_8bit(unfolded.encode("utf-8", "surrogateescape"))
     out = []
     for name, addr in getaddresses([unfolded]):
@@ -275,7 +275,13 @@ class _Reader:
         rich = next((o for o in reversed(options) if o is not plain), None)
         if plain is None or rich is None:
             return plain or rich or []
-        plain_text, rich_text = self.join(plain), self.join(rich)
+        plain_text = self.join(plain)
+        plain_len = len(plain_text.strip())
+        # Rendered HTML is never longer than its decoded bytes: when the plain part is real text and
+        # at least a fifth of that, it wins without rendering the HTML (the costly half of parsing).
+        if plain_len and plain_len * 5 >= sum(len(self.payload(p)) for p in rich) and strip_quoted(plain_text).strip():
+            return plain
+        rich_text = self.join(rich)
         # Plain parts that are empty, only a list footer, or a "view this in HTML" stub lose.
         stub = (not strip_quoted(plain_text).strip() and strip_quoted(rich_text).strip()) \
             or (len(rich_text) >= 100 and len(plain_text.strip()) * 5 < len(rich_text))

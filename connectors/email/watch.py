@@ -16,6 +16,7 @@ counted; the loop moves on. Imports the bot's models only.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import random
 import time
@@ -126,8 +127,11 @@ class MailboxWatcher:
                 since = min(datetime.fromtimestamp(cur.synced_at or time.time(), timezone.utc),
                             datetime.now(timezone.utc) - timedelta(days=self.mb.backfill_days))
             uids = await session.search("SINCE", imap_date((since - timedelta(days=1)).date()))
-            uids = await self._unseen(session, uids)
-            handed = await self._deliver_all(session, sel.uidvalidity, uids)
+            fresh = await self._unseen(session, uids)
+            # The cursor also steps over the messages skipped as seen, so a restart in the middle of
+            # a resync never reconsiders them by UID alone.
+            handed = await self._deliver_all(session, sel.uidvalidity, fresh, skipped=sorted(set(uids) - set(fresh)))
+            uids = fresh
             # Older messages under the new UIDVALIDITY were deliberately not handed over: start after them.
             if sel.uidnext:
                 top = max(uids[-1] if uids else 0, sel.uidnext - 1)
@@ -153,8 +157,9 @@ class MailboxWatcher:
             keep += [u for u in chunk if ids.get(u) in fresh]
         return keep
 
-    async def _deliver_all(self, session: ImapSession, uidvalidity: int, uids: list[int]) -> int:
-        handed = 0
+    async def _deliver_all(self, session: ImapSession, uidvalidity: int, uids: list[int],
+                           skipped: list[int] | None = None) -> int:
+        handed, passed, skipped = 0, 0, skipped or []
         for i in range(0, len(uids), FETCH_BATCH):
             chunk = uids[i:i + FETCH_BATCH]
             got = await session.fetch(chunk)
@@ -163,6 +168,10 @@ class MailboxWatcher:
             # hand-over stays one message at a time, in UID order, each followed by its cursor move.
             ready = await asyncio.to_thread(lambda: [self._prepare(uid, uidvalidity, raw) for uid, raw in present])
             for item in ready:
+                below = bisect.bisect_left(skipped, item.uid)
+                if below > passed:
+                    passed = below
+                    await asyncio.to_thread(self.state.advance, self.mb.key, self.mb.folder, uidvalidity, skipped[below - 1])
                 handed += await self._deliver(session, uidvalidity, item)
         return handed
 
