@@ -248,8 +248,9 @@ class Agent:
         if not self.pending.claim(p.id, "done"):
             return Reply(text="已经起草过了。" if person.language != "en" else "Already drafted.", kind="notice")
         pl = p.payload
-        reply, _ = self.drafter.propose(person, pl["account_id"], pl["text"], p.conversation_key, now, f"{p.id}:draft"[:40],
-                                        thread={"message_id": pl["message_id"], "references": pl["references"], "subject": pl["subject"]})
+        reply, _ = self.drafter.propose(person, pl["account_id"], "", p.conversation_key, now, f"{p.id}:draft"[:40],
+                                        thread={"message_id": pl["message_id"], "references": pl["references"], "subject": pl["subject"],
+                                                "text": pl["text"]})
         return reply
 
     def _cancel(self, person: Person, p: Pending, edit: bool = False) -> Reply:

@@ -89,13 +89,22 @@ class Drafter:
     # propose -------------------------------------------------------------------------------------
     def propose(self, person: Person, account_id: str, text: str, conversation_key: str, now: datetime, key: str,
                 thread: dict | None = None) -> tuple[Reply, dict]:
-        """`thread`: the customer email this answers (message_id, references, subject): the reply is threaded."""
+        """`text` is the rep's request. `thread`: the customer email this answers (message_id, references,
+        subject, text): the reply is threaded, and the customer's words go to the model as data, never as
+        the request (a customer cannot instruct the copilot)."""
         f = self.facts(person, account_id, text, now)
         channel = "chat" if re.search(r"微信|企微|钉钉|消息|chat|message|wechat", text, re.I) else "email"
+        request = text
+        if thread:
+            channel = "email"
+            f["customer_email"] = thread.get("text", "")[:1500]
+            f["topic"] = (topics(f["customer_email"]) or [re.sub(r"^\s*((re|回复|答复)\s*[:：]\s*)+", "", thread.get("subject", ""), flags=re.I)
+                                                           or f["topic"]])[0]
+            request = "回复客户的这封来信" if f["lang"] == "zh" else "Reply to the customer's email"
         template, variant = self._template(person, f)
         draft = None
         if self.model is not None and self.model.configured:
-            draft = self._generate(person, f, template, channel, text)
+            draft = self._generate(person, f, template, channel, request)
             if draft:
                 variant = f"prompt:draft@{self.prompts.prompt('draft').version}"
         if draft is None:
