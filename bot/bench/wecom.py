@@ -30,20 +30,24 @@ CORP_ID, TOKEN, AGENT_ID, SECRET = "wwbench000000000001", "BenchToken1", 1000002
 SENDERS = 200  # distinct WeCom users (and so conversations), as in the console run
 
 
-def stub_api(counter: dict) -> web.Application:
-    """Just enough of the WeCom API for the replies: gettoken and message/send."""
+def stub_api() -> web.Application:
+    """Just enough of the WeCom API for the replies: gettoken, message/send, and /stats for the counts."""
+    counter = {"gettoken": 0, "sent": 0}
 
     async def gettoken(_: web.Request) -> web.Response:
-        counter["gettoken"] = counter.get("gettoken", 0) + 1
+        counter["gettoken"] += 1
         return web.json_response({"errcode": 0, "errmsg": "ok", "access_token": "bench-token", "expires_in": 7200})
 
     async def send(request: web.Request) -> web.Response:
         await request.read()
-        counter["sent"] = counter.get("sent", 0) + 1
+        counter["sent"] += 1
         return web.json_response({"errcode": 0, "errmsg": "ok", "invaliduser": ""})
 
+    async def stats(_: web.Request) -> web.Response:
+        return web.json_response(counter)
+
     app = web.Application()
-    app.add_routes([web.get("/cgi-bin/gettoken", gettoken), web.post("/cgi-bin/message/send", send)])
+    app.add_routes([web.get("/cgi-bin/gettoken", gettoken), web.post("/cgi-bin/message/send", send), web.get("/stats", stats)])
     return app
 
 
@@ -90,11 +94,7 @@ async def bench_wecom(total: int = 3000, concurrency: int = 50, rounds: int = 3,
     warm_n = 300
     warm_callbacks = build_callbacks(crypto, warm_n, "99")
 
-    counter: dict = {}
-    runner = web.AppRunner(stub_api(counter), access_log=None)
-    await runner.setup()
     api_port, port = free_port(), free_port()
-    await web.TCPSite(runner, "127.0.0.1", api_port).start()
     data = root / "gateway"
     db_url = f"sqlite:///{data / 'copilot.db'}"
     env = {"COPILOT_DATA_DIR": str(data), "COPILOT_RATE_LIMIT_PER_MINUTE": "0", "COPILOT_CONFIG": str(root / "absent.toml"),
@@ -102,8 +102,9 @@ async def bench_wecom(total: int = 3000, concurrency: int = 50, rounds: int = 3,
            "COPILOT_WECOM_AGENT_ID": str(AGENT_ID), "COPILOT_WECOM_SECRET": SECRET,
            "COPILOT_WECOM_API_BASE": f"http://127.0.0.1:{api_port}",
            "COPILOT_WECOM_USER_RATE_PER_MINUTE": "0", "COPILOT_WECOM_RATE_PER_MINUTE": "0"}  # pacing would only delay replies
-    base = f"http://127.0.0.1:{port}"
-    try:
+    base, api = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{api_port}"
+    # the stub runs in its own process too: the load generator's timing stays its own
+    async with ChildServer("bot.bench.wecom", ["--port", str(api_port)], f"{api}/stats"):
         async with ChildServer("bot.bench.target", ["copilot", "--port", str(port)], f"{base}/healthz", env):
             link_senders(db_url)
             expected = 0
@@ -120,8 +121,8 @@ async def bench_wecom(total: int = 3000, concurrency: int = 50, rounds: int = 3,
                     runs[channel].append(await run_load(req, total=total, concurrency=concurrency))
                     expected += unique_ids(total)
                     check = await wait_answered(db_url, expected)
-    finally:
-        await runner.cleanup()
+        async with aiohttp.ClientSession() as session, session.get(f"{api}/stats") as r:
+            counter = await r.json()
     console = _median(runs["console"], lambda x: x.rps)
     wecom = _median(runs["wecom"], lambda x: x.rps)
     rps_ratio = statistics.median(w.rps / c.rps for w, c in zip(runs["wecom"], runs["console"]))
@@ -150,3 +151,15 @@ def _decrypt_cost(crypto: WeComCrypto, callbacks: list[tuple[dict, bytes]]) -> f
 
 def _median(results: list, key):  # noqa: ANN001, ANN202
     return sorted(results, key=key)[len(results) // 2]
+
+
+def main() -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(description="the stub WeCom API of `copilot bench wecom`")
+    ap.add_argument("--port", type=int, required=True)
+    web.run_app(stub_api(), host="127.0.0.1", port=ap.parse_args().port, print=None, access_log=None)
+
+
+if __name__ == "__main__":
+    main()
