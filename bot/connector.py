@@ -37,10 +37,11 @@ class Check:
 class SendError(Exception):
     """Delivery failed. `retryable` failures are retried with backoff; others go to dead letters."""
 
-    def __init__(self, message: str, *, retryable: bool = True, retry_after: float | None = None):
+    def __init__(self, message: str, *, retryable: bool = True, retry_after: float | None = None, defer: bool = False):
         super().__init__(message)
         self.retryable = retryable
         self.retry_after = retry_after
+        self.defer = defer  # not a failure: the platform's pacing says "later" (does not use up an attempt)
 
 
 class Connector(Protocol):

@@ -159,11 +159,13 @@ class Outbox:
             raise
         except Exception as exc:  # noqa: BLE001
             retryable = exc.retryable if isinstance(exc, SendError) else True
-            self.metrics.send_failed.labels(row.channel).inc()
-            attempts = row.attempts + 1
+            deferred = isinstance(exc, SendError) and exc.defer
+            attempts = row.attempts + (0 if deferred else 1)
             dead = not retryable or attempts >= self.max_attempts
             delay = getattr(exc, "retry_after", None) or self.retry_base * (2 ** row.attempts)
-            log.warning("send %s to %s failed (attempt %d%s): %s", row.id, row.channel, attempts, ", dead" if dead else "", exc)
+            if not deferred:
+                self.metrics.send_failed.labels(row.channel).inc()
+                log.warning("send %s to %s failed (attempt %d%s): %s", row.id, row.channel, attempts, ", dead" if dead else "", exc)
             await asyncio.to_thread(self._mark_failed, row.id, "dead" if dead else "pending", attempts, time.time() + delay, str(exc))
             return None if dead else False
         self.metrics.sent.labels(row.channel).inc()

@@ -153,7 +153,7 @@ class WeComConnector:
         waited = 0.0
         while (wait := client.pacer.reserve(user)) > 0:
             if waited + wait > self.inline_wait:
-                raise SendError(f"pacing sends to {user}: next slot in {wait:.0f}s", retry_after=wait)
+                raise SendError(f"pacing sends to {user}: next slot in {wait:.0f}s", retry_after=wait, defer=True)
             await asyncio.sleep(wait)
             waited += wait
 
