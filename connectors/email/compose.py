@@ -80,6 +80,8 @@ def compose(target: Target, reply: Reply, key: str, mb: Mailbox) -> Outgoing:
     auto = reply.kind != "draft"  # a draft a rep approved is the rep's own mail
     if ctx.get("no_reply"):
         raise SendError(f"not answering automatic mail ({ctx['no_reply']})", retryable=False)
+    if not mb.own_address:
+        raise SendError(f"mailbox {mb.key} has no address to send from: set address", retryable=False)
     own = set(mb.own_addresses)
     if meta.get("to"):
         to = _pairs(meta["to"])

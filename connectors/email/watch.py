@@ -184,7 +184,10 @@ class MailboxWatcher:
         pid = platform_id(parsed, raw)
         if parsed.from_addr.strip().lower() in self.own:
             return _Prepared(uid, raw, pid, own=True)  # our own mail (a Bcc copy, a loop): never processed
-        msg = to_inbound(parsed, raw, self.mb, self.files, uid=uid, uidvalidity=uidvalidity)
+        try:
+            msg = to_inbound(parsed, raw, self.mb, self.files, uid=uid, uidvalidity=uidvalidity)
+        except ValueError as exc:  # a field the message model refuses; disk errors (OSError) are retried
+            return _Prepared(uid, raw, pid, error=f"{type(exc).__name__}: {exc}")
         return _Prepared(uid, raw, pid, msg=msg)
 
     async def _deliver(self, session: ImapSession, uidvalidity: int, item: "_Prepared") -> int:
