@@ -47,6 +47,7 @@ def init_db(engine: Engine) -> None:
 
     Two processes starting together on a new database migrate one after the other: PostgreSQL
     through an advisory lock, SQLite through a lock file beside the database."""
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # its routine INFO lines are noise here; we say what changed
     import bot.tables  # noqa: F401  (registers tables)
     import crm.models  # noqa: F401
     import rag.store  # noqa: F401
@@ -56,10 +57,12 @@ def init_db(engine: Engine) -> None:
     with _sqlite_lock(engine), engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": zlib.crc32(b"copilot-migrate")})
-        if MigrationContext.configure(conn).get_current_revision() != _head():
+        current = MigrationContext.configure(conn).get_current_revision()
+        if current != _head():
             cfg = _alembic_config()
             cfg.attributes["connection"] = conn  # env.py migrates on this connection, inside this transaction
             command.upgrade(cfg, "head")
+            log.info("database schema upgraded from %s to %s", current or "nothing", _head())
         missing = sorted(set(SQLModel.metadata.tables) - set(inspect(conn).get_table_names()))
     if missing:  # a table module changed without a revision: say how to fix it instead of failing later
         log.warning("tables without a migration: %s; add one with `alembic -c migrations/alembic.ini revision "

@@ -130,6 +130,7 @@ def _ramp(ratio: float) -> float:
 
 
 def score(o: Opportunity, f: Facts, cfg: ScoringConfig, today: date, tz: str, median_amount: float) -> Score:
+    """`o` is an Opportunity or anything with its fields (a Core row: bulk scoring skips the ORM)."""
     if o.stage not in OPEN_STAGES:
         won = o.stage == "won"
         return Score(o.id, 100 if won else 0, [o.stage], [Reason(o.stage, o.stage, "已赢单" if won else "已输单", 0.0)])
@@ -168,18 +169,19 @@ def score(o: Opportunity, f: Facts, cfg: ScoringConfig, today: date, tz: str, me
     return Score(o.id, int(round(max(0.0, min(100.0, value)))), [r.text for r in top], ranked)
 
 
-def medians(opps: Iterable[Opportunity]) -> dict[str, float]:
+def medians(amounts: Iterable[tuple[str, float]]) -> dict[str, float]:
+    """(currency, amount) pairs -> the median amount per currency."""
     by_cur: dict[str, list[float]] = {}
-    for o in opps:
-        if o.amount > 0:
-            by_cur.setdefault(o.currency, []).append(o.amount)
+    for cur, amount in amounts:
+        if amount and amount > 0:
+            by_cur.setdefault(cur, []).append(amount)
     return {c: statistics.median(v) for c, v in by_cur.items()}
 
 
 def score_all(engine: Engine, tenant: str, opps: Sequence[Opportunity], cfg: ScoringConfig, today: date, tz: str,
               median_of: dict[str, float] | None = None) -> list[Score]:
     facts = load_facts(engine, tenant, day_end(today, tz), opps)
-    med = median_of if median_of is not None else medians(opps)
+    med = median_of if median_of is not None else medians((o.currency, o.amount) for o in opps)
     return [score(o, facts[o.id], cfg, today, tz, med.get(o.currency, 0.0)) for o in opps]
 
 
@@ -189,7 +191,7 @@ def calibration(engine: Engine, tenant: str, closed: Sequence[Opportunity], cfg:
 
     The stage before closing comes from the stage history; deals imported already closed have none
     and are scored as negotiation (most deals close from there)."""
-    med = medians(all_opps)
+    med = medians((o.currency, o.amount) for o in all_opps)
     with engine.connect() as conn:
         sc = StageChange.__table__.c
         hist = conn.execute(select(sc.opportunity_id, sc.from_stage, sc.to_stage, sc.at).where(

@@ -149,10 +149,12 @@ class CRM:
         return score_all(self.engine, tenant, [opp], self.scoring, today, self.tz, self._medians(tenant))[0]
 
     def score_many(self, tenant: str, today: date, rep_id: str | None = None) -> list[tuple[Opportunity, Score]]:
-        """Open opportunities (of one rep, or all), best first."""
-        with Session(self.engine) as s:
-            q = select(Opportunity).where(Opportunity.tenant == tenant, Opportunity.stage.in_(OPEN_STAGES))
-            opps = list(s.execute(q.where(Opportunity.owner_id == rep_id) if rep_id else q).scalars())
+        """Open opportunities (of one rep, or all), best first. The opportunities are read-only rows with
+        Opportunity's fields: tens of thousands of ORM objects would cost more than scoring them."""
+        t = Opportunity.__table__
+        q = select(t).where(t.c.tenant == tenant, t.c.stage.in_(OPEN_STAGES))
+        with self.engine.connect() as conn:
+            opps = conn.execute(q.where(t.c.owner_id == rep_id) if rep_id else q).all()
         scores = score_all(self.engine, tenant, opps, self.scoring, today, self.tz, self._medians(tenant))
         return sorted(zip(opps, scores), key=lambda p: -p[1].value)
 
@@ -162,8 +164,7 @@ class CRM:
         if hit and _time.monotonic() - hit[1] < 600:  # a typical amount barely moves within minutes
             return hit[2][0]  # type: ignore[index]
         with Session(self.engine) as s:
-            rows = s.execute(select(Opportunity.currency, Opportunity.amount).where(Opportunity.tenant == tenant)).all()
-        med = medians(Opportunity(tenant=tenant, id="", account_id="", name="", currency=c, amount=a) for c, a in rows)
+            med = medians(s.execute(select(Opportunity.currency, Opportunity.amount).where(Opportunity.tenant == tenant)).all())
         self._cache[key] = (None, _time.monotonic(), [med])
         return med
 
@@ -191,13 +192,14 @@ class CRM:
             if prior is not None:
                 return self._replay(prior, op, model)
             obj = build(s)
+            payload = json.dumps(snapshot(obj), ensure_ascii=False)  # the replay result and the sync event's body
             try:
                 s.add(obj)
-                s.flush()
                 s.add(CrmWrite(tenant=tenant, key=key, op=op, entity=ENTITY_OF[model], entity_id=obj.id, actor=actor,
-                               source=source or "", result=json.dumps(snapshot(obj), ensure_ascii=False)))
+                               source=source or "", result=payload))
+                s.flush()
                 if self.sync:
-                    outbox.record(s, obj, sync_op, key, actor)
+                    outbox.record(s, obj, sync_op, key, actor, payload)
                 s.commit()
             except IntegrityError:  # the same key committed meanwhile by another caller: theirs is the write
                 s.rollback()

@@ -94,3 +94,15 @@ def email(
     from bot.bench.email import run
 
     _print(asyncio.run(run(seconds, messages)))
+
+
+@bench.command("crm")
+def crm(
+    writes: int = typer.Option(2000, help="CRM writes with and without the sync outbox (each)."),
+    opportunities: int = typer.Option(100_000, help="Generated opportunities to score."),
+    database_url: str = typer.Option("", help="Run on this database (e.g. a scratch PostgreSQL); default a temporary SQLite file."),
+) -> None:
+    """CRM writes per second through the sync outbox vs. without it; scoring time for 100k opportunities."""
+    from bot.bench.crm import run
+
+    _print(run(writes, opportunities, database_url or None))

@@ -29,16 +29,16 @@ def snapshot(obj: SQLModel) -> dict:
     return obj.model_dump(mode="json")
 
 
-def record(s: Session, obj: SQLModel, op: str, key: str, actor: str) -> None:
-    """Add the event and one pending delivery per enabled sink to the session's transaction."""
-    ev = SyncEvent(tenant=obj.tenant, entity=ENTITY_OF[type(obj)], entity_id=obj.id, op=op, idempotency_key=key,
-                   payload=json.dumps(snapshot(obj), ensure_ascii=False), actor=actor)
-    s.add(ev)
-    s.flush()
-    k = SyncSink.__table__.c
+def record(s: Session, obj: SQLModel, op: str, key: str, actor: str, payload: str | None = None) -> None:
+    """Add the event and one pending delivery per enabled sink to the session's transaction
+    (two statements: the event, then its deliveries selected from the sinks table)."""
+    e, k = SyncEvent.__table__, SyncSink.__table__.c
+    event_id = s.execute(insert(e).values(
+        tenant=obj.tenant, entity=ENTITY_OF[type(obj)], entity_id=obj.id, op=op, idempotency_key=key, actor=actor, created_at=_now(),
+        payload=payload if payload is not None else json.dumps(snapshot(obj), ensure_ascii=False)).returning(e.c.id)).scalar_one()
     s.execute(insert(SyncDelivery.__table__).from_select(
         ["event_id", "sink", "status", "attempts", "not_before", "error"],
-        select(literal(ev.id), k.name, literal("pending"), literal(0), literal(0.0), literal("")).where(k.enabled == True)))  # noqa: E712
+        select(literal(event_id), k.name, literal("pending"), literal(0), literal(0.0), literal("")).where(k.enabled == True)))  # noqa: E712
 
 
 @dataclass(frozen=True)
@@ -77,8 +77,8 @@ def backfill(engine: Engine, sink: str) -> int:
         done = select(d.c.event_id).where(d.c.sink == sink)
         res = conn.execute(insert(d).from_select(["event_id", "sink", "status", "attempts", "not_before", "error"],
                            select(e.c.id, literal(sink), literal("pending"), literal(0), literal(0.0), literal(""))
-                           .where(e.c.id.not_in(done))))
-        return res.rowcount or 0
+                           .where(e.c.id.not_in(done))).returning(d.c.event_id))
+        return len(res.all())  # rowcount of INSERT ... SELECT is -1 on psycopg
 
 
 def claim(engine: Engine, sink: str, limit: int = 64, now: float | None = None) -> list[Claimed]:
