@@ -9,7 +9,6 @@ expires. Replies are written in the same transaction that marks a row done: answ
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import socket
 import time
@@ -220,7 +219,3 @@ class Inbox:
     def get(self, inbox_id: int) -> InboxRow | None:
         with Session(self.engine) as s:
             return s.get(InboxRow, inbox_id)
-
-
-def dumps(obj: object) -> str:
-    return json.dumps(obj, ensure_ascii=False, default=str)

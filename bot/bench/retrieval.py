@@ -129,7 +129,7 @@ def scale(root: Path, cache: Path, questions: list[dict], n_chunks: int = 10_000
         lat = []
         for q in questions:
             t = time.perf_counter()
-            hits = cp.retriever.search(q["q"], viewer, k=5)
+            cp.retriever.search(q["q"], viewer, k=5)
             lat.append(time.perf_counter() - t)
         p95 = float(np.percentile(lat, 95)) * 1000
         return {"chunks": n_chunks, "viewer": "rep (filtered)", "p50_ms": round(float(np.percentile(lat, 50)) * 1000, 1),
