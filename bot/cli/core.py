@@ -115,6 +115,7 @@ def _run_batch(cp, path: Path, run) -> None:  # noqa: ANN001
 def search(
     query: Optional[str] = typer.Argument(None, help="What to look for."),
     as_: Optional[str] = typer.Option(None, "--as", help="Search as this user (their permissions)."),
+    channel: Optional[str] = typer.Option(None, help="Resolve --as as a user id on this channel (default: the rep id)."),
     k: int = typer.Option(10, "-k", min=1, max=100, help="Number of hits."),
     per_doc: int = typer.Option(1, "--per-doc", min=1, max=20, help="Passages per document."),
     mode: str = typer.Option("hybrid", help="hybrid | dense | bm25"),
@@ -136,7 +137,7 @@ def search(
         if batch is not None:
             _run_batch(cp, batch, run)
             return
-        hits = run(query, person_for(cp, as_))["hits"]
+        hits = run(query, person_for(cp, as_, channel))["hits"]
         if as_json:
             emit(hits)
             return
@@ -151,6 +152,7 @@ def search(
 def ask(
     question: Optional[str] = typer.Argument(None, help="A product or competitor question."),
     as_: Optional[str] = typer.Option(None, "--as", help="Ask as this user (their permissions)."),
+    channel: Optional[str] = typer.Option(None, help="Resolve --as as a user id on this channel (default: the rep id)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON {answer, citations, grounded}."),
     batch: Optional[Path] = typer.Option(None, help="JSONL file of {id, q, as}: one JSON result line each."),
 ) -> None:
@@ -166,7 +168,7 @@ def ask(
         if batch is not None:
             _run_batch(cp, batch, run)
             return
-        out = run(question, person_for(cp, as_))
+        out = run(question, person_for(cp, as_, channel))
         if as_json:
             emit(out)
             return
