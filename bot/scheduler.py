@@ -173,6 +173,7 @@ class Scheduler:
         people = {p.id: p for p in self.directory.list(self.tenant)}
         self._health(now, people, sent)
         check_deals = self._deals_checked is None or now - self._deals_checked >= timedelta(minutes=self.cfg.deal_check_minutes)
+        supervisors = set(supervisors_for(self.engine, self.tenant))
         for p in people.values():
             local = now.astimezone(ZoneInfo(p.timezone))
             if not self.cfg.open_at(local):
@@ -180,7 +181,7 @@ class Scheduler:
             if local.time() >= self.cfg.digest_at:
                 self._digest(p, local.date(), sent)
             self._overdue(p, now, sent)
-            if local.time() >= self.cfg.store_summary_at:
+            if p.id in supervisors and local.time() >= self.cfg.store_summary_at:
                 self._store_summary(p, local.date(), sent)
         if check_deals:
             self._deals(now, people, sent)
@@ -298,7 +299,7 @@ class Scheduler:
             crm_health.run_day(self.engine, self.tenant, d, self.health, self.usage)
 
     def _store_summary(self, p: Person, day: date, sent: Counter) -> None:
-        if p.id not in supervisors_for(self.engine, self.tenant) or self._logged("store_summary", p.id, str(day)):
+        if self._logged("store_summary", p.id, str(day)):
             return
         summary = supervisor_summary(self.engine, self.tenant, p.id, day, p.timezone, lang=p.language)
         if not summary.visits:

@@ -113,7 +113,7 @@ class Importer:
         if kind == "reps":  # a manager may be listed after the people who report to them
             self.known.ids["reps"] |= {str(c.get("id") or "").strip() for c in cells} - {""}
         seen: dict[str, int] = {}
-        good: list[tuple[int, dict, dict]] = []
+        good: list[tuple[dict, dict]] = []
         for n, c in enumerate(cells, start=2):
             row = Row(c, self.tz)
             values = PARSERS[kind](row, self.known, self.tenant)
@@ -124,8 +124,8 @@ class Importer:
                 rep.refused.append(RowError(n, rid, row.errors))
                 continue
             seen[rid] = n
-            good.append((n, values, c))
-        for n, values, c in good:
+            good.append((values, c))
+        for values, c in good:
             status = self._apply(kind, values)
             setattr(rep, status, getattr(rep, status) + 1)
             self.known.ids[kind].add(values["id"])

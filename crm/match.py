@@ -21,8 +21,10 @@ _HONORIFICS: dict[str, tuple[str, ...]] = {
 }
 _COMPOUND_SURNAMES = ("欧阳", "司马", "诸葛", "上官", "东方", "皇甫", "令狐", "慕容", "尉迟", "长孙", "夏侯", "公孙", "司徒",
                       "宇文", "端木", "独孤", "南宫", "闻人", "轩辕", "呼延")
-_ZH_HONORIFIC = re.compile("(" + "|".join(_COMPOUND_SURNAMES) + r"|[\u4e00-\u9fff])(" +
-                           "|".join(sorted(_HONORIFICS, key=len, reverse=True)) + ")")
+# words that start with an honorific's character but are not one: 小王总结了 (总结), 这周工作 (工作)
+_NOT_AFTER = {"总": "结是共部额体价之算数计裁会量包分归在有能", "工": "作厂程资具人期艺业地序时单位商行伤会"}
+_ZH_HONORIFIC = re.compile("(" + "|".join(_COMPOUND_SURNAMES) + r"|[\u4e00-\u9fff])(" + "|".join(
+    h + (f"(?![{_NOT_AFTER[h]}])" if h in _NOT_AFTER else "") for h in sorted(_HONORIFICS, key=len, reverse=True)) + ")")
 _EN_HONORIFIC = re.compile(r"\b(?:Mr|Mrs|Ms|Miss|Dr|Prof)\.?\s+([A-Z][A-Za-z'\-]+)")
 # the pinyin of common surnames, for "Mr. Wang" about 王建国 (covers most of the population)
 _PINYIN = dict(p.split(":") for p in (

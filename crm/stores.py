@@ -99,7 +99,7 @@ def supervisor_summary(engine: Engine, tenant: str, supervisor_id: str, day: dat
         before = [e for e in earlier if e.store_id == v.store_id]
         recent = [e for e in before if e.visited_at >= since]
 
-        def add(kind: str, text: str) -> None:
+        def add(kind: str, text: str, v: StoreVisit = v, name: str = name) -> None:
             out.problems.append(Problem(kind, v.store_id, name, text, v.id, v.rep_id))
 
         if v.display_ok is False:

@@ -30,6 +30,8 @@ class SyncError(Exception):
         super().__init__(message)
         self.retryable = retryable
         self.retry_after = retry_after
+        self.status: int | None = None  # the HTTP status, for adapters that act on it
+        self.method = ""
 
 
 class SyncConnector(Protocol):

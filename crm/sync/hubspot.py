@@ -65,12 +65,16 @@ class HubSpotSink:
         ext = await asyncio.to_thread(self.ids.get, tenant, entity, data["id"])
         if ext is None and obj in GROUP:
             ext = await self._search(obj, props[UNIQUE_PROPERTY])
+        if ext is not None:
+            try:
+                await self._request("PATCH", f"/crm/v3/objects/{obj}/{ext}", {"properties": props})
+                await self._associate(obj, ext, links)
+            except SyncError as exc:
+                if exc.status != 404 or exc.method != "PATCH":
+                    raise
+                ext = None  # deleted in HubSpot since: create it again
         if ext is None:
             ext = await self._create(obj, props, links)
-        else:
-            await self._request("PATCH", f"/crm/v3/objects/{obj}/{ext}", {"properties": props})
-            for to_obj, to_id in links:  # associating twice is a no-op, so re-delivery is safe
-                await self._request("PUT", f"/crm/v4/objects/{obj}/{ext}/associations/default/{to_obj}/{to_id}")
         await asyncio.to_thread(self.ids.put, tenant, entity, data["id"], ext)
         return ext
 
@@ -81,14 +85,21 @@ class HubSpotSink:
         try:
             return str((await self._request("POST", f"/crm/v3/objects/{obj}", body))["id"])
         except SyncError as exc:
-            m = _EXISTING.search(str(exc)) if obj == "contacts" and "409" in str(exc) else None
-            if m is None:
+            if exc.status != 409:
                 raise
-            ext = m.group(1)  # the email belongs to a contact HubSpot already has: that one is ours
+            # Already there: made by a concurrent delivery (a child sending its parent first), or a contact
+            # whose email HubSpot knows. Search can lag behind a create, so an unresolved 409 is retried.
+            m = _EXISTING.search(str(exc)) if obj == "contacts" else None
+            ext = m.group(1) if m else await self._search(obj, props[UNIQUE_PROPERTY]) if obj in GROUP else None
+            if ext is None:
+                raise SyncError(str(exc), retryable=True) from None
             await self._request("PATCH", f"/crm/v3/objects/{obj}/{ext}", {"properties": props})
-            for to_obj, to_id in links:
-                await self._request("PUT", f"/crm/v4/objects/{obj}/{ext}/associations/default/{to_obj}/{to_id}")
+            await self._associate(obj, ext, links)
             return ext
+
+    async def _associate(self, obj: str, ext: str, links: list[tuple[str, str]]) -> None:
+        for to_obj, to_id in links:  # associating twice is a no-op, so re-delivery is safe
+            await self._request("PUT", f"/crm/v4/objects/{obj}/{ext}/associations/default/{to_obj}/{to_id}")
 
     async def _links(self, tenant: str, entity: str, data: dict, lookup: Lookup, depth: int) -> list[tuple[str, str]]:
         """External ids of the records this one belongs to; parents HubSpot lacks are sent first."""
@@ -165,8 +176,10 @@ class HubSpotSink:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise SyncError(f"{type(exc).__name__}: {exc}") from None
         retryable = r.status >= 500 or r.status == 429
-        raise SyncError(f"HubSpot {method} {path}: HTTP {r.status}: {text}", retryable=retryable,
+        err = SyncError(f"HubSpot {method} {path}: HTTP {r.status}: {text}", retryable=retryable,
                         retry_after=float(retry_after) if retry_after and retry_after.isdigit() else (10.0 if r.status == 429 else None))
+        err.status, err.method = r.status, method
+        raise err
 
 
 def _split_name(name: str) -> tuple[str, str]:

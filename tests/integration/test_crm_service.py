@@ -54,6 +54,7 @@ def test_contacts_by_full_name_and_honorific(crm):
     assert ids(crm.find_contacts("default", "Ms. Wong asked about the contract")) == ["con-011"]
     assert ids(crm.find_contacts("default", "Emily asked", ["acc-007"])) == ["con-011"]  # a given name, within the account
     assert crm.find_contacts("default", "王总", ["acc-003"]) == []
+    assert crm.find_contacts("default", "这周工作很忙，小王总结了一下") == []  # 周工作 and 王总结 are words, not honorifics
 
 
 def test_account_by_email_and_domain(crm):

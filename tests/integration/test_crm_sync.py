@@ -156,3 +156,8 @@ async def test_hubspot_sends_a_missing_company_first_and_waits_out_429(engine, h
     [contact] = fake.by_copilot_id("contacts", "default:con-new")
     assert fake.linked("contacts", contact["id"], "companies") == {company["id"]}
     assert [d_["id"] for d_ in fake.by_copilot_id("deals", "default:opp-new")] and not fake.fail_next
+    del fake.objects["companies"][company["id"]]  # someone deleted it in HubSpot; our next change brings it back
+    Importer(engine, "default").import_rows("accounts", [{"id": "acc-new", "name": "杭州新客（更名）", "owner_id": "zhangwei"}])
+    assert (await deliver_all(d))["hubspot"] == {"delivered": 4}
+    [again] = fake.by_copilot_id("companies", "default:acc-new")
+    assert again["id"] != company["id"] and again["properties"]["name"] == "杭州新客（更名）"
