@@ -172,8 +172,17 @@ class Retriever:
 
     # search ------------------------------------------------------------------------------------
     def search(self, query: str, viewer: Viewer, *, k: int = 5, per_doc: int = 1, mode: str = "hybrid", depth: int = 40) -> list[Hit]:
+        """Best passages first. A search that overlapped a publish is run again on the new snapshot:
+        the vectors it read may belong to a version that was replaced meanwhile."""
+        for _ in range(3):
+            snap = self.snapshot(viewer.tenant)
+            hits = self._search(snap, query, viewer, k, per_doc, mode, depth)
+            if self.generation(viewer.tenant) == snap.generation:
+                break
+        return hits
+
+    def _search(self, snap: _Snapshot, query: str, viewer: Viewer, k: int, per_doc: int, mode: str, depth: int) -> list[Hit]:
         q = normalize(query, t2s=self.t2s)
-        snap = self.snapshot(viewer.tenant)
         if not snap.ids or not q:
             return []
         allowed = snap.mask(viewer.role, viewer.team)
