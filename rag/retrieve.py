@@ -173,8 +173,9 @@ class Retriever:
     # search ------------------------------------------------------------------------------------
     def search(self, query: str, viewer: Viewer, *, k: int = 5, per_doc: int = 1, mode: str = "hybrid", depth: int = 40) -> list[Hit]:
         """Best passages first. A search that overlapped a publish is run again on the new snapshot:
-        the vectors it read may belong to a version that was replaced meanwhile."""
-        for _ in range(3):
+        the vectors it read may belong to a version that was replaced meanwhile (publishes are rare;
+        the bound only stops a reader from spinning behind a bulk re-ingest)."""
+        for _ in range(20):
             snap = self.snapshot(viewer.tenant)
             hits = self._search(snap, query, viewer, k, per_doc, mode, depth)
             if self.generation(viewer.tenant) == snap.generation:
