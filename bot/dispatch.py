@@ -151,8 +151,8 @@ class Dispatcher:
                 for w in await asyncio.to_thread(self.inbox.unfinished):
                     if w.not_before <= now:
                         self.notify(w.id, w.conversation_key)
-                depth = sum((await asyncio.to_thread(self.inbox.counts)).get(s, 0) for s in ("queued", "processing"))
-                self.metrics.inbox_depth.set(depth)
+                counts = await asyncio.to_thread(self.inbox.counts)
+                self.metrics.inbox_depth.set(counts.get("queued", 0) + counts.get("processing", 0))
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001

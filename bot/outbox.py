@@ -37,6 +37,7 @@ class Outbox:
         self._loop_ref: asyncio.AbstractEventLoop | None = None
         self._sem = asyncio.Semaphore(concurrency)
         self._yield_to = yield_to  # an awaitable factory: acknowledging inbound messages comes first
+        self.only: set[str] | None = None  # deliver only these conversations (`copilot chat` beside a server)
 
     def enqueue(self, target: Target, reply: Reply, dedupe_key: str, conversation_key: str | None = None) -> int | None:
         """Queue a reply that is not the answer to an inbox row (nudges, notifications). Idempotent on the key."""
@@ -111,7 +112,10 @@ class Outbox:
         now = time.time()
         t = OutboundRow.__table__
         with self.engine.begin() as conn:
-            rows = conn.execute(select(t).where(t.c.status.in_(("pending", "sending"))).order_by(t.c.id).limit(limit * 4)).all()
+            q = select(t).where(t.c.status.in_(("pending", "sending")))
+            if self.only is not None:
+                q = q.where(t.c.conversation_key.in_(self.only))
+            rows = conn.execute(q.order_by(t.c.id).limit(limit * 4)).all()
             # a conversation whose oldest row waits for a retry (or is being sent) holds the later rows back
             blocked: set[str] = set()
             picked = []

@@ -112,7 +112,8 @@ class Agent:
         now = msg.received_at.astimezone(ZoneInfo(person.timezone or "Asia/Shanghai"))
         key = "m" + hashlib.sha1(f"{msg.channel}|{msg.tenant}|{msg.platform_msg_id}".encode()).hexdigest()[:15]
         conv = msg.conversation_key
-        lang = language(text) if text else ("en" if person.language == "en" else "zh")
+        bare = _CMD.sub(r"\2", text).strip()  # a bare "/help" says nothing about the language: use the person's
+        lang = language(bare) if bare else ("en" if person.language == "en" else "zh")
         if THUMBS_UP.match(text) or THUMBS_DOWN.match(text):
             if self.publishing is not None:
                 return [self.publishing.feedback(person, conv, 1 if THUMBS_UP.match(text) else -1)]

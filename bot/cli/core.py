@@ -26,16 +26,22 @@ def serve(
 
     s = load_settings(host=host, port=port)
     with opened(s, logs=True) as cp:
-        if cp.needs_bootstrap():
-            typer.echo(f"First start: loading sample users and ingesting {s.knowledge_dir} ...", err=True)
-            with _progress("embedding passages") as tick:
-                summary = cp.bootstrap(progress=tick)
-            typer.echo(f"Ready: {summary['reps']} users, {summary['documents']} documents.", err=True)
-            for e in summary["errors"]:
-                typer.echo(f"  not ingested: {e['name']}: {e['reason']}", err=True)
+        _first_start(cp)
         application = create_app(cp, channel_connectors(s))
         typer.echo(f"Web chat: http://{s.host}:{s.port}/", err=True)
         web.run_app(application, host=s.host, port=s.port, print=None, access_log=None, handle_signals=True)
+
+
+def _first_start(cp) -> None:  # noqa: ANN001
+    """On an empty data dir: the sample users, CRM records and knowledge, so everything works at once."""
+    if not cp.needs_bootstrap():
+        return
+    typer.echo(f"First start: loading sample users and CRM data, ingesting {cp.settings.knowledge_dir} ...", err=True)
+    with _progress("embedding passages") as tick:
+        summary = cp.bootstrap(progress=tick)
+    typer.echo(f"Ready: {summary['reps']} users, {summary['documents']} documents.", err=True)
+    for e in summary["errors"]:
+        typer.echo(f"  not ingested: {e['name']}: {e['reason']}", err=True)
 
 
 @app.command()
@@ -184,6 +190,7 @@ def chat(
 ) -> None:
     """Chat in the terminal through the same inbox, workers and outbox as every channel."""
     with opened() as cp:
+        _first_start(cp)
         person = person_for(cp, as_, channel)
         asyncio.run(_chat(cp, person))
 
@@ -196,9 +203,10 @@ async def _chat(cp, person) -> None:  # noqa: ANN001
 
     term = TerminalConnector(lambda text: print(f"\ncopilot> {text}\n", flush=True))
     cp.attach([term])
+    conv = f"cli-{person.id}"
+    cp.outbox.only = {f"console|{cp.settings.tenant}|{conv}"}  # a running `serve` delivers everything else
     cp.proactive = False  # nudges belong to `copilot serve`; this terminal prints whatever it delivers
     await cp.start()
-    conv = f"cli-{person.id}"
     ident = next((i.platform_user_id for i in cp.directory.identities(person.id) if i.channel == "console"), person.id)
     print(f"Chatting as {person.name} ({person.role}). /help for commands, Ctrl-D to quit.", file=sys.stderr)
     try:
