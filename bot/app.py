@@ -5,12 +5,11 @@ the workers and connectors' background receivers; the gateway (bot.gateway) adds
 """
 from __future__ import annotations
 
-import asyncio
 import csv
 import gc
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy.engine import Engine
@@ -21,11 +20,11 @@ from bot.agent.llm import ChatModel
 from bot.audit import Audit
 from bot.connector import Accepted, Connector
 from bot.correspondence import Correspondence
-from bot.directory import Directory, Person
+from bot.directory import Directory
 from bot.dispatch import Dispatcher
 from bot.inbox import Inbox
 from bot.metrics import Metrics
-from bot.models import Attachment, InboundMessage, Reply
+from bot.models import Attachment, InboundMessage
 from bot.outbox import Outbox
 from bot.prompts import Prompts
 from bot.ratelimit import RateLimiter
@@ -93,7 +92,8 @@ class Copilot:
         directory = Directory(engine)
         ingestor = Ingestor(engine, vectors, embedder)
         crm = CRM(engine, tz=settings.timezone, scoring=ScoringConfig.from_dict(toml_section("scoring")))
-        publishing = Publishing(engine, ingestor, directory, outbox.enqueue, settings.stale_days)
+        reach = lambda rep_id: directory.target_for(rep_id, connectors)  # noqa: E731
+        publishing = Publishing(engine, ingestor, directory, outbox.enqueue, reach, settings.stale_days)
         agent = Agent(answerer=answerer, prompts=prompts, crm=crm, pending=PendingStore(engine), directory=directory, engine=engine,
                       enqueue=outbox.enqueue, can_email=lambda: "email" in connectors, publishing=publishing)
         return cls(
@@ -127,7 +127,7 @@ class Copilot:
     async def start(self) -> None:
         s = self.settings
         self.limiter = RateLimiter(s.rate_limit_per_minute)
-        mail = Correspondence(self.directory, self.crm, self.agent.pending, self.outbox.enqueue)
+        mail = Correspondence(self.directory, self.crm, self.agent.pending, self.outbox.enqueue, self.publishing.reach)
         self.router = Router(self.directory, self.agent, self.prompts, fetch=self.fetch, ingest_file=self.publishing.upload, mail=mail)
         self.dispatcher = Dispatcher(self.inbox, self.router.handle, self.metrics, workers=s.workers, lease=s.lease_seconds,
                                      max_attempts=s.max_attempts, retry_base=s.retry_base_seconds, on_replies=self.outbox.wake)

@@ -18,7 +18,8 @@ log = logging.getLogger("copilot.mail")
 
 
 class Correspondence:
-    def __init__(self, directory: Directory, crm: CRM, pending: PendingStore, enqueue) -> None:  # noqa: ANN001
+    def __init__(self, directory: Directory, crm: CRM, pending: PendingStore, enqueue, reach) -> None:  # noqa: ANN001
+        self.reach = reach  # rep id -> Target in their own channel
         self.directory = directory
         self.crm = crm
         self.pending = pending
@@ -44,9 +45,7 @@ class Correspondence:
         self.crm.log_activity(msg.tenant, account_id=account.id, contact_id=contact.id if contact else None, opportunity_id=None,
                               rep_id=rep.id, kind="email", occurred_at=msg.received_at, summary=f"{who} 来信：{subject} — {excerpt}",
                               source=f"email:{ctx.get('message_id', '')}"[:300], idempotency_key=f"mail:{msg.platform_msg_id}", actor="copilot")
-        target = self.directory.target_for(rep.id)
-        if target is None:
-            return []
+        target = self.reach(rep.id)
         about = (topics(msg.text) or [subject])[0]
         p = self.pending.create(
             tenant=msg.tenant, rep_id=rep.id, conversation_key=f"{target.channel}|{target.tenant}|{target.conversation_id}",

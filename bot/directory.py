@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine
@@ -109,16 +110,17 @@ class Directory:
         with Session(self.engine) as s:
             return list(s.exec(select(Identity).where(Identity.rep_id == rep_id)).all())
 
-    def target_for(self, rep_id: str) -> Target | None:
-        """Where to reach a person unprompted: their preferred chat channel, else any chat identity."""
+    def target_for(self, rep_id: str, channels: Collection[str] = ()) -> Target:
+        """Where to reach a person unprompted: their preferred chat channel when this deployment runs it
+        (`channels`), else the web console (their conversation `web-<id>`)."""
         person = self.get(rep_id)
-        ids = [i for i in self.identities(rep_id) if i.channel != "email"]
-        ids.sort(key=lambda i: (i.channel != person.preferred_channel, i.channel == "console"))
-        if not ids:
-            return None
-        i = ids[0]
-        conv = f"web-{rep_id}" if i.channel == "console" else i.platform_user_id
-        return Target(channel=i.channel, tenant=i.tenant, conversation_id=conv, user_id=i.platform_user_id)
+        ids = self.identities(rep_id)
+        if person.preferred_channel != "console" and person.preferred_channel in channels:
+            for i in ids:
+                if i.channel == person.preferred_channel and i.tenant == person.tenant:
+                    return Target(channel=i.channel, tenant=i.tenant, conversation_id=i.platform_user_id, user_id=i.platform_user_id)
+        console = next((i.platform_user_id for i in ids if i.channel == "console"), rep_id)
+        return Target(channel="console", tenant=person.tenant, conversation_id=f"web-{console}", user_id=console)
 
     def by_role(self, tenant: str, *roles: str) -> list[Person]:
         return [p for p in self.list(tenant) if p.role in roles]

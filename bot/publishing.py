@@ -29,7 +29,8 @@ def zh(person: Person) -> bool:
 
 
 class Publishing:
-    def __init__(self, engine: Engine, ingestor: Ingestor, directory: Directory, enqueue, stale_days: int = 90) -> None:  # noqa: ANN001
+    def __init__(self, engine: Engine, ingestor: Ingestor, directory: Directory, enqueue, reach, stale_days: int = 90) -> None:  # noqa: ANN001
+        self.reach = reach  # rep id -> Target in their own channel
         self.engine = engine
         self.ingestor = ingestor
         self.directory = directory
@@ -58,9 +59,7 @@ class Publishing:
     def _ask_approvers(self, uploader: Person, res: IngestResult) -> None:
         ref = f"kbv:{res.version_id}"
         for p in self.directory.by_role(uploader.tenant, "enablement"):
-            target = self.directory.target_for(p.id)
-            if target is None:
-                continue
+            target = self.reach(p.id)
             text = (f"{uploader.name} 上传了新内容《{res.name}》（{res.doc_id} v{res.version}，{res.chunks} 段），需要审核后才会发布。"
                     if zh(p) else f"{uploader.name} uploaded {res.name} ({res.doc_id} v{res.version}, {res.chunks} passages); it needs approval.")
             reply = Reply(text=text, kind="confirm", buttons=[
@@ -116,11 +115,9 @@ class Publishing:
             if not r.flags or not r.owner:
                 continue
             try:
-                target = self.directory.target_for(r.owner)
+                target = self.reach(r.owner)
                 owner = self.directory.get(r.owner)
             except Exception:  # noqa: BLE001 - an owner who left the directory
-                continue
-            if target is None:
                 continue
             flags = "、".join(r.flags) if zh(owner) else ", ".join(r.flags)
             text = (f"你负责的《{r.title}》（{r.doc_id} v{r.version}，更新于 {r.updated}）需要关注：{flags}。近 30 天被检索 {r.served_30d} 次。"

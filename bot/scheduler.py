@@ -127,9 +127,11 @@ class Scheduler:
     health: crm_health.HealthConfig = field(default_factory=crm_health.HealthConfig)
     content: ContentLookup | None = None
     sync: Deliverer | None = None
+    daily: list = field(default_factory=list)  # more once-a-day jobs: f(day) (knowledge owners' nudges)
     _tasks: list[asyncio.Task] = field(default_factory=list)
     _deals_checked: datetime | None = None
     _health_day: date | None = None
+    _daily_day: date | None = None
 
     def __post_init__(self) -> None:
         self.lease = LeaderLease(self.engine, f"scheduler:{self.tenant}", self.owner, self.cfg.lease_seconds)
@@ -186,6 +188,11 @@ class Scheduler:
         if check_deals:
             self._deals(now, people, sent)
             self._deals_checked = now
+        local = now.astimezone(ZoneInfo(self.tz))
+        if self.daily and self.cfg.open_at(local) and local.time() >= self.cfg.digest_at and self._daily_day != local.date():
+            for job in self.daily:
+                sent[getattr(job, "__name__", "daily")] += job(local.date()) or 0
+            self._daily_day = local.date()
         return dict(sent)
 
     def _send(self, p: Person, kind: str, subject: str, period: str, reply: Reply, sent: Counter, tier: int = 0) -> None:
@@ -199,14 +206,7 @@ class Scheduler:
             return s.get(NudgeLog, (self.tenant, kind, subject, period)) is not None
 
     def _target(self, p: Person) -> Target:
-        """The person's preferred chat channel when this deployment runs it, else the web console."""
-        if p.preferred_channel != "console" and p.preferred_channel in self.outbox.connectors:
-            for ident in self.directory.identities(p.id):
-                if ident.channel == p.preferred_channel and ident.tenant == p.tenant:
-                    return Target(channel=ident.channel, tenant=ident.tenant, conversation_id=ident.platform_user_id,
-                                  user_id=ident.platform_user_id)
-        console = next((i.platform_user_id for i in self.directory.identities(p.id) if i.channel == "console"), p.id)
-        return Target(channel="console", tenant=p.tenant, conversation_id=f"web-{console}", user_id=console)
+        return self.directory.target_for(p.id, self.outbox.connectors)
 
     def _digest(self, p: Person, day: date, sent: Counter) -> None:
         if self._logged("digest", p.id, str(day)):
@@ -349,4 +349,4 @@ def scheduler_for(cp) -> Scheduler:  # noqa: ANN001 - the Copilot (bot.app impor
     crm = CRM(cp.engine, tz=s.timezone, stale_days=cfg.idle_days, scoring=ScoringConfig.from_dict(toml_section("scoring")))
     return Scheduler(cp.engine, cp.outbox, cp.directory, crm, s.tenant, s.timezone, owner=f"{OWNER}:{uuid.uuid4().hex[:6]}", cfg=cfg,
                      health=crm_health.HealthConfig.from_dict(toml_section("health")), content=battlecards(cp.retriever),
-                     sync=sync_deliverer(cp.engine))
+                     sync=sync_deliverer(cp.engine), daily=[lambda day: cp.publishing.nudge_owners(s.tenant, day)])

@@ -241,3 +241,23 @@ def test_tenants_are_isolated(copilot, tmp_path):
 def test_query_normalisation(kb, query):
     hits = kb.retriever.search(query, Viewer("default", "manager", "华东区"), k=5)
     assert hits and any("实施" in h.text or "周期" in h.text for h in hits)
+
+
+def test_owners_hear_about_flagged_content_once_a_week(copilot):
+    from datetime import datetime, timezone
+
+    from sqlmodel import Session, select
+
+    from bot.scheduler import scheduler_for
+    from bot.tables import OutboundRow
+
+    sched = scheduler_for(copilot)
+    morning = datetime(2026, 11, 25, 2, 30, tzinfo=timezone.utc)  # 10:30 in Shanghai
+    sched.tick(morning)
+    sched._daily_day = None  # a second pass the same week (another instance, a restart) sends nothing new
+    sched.tick(morning)
+    with Session(copilot.engine) as s:
+        flags = s.exec(select(OutboundRow).where(OutboundRow.dedupe_key.like("kb-flag:%"))).all()
+    keys = [f.dedupe_key for f in flags]
+    assert any(":pricing-q3-promo:" in k and "expired" in k for k in keys) and len(keys) == len(set(keys))
+    assert all(f.conversation_key.endswith("web-chenjing") or f.conversation_key.endswith("web-liuyang") for f in flags)
