@@ -63,6 +63,7 @@ class Inbox:
         self._inflight = 0
         self._quiet = asyncio.Event()
         self._quiet.set()
+        self._last_put = 0.0
 
     # ack path ----------------------------------------------------------------------------------
     async def put(self, msg: InboundMessage) -> Accepted:
@@ -73,6 +74,7 @@ class Inbox:
         self._wake.set()
         self._inflight += 1
         self._quiet.clear()
+        self._last_put = asyncio.get_running_loop().time()
         try:
             return await fut
         finally:
@@ -80,13 +82,16 @@ class Inbox:
             if not self._inflight:
                 self._quiet.set()
 
-    async def quiet(self, max_wait: float) -> None:
-        """Acknowledging comes first: background work waits (a bounded time) while puts are in flight."""
-        if not self._quiet.is_set():
-            try:
-                await asyncio.wait_for(self._quiet.wait(), timeout=max_wait)
-            except asyncio.TimeoutError:
-                pass
+    async def quiet(self, max_wait: float, gap: float = 0.01) -> None:
+        """Acknowledging comes first: background work waits (at most `max_wait`) until no message has
+        arrived for `gap` seconds. Under a burst it trickles; between messages it runs at once."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max_wait
+        while True:
+            idle_for = loop.time() - self._last_put
+            if (idle_for >= gap and self._quiet.is_set()) or loop.time() >= deadline:
+                return
+            await asyncio.sleep(min(max(gap - idle_for, 0.002), deadline - loop.time()))
 
     async def _write_loop(self) -> None:
         while True:

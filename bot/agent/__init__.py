@@ -135,7 +135,10 @@ class Agent:
                 # everyone in a group reads the answer: it is trimmed to what a rep of the asker's team may see
                 asker = replace(person, role="rep") if msg.is_group and person.role != "rep" else person
                 turn = self.run(job, asker, arg, conv, now, key)
-        self._record(person, conv, turn)
+        if turn.job not in ("help", "why"):  # nothing to explain or rate
+            self._record(person, conv, turn)
+        for r in turn.replies:
+            r.meta.setdefault("job", turn.job)
         return turn.replies
 
     def route(self, person: Person, text: str) -> str:

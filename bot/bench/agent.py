@@ -38,22 +38,6 @@ def _counts(cp) -> dict[str, int]:  # noqa: ANN001
                 "store_visit": n(StoreVisit, StoreVisit.source.like("pending:%")), "email": n(OutboundRow, OutboundRow.channel == "email")}
 
 
-def _last_job(cp, conv: str, before: int) -> str:  # noqa: ANN001
-    from bot.tables import AgentTurn
-
-    t = AgentTurn.__table__
-    with cp.engine.connect() as c:
-        row = c.execute(select(t.c.job).where(t.c.conversation_key == conv, t.c.id > before).order_by(t.c.id.desc()).limit(1)).first()
-    return row.job if row else "pending"
-
-
-def _max_turn(cp) -> int:  # noqa: ANN001
-    from bot.tables import AgentTurn
-
-    with cp.engine.connect() as c:
-        return c.execute(select(func.coalesce(func.max(AgentTurn.id), 0))).scalar()
-
-
 def check(expect: dict, replies, job: str, pending, before: dict, after: dict) -> list[str]:  # noqa: ANN001
     fails = []
     text = "\n".join((r.markdown or "") + "\n" + r.text for r in replies)
@@ -108,14 +92,14 @@ def run_mode(cp, scenarios: list[dict], model_clock: list[float]) -> dict:  # no
         conv = f"console|{person.tenant}|{conv_id}"
         fails = []
         for i, turn in enumerate(sc["turns"]):
-            before, top = _counts(cp), _max_turn(cp)
+            before = _counts(cp)
             msg = InboundMessage(channel="console", tenant=person.tenant, conversation_id=conv_id, sender_id=person.id,
                                  text=turn["say"], platform_msg_id=f"{conv_id}-{i}", received_at=NOW)
             model_before = model_clock[0]
             t = time.perf_counter()
             replies = cp.agent.handle(person, msg)
             latencies.append(time.perf_counter() - t - (model_clock[0] - model_before))
-            job = _last_job(cp, conv, top)
+            job = replies[0].meta.get("job", "pending") if replies else "pending"
             fails += [f"turn {i + 1}: {f}" for f in check(turn.get("expect", {}), replies, job, cp.agent.pending.latest(conv, person.id)
                                                          or _newest_pending(cp, conv), before, _counts(cp))]
         results.append({"id": sc["id"], "passed": not fails, "fails": fails})
