@@ -24,7 +24,7 @@ from bot.directory import Directory
 from bot.dispatch import Dispatcher
 from bot.inbox import Inbox
 from bot.metrics import Metrics
-from bot.models import Attachment, InboundMessage
+from bot.models import Attachment, InboundMessage, Target
 from bot.outbox import Outbox
 from bot.prompts import Prompts
 from bot.ratelimit import RateLimiter
@@ -128,7 +128,8 @@ class Copilot:
         s = self.settings
         self.limiter = RateLimiter(s.rate_limit_per_minute)
         mail = Correspondence(self.directory, self.crm, self.agent.pending, self.outbox.enqueue, self.publishing.reach)
-        self.router = Router(self.directory, self.agent, self.prompts, fetch=self.fetch, ingest_file=self.publishing.upload, mail=mail)
+        self.router = Router(self.directory, self.agent, self.prompts, fetch=self.fetch, ingest_file=self.publishing.upload, mail=mail,
+                             preview=self.preview)
         self.dispatcher = Dispatcher(self.inbox, self.router.handle, self.metrics, workers=s.workers, lease=s.lease_seconds,
                                      max_attempts=s.max_attempts, retry_base=s.retry_base_seconds, on_replies=self.outbox.wake)
         await self.outbox.start()
@@ -171,6 +172,14 @@ class Copilot:
                 self.dispatcher.notify(acc.inbox_id, msg.conversation_key)
         self.metrics.ack_latency.labels(msg.channel).observe(time.perf_counter() - started)
         return acc
+
+    def preview(self, msg: InboundMessage):  # noqa: ANN201
+        """A channel that can show an answer while the model writes it has `preview(target, text)`."""
+        show = getattr(self.connectors.get(msg.channel), "preview", None)
+        if show is None:
+            return None
+        target = Target.of(msg)
+        return lambda text: show(target, text)
 
     async def fetch(self, msg: InboundMessage, att: Attachment) -> bytes:
         connector = self.connectors.get(msg.channel)

@@ -25,8 +25,10 @@ IngestFile = Callable[[Person, str, bytes], Reply]  # Publishing.upload
 
 class Router:
     def __init__(self, directory: Directory, agent: Agent, prompts: Prompts, *, fetch: Fetch | None = None,
-                 ingest_file: IngestFile | None = None, mail: Correspondence | None = None) -> None:
+                 ingest_file: IngestFile | None = None, mail: Correspondence | None = None,
+                 preview: Callable[[InboundMessage], Callable[[str], None] | None] | None = None) -> None:
         self.mail = mail
+        self.preview = preview  # msg -> where its channel shows an answer while it is written (or None)
         self.directory = directory
         self.agent = agent
         self.prompts = prompts
@@ -64,7 +66,7 @@ class Router:
             return self.agent.act(person, msg.action, msg.conversation_key, at=msg.received_at)
         if not msg.text.strip():
             return [Reply(text=self.prompts.msg("unsupported", lang), kind="notice")]
-        return self.agent.handle(person, msg)
+        return self.agent.handle(person, msg, self.preview(msg) if self.preview else None)
 
     async def _files(self, msg: InboundMessage) -> list[Reply]:
         person = await asyncio.to_thread(self._who, msg)

@@ -107,7 +107,8 @@ class Agent:
         return Scope(person, team)
 
     # entry points --------------------------------------------------------------------------------
-    def handle(self, person: Person, msg: InboundMessage) -> list[Reply]:
+    def handle(self, person: Person, msg: InboundMessage, on_text=None) -> list[Reply]:  # noqa: ANN001
+        """`on_text`: where a channel that can show an answer while it is written wants the text so far."""
         text = msg.text.strip()
         now = msg.received_at.astimezone(ZoneInfo(person.timezone or "Asia/Shanghai"))
         key = "m" + hashlib.sha1(f"{msg.channel}|{msg.tenant}|{msg.platform_msg_id}".encode()).hexdigest()[:15]
@@ -134,7 +135,7 @@ class Agent:
             else:
                 # everyone in a group reads the answer: it is trimmed to what a rep of the asker's team may see
                 asker = replace(person, role="rep") if msg.is_group and person.role != "rep" else person
-                turn = self.run(job, asker, arg, conv, now, key)
+                turn = self.run(job, asker, arg, conv, now, key, on_text)
         if turn.job not in ("help", "why"):  # nothing to explain or rate
             self._record(person, conv, turn)
         for r in turn.replies:
@@ -161,7 +162,7 @@ class Agent:
             return "compare"
         return "ask"
 
-    def run(self, job: str, person: Person, text: str, conv: str, now: datetime, key: str) -> Turn:
+    def run(self, job: str, person: Person, text: str, conv: str, now: datetime, key: str, on_text=None) -> Turn:  # noqa: ANN001
         zh = (language(text) == "zh") if text else person.language != "en"
         if job == "todo":
             return Turn("todo", [self.my_day(person, now)], {"crm": "my_day"})
@@ -190,7 +191,7 @@ class Agent:
             return Turn("draft", [reply], evidence, reply.meta.get("variant", ""))
         if not text:
             return Turn("help", [Reply(text=self.prompts.msg("help", "zh" if zh else "en"), kind="notice")], {})
-        ans = self.answerer.answer(text, viewer_of(person), actor=person.id, conversation=conv)
+        ans = self.answerer.answer(text, viewer_of(person), actor=person.id, conversation=conv, on_text=on_text)
         evidence = {"passages": [{"doc_id": h.doc_id, "title": h.title, "heading": h.heading, "version": h.version,
                                   "updated": h.updated, "relevance": round(h.relevance or 0, 3), "chunk_id": h.chunk_id} for h in ans.hits],
                     "cited_documents": sorted({h.document_pk for h in ans.hits if h.doc_id in {c.doc_id for c in ans.citations}}),

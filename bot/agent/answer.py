@@ -91,7 +91,8 @@ class Answerer:
             return []
         return [h for h in hits if (h.relevance or 0.0) >= floor - 0.03]
 
-    def answer(self, question: str, viewer: Viewer, *, actor: str = "", conversation: str = "") -> Answer:
+    def answer(self, question: str, viewer: Viewer, *, actor: str = "", conversation: str = "",
+               on_text: Callable[[str], None] | None = None) -> Answer:
         lang = language(question)
         hits = self.evidence(question, viewer)
         if not hits:
@@ -99,7 +100,7 @@ class Answerer:
         note = ""
         if self.model is not None and self.model.configured:
             try:
-                return self._generate(question, hits, viewer, lang, actor, conversation)
+                return self._generate(question, hits, viewer, lang, actor, conversation, on_text)
             except Unverified:
                 pass  # the passages themselves, rather than an answer we cannot tie to them
             except ModelUnavailable:
@@ -126,14 +127,21 @@ class Answerer:
         body = self.prompts.msg("answer_intro", lang) + "\n" + "\n".join(f"• {line}" for line in lines)
         return self._finish(body, cited, hits, lang, note)
 
-    def _generate(self, question: str, hits: list[Hit], viewer: Viewer, lang: str, actor: str, conversation: str) -> Answer:
+    def _generate(self, question: str, hits: list[Hit], viewer: Viewer, lang: str, actor: str, conversation: str,
+                  on_text: Callable[[str], None] | None = None) -> Answer:
         """The model writes the answer from numbered passages; only citations it was given survive,
         and an answer without any valid citation is not trusted (extractive fallback)."""
         passages = hits[:6]
         listing = "\n\n".join(f"[{i}] {h.title}{' › ' + h.heading.split(' > ')[-1] if h.heading else ''} (v{h.version}, {h.updated})\n{h.text}"
                                for i, h in enumerate(passages, 1))
         system, user = self.prompts.prompt("answer").render(question=question, passages=listing)
-        out = self.model.complete(system, user, actor=actor, conversation=conversation, job="answer")
+        preview = None
+        if on_text is not None:  # the numbers are renumbered at the end: the preview shows none
+            def preview(text: str) -> None:
+                t = text.strip()
+                if t and not ("NOT_IN_KB".startswith(t) or t.startswith("NOT_IN_KB")):  # a refusal is not previewed
+                    on_text(re.sub(r"\s*\[\d{1,2}\]", "", text))
+        out = self.model.complete(system, user, actor=actor, conversation=conversation, job="answer", on_text=preview)
         text = out.text.strip()
         if text.startswith("NOT_IN_KB"):
             return Answer(self.prompts.msg("not_found", lang), [], False, hits)

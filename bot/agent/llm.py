@@ -104,11 +104,13 @@ class ChatModel:
 
             s = self.settings
             self._llm = ChatOpenAI(base_url=s.llm_base_url, api_key=s.llm_api_key or "not-needed", model=s.llm_model,
-                                   timeout=s.llm_timeout, max_retries=s.llm_retries, temperature=0.2)
+                                   timeout=s.llm_timeout, max_retries=s.llm_retries, temperature=0.2, stream_usage=True)
         return self._llm
 
     def complete(self, system: str, user: str, *, actor: str, conversation: str, tools: list | None = None,
-                 masker: Masker | None = None, job: str = "") -> ModelReply:
+                 masker: Masker | None = None, job: str = "", on_text: Callable[[str], None] | None = None) -> ModelReply:
+        """One model call. With `on_text` (and no tools) the answer is streamed: `on_text` gets the text
+        so far (unmasked) as it grows, for channels that can show an answer while it is written."""
         s = self.settings
         if not self.configured:
             raise ModelUnavailable("no model configured")
@@ -125,7 +127,7 @@ class ChatModel:
             llm = llm.bind_tools(tools)
         started = time.perf_counter()
         try:
-            msg = llm.invoke(messages)
+            msg = self._stream(llm, messages, masker, on_text) if on_text is not None and not tools else llm.invoke(messages)
         except Exception as exc:  # noqa: BLE001 - every client/server/parse failure means "no model now"
             latency = time.perf_counter() - started
             self.audit("model", job or "complete", actor, {"model": s.llm_model, "error": type(exc).__name__, "latency_ms": round(latency * 1000)})
@@ -146,3 +148,17 @@ class ChatModel:
         if not content.strip() and not calls:
             raise ModelUnavailable("the model returned an empty answer")
         return ModelReply(masker.unmask(content).strip(), calls, tokens, latency)
+
+    @staticmethod
+    def _stream(llm, messages, masker: Masker, on_text: Callable[[str], None]):  # noqa: ANN001, ANN205
+        full = None
+        last = 0.0
+        for chunk in llm.stream(messages):
+            full = chunk if full is None else full + chunk
+            now = time.monotonic()
+            if now - last > 0.15 and isinstance(full.content, str):
+                on_text(masker.unmask(full.content))
+                last = now
+        if full is None:
+            raise ModelUnavailable("the model streamed nothing")
+        return full

@@ -25,6 +25,7 @@ class Step:
     delay: float = 0.0
     status: int = 200
     raw: str | None = None  # a body sent as is (malformed JSON)
+    chunk_delay: float = 0.0  # when the client streams: the pause between pieces of the text
 
 
 class FakeOpenAI:
@@ -57,6 +58,8 @@ class FakeOpenAI:
             return web.Response(text=step.raw, status=step.status, content_type="application/json")
         if step.status != 200:
             return web.json_response({"error": {"message": "scripted failure", "type": "server_error"}}, status=step.status)
+        if body.get("stream") and not step.tool_calls:
+            return await self._stream(request, body, step)
         message: dict[str, Any] = {"role": "assistant", "content": step.text or None}
         if step.tool_calls:
             message["tool_calls"] = [
@@ -70,6 +73,26 @@ class FakeOpenAI:
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(step.text) // 2 + 1,
                       "total_tokens": prompt_tokens + len(step.text) // 2 + 1},
         })
+
+
+    async def _stream(self, request: web.Request, body: dict, step: Step) -> web.StreamResponse:
+        """Server-sent events as the OpenAI API streams them: content deltas, then usage, then [DONE]."""
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        base = {"id": f"chatcmpl-{len(self.requests)}", "object": "chat.completion.chunk", "created": int(time.time()), "model": body.get("model")}
+        pieces = [step.text[i : i + 4] for i in range(0, len(step.text), 4)] or [""]
+        for i, piece in enumerate(pieces):
+            delta = {"role": "assistant", "content": piece} if i == 0 else {"content": piece}
+            await resp.write(f"data: {json.dumps({**base, 'choices': [{'index': 0, 'delta': delta, 'finish_reason': None}]}, ensure_ascii=False)}\n\n".encode())
+            if step.chunk_delay:
+                await asyncio.sleep(step.chunk_delay)
+        await resp.write(f"data: {json.dumps({**base, 'choices': [{'index': 0, 'delta': {}, 'finish_reason': 'stop'}]})}\n\n".encode())
+        if (body.get("stream_options") or {}).get("include_usage"):
+            usage = {"prompt_tokens": 100, "completion_tokens": len(step.text) // 2 + 1, "total_tokens": 100 + len(step.text) // 2 + 1}
+            await resp.write(f"data: {json.dumps({**base, 'choices': [], 'usage': usage})}\n\n".encode())
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
 
 
 def system_text(body: dict) -> str:

@@ -37,6 +37,8 @@ class LocalConnector:
         self.allow = allow or (lambda sender: True)
         self.max_upload = max_upload
         self._waiters: dict[str, asyncio.Event] = {}
+        self._partial: dict[str, str] = {}  # conversation -> the answer being written (not durable)
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # receive ---------------------------------------------------------------------------------
     def routes(self, sink: Sink) -> list[web.RouteDef]:
@@ -71,15 +73,19 @@ class LocalConnector:
                 wait = min(float(request.query.get("wait", "25")), 60.0)
             except ValueError:
                 raise web.HTTPBadRequest(text="after and wait must be numbers") from None
+            seen = request.query.get("plen", "0")  # how much of the answer being written the page already shows
             rows = await self.history(self.tenant, conv, after)
-            if not rows and wait > 0:
+            if not rows and wait > 0 and str(len(self._partial.get(conv, ""))) == seen:
                 ev = self._waiters.setdefault(conv, asyncio.Event())
                 try:
                     await asyncio.wait_for(ev.wait(), timeout=wait)
                 except asyncio.TimeoutError:
                     pass
                 rows = await self.history(self.tenant, conv, after)
-            return web.json_response({"replies": rows})
+            body = {"replies": rows}
+            if not rows and self._partial.get(conv):
+                body["partial"] = self._partial[conv]
+            return web.json_response(body)
 
         return [
             web.get("/", page),
@@ -132,12 +138,22 @@ class LocalConnector:
         return fields, attachment
 
     async def start(self, sink: Sink) -> None:
-        return None
+        self._loop = asyncio.get_running_loop()
 
     # send --------------------------------------------------------------------------------------
     async def send(self, target: Target, reply: Reply, key: str) -> None:
         # the reply is already durable in the outbox; delivery is waking the page that polls for it
-        ev = self._waiters.pop(target.conversation_id, None)
+        self._partial.pop(target.conversation_id, None)
+        self._wake(target.conversation_id)
+
+    def preview(self, target: Target, text: str) -> None:
+        """The answer so far, while the model writes it (called from a worker thread)."""
+        self._partial[target.conversation_id] = text
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._wake, target.conversation_id)
+
+    def _wake(self, conversation_id: str) -> None:
+        ev = self._waiters.pop(conversation_id, None)
         if ev is not None:
             ev.set()
 

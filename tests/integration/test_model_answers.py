@@ -101,3 +101,31 @@ async def test_token_budget_per_conversation(model_copilot):
     second = await ask(cp, conversation="budget")
     assert "模型暂时不可用" not in first.text
     assert "模型暂时不可用" in second.text and len(fake.requests) == 1
+
+
+async def test_the_web_chat_shows_the_answer_while_the_model_writes_it(make_settings, aiohttp_server, aiohttp_client):
+    from bot.app import Copilot
+    from bot.gateway import create_app
+
+    fake = FakeOpenAI()
+    server = await aiohttp_server(fake.app())
+    cp = Copilot.open(make_settings(llm_base_url=str(server.make_url("/v1")), llm_timeout=20.0))
+    cp.bootstrap()
+    client = await aiohttp_client(create_app(cp))
+    fake.add(Step(tool_calls=[{"name": "answer_question", "arguments": {"question": QUESTION}}]),
+             Step(text="星图软件的标准实施周期是四到六个月，涉及财务一体化的项目常常更久 [1]。", chunk_delay=0.12))
+    await client.post("/api/chat", json={"as": "zhangwei", "text": QUESTION, "conversation": "stream", "id": "s1"})
+    partials, final, plen = [], None, 0
+    for _ in range(100):
+        r = await client.get("/api/replies", params={"conversation": "stream", "after": "0", "wait": "5", "plen": str(plen)})
+        body = await r.json()
+        if body["replies"]:
+            final = body["replies"][0]["reply"]
+            break
+        if body.get("partial"):
+            partials.append(body["partial"])
+            plen = len(body["partial"])
+    assert final is not None and final["citations"] and "[1]" in final["text"]
+    assert len(partials) >= 2 and all(len(a) < len(b) for a, b in zip(partials, partials[1:]))  # it grew as it was written
+    assert "[" not in partials[-1] and final["text"].replace(" [1]", "").startswith(partials[0])
+    assert fake.requests[-1]["stream"] is True
