@@ -7,6 +7,7 @@ connector can rely on.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Protocol
 
@@ -78,6 +79,51 @@ def render_text(reply: Reply, *, numbered_buttons: bool = True) -> str:
     if reply.buttons and numbered_buttons:
         parts.append("  ".join(f"{b.reply or i + 1}. {b.label}" for i, b in enumerate(reply.buttons)))
     return "\n\n".join(p for p in parts if p)
+
+
+_LEVELS = (
+    re.compile(r"(?<=\n\n)"),  # paragraphs
+    re.compile(r"(?<=\n)"),  # lines
+    re.compile(r"(?<=[。！？!?；;])|(?<=[.,，、] )|(?<=[，、])"),  # sentences, then clauses
+)
+
+
+def split_message(text: str, limit: int, size: Callable[[str], int] = len) -> list[str]:
+    """A long reply as parts of at most `limit` (measured by `size`: characters, or a platform's UTF-8
+    bytes), cut between paragraphs, else lines, else sentences, and only as a last resort between
+    characters -- never inside one."""
+    parts, cur, cur_len = [], "", 0
+    for unit in _units(text, limit, 0, size):
+        n = size(unit)
+        if cur and cur_len + n > limit:
+            parts.append(cur)
+            cur, cur_len = "", 0
+        cur += unit
+        cur_len += n
+    parts.append(cur)
+    return [p.strip() for p in parts if p.strip()]
+
+
+def _units(text: str, budget: int, level: int, size: Callable[[str], int]) -> list[str]:
+    """Pieces of `text` (in order, concatenating back to it), each at most `budget`."""
+    if size(text) <= budget:
+        return [text]
+    if level == len(_LEVELS):
+        out, cur, cur_len = [], [], 0
+        for ch in text:  # a str is code points: a cut here never splits a UTF-8 sequence
+            n = size(ch)
+            if cur and cur_len + n > budget:
+                out.append("".join(cur))
+                cur, cur_len = [], 0
+            cur.append(ch)
+            cur_len += n
+        out.append("".join(cur))
+        return out
+    out = []
+    for piece in _LEVELS[level].split(text):
+        if piece:
+            out += _units(piece, budget, level + 1, size)
+    return out
 
 
 async def read_form(request: web.Request, limit: int) -> tuple[dict[str, str], list[tuple[str, str, bytes]]]:

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import quote
 
+from bot.connector import split_message
 from bot.models import Button, Reply
 from connectors.dingtalk.parse import click_text
 
@@ -29,7 +30,7 @@ class Part:
 
 def render(reply: Reply, *, group: bool, staff_id: str = "", nick: str = "") -> list[Part]:
     zh = bool(_CJK.search(reply.text)) or not reply.text.isascii()
-    chunks = _split(_markdown_body(reply))
+    chunks = split_message(_markdown_body(reply), MAX_CHARS)
     tail = _citations(reply, zh)
     first = reply.buttons[0].reply or "1" if reply.buttons else ""
     if reply.buttons and f"回复 {first}" not in reply.text and f"Reply {first}" not in reply.text:  # unless the text has it
@@ -102,24 +103,3 @@ def _title(text: str) -> str:
     first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "Sales Copilot")
     first = re.sub(r"[*#>`\[\]]", "", first)
     return first[:24] or "Sales Copilot"
-
-
-def _split(text: str) -> list[str]:
-    if len(text) <= MAX_CHARS:
-        return [text]
-    chunks, cur = [], ""
-    for para in text.split("\n\n"):
-        while len(para) > MAX_CHARS:  # one huge paragraph: cut it (str slicing never splits a character)
-            if cur:
-                chunks.append(cur)
-                cur = ""
-            chunks.append(para[:MAX_CHARS])
-            para = para[MAX_CHARS:]
-        if cur and len(cur) + 2 + len(para) > MAX_CHARS:
-            chunks.append(cur)
-            cur = para
-        else:
-            cur = f"{cur}\n\n{para}" if cur else para
-    if cur:
-        chunks.append(cur)
-    return chunks

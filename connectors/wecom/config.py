@@ -30,12 +30,9 @@ DEFAULT_KEY = "default"
 _KEY = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 
 
-class CorpConfig(BaseModel):
-    """One corp's self-built app. `key` names it in URLs; `tenant` isolates its data downstream."""
+class CorpFields(BaseModel):
+    """What every corp is configured with (from copilot.toml, or the environment for the default corp)."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
-    key: str = DEFAULT_KEY
-    tenant: str = "default"
     corp_id: str = ""
     token: str = ""
     aes_key: str = ""
@@ -51,6 +48,14 @@ class CorpConfig(BaseModel):
     user_rate_per_minute: int = 16
     user_burst: int = 10
     duplicate_check_seconds: int = 600  # WeCom drops an identical message to the same user within this window (max 1800)
+
+
+class CorpConfig(CorpFields):
+    """One corp's self-built app. `key` names it in URLs; `tenant` isolates its data downstream."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+    key: str = DEFAULT_KEY
+    tenant: str = "default"
 
     @property
     def configured(self) -> bool:
@@ -88,22 +93,10 @@ def aes_key_problem(aes_key: str) -> str:
     return ""
 
 
-class WeComEnv(BaseSettings):
+class WeComEnv(CorpFields, BaseSettings):
     """The default corp, from the environment."""
 
     model_config = SettingsConfigDict(env_prefix="COPILOT_WECOM_", extra="ignore", env_ignore_empty=True)
-    corp_id: str = ""
-    token: str = ""
-    aes_key: str = ""
-    agent_id: int = 0
-    secret: str = ""
-    api_base: str = DEFAULT_API_BASE
-    markdown: bool = True
-    rate_per_minute: int = 3000
-    rate_burst: int = 200
-    user_rate_per_minute: int = 16
-    user_burst: int = 10
-    duplicate_check_seconds: int = 600
 
 
 class WeComConfigError(ValueError):

@@ -12,16 +12,11 @@ from __future__ import annotations
 import hashlib
 import re
 
-from bot.connector import render_text
+from bot.connector import render_text, split_message
 from bot.models import Button, Citation, Reply
 
 TEXT_LIMIT = 2048  # bytes, for text and markdown content
 _MARK_RESERVE = 16  # room for the "(12/34)\n" part marker
-_LEVELS = (
-    re.compile(r"(?<=\n\n)"),  # paragraphs
-    re.compile(r"(?<=\n)"),  # lines
-    re.compile(r"(?<=[。！？!?；;])|(?<=[.,，、] )|(?<=[，、])"),  # sentences, then clauses
-)
 _TASK_SAFE = re.compile(r"^[A-Za-z0-9_\-]{1,100}$")
 _CJK = re.compile(r"[\u3400-\u9fff]")
 
@@ -35,48 +30,9 @@ def split_text(text: str, limit: int = TEXT_LIMIT) -> list[str]:
     text = text.strip()
     if utf8_len(text) <= limit:
         return [text] if text else []
-    parts = _pack(text, limit - _MARK_RESERVE)
+    parts = split_message(text, limit - _MARK_RESERVE, utf8_len)
     n = len(parts)
     return [f"({i}/{n})\n{p}" for i, p in enumerate(parts, 1)]
-
-
-def _pack(text: str, budget: int) -> list[str]:
-    parts, cur, cur_len = [], "", 0
-    for unit in _units(text, budget, 0):
-        n = utf8_len(unit)
-        if cur and cur_len + n > budget:
-            parts.append(cur)
-            cur, cur_len = "", 0
-        cur += unit
-        cur_len += n
-    parts.append(cur)
-    return [p.strip() for p in parts if p.strip()]
-
-
-def _units(text: str, budget: int, level: int) -> list[str]:
-    """Pieces of `text` (in order, concatenating back to it), each at most `budget` bytes."""
-    if utf8_len(text) <= budget:
-        return [text]
-    if level == len(_LEVELS):
-        return _hard_split(text, budget)
-    out: list[str] = []
-    for piece in _LEVELS[level].split(text):
-        if piece:
-            out += _units(piece, budget, level + 1)
-    return out
-
-
-def _hard_split(text: str, budget: int) -> list[str]:
-    out, cur, cur_len = [], [], 0
-    for ch in text:  # a str is code points: a cut here never splits a UTF-8 sequence
-        n = utf8_len(ch)
-        if cur_len + n > budget:
-            out.append("".join(cur))
-            cur, cur_len = [], 0
-        cur.append(ch)
-        cur_len += n
-    out.append("".join(cur))
-    return out
 
 
 # confirmations -------------------------------------------------------------------------------
