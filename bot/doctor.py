@@ -46,9 +46,7 @@ async def run_checks(settings: Settings) -> list[Check]:
         dead = counts.get("dead", 0)
         checks.append(Check("inbox", dead == 0, f"{counts.get('done', 0)} done, {counts.get('queued', 0) + counts.get('processing', 0)} waiting, {dead} dead letters",
                             "inspect with `copilot inbox dead`; the senders were told it failed" if dead else ""))
-        from bot.outbox import Outbox
-
-        out = Outbox(cp.engine, {}, cp.metrics).counts()
+        out = cp.outbox.counts()
         checks.append(Check("outbound replies", out.get("dead", 0) == 0, f"{out.get('sent', 0)} sent, {out.get('pending', 0) + out.get('sending', 0)} pending, {out.get('dead', 0)} dead letters",
                             "see the channel checks below for the cause; `copilot inbox dead` lists them, `copilot inbox retry ID` resends" if out.get("dead") else ""))
         from bot.wiring import channel_connectors

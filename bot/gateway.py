@@ -13,7 +13,6 @@ from typing import Awaitable, Callable
 
 from aiohttp import web
 from sqlalchemy import select
-from sqlmodel import Session
 
 from bot.admin import admin_routes
 from bot.app import Copilot
@@ -21,7 +20,6 @@ from bot.links import LinkSigner, load_secret
 from bot.tables import OutboundRow
 from connectors.local import LocalConnector
 from rag.retrieve import Viewer
-from rag.store import Chunk, DocVersion, Document, audience_roles, SEE_ALL
 
 log = logging.getLogger("copilot.gateway")
 COPILOT = web.AppKey("copilot", Copilot)
@@ -139,23 +137,20 @@ def _readiness(copilot: Copilot) -> list[str]:
 
 
 def _document_html(copilot: Copilot, doc_id: str, viewer: Viewer, chunk_id: str) -> str | None:
-    with Session(copilot.engine) as s:
-        doc = s.execute(select(Document).where(Document.tenant == viewer.tenant, Document.doc_id == doc_id)).scalars().first()
-        if doc is None or doc.live_version_id is None:
-            return None
-        ver = s.get(DocVersion, doc.live_version_id)
-        if viewer.role not in audience_roles(ver.audience) or (ver.team and ver.team != viewer.team and viewer.role not in SEE_ALL):
-            return None
-        chunks = s.execute(select(Chunk).where(Chunk.version_id == ver.id).order_by(Chunk.ordinal)).scalars().all()
+    """The live version of a document, if this viewer may read it (the retriever's permission check)."""
+    hits = copilot.retriever.document_hits(viewer, doc_id)
+    if not hits:
+        return None
     body, last = [], None
-    for c in chunks:
-        if c.heading != last:
-            body.append(f"<h2>{html.escape(c.heading)}</h2>")
-            last = c.heading
-        mark = ' style="background:#fff8c5"' if c.id == chunk_id else ""
-        body.append(f'<p id="{c.id}"{mark}>{html.escape(c.text)}</p>')
-    meta = f"v{html.escape(ver.version)} · 更新 updated {html.escape(ver.updated)}" + (f" · 过期 expires {html.escape(ver.expires)}" if ver.expires else "")
-    meta += f" · owner {html.escape(ver.owner)}"
-    return (f"<!doctype html><meta charset=utf-8><title>{html.escape(ver.title)}</title>"
+    for h in hits:
+        if h.heading != last:
+            body.append(f"<h2>{html.escape(h.heading)}</h2>")
+            last = h.heading
+        mark = ' style="background:#fff8c5"' if h.chunk_id == chunk_id else ""
+        body.append(f'<p id="{h.chunk_id}"{mark}>{html.escape(h.text)}</p>')
+    first = hits[0]
+    meta = f"v{html.escape(first.version)} · 更新 updated {html.escape(first.updated)}" + (f" · 过期 expires {html.escape(first.expires)}" if first.expires else "")
+    meta += f" · owner {html.escape(first.owner)}"
+    return (f"<!doctype html><meta charset=utf-8><title>{html.escape(first.title)}</title>"
             f"<style>body{{font:15px/1.6 sans-serif;max-width:820px;margin:24px auto;padding:0 16px;white-space:pre-wrap}}</style>"
-            f"<h1>{html.escape(ver.title)}</h1><p><small>{meta}</small></p>{''.join(body)}")
+            f"<h1>{html.escape(first.title)}</h1><p><small>{meta}</small></p>{''.join(body)}")

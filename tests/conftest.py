@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 from pathlib import Path
 
 import pytest
+
+from bot.bench.load import free_port  # noqa: F401  (tests import it from here)
 
 for _k in [k for k in os.environ if k.startswith("COPILOT_")]:
     del os.environ[_k]  # a developer's own settings must not leak into the tests
@@ -18,12 +19,6 @@ for _k in [k for k in os.environ if k.startswith("COPILOT_")]:
 REPO = Path(__file__).resolve().parents[1]
 EMBED_CACHE = REPO / ".cache" / "test-embeddings.db"
 KNOWLEDGE = REPO / "knowledge"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

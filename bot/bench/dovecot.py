@@ -17,13 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from bot.bench.load import free_port
+
 DOVECOT_PATHS = ("/usr/sbin/dovecot", "/usr/local/sbin/dovecot")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def find_dovecot() -> str | None:

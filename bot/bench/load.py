@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Awaitable, Callable
 
 import aiohttp
@@ -99,9 +98,3 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def data_dir(base: Path, name: str) -> Path:
-    p = base / name
-    p.mkdir(parents=True, exist_ok=True)
-    return p

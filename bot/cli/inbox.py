@@ -13,10 +13,8 @@ app.add_typer(inbox, name="inbox")
 @inbox.command("stats")
 def stats(as_json: bool = typer.Option(False, "--json")) -> None:
     """Messages and replies by state."""
-    from bot.outbox import Outbox
-
     with opened() as cp:
-        out = {"inbox": cp.inbox.counts(), "outbound": Outbox(cp.engine, {}, cp.metrics).counts()}
+        out = {"inbox": cp.inbox.counts(), "outbound": cp.outbox.counts()}
     if as_json:
         emit(out)
         return
