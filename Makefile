@@ -22,7 +22,7 @@ test: setup
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 bench: setup
-	$(VENV)/bin/copilot bench all
+	$(PY) -m bench all
 
 clean:
 	rm -rf $(VENV) data .cache

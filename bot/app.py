@@ -1,205 +1,222 @@
-"""The one place where everything is wired: stores, index, agent, inbox, workers and connectors.
+"""The app factory: every part built once, here, and handed only what it uses.
 
-`Copilot.open(settings)` builds the system without HTTP (the CLI uses it as is); `start()` runs
-the workers and connectors' background receivers; the gateway (bot.gateway) adds HTTP on top.
+`open_knowledge(settings)` opens the knowledge base alone (what `copilot ingest`/`search`/`kb` need);
+`build_app(settings, ...)` builds the whole copilot on top of it: people, CRM, agent, the pipeline
+(intake → inbox → dispatcher → router → outbox) and the channels. Nothing is patched after
+construction and nothing is global; the web gateway (bot.web.gateway) only mounts routes.
 """
 from __future__ import annotations
 
-import csv
+import asyncio
 import gc
 import logging
-import time
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING, Iterable
 
 from sqlalchemy.engine import Engine
 
-from bot.agent import Agent
-from bot.agent.answer import Answerer
-from bot.agent.llm import ChatModel
-from bot.audit import Audit
-from bot.connector import Accepted, Connector
-from bot.correspondence import Correspondence
-from bot.directory import Directory
-from bot.dispatch import Dispatcher
-from bot.inbox import Inbox
-from bot.metrics import Metrics
-from bot.models import Attachment, InboundMessage, Target
-from bot.outbox import Outbox
-from bot.prompts import Prompts
-from bot.ratelimit import RateLimiter
-from bot.pending import PendingStore
-from bot.publishing import Publishing
-from bot.router import Router
-from bot.scheduler import Scheduler, scheduler_for
 from bot.settings import Settings, toml_section
 from bot.storage import init_db, make_engine
-from crm.scoring import ScoringConfig
-from crm.service import CRM
+from connectors.channel import ChannelContext, Connector
 from rag.embed import CachedEmbedder, make_embedder
 from rag.index import VectorIndex
-from rag.ingest import Ingestor, Uploader
+from rag.ingest import Ingestor
 from rag.retrieve import CrossEncoderReranker, Retriever
 
+if TYPE_CHECKING:
+    from bot.agent import Agent
+    from bot.agent.publishing import Publishing
+    from bot.ops.audit import Audit
+    from bot.ops.metrics import Metrics
+    from bot.people.directory import Directory
+    from bot.pipeline.channels import Channels
+    from bot.pipeline.dispatch import Dispatcher
+    from bot.pipeline.inbox import Inbox
+    from bot.pipeline.intake import Intake
+    from bot.pipeline.outbox import Outbox
+    from bot.proactive.scheduler import Scheduler
+    from bot.web.links import LinkSigner
+    from crm.service import CRM
+
 log = logging.getLogger("copilot")
-SAMPLE_DATA_DIRS = ("crm", "eval")  # folders of knowledge/ that hold data, not documents
 
 
-@dataclass
-class Copilot:
-    settings: Settings
+@dataclass(frozen=True)
+class Knowledge:
+    """The knowledge base: embedder, vector index, retriever and ingestor over one database."""
+
     engine: Engine
-    metrics: Metrics
-    prompts: Prompts
     embedder: CachedEmbedder
     vectors: VectorIndex
     retriever: Retriever
     ingestor: Ingestor
-    directory: Directory
-    agent: Agent
-    inbox: Inbox
+
+    def needs_samples(self) -> bool:
+        from bot.samples import needs_samples
+
+        return needs_samples(self.directory, self.knowledge.vectors)
+
+    def load_samples(self, progress=None) -> dict:  # noqa: ANN001
+        from bot.samples import load_samples
+
+        s = self.settings
+        return load_samples(s.knowledge_dir, s.tenant, s.timezone, engine=self.engine, directory=self.directory,
+                            ingestor=self.knowledge.ingestor, progress=progress)
+
+    def close(self) -> None:
+        self.embedder.close()
+
+
+def open_database(settings: Settings) -> Engine:
+    settings.ensure_dirs()
+    engine = make_engine(settings.db_url)
+    init_db(engine)
+    return engine
+
+
+def open_knowledge(settings: Settings, engine: Engine | None = None) -> Knowledge:
+    engine = engine or open_database(settings)
+    embedder = CachedEmbedder(make_embedder(settings.embed_model, api_key=settings.llm_api_key), settings.embed_cache_path, settings.embed_batch)
+    vectors = VectorIndex(settings.chroma_dir, embedder.model_id, embedder.dim)
+    rerank = settings.rerank_model
+    reranker = CrossEncoderReranker(rerank[3:] if rerank.startswith("st:") else rerank) if rerank else None
+    retriever = Retriever(engine, vectors, embedder, t2s=settings.traditional_to_simplified, reranker=reranker)
+    return Knowledge(engine, embedder, vectors, retriever, Ingestor(engine, vectors, embedder))
+
+
+def channel_context(settings: Settings, name: str, engine: Engine | None = None) -> ChannelContext:
+    """What the connector called `name` receives: its own [name] section and the shared resources."""
+    return ChannelContext(section=toml_section(name), tenant=settings.tenant, public_url=settings.base_url,
+                          data_dir=settings.data_dir, max_download=settings.max_upload_bytes, engine=engine)
+
+
+def channel_connectors(settings: Settings, engine: Engine | None = None) -> list[Connector]:
+    """The platform channels this deployment configures (the console channel is always added by build_app)."""
+    from connectors import dingtalk, email, wecom
+
+    built = [module.build(channel_context(settings, name, engine)) for name, module in
+             (("dingtalk", dingtalk), ("wecom", wecom), ("email", email))]
+    return [c for c in built if c is not None]
+
+
+@dataclass(frozen=True)
+class App:
+    """The built copilot. Its parts know nothing of it: each got what it uses at construction."""
+
+    settings: Settings
+    engine: Engine
+    knowledge: Knowledge
+    metrics: Metrics
     audit: Audit
-    model: ChatModel
-    connectors: dict[str, Connector]
-    outbox: Outbox
+    directory: Directory
     crm: CRM
+    agent: Agent
     publishing: Publishing
-    dispatcher: Dispatcher | None = None
-    router: Router | None = None
-    limiter: RateLimiter | None = None
-    scheduler: Scheduler | None = None
-    proactive: bool = True  # run the scheduler (digests, nudges, alerts, CRM sync); `copilot chat` turns it off
-    started: bool = False
-
-    @classmethod
-    def open(cls, settings: Settings) -> "Copilot":
-        settings.ensure_dirs()
-        engine = make_engine(settings.db_url)
-        init_db(engine)
-        embedder = CachedEmbedder(make_embedder(settings.embed_model, api_key=settings.llm_api_key), settings.embed_cache_path, settings.embed_batch)
-        vectors = VectorIndex(settings.chroma_dir, embedder.model_id, embedder.dim)
-        reranker = CrossEncoderReranker(settings.rerank_model[3:] if settings.rerank_model.startswith("st:") else settings.rerank_model) if settings.rerank_model else None
-        retriever = Retriever(engine, vectors, embedder, t2s=settings.traditional_to_simplified, reranker=reranker)
-        prompts = Prompts(settings.prompts_dir)
-        audit = Audit(engine, settings.tenant)
-        model = ChatModel(settings, audit, audit.usage)
-        answerer = Answerer(retriever, prompts, floor=settings.score_floor, floor_en=settings.score_floor_en,
-                            stale_days=settings.stale_days, model=model)
-        metrics = Metrics()
-        inbox = Inbox(engine)
-        connectors: dict[str, Connector] = {}
-        outbox = Outbox(engine, connectors, metrics, retry_base=settings.retry_base_seconds, yield_to=lambda: inbox.quiet(0.05))
-        directory = Directory(engine)
-        ingestor = Ingestor(engine, vectors, embedder)
-        crm = CRM(engine, tz=settings.timezone, scoring=ScoringConfig.from_dict(toml_section("scoring")))
-        reach = lambda rep_id: directory.target_for(rep_id, connectors)  # noqa: E731
-        publishing = Publishing(engine, ingestor, directory, outbox.enqueue, reach, settings.stale_days)
-        agent = Agent(answerer=answerer, prompts=prompts, crm=crm, pending=PendingStore(engine), directory=directory, engine=engine,
-                      enqueue=outbox.enqueue, can_email=lambda: "email" in connectors, publishing=publishing)
-        return cls(
-            settings=settings, engine=engine, metrics=metrics, prompts=prompts, embedder=embedder, vectors=vectors,
-            retriever=retriever, ingestor=ingestor, directory=directory, agent=agent, inbox=inbox, audit=audit, model=model,
-            connectors=connectors, outbox=outbox, crm=crm, publishing=publishing,
-        )
-
-    # first start ---------------------------------------------------------------------------------
-    def needs_bootstrap(self) -> bool:
-        return not self.directory.list() and self.vectors.count() == 0
-
-    def bootstrap(self, progress=None) -> dict:  # noqa: ANN001
-        """Load the bundled sample reps and CRM records, and ingest the bundled knowledge."""
-        from crm.io import import_sample
-
-        kdir = self.settings.knowledge_dir
-        reps = import_reps(self.directory, kdir / "crm" / "reps.csv", self.settings.tenant)
-        if (kdir / "crm").is_dir():
-            import_sample(self.engine, kdir / "crm", self.settings.tenant, self.settings.timezone)
-        results = self.ingestor.ingest_paths([kdir], Uploader("bootstrap", "admin", self.settings.tenant), progress=progress,
-                                             exclude=SAMPLE_DATA_DIRS)
-        return {"reps": reps, "documents": sum(r.status in ("added", "updated", "unchanged") for r in results),
-                "errors": [r.to_json() for r in results if r.status == "error"]}
-
-    # the pipeline ----------------------------------------------------------------------------------
-    def attach(self, connectors: list[Connector]) -> None:
-        for c in connectors:
-            self.connectors[c.name] = c
+    links: LinkSigner
+    channels: Channels
+    inbox: Inbox
+    outbox: Outbox
+    intake: Intake
+    dispatcher: Dispatcher
+    scheduler: Scheduler | None
 
     async def start(self) -> None:
-        s = self.settings
-        self.limiter = RateLimiter(s.rate_limit_per_minute)
-        mail = Correspondence(self.directory, self.crm, self.agent.pending, self.outbox.enqueue, self.publishing.reach)
-        self.router = Router(self.directory, self.agent, self.prompts, fetch=self.fetch, ingest_file=self.publishing.upload, mail=mail,
-                             preview=self.preview)
-        self.dispatcher = Dispatcher(self.inbox, self.router.handle, self.metrics, workers=s.workers, lease=s.lease_seconds,
-                                     max_attempts=s.max_attempts, retry_base=s.retry_base_seconds, on_replies=self.outbox.wake)
         await self.outbox.start()
         await self.dispatcher.start()
-        if self.proactive:
-            self.scheduler = scheduler_for(self)
+        if self.scheduler is not None:
             await self.scheduler.start()
-        for c in self.connectors.values():
-            await c.start(self.sink)
+        await self.channels.start(self.intake.sink)
         # Everything loaded so far (models, libraries) lives for the whole process: keep it out of the
         # collector's scans, or a full collection stalls every request in flight for ~70 ms.
         gc.collect()
         gc.freeze()
-        self.started = True
+
+    @property
+    def started(self) -> bool:
+        return self.dispatcher.running
 
     async def aclose(self) -> None:
-        for c in self.connectors.values():
-            try:
-                await c.aclose()
-            except Exception:  # noqa: BLE001
-                log.exception("closing connector %s", c.name)
-        if self.dispatcher:
-            await self.dispatcher.aclose()
-        if self.scheduler:
+        await self.channels.aclose()
+        await self.dispatcher.aclose()
+        if self.scheduler is not None:
             await self.scheduler.aclose()
         await self.outbox.aclose()
         await self.inbox.aclose()
-        self.embedder.close()
+
+    def needs_samples(self) -> bool:
+        from bot.samples import needs_samples
+
+        return needs_samples(self.directory, self.knowledge.vectors)
+
+    def load_samples(self, progress=None) -> dict:  # noqa: ANN001
+        from bot.samples import load_samples
+
+        s = self.settings
+        return load_samples(s.knowledge_dir, s.tenant, s.timezone, engine=self.engine, directory=self.directory,
+                            ingestor=self.knowledge.ingestor, progress=progress)
+
+    def close(self) -> None:
+        """Release the stores: the owner of the app calls it once, after `aclose` if it was started."""
+        self.knowledge.close()
         self.engine.dispose()
 
-    async def sink(self, msg: InboundMessage) -> Accepted:
-        """Where every connector hands a message: durable first, then acknowledged, then processed."""
-        started = time.perf_counter()
-        acc = await self.inbox.put(msg)
-        if acc.duplicate:
-            self.metrics.deduplicated.labels(msg.channel).inc()
-        else:
-            self.metrics.received.labels(msg.channel).inc()
-            if self.dispatcher is not None:
-                self.dispatcher.notify(acc.inbox_id, msg.conversation_key)
-        self.metrics.ack_latency.labels(msg.channel).observe(time.perf_counter() - started)
-        return acc
 
-    def preview(self, msg: InboundMessage):  # noqa: ANN201
-        """A channel that can show an answer while the model writes it has `preview(target, text)`."""
-        show = getattr(self.connectors.get(msg.channel), "preview", None)
-        if show is None:
-            return None
-        target = Target.of(msg)
-        return lambda text: show(target, text)
+def build_app(settings: Settings, *, platforms: bool = False, channels: Iterable[Connector] = (), proactive: bool = True,
+              deliver_only: set[str] | None = None) -> App:
+    """The whole copilot. `platforms`: run the platform channels the settings configure (WeCom, DingTalk,
+    email); `channels`: more connectors (a terminal, a test's); the console channel (web chat) is always there. `proactive=False` runs no scheduler (digests, nudges, CRM sync);
+    `deliver_only`: the conversation keys this process delivers (`copilot chat` beside a server)."""
+    from bot.agent import Agent
+    from bot.agent.answer import Answerer
+    from bot.agent.correspondence import Correspondence
+    from bot.agent.llm import ChatModel
+    from bot.agent.pending import PendingStore
+    from bot.agent.publishing import Publishing
+    from bot.ops.audit import Audit
+    from bot.ops.metrics import Metrics
+    from bot.people.directory import Directory
+    from bot.pipeline.channels import Channels
+    from bot.pipeline.dispatch import Dispatcher
+    from bot.pipeline.inbox import Inbox
+    from bot.pipeline.intake import Intake
+    from bot.pipeline.outbox import Outbox, reply_history
+    from bot.pipeline.ratelimit import RateLimiter
+    from bot.pipeline.router import Router
+    from bot.prompts import Prompts
+    from bot.proactive.scheduler import build_scheduler
+    from bot.web.links import LinkSigner, load_secret
+    from connectors.local import LocalConnector
+    from crm.scoring import ScoringConfig
+    from crm.service import CRM
 
-    async def fetch(self, msg: InboundMessage, att: Attachment) -> bytes:
-        connector = self.connectors.get(msg.channel)
-        if connector is None:
-            raise RuntimeError(f"no connector for {msg.channel}")
-        return await connector.fetch(msg.tenant, att)
+    s = settings
+    engine = open_database(s)
+    knowledge = open_knowledge(s, engine)
+    metrics = Metrics()
+    prompts = Prompts(s.prompts_dir)
+    audit = Audit(engine, s.tenant)
+    directory = Directory(engine)
+    crm = CRM(engine, tz=s.timezone, scoring=ScoringConfig.from_dict(toml_section("scoring")))
+    inbox = Inbox(engine)
+    local = LocalConnector(reply_history(engine, "console"), lambda: asyncio.to_thread(directory.summaries, s.tenant), tenant=s.tenant,
+                           uploads=s.data_dir / "uploads", max_upload=s.max_upload_bytes)
+    chans = Channels([local, *(channel_connectors(s, engine) if platforms else ()), *channels])
+    outbox = Outbox(engine, chans, metrics, retry_base=s.retry_base_seconds, yield_to=lambda: inbox.quiet(0.05), only=deliver_only)
 
-
-def import_reps(directory: Directory, path: Path, tenant: str) -> int:
-    """Sample reps from knowledge/crm/reps.csv, each reachable on the console channel under its id."""
-    if not path.is_file():
-        return 0
-    n = 0
-    with path.open(encoding="utf-8-sig", newline="") as fh:
-        for row in csv.DictReader(fh):
-            directory.add(row["id"], row.get("name") or row["id"], row.get("role") or "rep", team=row.get("team", ""),
-                          tenant=tenant, channel="console", email=row.get("email", ""),
-                          timezone=row.get("timezone") or "Asia/Shanghai", language=row.get("language") or "zh",
-                          manager_id=row.get("manager_id", ""))
-            if row.get("email"):
-                directory.link(row["id"], "email", row["email"].lower(), tenant=tenant)
-            n += 1
-    return n
+    links = LinkSigner(load_secret(s.data_dir), s.base_url)
+    model = ChatModel(s, audit, audit.usage)
+    answerer = Answerer(knowledge.retriever, prompts, floor=s.score_floor, floor_en=s.score_floor_en, stale_days=s.stale_days,
+                        model=model, link=lambda h, v: links.url(h.doc_id, v.tenant, v.role, v.team, h.chunk_id))
+    reach = lambda rep_id: directory.target_for(rep_id, chans.names())  # noqa: E731
+    publishing = Publishing(engine, knowledge.ingestor, directory, outbox.enqueue, reach, s.stale_days)
+    agent = Agent(answerer=answerer, prompts=prompts, crm=crm, pending=PendingStore(engine), directory=directory, engine=engine,
+                  enqueue=outbox.enqueue, can_email=lambda: "email" in chans, publishing=publishing)
+    mail = Correspondence(directory, crm, agent.pending, outbox.enqueue, reach)
+    router = Router(directory, agent, prompts, fetch=chans.fetch, ingest_file=publishing.upload, mail=mail, preview=chans.preview)
+    dispatcher = Dispatcher(inbox, router.handle, metrics, workers=s.workers, lease=s.lease_seconds, max_attempts=s.max_attempts,
+                            retry_base=s.retry_base_seconds, on_replies=outbox.wake)
+    intake = Intake(inbox, RateLimiter(s.rate_limit_per_minute), metrics, dispatcher.notify)
+    scheduler = build_scheduler(s, engine, outbox, directory, knowledge.retriever, publishing) if proactive else None
+    return App(settings=s, engine=engine, knowledge=knowledge, metrics=metrics, audit=audit, directory=directory, crm=crm,
+               agent=agent, publishing=publishing, links=links, channels=chans, inbox=inbox, outbox=outbox, intake=intake,
+               dispatcher=dispatcher, scheduler=scheduler)

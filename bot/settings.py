@@ -102,6 +102,11 @@ class Settings(BaseSettings):
         return self.database_url or f"sqlite:///{self.data_dir / 'copilot.db'}"
 
     @property
+    def base_url(self) -> str:
+        """How users and platforms reach this server (citation links, callback URLs)."""
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
     def chroma_dir(self) -> Path:
         return self.data_dir / "chroma"
 

@@ -42,15 +42,23 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_size=16, max_overflow=16, pool_pre_ping=True)
 
 
+def register_tables() -> None:
+    """Import every module that declares tables, so SQLModel.metadata holds the whole schema."""
+    import bot.agent.tables  # noqa: F401
+    import bot.ops.tables  # noqa: F401
+    import bot.people.tables  # noqa: F401
+    import bot.pipeline.tables  # noqa: F401
+    import crm.models  # noqa: F401
+    import rag.store  # noqa: F401
+
+
 def init_db(engine: Engine) -> None:
     """`alembic upgrade head`, programmatically. Idempotent: an up-to-date database costs one query.
 
     Two processes starting together on a new database migrate one after the other: PostgreSQL
     through an advisory lock, SQLite through a lock file beside the database."""
     logging.getLogger("alembic").setLevel(logging.WARNING)  # its routine INFO lines are noise here; we say what changed
-    import bot.tables  # noqa: F401  (registers tables)
-    import crm.models  # noqa: F401
-    import rag.store  # noqa: F401
+    register_tables()
     from alembic import command
     from alembic.runtime.migration import MigrationContext
 
@@ -104,13 +112,3 @@ def _sqlite_lock(engine: Engine) -> Iterator[None]:
 def session(engine: Engine) -> Iterator[Session]:
     with Session(engine, expire_on_commit=False) as s:
         yield s
-
-
-def insert_ignore(engine: Engine, table, values: dict | None = None):  # noqa: ANN001
-    """INSERT ... ON CONFLICT DO NOTHING for the engine's dialect (values, or executemany parameters)."""
-    if engine.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    stmt = insert(table)
-    return (stmt.values(values) if values is not None else stmt).on_conflict_do_nothing()

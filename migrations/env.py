@@ -10,9 +10,9 @@ from sqlalchemy import DateTime, String
 from sqlmodel import SQLModel
 from sqlmodel.sql.sqltypes import AutoString, UTCDateTime
 
-import bot.tables  # noqa: F401  (registers tables)
-import crm.models  # noqa: F401
-import rag.store  # noqa: F401
+from bot.storage import register_tables
+
+register_tables()
 
 target_metadata = SQLModel.metadata
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.bench.load import free_port  # noqa: F401  (tests import it from here)
+from bench.load import free_port  # noqa: F401  (tests import it from here)
 
 for _k in [k for k in os.environ if k.startswith("COPILOT_")]:
     del os.environ[_k]  # a developer's own settings must not leak into the tests
@@ -43,34 +43,48 @@ def settings(make_settings):
 @pytest.fixture(scope="session")
 def kb(tmp_path_factory):
     """A read-only copilot over the bundled knowledge and sample reps, shared by the session."""
-    from bot.app import Copilot
+    from bot.app import build_app
     from bot.settings import Settings
 
     os.environ["COPILOT_CONFIG"] = str(tmp_path_factory.mktemp("cfg") / "absent.toml")
-    cp = Copilot.open(Settings(data_dir=tmp_path_factory.mktemp("kb"), embed_cache=EMBED_CACHE))
-    summary = cp.bootstrap()
+    cp = build_app(Settings(data_dir=tmp_path_factory.mktemp("kb"), embed_cache=EMBED_CACHE))
+    summary = cp.load_samples()
     assert not summary["errors"], summary["errors"]
     yield cp
-    cp.embedder.close()
-    cp.engine.dispose()
+    cp.close()
     del os.environ["COPILOT_CONFIG"]
 
 
 @pytest.fixture
-def copilot(settings):
-    from bot.app import Copilot
+def make_app(settings):
+    """Build a copilot (bot.app.build_app) with the sample people, CRM and knowledge; closed after the test."""
+    from bot.app import build_app
 
-    cp = Copilot.open(settings)
-    cp.bootstrap()
-    yield cp
+    built = []
+
+    def make(app_settings=None, **kw):
+        cp = build_app(app_settings or settings, **kw)
+        built.append(cp)
+        if cp.needs_samples():
+            cp.load_samples()
+        return cp
+
+    yield make
+    for cp in built:
+        cp.close()
+
+
+@pytest.fixture
+def copilot(make_app):
+    return make_app()
 
 
 @pytest.fixture
 async def gateway(copilot, aiohttp_client):
     """The real app on a loopback port, with the bundled knowledge and sample reps."""
-    from bot.gateway import create_app
+    from bot.web.gateway import create_web_app
 
-    client = await aiohttp_client(create_app(copilot))
+    client = await aiohttp_client(create_web_app(copilot))
     client.copilot = copilot
     return client
 

@@ -23,11 +23,11 @@ from bot.agent.crmlog import CrmLogger, Scope
 from bot.agent.draft import Drafter
 from bot.agent.llm import ModelUnavailable
 from bot.agent.storevisit import StoreVisits
-from bot.directory import Directory, Person
-from bot.models import Action, InboundMessage, Reply
-from bot.pending import Pending, PendingStore
+from bot.people.directory import Directory, Person
+from connectors.message import Action, InboundMessage, Reply
+from bot.agent.pending import Pending, PendingStore
 from bot.prompts import Prompts
-from bot.tables import AgentTurn
+from bot.agent.tables import AgentTurn
 from crm.service import CRM
 from rag.retrieve import Viewer
 from rag.text import language

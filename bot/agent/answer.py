@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from bot.agent.llm import ChatModel, ModelUnavailable
-from bot.models import Citation
+from connectors.message import Citation
 from bot.prompts import Prompts
 from rag.retrieve import Hit, Retriever, Viewer
 from rag.text import language, sentences, tokenize

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 
 from bot.agent.answer import citation_for
-from bot.models import Citation, Reply
+from connectors.message import Citation, Reply
 from rag.retrieve import Hit, Retriever, Viewer
 from rag.text import language, normalize, sentences
 

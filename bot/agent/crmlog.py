@@ -13,9 +13,9 @@ from datetime import datetime
 
 from bot.agent import extract as ex
 from bot.agent.llm import ChatModel, ModelUnavailable
-from bot.directory import Person
-from bot.models import Button, Reply
-from bot.pending import Pending, PendingStore
+from bot.people.directory import Person
+from connectors.message import Button, Reply
+from bot.agent.pending import Pending, PendingStore
 from bot.prompts import Prompts
 from crm.service import CRM
 

@@ -14,9 +14,9 @@ from datetime import datetime, timedelta, timezone
 from bot.agent.crmlog import confirm_buttons
 from bot.agent.extract import topics
 from bot.agent.llm import ChatModel, ModelUnavailable
-from bot.directory import Person
-from bot.models import Reply, Target
-from bot.pending import Pending, PendingStore
+from bot.people.directory import Person
+from connectors.message import Reply, Target
+from bot.agent.pending import Pending, PendingStore
 from bot.prompts import Prompts
 from crm.service import CRM, AccountContext
 from rag.retrieve import Retriever, Viewer
@@ -234,7 +234,7 @@ def variant_report(engine, tenant: str) -> list[dict]:  # noqa: ANN001
     still open, and the later outcome of the account's deals (won/lost after a sent draft)."""
     from sqlalchemy import select as sa_select
 
-    from bot.tables import PendingRow
+    from bot.agent.tables import PendingRow
     from crm.models import Opportunity
 
     with engine.connect() as c:

@@ -8,7 +8,7 @@ import click
 import typer
 
 from bot.cli.common import CliError, app
-from bot.cli import bench, core, crm, email, inbox, kb, report, reps, wecom  # noqa: F401  (registers commands)
+from bot.cli import core, crm, email, inbox, kb, report, reps, wecom  # noqa: F401  (registers commands)
 
 
 def _errors(*names: str) -> tuple[type[BaseException], ...]:

@@ -37,39 +37,69 @@ def load_settings(**overrides: Any) -> Settings:
         raise CliError(f"bad setting COPILOT_{str(err['loc'][0]).upper()}: {err['msg']}") from None
 
 
-@contextmanager
-def opened(settings: Settings | None = None, *, logs: bool = False) -> Iterator["Copilot"]:  # noqa: F821
-    from bot.app import Copilot
-    from bot.logs import configure
-    from rag.embed import EmbedderError
-    from rag.index import ModelMismatch
+def _configured(settings: Settings | None, logs: bool) -> Settings:
+    from bot.ops.logs import configure
 
     s = settings or load_settings()
     configure(s.log_level if logs else "WARNING", s.log_json)
+    return s
+
+
+def _opening_errors() -> tuple[type[Exception], ...]:
+    from rag.embed import EmbedderError
+    from rag.index import ModelMismatch
+
+    return ModelMismatch, EmbedderError
+
+
+@contextmanager
+def opened(settings: Settings | None = None, *, logs: bool = False, **build: Any) -> Iterator["App"]:  # noqa: F821
+    """The whole copilot (see bot.app.build_app), closed on exit."""
+    from bot.app import build_app
+
+    s = _configured(settings, logs)
     try:
-        cp = Copilot.open(s)
-    except (ModelMismatch, EmbedderError) as exc:
+        app = build_app(s, **build)
+    except _opening_errors() as exc:
         raise CliError(str(exc), 1) from None
     try:
-        yield cp
+        yield app
     finally:
-        cp.embedder.close()
-        cp.engine.dispose()
+        app.close()
 
 
-def person_for(cp, rep_id: str | None, channel: str | None = None):  # noqa: ANN001, ANN201
+@contextmanager
+def opened_knowledge(settings: Settings | None = None) -> Iterator[tuple[Settings, "Knowledge", "Directory"]]:  # noqa: F821
+    """Only the knowledge base (and the directory, for --as): what ingest, search and kb need."""
+    from bot.app import open_database, open_knowledge
+    from bot.people.directory import Directory
+
+    s = _configured(settings, False)
+    try:
+        engine = open_database(s)
+        knowledge = open_knowledge(s, engine)
+    except _opening_errors() as exc:
+        raise CliError(str(exc), 1) from None
+    try:
+        yield s, knowledge, Directory(engine)
+    finally:
+        knowledge.close()
+        engine.dispose()
+
+
+def person_for(settings: Settings, directory, rep_id: str | None, channel: str | None = None):  # noqa: ANN001, ANN201
     """The person behind --as (an unknown id is an error); without --as: a rep with no team."""
-    from bot.directory import DirectoryError, Person
+    from bot.people.directory import DirectoryError, Person
 
     if rep_id is None:
-        return Person("cli", "cli", "rep", "", cp.settings.tenant, cp.settings.timezone, "zh")
+        return Person("cli", "cli", "rep", "", settings.tenant, settings.timezone, "zh")
     if channel:
-        p = cp.directory.resolve(channel, cp.settings.tenant, rep_id)
+        p = directory.resolve(channel, settings.tenant, rep_id)
         if p is None:
             raise CliError(f"unknown user {rep_id!r} on channel {channel}: add it with `copilot reps add`")
         return p
     try:
-        return cp.directory.get(rep_id)
+        return directory.get(rep_id)
     except DirectoryError as exc:
         raise CliError(str(exc)) from None
 

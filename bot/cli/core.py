@@ -10,7 +10,7 @@ from typing import Iterator, List, Optional
 
 import typer
 
-from bot.cli.common import CliError, app, emit, load_settings, opened, person_for
+from bot.cli.common import CliError, app, emit, load_settings, opened, opened_knowledge, person_for
 
 
 @app.command()
@@ -21,24 +21,23 @@ def serve(
     """Run the gateway, the workers and every configured channel; ingest the bundled knowledge on first start."""
     from aiohttp import web
 
-    from bot.gateway import create_app
-    from bot.wiring import channel_connectors
+    from bot.web.gateway import create_web_app
 
     s = load_settings(host=host, port=port)
-    with opened(s, logs=True) as cp:
+    with opened(s, logs=True, platforms=True) as cp:
         _first_start(cp)
-        application = create_app(cp, channel_connectors(s))
-        typer.echo(f"Web chat: http://{s.host}:{s.port}/", err=True)
+        application = create_web_app(cp)
+        typer.echo(f"Web chat: {s.base_url}/", err=True)
         web.run_app(application, host=s.host, port=s.port, print=None, access_log=None, handle_signals=True)
 
 
 def _first_start(cp) -> None:  # noqa: ANN001
     """On an empty data dir: the sample users, CRM records and knowledge, so everything works at once."""
-    if not cp.needs_bootstrap():
+    if not cp.needs_samples():
         return
     typer.echo(f"First start: loading sample users and CRM data, ingesting {cp.settings.knowledge_dir} ...", err=True)
     with _progress("embedding passages") as tick:
-        summary = cp.bootstrap(progress=tick)
+        summary = cp.load_samples(progress=tick)
     typer.echo(f"Ready: {summary['reps']} users, {summary['documents']} documents.", err=True)
     for e in summary["errors"]:
         typer.echo(f"  not ingested: {e['name']}: {e['reason']}", err=True)
@@ -63,9 +62,9 @@ def ingest(
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         raise CliError(f"no such file or folder: {', '.join(missing)}")
-    with opened() as cp:
-        who = person_for(cp, as_) if as_ else None
-        uploader = Uploader(who.id, who.role, who.tenant) if who else Uploader("cli", "admin", cp.settings.tenant)
+    with opened_knowledge() as (settings, knowledge, directory):
+        who = person_for(settings, directory, as_) if as_ else None
+        uploader = Uploader(who.id, who.role, who.tenant) if who else Uploader("cli", "admin", settings.tenant)
 
         def on_file(r) -> None:  # noqa: ANN001
             if as_json:
@@ -76,7 +75,7 @@ def ingest(
                 typer.echo(f"{'✓' if r.status != 'draft' else '…'} {r.name}: {r.status} {r.doc_id} v{r.version} ({r.chunks} chunks, {r.embedded} embedded)")
 
         with _progress("embedding passages", enabled=not as_json) as tick:
-            results = cp.ingestor.ingest_paths(paths, uploader, audience=audience, on_file=on_file, progress=tick)
+            results = knowledge.ingestor.ingest_paths(paths, uploader, audience=audience, on_file=on_file, progress=tick)
     bad = sum(r.status == "error" for r in results)
     if not as_json:
         typer.echo(f"{len(results) - bad} ingested, {bad} refused", err=True)
@@ -102,8 +101,8 @@ def _batch_lines(path: Path) -> Iterator[tuple[int, dict | None, str]]:
                 yield n, None, str(exc)
 
 
-def _run_batch(cp, path: Path, run) -> None:  # noqa: ANN001
-    from bot.directory import DirectoryError
+def _run_batch(settings, directory, path: Path, run) -> None:  # noqa: ANN001
+    from bot.people.directory import DirectoryError
 
     for n, obj, err in _batch_lines(path):
         rid = obj.get("id", n) if obj else n
@@ -111,7 +110,7 @@ def _run_batch(cp, path: Path, run) -> None:  # noqa: ANN001
             emit({"id": rid, "error": f"line {n}: {err}"})
             continue
         try:
-            person = person_for(cp, obj.get("as"))
+            person = person_for(settings, directory, obj.get("as"))
             emit({"id": rid, **run(obj["q"], person)})
         except (CliError, DirectoryError) as exc:
             emit({"id": rid, "error": str(exc)})
@@ -135,15 +134,15 @@ def search(
         raise CliError("--mode must be hybrid, dense or bm25")
     if (query is None) == (batch is None):
         raise CliError("give a query or --batch FILE (not both)")
-    with opened() as cp:
+    with opened_knowledge() as (settings, knowledge, directory):
         def run(q: str, person) -> dict:  # noqa: ANN001
-            hits = cp.retriever.search(q, viewer_of(person), k=k, per_doc=per_doc, mode=mode)
+            hits = knowledge.retriever.search(q, viewer_of(person), k=k, per_doc=per_doc, mode=mode)
             return {"hits": [h.public() for h in hits]}
 
         if batch is not None:
-            _run_batch(cp, batch, run)
+            _run_batch(settings, directory, batch, run)
             return
-        hits = run(query, person_for(cp, as_, channel))["hits"]
+        hits = run(query, person_for(settings, directory, as_, channel))["hits"]
         if as_json:
             emit(hits)
             return
@@ -172,9 +171,9 @@ def ask(
             return cp.agent.answerer.answer(q, viewer_of(person)).to_json()
 
         if batch is not None:
-            _run_batch(cp, batch, run)
+            _run_batch(cp.settings, cp.directory, batch, run)
             return
-        out = run(question, person_for(cp, as_, channel))
+        out = run(question, person_for(cp.settings, cp.directory, as_, channel))
         if as_json:
             emit(out)
             return
@@ -189,23 +188,25 @@ def chat(
     channel: Optional[str] = typer.Option(None, help="Resolve --as on this channel (default console)."),
 ) -> None:
     """Chat in the terminal through the same inbox, workers and outbox as every channel."""
-    with opened() as cp:
+    from connectors.local.terminal import TerminalConnector
+    from connectors.message import conversation_key
+
+    settings = load_settings()
+    term = TerminalConnector(lambda text: print(f"\ncopilot> {text}\n", flush=True))
+    # nudges belong to `copilot serve`; this terminal delivers only its own conversation (a running
+    # `serve` delivers everything else)
+    conv = f"cli-{as_}"
+    with opened(settings, channels=[term], proactive=False, deliver_only={conversation_key("console", settings.tenant, conv)}) as cp:
         _first_start(cp)
-        person = person_for(cp, as_, channel)
-        asyncio.run(_chat(cp, person))
+        person = person_for(cp.settings, cp.directory, as_, channel)
+        asyncio.run(_chat(cp, person, term, conv))
 
 
-async def _chat(cp, person) -> None:  # noqa: ANN001
+async def _chat(cp, person, term, conv: str) -> None:  # noqa: ANN001
     import uuid
 
-    from bot.models import InboundMessage
-    from connectors.local.terminal import TerminalConnector
+    from connectors.message import InboundMessage
 
-    term = TerminalConnector(lambda text: print(f"\ncopilot> {text}\n", flush=True))
-    cp.attach([term])
-    conv = f"cli-{person.id}"
-    cp.outbox.only = {f"console|{cp.settings.tenant}|{conv}"}  # a running `serve` delivers everything else
-    cp.proactive = False  # nudges belong to `copilot serve`; this terminal prints whatever it delivers
     await cp.start()
     ident = next((i.platform_user_id for i in cp.directory.identities(person.id) if i.channel == "console"), person.id)
     print(f"Chatting as {person.name} ({person.role}). /help for commands, Ctrl-D to quit.", file=sys.stderr)
@@ -217,7 +218,7 @@ async def _chat(cp, person) -> None:  # noqa: ANN001
             if not line.strip():
                 continue
             term.delivered.clear()
-            await cp.sink(InboundMessage(channel="console", tenant=cp.settings.tenant, conversation_id=conv, sender_id=ident,
+            await cp.intake.sink(InboundMessage(channel="console", tenant=cp.settings.tenant, conversation_id=conv, sender_id=ident,
                                          sender_name=person.name, text=line, platform_msg_id=uuid.uuid4().hex))
             try:
                 await asyncio.wait_for(term.delivered.wait(), timeout=120)
@@ -238,7 +239,7 @@ def _read_line() -> str | None:
 @app.command()
 def doctor(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Check configuration, stores, the model and every configured channel; say how to fix what is wrong."""
-    from bot.doctor import run_checks
+    from bot.ops.doctor import run_checks
 
     checks = asyncio.run(run_checks(load_settings()))
     if as_json:

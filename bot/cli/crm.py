@@ -105,7 +105,7 @@ def sync(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Deliver the CRM sync outbox to the external CRMs in [crm_sync] of copilot.toml (webhook, hubspot)."""
-    from bot.scheduler import sync_deliverer
+    from bot.proactive.scheduler import sync_deliverer
     from crm.sync import outbox
 
     with opened(logs=not as_json) as cp:

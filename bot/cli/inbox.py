@@ -25,7 +25,7 @@ def stats(as_json: bool = typer.Option(False, "--json")) -> None:
 @inbox.command("dead")
 def dead(as_json: bool = typer.Option(False, "--json"), limit: int = typer.Option(20, help="How many of each.")) -> None:
     """Messages that failed every attempt (their senders were told) and replies that could not be delivered."""
-    from bot.tables import InboxRow, OutboundRow
+    from bot.pipeline.tables import InboxRow, OutboundRow
 
     with opened() as cp:
         with cp.engine.connect() as c:
@@ -47,7 +47,7 @@ def dead(as_json: bool = typer.Option(False, "--json"), limit: int = typer.Optio
 @inbox.command("retry")
 def retry(reply_id: int = typer.Argument(..., help="A dead reply's id (see `copilot inbox dead`).")) -> None:
     """Queue a dead reply again (after fixing its cause, e.g. the WeCom trusted IP); `copilot serve` sends it."""
-    from bot.tables import OutboundRow
+    from bot.pipeline.tables import OutboundRow
 
     t = OutboundRow.__table__
     with opened() as cp:

@@ -84,7 +84,7 @@ def reject(version_id: int = typer.Argument(...), as_: str = typer.Option(..., "
 def retire(doc_id: str = typer.Argument(...)) -> None:
     """Stop serving a document; its versions stay for audit."""
     with opened() as cp:
-        if not cp.ingestor.retire(cp.settings.tenant, doc_id):
+        if not cp.knowledge.ingestor.retire(cp.settings.tenant, doc_id):
             raise CliError(f"{doc_id} is not live")
     typer.echo(f"retired {doc_id}")
 
@@ -130,5 +130,5 @@ def reembed() -> None:
     model = make_embedder(s.embed_model, api_key=s.llm_api_key)
     VectorIndex.rebuild(s.chroma_dir, model.model_id, model.dim)
     with opened(s) as cp:
-        n = cp.ingestor.reembed_live()
+        n = cp.knowledge.ingestor.reembed_live()
     typer.echo(f"re-embedded {n} passages with {model.model_id}")

@@ -40,7 +40,7 @@ def drafts(as_json: bool = typer.Option(False, "--json")) -> None:
 
 def _messages(cp, day, days: int) -> dict[str, int]:  # noqa: ANN001
     """Replies the copilot gave each rep over the period (the bot's side of copilot usage)."""
-    from bot.scheduler import agent_turns
+    from bot.proactive.scheduler import agent_turns
 
     usage = agent_turns(cp.engine)
     ids = [p.id for p in cp.directory.list(cp.settings.tenant)]
@@ -113,7 +113,7 @@ def run(
 ) -> None:
     """Score every rep for one day and carry streaks; list the alerts the streaks call for (the scheduler in
     `copilot serve` sends them inside the recipients' hours)."""
-    from bot.scheduler import agent_turns
+    from bot.proactive.scheduler import agent_turns
     from bot.settings import toml_section
     from crm.health import HealthConfig, due_alerts, run_day
 

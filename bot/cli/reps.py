@@ -25,7 +25,7 @@ def add(
     tenant: Optional[str] = typer.Option(None, help="Tenant (corp); default from settings."),
 ) -> None:
     """Add or update a person and link their channel identity."""
-    from bot.directory import DirectoryError
+    from bot.people.directory import DirectoryError
 
     if role not in ROLES:
         raise CliError(f"--role must be one of {', '.join(ROLES)}")

@@ -67,7 +67,7 @@ def link_members(directory, tenant: str, members: list[dict], dry_run: bool = Fa
 
 def _free_id(directory, base: str, tenant: str) -> str:  # noqa: ANN001
     """A rep id nobody has, in any tenant (ids are global: the same WeCom id in two corps is two people)."""
-    from bot.directory import DirectoryError
+    from bot.people.directory import DirectoryError
 
     for candidate in (base, f"{base}-{tenant}", *(f"{base}-{tenant}-{i}" for i in range(2, 1000))):
         try:

@@ -2,18 +2,17 @@
 
 config (apps and tenants), crypto (callback signature), parse (payload -> InboundMessage),
 render (Reply -> markdown / ActionCard), client (API + token), stream (Stream mode receiver),
-connector (the Connector). Imports only bot.models, bot.connector, bot.settings and itself.
+connector (the Connector). Imports only the channel core and itself.
 """
 from __future__ import annotations
 
-from typing import Any
-
+from connectors.channel import ChannelContext
 from connectors.dingtalk.connector import DingTalkConnector
 
 
-def dingtalk_connector(settings: Any) -> DingTalkConnector | None:
+def build(ctx: ChannelContext) -> DingTalkConnector | None:
     """The connector for the configured DingTalk apps, or None when there are none."""
-    return DingTalkConnector.from_settings(settings)
+    return DingTalkConnector.build(ctx)
 
 
-__all__ = ["DingTalkConnector", "dingtalk_connector"]
+__all__ = ["DingTalkConnector", "build"]

@@ -13,7 +13,6 @@ from typing import Any, Literal
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from bot.settings import toml_section
 
 DEFAULT_API = "https://api.dingtalk.com"
 DEFAULT_OAPI = "https://oapi.dingtalk.com"
@@ -64,7 +63,7 @@ class ConfigProblem:
 def load_apps(tenant: str, env: DingTalkEnv | None = None, section: dict[str, Any] | None = None) -> tuple[list[DingTalkApp], list[ConfigProblem]]:
     """All configured apps plus what is wrong with the ones left out."""
     env = env or DingTalkEnv()
-    section = toml_section("dingtalk") if section is None else section
+    section = section or {}
     apps: list[DingTalkApp] = []
     problems: list[ConfigProblem] = []
     api_base = env.api_base.rstrip("/") or DEFAULT_API

@@ -17,8 +17,8 @@ from urllib.parse import urlparse
 
 from aiohttp import web
 
-from bot.connector import Check, SendError, Sink
-from bot.models import Attachment, Reply, Target
+from connectors.channel import ChannelContext, Check, SendError, Sink
+from connectors.message import Attachment, Reply, Target
 from connectors.dingtalk.client import DOWNLOAD_PATH, DingTalkAPIError, DingTalkClient, WebhookExpired
 from connectors.dingtalk.config import ConfigProblem, DingTalkApp, load_apps
 from connectors.dingtalk.crypto import SignatureError, verify
@@ -47,13 +47,12 @@ class DingTalkConnector:
         self._progress: OrderedDict[str, int] = OrderedDict()  # reply key -> parts already delivered
 
     @classmethod
-    def from_settings(cls, settings: Any, **kw: Any) -> "DingTalkConnector | None":
+    def build(cls, ctx: ChannelContext, **kw: Any) -> "DingTalkConnector | None":
         """None when no DingTalk app is configured at all."""
-        apps, problems = load_apps(settings.tenant)
+        apps, problems = load_apps(ctx.tenant, section=dict(ctx.section))
         if not apps and not problems:
             return None
-        return cls(apps, problems, public_url=settings.public_url or f"http://{settings.host}:{settings.port}",
-                   max_download=settings.max_upload_bytes, **kw)
+        return cls(apps, problems, public_url=ctx.public_url, max_download=ctx.max_download, **kw)
 
     # receive -----------------------------------------------------------------------------------
     def routes(self, sink: Sink) -> list[web.RouteDef]:

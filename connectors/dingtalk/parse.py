@@ -12,7 +12,7 @@ import re
 from pathlib import PurePosixPath
 from typing import Any
 
-from bot.models import Action, Attachment, InboundMessage
+from connectors.message import Action, Attachment, InboundMessage
 
 CHANNEL = "dingtalk"
 CLICK = re.compile(r"^\s*(?P<label>[^#\n]{0,24}?)\s*#(?P<key>[a-z][a-z0-9_]{0,23}):(?P<ref>[\w.:\-]{1,128})\s*$")

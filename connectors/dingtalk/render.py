@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from bot.connector import split_message
-from bot.models import Button, Reply
+from connectors.text import split_message
+from connectors.message import Button, Reply
 from connectors.dingtalk.parse import click_text
 
 MAX_CHARS = 3800  # per message; longer replies are split between paragraphs

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate, getaddresses
 
-from bot.connector import SendError, render_text
-from bot.models import Reply, Target
+from connectors.channel import SendError
+from connectors.text import render_text
+from connectors.message import Reply, Target
 
 from .config import Mailbox
 

@@ -1,17 +1,16 @@
 """Mailbox settings: `[[email.mailboxes]]` in copilot.toml, plus one default mailbox from the
 environment (COPILOT_EMAIL_IMAP_HOST, COPILOT_EMAIL_USERNAME, ...).
 
-Owns configuration only; imports bot.settings for `toml_section`, nothing else of the bot.
+Owns configuration only.
 """
 from __future__ import annotations
 
 import ssl
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from bot.settings import Settings, toml_section
 
 Security = Literal["ssl", "starttls", "none"]
 _IMAP_PORTS = {"ssl": 993, "starttls": 143, "none": 143}
@@ -135,10 +134,10 @@ class EmailEnv(BaseSettings):
         return {k: v for k, v in self.model_dump().items() if v is not None}
 
 
-def load_mailboxes(settings: Settings, section: dict[str, Any] | None = None) -> list[Mailbox]:
+def load_mailboxes(tenant: str, section: Mapping[str, Any] | None = None) -> list[Mailbox]:
     """Every configured mailbox: the TOML list first, then the environment's default mailbox (unless
     the TOML already has one under the same key). Raises ConfigError naming the bad setting."""
-    section = toml_section("email") if section is None else section
+    section = section or {}
     raw: list[dict[str, Any]] = [dict(m) for m in section.get("mailboxes", []) if isinstance(m, dict)]
     env = EmailEnv().mailbox()
     if env is not None and env.get("key", "default") not in {m.get("key", "default") for m in raw}:
@@ -153,7 +152,7 @@ def load_mailboxes(settings: Settings, section: dict[str, Any] | None = None) ->
             where = f"[[email.mailboxes]] #{i + 1}" if i < len(section.get("mailboxes", [])) else "COPILOT_EMAIL_*"
             raise ConfigError(f"{where}: {'.'.join(map(str, err['loc'])) or 'value'}: {err['msg']}") from None
         if not mb.tenant:
-            mb = mb.model_copy(update={"tenant": settings.tenant})
+            mb = mb.model_copy(update={"tenant": tenant})
         out.append(mb)
     keys = [m.key for m in out]
     if len(set(keys)) != len(keys):

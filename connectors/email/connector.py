@@ -1,6 +1,6 @@
 """The email channel: IMAP in (one watcher per mailbox), SMTP out, attachments, doctor checks.
 
-Imports bot.models, bot.connector, bot.settings and this package only. Its state (cursors, seen
+Imports the channel core and this package only. Its state (cursors, seen
 Message-IDs, the sent-log) lives in the copilot's database under tables it creates itself.
 """
 from __future__ import annotations
@@ -10,15 +10,12 @@ import logging
 from pathlib import Path
 
 from aiohttp import web
-from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine
 
-from bot.connector import Check, SendError, Sink
-from bot.models import Attachment, Reply, Target
-from bot.settings import Settings
+from connectors.channel import ChannelContext, Check, SendError, Sink
+from connectors.message import Attachment, Reply, Target
 
 from .compose import compose
-from .config import Mailbox, load_mailboxes
+from .config import Mailbox
 from .imap import ImapError, ImapSession
 from .inbound import Files
 from .send import Sender, SmtpFailure, close_smtp, login, open_smtp
@@ -28,40 +25,18 @@ from .watch import MailboxWatcher
 log = logging.getLogger("copilot.email")
 
 
-def state_engine(settings: Settings) -> Engine:
-    """An engine on the copilot's database (the bot's own engine factory is not ours to import)."""
-    url = settings.db_url
-    if url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url[len("postgresql://"):]
-    if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True, pool_size=4)
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
-
-    @event.listens_for(engine, "connect")
-    def _pragmas(dbapi_conn, _record):  # noqa: ANN001 - WAL: our writes never block the inbox's readers
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA busy_timeout=30000")
-        cur.close()
-
-    return engine
-
-
 class EmailConnector:
     name = "email"
 
-    def __init__(self, settings: Settings, mailboxes: list[Mailbox] | None = None, *, engine: Engine | None = None) -> None:
-        self.settings = settings
-        boxes = mailboxes if mailboxes is not None else load_mailboxes(settings)
-        self.mailboxes = {m.key: m if m.tenant else m.model_copy(update={"tenant": settings.tenant}) for m in boxes}
+    def __init__(self, mailboxes: list[Mailbox], ctx: ChannelContext) -> None:
+        self.mailboxes = {m.key: m if m.tenant else m.model_copy(update={"tenant": ctx.tenant}) for m in mailboxes}
         if not self.mailboxes:
             raise ValueError("no mailbox configured: add [[email.mailboxes]] or COPILOT_EMAIL_IMAP_HOST")
-        self._own_engine = engine is None
-        settings.ensure_dirs()
-        self.engine = engine or state_engine(settings)
+        if ctx.engine is None:
+            raise ValueError("the email channel keeps its cursors in the copilot's database: pass an engine")
+        self.engine = ctx.engine
         self.state = EmailState(self.engine)
-        self.files = Files(Path(settings.data_dir))
+        self.files = Files(Path(ctx.data_dir))
         self.sender = Sender(self.state, self.find_copy)
         self.own = frozenset(a for m in self.mailboxes.values() for a in m.own_addresses)
         self.watchers: dict[str, MailboxWatcher] = {}
@@ -172,5 +147,3 @@ class EmailConnector:
         self._tasks.clear()
         for w in self.watchers.values():
             await w.aclose()
-        if self._own_engine:
-            self.engine.dispose()

@@ -12,7 +12,7 @@ import re
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bot.models import Attachment, InboundMessage
+from connectors.message import Attachment, InboundMessage
 
 from .config import Mailbox
 from .parse import ParsedEmail

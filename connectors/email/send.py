@@ -23,7 +23,7 @@ from typing import Awaitable, Callable
 
 import aiosmtplib
 
-from bot.connector import SendError
+from connectors.channel import SendError
 
 from .compose import Outgoing
 from .config import Mailbox

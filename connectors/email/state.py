@@ -8,7 +8,7 @@
 - `email_sent`: one row per outbound key with the phase the SMTP transaction reached, so a retry
   knows whether the message can have left already (see connectors/email/send.py).
 
-Own MetaData (not the bot's), created here with create_all: the bot never imports connectors.
+Own MetaData (not the bot's), created here with create_all on the engine the app factory hands over.
 """
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import Boolean, Column, Float, Integer, MetaData, String, Table, and_, delete, func, insert, select, update
 from sqlalchemy.engine import Engine
+
+from connectors.sql import insert_ignore
 
 metadata = MetaData()
 
@@ -92,7 +94,7 @@ class EmailState:
         now = time.time()
         with self.engine.begin() as conn:
             if seen:
-                _insert_ignore(conn, seen_table, dict(mailbox=mailbox, msg_key=msg_key(seen), seen_at=now))
+                conn.execute(insert_ignore(conn, seen_table, dict(mailbox=mailbox, msg_key=msg_key(seen), seen_at=now)))
             row = conn.execute(select(t.c.uidvalidity, t.c.last_uid, t.c.synced_at).where(
                 t.c.mailbox == mailbox, t.c.folder == folder)).first()
             if row is None:
@@ -149,18 +151,3 @@ class EmailState:
             return conn.execute(select(func.count()).select_from(t).where(and_(
                 t.c.mailbox == mailbox, t.c.thread == thread[:300], t.c.auto.is_(True), t.c.phase == "sent",
                 t.c.updated_at >= since, t.c.key != exclude_key))).scalar() or 0
-
-
-def _insert_ignore(conn, table: Table, values: dict) -> None:  # noqa: ANN001
-    # ON CONFLICT DO NOTHING keeps the surrounding transaction usable when the row is already there
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    elif conn.dialect.name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    else:
-        if conn.execute(select(func.count()).select_from(table).where(
-                and_(*(table.c[k] == v for k, v in values.items() if table.c[k].primary_key)))).scalar():
-            return
-        conn.execute(insert(table).values(**values))
-        return
-    conn.execute(dialect_insert(table).values(**values).on_conflict_do_nothing())

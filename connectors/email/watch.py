@@ -24,8 +24,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from bot.connector import Sink
-from bot.models import InboundMessage
+from connectors.channel import Sink
+from connectors.message import InboundMessage
 
 from .config import Mailbox
 from .imap import IdleUnsupported, ImapError, ImapSession, imap_date

@@ -15,13 +15,13 @@ from typing import Awaitable, Callable
 
 from aiohttp import web
 
-from bot.connector import Check, Sink, read_form
-from bot.models import Attachment, InboundMessage, Reply, Target
+from connectors.channel import Check, Sink
+from connectors.http import read_form
+from connectors.message import Attachment, InboundMessage, Reply, Target
 
 WEB = Path(__file__).parent / "web"
 History = Callable[[str, str, int], Awaitable[list[dict]]]  # (tenant, conversation id, after id) -> replies
 Users = Callable[[], Awaitable[list[dict]]]
-Allow = Callable[[str], bool]
 _ID = re.compile(r"^[\w.:@\-]{1,128}$")
 
 
@@ -29,12 +29,11 @@ class LocalConnector:
     name = "console"
 
     def __init__(self, history: History, users: Users, *, tenant: str = "default", uploads: Path | None = None,
-                 allow: Allow | None = None, max_upload: int = 25 * 1024 * 1024) -> None:
+                 max_upload: int = 25 * 1024 * 1024) -> None:
         self.history = history
         self.users = users
         self.tenant = tenant
         self.uploads = uploads
-        self.allow = allow or (lambda sender: True)
         self.max_upload = max_upload
         self._waiters: dict[str, asyncio.Event] = {}
         self._partial: dict[str, str] = {}  # conversation -> the answer being written (not durable)
@@ -58,8 +57,6 @@ class LocalConnector:
                     raise web.HTTPBadRequest(text="body is not valid JSON") from None
                 attachment = None
             msg = self.to_message(fields, attachment)
-            if not self.allow(msg.sender_id):
-                raise web.HTTPTooManyRequests(text="too many messages from this sender; wait a minute", headers={"Retry-After": "20"})
             acc = await sink(msg)
             return web.json_response({"inbox_id": acc.inbox_id, "duplicate": acc.duplicate, "conversation": msg.conversation_id},
                                      status=200 if acc.duplicate else 202)

@@ -6,8 +6,9 @@ from typing import Callable
 
 from aiohttp import web
 
-from bot.connector import Check, Sink, render_text
-from bot.models import Attachment, Reply, Target
+from connectors.channel import Check, Sink
+from connectors.text import render_text
+from connectors.message import Attachment, Reply, Target
 
 
 class TerminalConnector:

@@ -18,12 +18,11 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Any
+from typing import Any, Mapping
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from bot.settings import toml_section
 
 DEFAULT_API_BASE = "https://qyapi.weixin.qq.com"
 DEFAULT_KEY = "default"
@@ -103,7 +102,7 @@ class WeComConfigError(ValueError):
     pass
 
 
-def load_corps(main_tenant: str = "default", toml: dict[str, Any] | None = None, **env_overrides: Any) -> list[CorpConfig]:
+def load_corps(main_tenant: str = "default", toml: Mapping[str, Any] | None = None, **env_overrides: Any) -> list[CorpConfig]:
     """Every configured corp: the default one (if its env is set) first, then copilot.toml's."""
     try:
         env = WeComEnv(**env_overrides)
@@ -114,7 +113,7 @@ def load_corps(main_tenant: str = "default", toml: dict[str, Any] | None = None,
     default = CorpConfig(key=DEFAULT_KEY, tenant=main_tenant, **env.model_dump())
     if default.configured:
         corps.append(default)
-    section = toml_section("wecom") if toml is None else toml
+    section = toml or {}
     entries = section.get("corps", [])
     if not isinstance(entries, list):
         raise WeComConfigError("[wecom] corps must be a list of [[wecom.corps]] tables")

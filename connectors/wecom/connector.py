@@ -13,8 +13,8 @@ import logging
 
 from aiohttp import web
 
-from bot.connector import Check, SendError, Sink
-from bot.models import Attachment, Reply, Target
+from connectors.channel import Check, SendError, Sink
+from connectors.message import Attachment, Reply, Target
 from connectors.wecom.client import WeComClient, WeComError
 from connectors.wecom.config import DEFAULT_KEY, CorpConfig
 from connectors.wecom.crypto import BadSignature, CallbackRejected, WeComCrypto, check_query

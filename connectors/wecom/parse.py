@@ -20,7 +20,7 @@ import hashlib
 import re
 from typing import Any
 
-from bot.models import Action, Attachment, InboundMessage
+from connectors.message import Action, Attachment, InboundMessage
 from connectors.wecom.crypto import BadPayload
 from connectors.wecom.render import ref_of_task
 

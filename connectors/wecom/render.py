@@ -12,8 +12,8 @@ from __future__ import annotations
 import hashlib
 import re
 
-from bot.connector import render_text, split_message
-from bot.models import Button, Citation, Reply
+from connectors.text import render_text, split_message
+from connectors.message import Button, Citation, Reply
 
 TEXT_LIMIT = 2048  # bytes, for text and markdown content
 _MARK_RESERVE = 16  # room for the "(12/34)\n" part marker

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.bench.dovecot import Dovecot, ensure_dovecot
-from bot.connector import Accepted
-from bot.models import InboundMessage
+from tests.fakes.dovecot import Dovecot, ensure_dovecot
+from connectors.channel import Accepted
+from connectors.message import InboundMessage
 from connectors.email.config import Mailbox
 from tests.fakes.mail_server import self_signed_cert
 
@@ -117,3 +117,10 @@ class Collector:
 
     def ids(self) -> list[str]:
         return [m.platform_msg_id for m in self.messages]
+
+
+def email_context(settings, engine=None):  # noqa: ANN001, ANN201
+    """What the app factory hands the email connector, over the settings' database."""
+    from bot.app import channel_context, open_database
+
+    return channel_context(settings, "email", engine or open_database(settings))

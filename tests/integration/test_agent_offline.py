@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlmodel import Session
 
-from bot.models import Action, InboundMessage
+from connectors.message import Action, InboundMessage
 
 SH = ZoneInfo("Asia/Shanghai")
 NOW = datetime(2026, 11, 25, 16, 30, tzinfo=SH)  # Wednesday
@@ -120,7 +120,7 @@ def test_comparison_table_cites_every_cell(copilot):
 
 
 def test_draft_is_grounded_and_never_sent_without_approval(copilot):
-    from bot.tables import OutboundRow
+    from bot.pipeline.tables import OutboundRow
     from crm.models import Activity
 
     chat = Chat(copilot, "zhangwei", "draft")

@@ -21,14 +21,13 @@ def run(tmp_path_factory):
         return subprocess.run([sys.executable, "-m", "bot.cli", *args], env=env, capture_output=True, text=True, input=stdin, timeout=300)
 
     run.data = data
-    from bot.app import Copilot
+    from bot.app import build_app
     from bot.settings import Settings
 
     os.environ["COPILOT_CONFIG"] = str(data / "absent.toml")
-    cp = Copilot.open(Settings(data_dir=data / "data", embed_cache=EMBED_CACHE))
-    cp.bootstrap()
-    cp.embedder.close()
-    cp.engine.dispose()
+    cp = build_app(Settings(data_dir=data / "data", embed_cache=EMBED_CACHE))
+    cp.load_samples()
+    cp.close()
     del os.environ["COPILOT_CONFIG"]
     return run
 
@@ -42,7 +41,7 @@ def test_usage_errors_exit_2_with_one_line(run):
 
 
 def test_help_everywhere(run):
-    for args in ([], ["--help"], ["kb", "--help"], ["reps", "--help"], ["bench", "--help"], ["search", "--help"]):
+    for args in ([], ["--help"], ["kb", "--help"], ["reps", "--help"], ["crm", "--help"], ["search", "--help"]):
         r = run(*args)
         assert r.returncode == 0 and "Usage" in r.stdout, args
 

@@ -38,9 +38,7 @@ def test_an_empty_database_is_migrated_to_head_and_matches_the_models(db_url):  
 
 def test_a_create_all_database_is_adopted(db_url):  # noqa: F811
     engine = make_engine(db_url)
-    import bot.tables  # noqa: F401
-    import crm.models  # noqa: F401
-    import rag.store  # noqa: F401
+    register_tables()
 
     # how databases were made before migrations: create_all over the tables of that time
     SQLModel.metadata.create_all(engine, tables=[SQLModel.metadata.tables[n] for n in _initial_tables()])

@@ -10,14 +10,14 @@ import time_machine
 from sqlalchemy import func, select
 from sqlmodel import Session
 
-from bot.app import Copilot
-from bot.directory import Directory
-from bot.metrics import Metrics
-from bot.models import Reply, Target
-from bot.nudges import ContentRef
-from bot.outbox import Outbox
-from bot.scheduler import NudgeConfig, Scheduler, scheduler_for
-from bot.tables import OutboundRow
+from bot.app import build_app
+from bot.people.directory import Directory
+from bot.ops.metrics import Metrics
+from connectors.message import Reply, Target
+from bot.proactive.nudges import ContentRef
+from bot.pipeline.outbox import Outbox
+from bot.proactive.scheduler import NudgeConfig, Scheduler
+from bot.pipeline.tables import OutboundRow
 from crm.health import HealthConfig
 from crm.models import NudgeLog
 from crm.service import CRM
@@ -136,9 +136,9 @@ def test_quiet_hours_and_the_morning_digest_sent_once(sample_engine):
 
 
 def test_one_leader_and_no_double_nudges_across_instances(copilot):
-    other = Copilot.open(copilot.settings)  # a second instance on the same data directory
+    other = build_app(copilot.settings)  # a second instance on the same data directory
     try:
-        a, b = scheduler_for(copilot), scheduler_for(other)
+        a, b = copilot.scheduler, other.scheduler
         when = at(2026, 11, 26, 9)
         results = [run(a, when), run(b, when)]
         assert results[1] is None and results[0]  # b is not the leader while a's lease holds
@@ -156,8 +156,7 @@ def test_one_leader_and_no_double_nudges_across_instances(copilot):
         content = [r for r in outbound(copilot.engine, "nudge:default:content:%")]
         assert any("bc-xingtu" in r.reply for r in content)  # the real battlecard hook
     finally:
-        other.embedder.close()
-        other.engine.dispose()
+        other.close()
 
 
 def test_store_supervisor_gets_the_daily_summary(sample_engine):

@@ -8,8 +8,8 @@ from datetime import datetime, timezone
 from sqlalchemy import select
 from sqlmodel import Session
 
-from bot.connector import Check
-from bot.models import Attachment, InboundMessage, Reply, Target
+from connectors.channel import Check
+from connectors.message import Attachment, InboundMessage, Reply, Target
 from tests.conftest import replies_for
 
 
@@ -50,15 +50,16 @@ def mail(msg_id: str, sender: str, text: str, **ctx) -> InboundMessage:
                           reply_context=context)
 
 
-async def test_customer_mail_is_logged_and_the_rep_drafts_a_threaded_reply(copilot, aiohttp_client):
-    from bot.gateway import create_app
+async def test_customer_mail_is_logged_and_the_rep_drafts_a_threaded_reply(make_app, aiohttp_client):
+    from bot.web.gateway import create_web_app
     from crm.models import Activity
 
     outbox = RecordingMail()
-    client = await aiohttp_client(create_app(copilot, [outbox]))
+    copilot = make_app(channels=[outbox])
+    client = await aiohttp_client(create_web_app(copilot))
     customer = mail("m1", "wangjianguo@hdmg.example.com", "张经理好，我们比较关注价格，能否再给一个三年期的报价？\n\n-----原始邮件-----")
-    await copilot.sink(customer)
-    await copilot.sink(customer)  # the same mail seen twice (two mailboxes, a resync)
+    await copilot.intake.sink(customer)
+    await copilot.intake.sink(customer)  # the same mail seen twice (two mailboxes, a resync)
     [note] = await replies_for(client, "web-zhangwei")
     assert "王建国" in note["reply"]["text"] and "价格" in note["reply"]["text"] and note["reply"]["buttons"][0]["key"] == "confirm"
     with Session(copilot.engine) as s:
@@ -84,20 +85,21 @@ async def test_customer_mail_is_logged_and_the_rep_drafts_a_threaded_reply(copil
     assert reply.kind == "draft" and key.startswith("draft:")
 
 
-async def test_automatic_unknown_and_attachment_mail_is_never_answered(copilot, aiohttp_client):
-    from bot.gateway import create_app
-    from bot.tables import OutboundRow
+async def test_automatic_unknown_and_attachment_mail_is_never_answered(make_app, aiohttp_client):
+    from bot.web.gateway import create_web_app
+    from bot.pipeline.tables import OutboundRow
     from rag.retrieve import Viewer
 
     outbox = RecordingMail()
-    await aiohttp_client(create_app(copilot, [outbox]))
-    await copilot.sink(mail("ooo", "wangjianguo@hdmg.example.com", "我正在休假，12月1日回来。", no_reply="Auto-Submitted: auto-replied"))
-    await copilot.sink(mail("spam", "stranger@unknown.example", "Buy now"))
-    await copilot.sink(InboundMessage(**{**mail("att", "wangjianguo@hdmg.example.com", "附件是我们的需求").model_dump(),
+    copilot = make_app(channels=[outbox])
+    await aiohttp_client(create_web_app(copilot))
+    await copilot.intake.sink(mail("ooo", "wangjianguo@hdmg.example.com", "我正在休假，12月1日回来。", no_reply="Auto-Submitted: auto-replied"))
+    await copilot.intake.sink(mail("spam", "stranger@unknown.example", "Buy now"))
+    await copilot.intake.sink(InboundMessage(**{**mail("att", "wangjianguo@hdmg.example.com", "附件是我们的需求").model_dump(),
                                           "kind": "file", "attachments": (Attachment(name="需求.md", ref="x"),)}))
     await asyncio.sleep(1.5)
     with Session(copilot.engine) as s:
         rows = s.execute(select(OutboundRow)).scalars().all()
     assert all(r.channel != "email" for r in rows) and outbox.sent == []
     assert not copilot.directory.pending()  # an unknown external sender is not asked to register
-    assert not any(h.doc_id == "需求.md" for h in copilot.retriever.search("需求", Viewer("default", "admin"), k=10))
+    assert not any(h.doc_id == "需求.md" for h in copilot.knowledge.retriever.search("需求", Viewer("default", "admin"), k=10))

@@ -12,8 +12,9 @@ import time
 
 import pytest
 
-from bot.gateway import create_app
-from bot.tables import InboxRow
+from bot.app import build_app, channel_context
+from bot.web.gateway import create_web_app
+from bot.pipeline.tables import InboxRow
 from connectors.dingtalk import DingTalkConnector
 from rag.retrieve import Viewer
 from tests.fakes.dingtalk_api import FakeDingTalk
@@ -55,8 +56,9 @@ def link(copilot):
 
 
 async def start(copilot, aiohttp_client, settings):
-    connector = DingTalkConnector.from_settings(settings, stream_options=FAST)
-    client = await aiohttp_client(create_app(copilot, [connector]))
+    """The gateway of a second app over the same data, with the DingTalk channel (`copilot` set the data up)."""
+    connector = DingTalkConnector.build(channel_context(settings, "dingtalk"), stream_options=FAST)
+    client = await aiohttp_client(create_web_app(build_app(settings, channels=[connector]), owns_app=True))
     client.connector = connector
     return client
 
@@ -172,11 +174,11 @@ async def test_expired_session_webhook_falls_back_to_the_robot_api(fake, use_app
 
 
 async def test_token_is_fetched_once_for_concurrent_sends_and_outages_are_retryable(fake, use_app, settings):
-    from bot.connector import SendError
-    from bot.models import Reply, Target
+    from connectors.channel import SendError
+    from connectors.message import Reply, Target
 
     use_app()
-    connector = DingTalkConnector.from_settings(settings)
+    connector = DingTalkConnector.build(channel_context(settings, "dingtalk"))
     try:
         targets = [Target(channel="dingtalk", conversation_id=f"c{i}", user_id=f"staff{i}") for i in range(12)]  # no webhook: API
         await asyncio.gather(*(connector.send(t, Reply(text=f"提醒 {i}"), f"k{i}") for i, t in enumerate(targets)))
@@ -273,7 +275,7 @@ async def test_file_from_enablement_user_is_ingested_and_a_reps_file_is_a_draft(
     fake.stream.push(APP, fake.message(APP, sender=STAFF["chenjing"], msgtype="file", content=content, msg_id="f-1"))
     [sent] = await fake.wait_sent(1)
     assert "已导入" in sent.text and "battlecard-qingyun" in sent.text
-    hits = copilot.retriever.search("青云ERP 的弱点是什么", Viewer("default", "rep", "华东区"))
+    hits = copilot.knowledge.retriever.search("青云ERP 的弱点是什么", Viewer("default", "rep", "华东区"))
     assert hits and hits[0].doc_id == "battlecard-qingyun"
     rep_doc = doc.replace(b"battlecard-qingyun", b"battlecard-qingyun-rep")
     content = {"downloadCode": fake.add_file(APP, rep_doc), "fileName": "我的笔记.md"}
@@ -320,7 +322,7 @@ async def test_two_apps_are_isolated(fake, use_app, link, copilot, aiohttp_clien
 
 
 async def test_wiring_and_doctor_name_what_is_wrong(fake, use_app, settings):
-    from bot.wiring import channel_connectors
+    from bot.app import channel_connectors
 
     use_app("stream")
     [connector] = channel_connectors(settings)

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from bot.cli import main
-from bot.models import Reply, Target
+from connectors.message import Reply, Target
 from connectors.email.compose import compose, reply_subject
 from connectors.email.config import ConfigError, Mailbox, load_mailboxes
 from tests.fakes.email_env import CNMAIL, FIXTURES
@@ -74,7 +74,7 @@ def test_mailboxes_from_toml_and_the_environment(make_settings, monkeypatch):
 
 
 def test_wiring_adds_the_email_channel_only_when_a_mailbox_is_configured(make_settings, monkeypatch):
-    from bot.wiring import channel_connectors
+    from bot.app import channel_connectors
 
     settings = make_settings()
     assert "email" not in [c.name for c in channel_connectors(settings)]

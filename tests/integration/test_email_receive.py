@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from bot.bench.dovecot import Dovecot
+from tests.fakes.dovecot import Dovecot
 from connectors.email.connector import EmailConnector
 from tests.fakes.email_env import *  # noqa: F403 - fixtures
-from tests.fakes.email_env import CNMAIL, FIXTURES, Collector
+from tests.fakes.email_env import CNMAIL, FIXTURES, Collector, email_context
 
 
 def mail(n: int | str, *, sender: str = "王总 <wang@customer.example.cn>", subject: str = "", body: str = "",
@@ -23,7 +23,7 @@ def mail(n: int | str, *, sender: str = "王总 <wang@customer.example.cn>", sub
 
 
 async def running(settings, *mailboxes, sink):  # noqa: ANN001, ANN201
-    conn = EmailConnector(settings, list(mailboxes))
+    conn = EmailConnector(list(mailboxes), email_context(settings))
     await conn.start(sink)
     return conn
 

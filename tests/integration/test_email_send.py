@@ -7,19 +7,20 @@ import asyncio
 import pytest
 from sqlalchemy import select
 
-from bot.bench.dovecot import free_port
-from bot.connector import SendError
-from bot.metrics import Metrics
-from bot.models import Reply, Target
-from bot.outbox import Outbox
+from tests.fakes.dovecot import free_port
+from connectors.channel import SendError
+from bot.ops.metrics import Metrics
+from connectors.message import Reply, Target
+from bot.pipeline.outbox import Outbox
 from bot.storage import init_db, make_engine
-from bot.tables import OutboundRow
+from bot.pipeline.tables import OutboundRow
 from connectors.email.compose import message_id_for
 from connectors.email.connector import EmailConnector
 from connectors.email.inbound import Files, to_inbound
 from connectors.email.parse import parse_email
 from tests.fakes.email_env import *  # noqa: F403 - fixtures
-from tests.fakes.email_env import FIXTURES, Collector
+from tests.fakes.email_env import FIXTURES, Collector, email_context
+from bot.pipeline.channels import Channels
 from tests.fakes.mail_server import MailServer, server_context
 
 PARENT = ("From: =?utf-8?B?546L5oC7?= <wang@customer.example.cn>\r\nTo: sales@seller.example.cn\r\n"
@@ -50,7 +51,7 @@ def sending(imap_user, smtp, tls_files):  # a mailbox that sends through `smtp` 
 
 
 async def test_an_approved_reply_goes_out_threaded_once(make_settings, sending, smtp, tmp_path):
-    conn = EmailConnector(make_settings(), [sending])
+    conn = EmailConnector([sending], email_context(make_settings()))
     target = target_of(PARENT, sending, tmp_path)
     draft = Reply(text="王总您好，价格可以再谈，我周二来拜访。", kind="draft",
                   meta={"email": {"from_name": "张伟", "reply_to": ["zhangwei@seller.example.cn"]}})
@@ -77,7 +78,7 @@ async def test_an_approved_reply_goes_out_threaded_once(make_settings, sending, 
 
 
 async def test_automatic_mail_robots_itself_and_a_busy_thread_are_never_answered(make_settings, sending, smtp, tmp_path):
-    conn = EmailConnector(make_settings(), [sending.model_copy(update={"auto_replies_per_thread": 2})])
+    conn = EmailConnector([sending.model_copy(update={"auto_replies_per_thread": 2})], email_context(make_settings()))
     ooo = target_of((FIXTURES / "out_of_office_zh.eml").read_bytes(), sending, tmp_path)
     robot = target_of(PARENT.replace(b"wang@customer", b"mailer-daemon@customer"), sending, tmp_path)
     own = target_of(PARENT.replace(b"wang@customer.example.cn", sending.own_address.encode()), sending, tmp_path)
@@ -105,8 +106,8 @@ async def test_a_send_retried_after_the_server_was_down_is_delivered_exactly_onc
     settings.ensure_dirs()
     engine = make_engine(settings.db_url)
     init_db(engine)
-    conn = EmailConnector(settings, [mb], engine=engine)
-    outbox = Outbox(engine, {"email": conn}, Metrics(), retry_base=0.2)
+    conn = EmailConnector([mb], email_context(settings, engine))
+    outbox = Outbox(engine, Channels([conn]), Metrics(), retry_base=0.2)
     outbox.enqueue(target_of(PARENT, mb, tmp_path), Reply(text="稍后回复您"), "retry-key")
     await outbox.start()
     server = None
@@ -147,7 +148,7 @@ async def test_a_lost_smtp_reply_is_resolved_by_our_own_copy_not_by_sending_twic
     extra = {"bcc_self": False, "sent_folder": sent_folder} if where == "sent-folder" else {}
     mb = imap_user.mailbox(smtp_host="127.0.0.1", smtp_port=server.port, smtp_security="none", confirm_wait=0.0, **extra)
     sink = Collector()
-    conn = EmailConnector(make_settings(), [mb])
+    conn = EmailConnector([mb], email_context(make_settings()))
     await conn.start(sink)
     target = target_of(PARENT, mb, tmp_path)
     try:
@@ -177,7 +178,7 @@ async def test_doctor_names_the_cause_and_the_fix(make_settings, imap_user, smtp
         imap_user.mailbox(key="untrusted", imap_security="starttls", timeout=3.0),
         imap_user.mailbox(key="down", folder="Nope", smtp_host="127.0.0.1", smtp_port=free_port(), smtp_security="none"),
     ]
-    conn = EmailConnector(make_settings(), boxes)
+    conn = EmailConnector(boxes, email_context(make_settings()))
     try:
         checks = {c.name: c for c in await conn.doctor()}
     finally:
@@ -194,13 +195,14 @@ async def test_doctor_names_the_cause_and_the_fix(make_settings, imap_user, smtp
     assert not checks["email down SMTP"].ok and "refused" in checks["email down SMTP"].detail
 
 
-async def test_a_reps_product_question_by_email_gets_an_emailed_answer_with_citations(copilot, aiohttp_client, imap_user, tmp_path):
-    from bot.gateway import create_app
+async def test_a_reps_product_question_by_email_gets_an_emailed_answer_with_citations(make_app, settings, aiohttp_client, imap_user, tmp_path):
+    from bot.web.gateway import create_web_app
 
     server = MailServer(free_port()).start()
     mb = imap_user.mailbox(smtp_host="127.0.0.1", smtp_port=server.port, smtp_security="none", bcc_self=False)
-    conn = EmailConnector(copilot.settings, [mb])
-    client = await aiohttp_client(create_app(copilot, [conn]))
+    conn = EmailConnector([mb], email_context(settings))
+    copilot = make_app(channels=[conn])
+    client = await aiohttp_client(create_web_app(copilot))
     question = ("From: =?utf-8?B?5byg5Lyf?= <ZhangWei@yunfan.example.com>\r\nTo: " + imap_user.address +
                 "\r\nSubject: =?utf-8?B?5pif5Zu+5a6e5pa95ZGo5pyf?=\r\nMessage-ID: <ask-1@yunfan.example.com>\r\n"
                 "Date: Mon, 4 Mar 2024 10:00:00 +0800\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"

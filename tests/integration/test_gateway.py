@@ -84,12 +84,12 @@ async def test_unknown_user_is_told_and_recorded_for_an_admin(gateway):
 
 
 async def test_per_sender_rate_limit(make_settings, aiohttp_client):
-    from bot.app import Copilot
-    from bot.gateway import create_app
+    from bot.app import build_app
+    from bot.web.gateway import create_web_app
 
-    cp = Copilot.open(make_settings(rate_limit_per_minute=6))
-    cp.bootstrap()
-    client = await aiohttp_client(create_app(cp))
+    cp = build_app(make_settings(rate_limit_per_minute=6))
+    cp.load_samples()
+    client = await aiohttp_client(create_web_app(cp))
     codes = [(await post(client, **{"as": "zhangwei", "text": "/help", "conversation": "rl", "id": f"r{i}"})).status for i in range(8)]
     assert codes.count(202) == 5 and codes[-1] == 429
     r = await post(client, **{"as": "lijun", "text": "/help", "conversation": "rl2", "id": "other"})
@@ -122,20 +122,20 @@ async def test_file_sent_in_the_web_chat_goes_to_the_knowledge_base(gateway):
     assert (await upload("chenjing", "qinglong.md", "# 青龙\n\n青龙方案的交付周期是五周。\n")).status == 202
     [reply] = await replies_for(gateway, "up-chenjing")
     assert "已导入" in reply["reply"]["text"]
-    hits = gateway.copilot.retriever.search("青龙方案 交付周期", Viewer("default", "rep", "华东区"), k=3)
+    hits = gateway.copilot.knowledge.retriever.search("青龙方案 交付周期", Viewer("default", "rep", "华东区"), k=3)
     assert hits[0].doc_id == "qinglong.md"
     assert (await upload("zhangwei", "baihu.md", "# 白虎\n\n白虎方案只有草稿。\n")).status == 202
     [reply] = await replies_for(gateway, "up-zhangwei")
     assert "草稿" in reply["reply"]["text"]
-    assert all(h.doc_id != "baihu.md" for h in gateway.copilot.retriever.search("白虎方案", Viewer("default", "admin"), k=5))
+    assert all(h.doc_id != "baihu.md" for h in gateway.copilot.knowledge.retriever.search("白虎方案", Viewer("default", "admin"), k=5))
 
 
 async def test_a_message_that_keeps_failing_is_dead_lettered_and_the_sender_told(make_settings, aiohttp_client):
-    from bot.app import Copilot
-    from bot.gateway import create_app
+    from bot.app import build_app
+    from bot.web.gateway import create_web_app
 
-    cp = Copilot.open(make_settings(max_attempts=3, retry_base_seconds=0.05))
-    cp.bootstrap()
+    cp = build_app(make_settings(max_attempts=3, retry_base_seconds=0.05))
+    cp.load_samples()
     calls = []
 
     def broken(person, msg, *rest):  # noqa: ANN001, ANN002, ANN202 - a job that always fails (e.g. a bug, a corrupt record)
@@ -143,7 +143,7 @@ async def test_a_message_that_keeps_failing_is_dead_lettered_and_the_sender_told
         raise RuntimeError("boom")
 
     cp.agent.handle = broken
-    client = await aiohttp_client(create_app(cp))
+    client = await aiohttp_client(create_web_app(cp))
     await post(client, **{"as": "zhangwei", "text": "星图？", "conversation": "dead", "id": "d1"})
     [reply] = await replies_for(client, "dead")
     assert reply["reply"]["kind"] == "error" and "处理失败" in reply["reply"]["text"]

@@ -65,19 +65,19 @@ def make_files(d: Path) -> dict[str, Path]:
 
 def test_every_format_is_ingested_and_searchable(copilot, tmp_path):
     files = make_files(tmp_path)
-    results = {r.name: r for r in copilot.ingestor.ingest_paths([tmp_path], ADMIN)}
+    results = {r.name: r for r in copilot.knowledge.ingestor.ingest_paths([tmp_path], ADMIN)}
     assert all(r.status == "added" for r in results.values()), {n: r.reason for n, r in results.items()}
     admin = Viewer("default", "admin")
     for query, doc in [("青鸾 冷链温控", "fmt-md"), ("白泽平台 质保期", "beta.txt"), ("朱雀接口 限流", "gamma.html"),
                        ("Kestrel audit logs retention", "delta.pdf"), ("玄武套件 实施 顾问", "epsilon.docx"),
                        ("QX-2 库存", "zeta.csv"), ("区域42 季度目标", "eta.xlsx"), ("麒麟版本 发布", "theta.pptx")]:
-        hits = copilot.retriever.search(query, admin, k=3)
+        hits = copilot.knowledge.retriever.search(query, admin, k=3)
         assert hits and hits[0].doc_id == doc, (query, [h.doc_id for h in hits])
-    assert "alert(1)" not in str(copilot.retriever.document_hits(admin, "gamma.html"))
+    assert "alert(1)" not in str(copilot.knowledge.retriever.document_hits(admin, "gamma.html"))
     # a table split into several passages keeps its header in every one
-    xlsx = copilot.retriever.document_hits(admin, "eta.xlsx")
+    xlsx = copilot.knowledge.retriever.document_hits(admin, "eta.xlsx")
     assert len(xlsx) > 1 and all(h.text.startswith("| 区域 | 负责人 | 季度目标 |") for h in xlsx)
-    docx_table = [h for h in copilot.retriever.document_hits(admin, "epsilon.docx") if h.text.startswith("|")]
+    docx_table = [h for h in copilot.knowledge.retriever.document_hits(admin, "epsilon.docx") if h.text.startswith("|")]
     assert docx_table and "| 高级版 | ¥9万 |" in docx_table[0].text
 
 
@@ -102,7 +102,7 @@ def test_corrupt_encrypted_and_empty_files_are_refused_per_file(copilot, tmp_pat
     scan.add_page()
     scan.rect(10, 10, 50, 50)
     scan.output(str(tmp_path / "scan.pdf"))
-    results = {r.name: r for r in copilot.ingestor.ingest_paths([tmp_path], ADMIN)}
+    results = {r.name: r for r in copilot.knowledge.ingestor.ingest_paths([tmp_path], ADMIN)}
     reasons = {n: r.reason for n, r in results.items() if r.status == "error"}
     assert set(reasons) == {"broken.docx", "garbage.pdf", "empty.md", "badyaml.md", "locked.pdf", "scan.pdf"}
     assert "damaged" in reasons["broken.docx"] and "damaged" in reasons["garbage.pdf"]
@@ -121,15 +121,15 @@ def test_changed_section_is_the_only_one_reembedded_and_versions_swap_atomically
     path = tmp_path / "card.md"
     sections = [f"## 部分{i}\n\n凤凰产品第{i}部分的说明，编号 PX{i}（{run}）。这一段专门讲第{i}个主题。\n" for i in range(5)]
     path.write_text("---\nid: phoenix\ntitle: 凤凰卡片\nversion: 1\n---\n" + "\n".join(sections), encoding="utf-8")
-    first = copilot.ingestor.ingest_paths([path], ADMIN)[0]
+    first = copilot.knowledge.ingestor.ingest_paths([path], ADMIN)[0]
     assert first.status == "added" and first.chunks == 5 and first.embedded == 5
     sections[2] = f"## 部分2\n\n凤凰产品第2部分已更新：交付周期缩短到三周，编号 PX2NEW（{run}）。\n"
     path.write_text("---\nid: phoenix\ntitle: 凤凰卡片\nversion: 2\n---\n" + "\n".join(sections), encoding="utf-8")
-    second = copilot.ingestor.ingest_paths([path], ADMIN)[0]
+    second = copilot.knowledge.ingestor.ingest_paths([path], ADMIN)[0]
     assert second.status == "updated" and second.version == "2" and second.embedded == 1
-    assert copilot.ingestor.ingest_paths([path], ADMIN)[0].status == "unchanged"
+    assert copilot.knowledge.ingestor.ingest_paths([path], ADMIN)[0].status == "unchanged"
     admin = Viewer("default", "admin")
-    texts = " ".join(h.text for h in copilot.retriever.document_hits(admin, "phoenix"))
+    texts = " ".join(h.text for h in copilot.knowledge.retriever.document_hits(admin, "phoenix"))
     assert "PX2NEW" in texts and "第2部分的说明" not in texts
     from sqlmodel import Session, select
 
@@ -145,7 +145,7 @@ def test_changed_section_is_the_only_one_reembedded_and_versions_swap_atomically
 
     def reader() -> None:
         while not stop.is_set():
-            hits = copilot.retriever.search("凤凰产品 编号", admin, k=10, per_doc=10)
+            hits = copilot.knowledge.retriever.search("凤凰产品 编号", admin, k=10, per_doc=10)
             versions = {h.version for h in hits if h.doc_id == "phoenix"}
             if len(versions) != 1:
                 seen_bad.append(versions)
@@ -155,22 +155,22 @@ def test_changed_section_is_the_only_one_reembedded_and_versions_swap_atomically
     for v in range(3, 8):
         sections[4] = f"## 部分4\n\n凤凰产品第4部分，第{v}版的说明，编号 PX4V{v}。\n"
         path.write_text(f"---\nid: phoenix\ntitle: 凤凰卡片\nversion: {v}\n---\n" + "\n".join(sections), encoding="utf-8")
-        assert copilot.ingestor.ingest_paths([path], ADMIN)[0].status == "updated"
+        assert copilot.knowledge.ingestor.ingest_paths([path], ADMIN)[0].status == "updated"
     stop.set()
     t.join()
     assert not seen_bad
 
 
 async def test_rep_upload_is_a_draft_until_approved_once(copilot):
-    from bot.models import Action
-    from bot.tables import OutboundRow
+    from connectors.message import Action
+    from bot.pipeline.tables import OutboundRow
     from sqlmodel import Session, select
 
     rep = copilot.directory.get("zhangwei")
     reply = copilot.publishing.upload(rep, "east.md", "---\nid: east-card\ntitle: 华东竞品速记\n---\n# 速记\n\n白虎竞品的报价比我们低百分之三十。\n".encode())
     assert reply.meta["ingest"]["status"] == "draft" and "草稿" in reply.text
     everyone = [Viewer("default", r, "华东区") for r in ("rep", "manager", "enablement", "admin")]
-    assert all(not any(h.doc_id == "east-card" for h in copilot.retriever.search("白虎竞品 报价", v)) for v in everyone)
+    assert all(not any(h.doc_id == "east-card" for h in copilot.knowledge.retriever.search("白虎竞品 报价", v)) for v in everyone)
     with Session(copilot.engine) as s:
         asks = s.exec(select(OutboundRow).where(OutboundRow.dedupe_key.like("kb-approval:%"))).all()
     assert asks and all('"kb_approve"' in a.reply for a in asks)  # enablement was asked, with buttons
@@ -182,7 +182,7 @@ async def test_rep_upload_is_a_draft_until_approved_once(copilot):
     [ok] = copilot.agent.act(chenjing, Action(key="kb_approve", ref=version_ref))
     [twice] = copilot.agent.act(chenjing, Action(key="kb_approve", ref=version_ref))
     assert "已发布" in ok.text and "已经处理" in twice.text
-    assert copilot.retriever.search("白虎竞品 报价", Viewer("default", "rep", "华东区"))[0].doc_id == "east-card"
+    assert copilot.knowledge.retriever.search("白虎竞品 报价", Viewer("default", "rep", "华东区"))[0].doc_id == "east-card"
 
 
 def form(name: str, content: bytes, **fields: str):
@@ -217,29 +217,29 @@ async def test_admin_upload_api(gateway):
 
 
 def test_managers_only_document_never_reaches_a_rep_by_search_or_link(kb):
-    from bot.gateway import _document_html
+    from bot.web.gateway import _document_html
 
     for q in ("折扣审批", "七折以下需要谁审批", "discount approval VP floor price"):
         for mode in ("hybrid", "dense", "bm25"):
-            assert "pricing-discount-approval" not in [h.doc_id for h in kb.retriever.search(q, REP, k=20, per_doc=5, mode=mode)]
-    assert kb.retriever.document_hits(REP, "pricing-discount-approval") == []
+            assert "pricing-discount-approval" not in [h.doc_id for h in kb.knowledge.retriever.search(q, REP, k=20, per_doc=5, mode=mode)]
+    assert kb.knowledge.retriever.document_hits(REP, "pricing-discount-approval") == []
     assert _document_html(kb, "pricing-discount-approval", REP, "") is None
     manager = Viewer("default", "manager", "华南区")
-    assert "pricing-discount-approval" in [h.doc_id for h in kb.retriever.search("折扣审批", manager, k=5)]
+    assert "pricing-discount-approval" in [h.doc_id for h in kb.knowledge.retriever.search("折扣审批", manager, k=5)]
 
 
 def test_tenants_are_isolated(copilot, tmp_path):
     path = tmp_path / "other.md"
     path.write_text("# 另一家公司\n\n青龙计划只属于第二个租户。\n", encoding="utf-8")
-    assert copilot.ingestor.ingest_paths([path], Uploader("x", "admin", "corp2"))[0].status == "added"
-    assert not copilot.retriever.search("青龙计划", Viewer("default", "admin"), k=5) or \
-        all(h.doc_id != "other.md" for h in copilot.retriever.search("青龙计划", Viewer("default", "admin"), k=5))
-    assert copilot.retriever.search("青龙计划", Viewer("corp2", "rep"), k=5)[0].doc_id == "other.md"
+    assert copilot.knowledge.ingestor.ingest_paths([path], Uploader("x", "admin", "corp2"))[0].status == "added"
+    assert not copilot.knowledge.retriever.search("青龙计划", Viewer("default", "admin"), k=5) or \
+        all(h.doc_id != "other.md" for h in copilot.knowledge.retriever.search("青龙计划", Viewer("default", "admin"), k=5))
+    assert copilot.knowledge.retriever.search("青龙计划", Viewer("corp2", "rep"), k=5)[0].doc_id == "other.md"
 
 
 @pytest.mark.parametrize("query", ["ＡＢＣ　實施週期", "abc 实施周期"])
 def test_query_normalisation(kb, query):
-    hits = kb.retriever.search(query, Viewer("default", "manager", "华东区"), k=5)
+    hits = kb.knowledge.retriever.search(query, Viewer("default", "manager", "华东区"), k=5)
     assert hits and any("实施" in h.text or "周期" in h.text for h in hits)
 
 
@@ -248,10 +248,9 @@ def test_owners_hear_about_flagged_content_once_a_week(copilot):
 
     from sqlmodel import Session, select
 
-    from bot.scheduler import scheduler_for
-    from bot.tables import OutboundRow
+    from bot.pipeline.tables import OutboundRow
 
-    sched = scheduler_for(copilot)
+    sched = copilot.scheduler
     morning = datetime(2026, 11, 25, 2, 30, tzinfo=timezone.utc)  # 10:30 in Shanghai
     sched.tick(morning)
     sched._daily_day = None  # a second pass the same week (another instance, a restart) sends nothing new

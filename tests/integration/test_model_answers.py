@@ -12,15 +12,15 @@ QUESTION = "星图软件的实施周期一般多长？"
 
 @pytest.fixture
 async def model_copilot(make_settings, aiohttp_server):
-    from bot.app import Copilot
+    from bot.app import build_app
 
     fake = FakeOpenAI()
     server = await aiohttp_server(fake.app())
 
     def build(**kw):
         s = make_settings(llm_base_url=str(server.make_url("/v1")), llm_timeout=2.0, llm_retries=1, **kw)
-        cp = Copilot.open(s)
-        cp.bootstrap()
+        cp = build_app(s)
+        cp.load_samples()
         return cp
 
     return fake, build
@@ -85,10 +85,10 @@ async def test_pii_is_masked_before_it_leaves_and_restored(model_copilot):
 
 
 async def test_external_model_host_refused_when_not_allowed(make_settings):
-    from bot.app import Copilot
+    from bot.app import build_app
 
-    cp = Copilot.open(make_settings(llm_base_url="https://api.example.com/v1", llm_allow_external=False))
-    cp.bootstrap()
+    cp = build_app(make_settings(llm_base_url="https://api.example.com/v1", llm_allow_external=False))
+    cp.load_samples()
     ans = await asyncio.to_thread(cp.agent.answerer.answer, QUESTION, rep())
     assert "模型暂时不可用" in ans.text and ans.grounded
 
@@ -104,14 +104,14 @@ async def test_token_budget_per_conversation(model_copilot):
 
 
 async def test_the_web_chat_shows_the_answer_while_the_model_writes_it(make_settings, aiohttp_server, aiohttp_client):
-    from bot.app import Copilot
-    from bot.gateway import create_app
+    from bot.app import build_app
+    from bot.web.gateway import create_web_app
 
     fake = FakeOpenAI()
     server = await aiohttp_server(fake.app())
-    cp = Copilot.open(make_settings(llm_base_url=str(server.make_url("/v1")), llm_timeout=20.0))
-    cp.bootstrap()
-    client = await aiohttp_client(create_app(cp))
+    cp = build_app(make_settings(llm_base_url=str(server.make_url("/v1")), llm_timeout=20.0))
+    cp.load_samples()
+    client = await aiohttp_client(create_web_app(cp))
     fake.add(Step(tool_calls=[{"name": "answer_question", "arguments": {"question": QUESTION}}]),
              Step(text="星图软件的标准实施周期是四到六个月，涉及财务一体化的项目常常更久 [1]。", chunk_delay=0.12))
     await client.post("/api/chat", json={"as": "zhangwei", "text": QUESTION, "conversation": "stream", "id": "s1"})

@@ -17,7 +17,7 @@ import pytest
 from wechatpy.enterprise.crypto import PrpCrypto
 from wechatpy.utils import WeChatSigner
 
-from bot.models import Citation, Reply, Target
+from connectors.message import Citation, Reply, Target
 from connectors.wecom import WeComConnector
 from connectors.wecom.config import CorpConfig
 from connectors.wecom.render import TEXT_LIMIT, payloads, ref_of_task, task_id
@@ -49,16 +49,17 @@ def corps(fake: FakeWeCom, tenant: str = "default") -> list[CorpConfig]:
 
 
 @pytest.fixture
-async def wecom(copilot, fake, aiohttp_client):
-    from bot.gateway import create_app
+async def wecom(make_app, settings, fake, aiohttp_client):
+    from bot.web.gateway import create_web_app
 
-    t = copilot.settings.tenant
+    t = settings.tenant
+    conn = WeComConnector(corps(fake, t))
+    copilot = make_app(channels=[conn])
     copilot.directory.link("zhangwei", "wecom", "ZhangWei", tenant=t)
     copilot.directory.link("chenjing", "wecom", "ChenJing", tenant=t)
     copilot.directory.link("lijun", "wecom", "LiJun", tenant=t)
     copilot.directory.add("east-zhangwei", "张伟（东区）", "rep", team="东区", tenant="east", channel="wecom", platform_user_id="ZhangWei")
-    conn = WeComConnector(corps(fake, t))
-    client = await aiohttp_client(create_app(copilot, [conn]))
+    client = await aiohttp_client(create_web_app(copilot))
     client.copilot, client.fake, client.conn = copilot, fake, conn
     return client
 
@@ -66,7 +67,7 @@ async def wecom(copilot, fake, aiohttp_client):
 def inbox_rows(copilot, channel: str = "wecom") -> list:
     from sqlalchemy import select
 
-    from bot.tables import InboxRow
+    from bot.pipeline.tables import InboxRow
 
     with copilot.engine.connect() as c:
         return c.execute(select(InboxRow.__table__).where(InboxRow.channel == channel)).all()
@@ -218,7 +219,7 @@ async def test_a_file_from_an_enablement_user_lands_in_the_knowledge_base(wecom)
     [m] = await wecom.fake.wait_sent(to(A, "ChenJing"), timeout=30)
     assert "已导入" in content(m)
     rep = wecom.copilot.directory.get("zhangwei")
-    hits = wecom.copilot.retriever.search("极光物流的实施周期多长", viewer_of(rep), k=3)
+    hits = wecom.copilot.knowledge.retriever.search("极光物流的实施周期多长", viewer_of(rep), k=3)
     assert hits and "极光物流" in hits[0].title
 
 
@@ -230,7 +231,7 @@ async def test_a_file_from_a_rep_becomes_a_draft_and_is_not_served(wecom):
     await post(wecom, A, file_xml(A, "ZhangWei", media, "远山仓储竞品速览.md", "7450000000000000011"))
     [m] = await wecom.fake.wait_sent(to(A, "ZhangWei"), timeout=30)
     assert "草稿" in content(m) and "赋能" in content(m)
-    hits = wecom.copilot.retriever.search("远山仓储的实施周期", viewer_of(wecom.copilot.directory.get("lijun")), k=5)
+    hits = wecom.copilot.knowledge.retriever.search("远山仓储的实施周期", viewer_of(wecom.copilot.directory.get("lijun")), k=5)
     assert all("远山仓储" not in h.title for h in hits)
 
 
@@ -296,9 +297,9 @@ async def test_a_card_button_clicked_twice_is_one_action(wecom):
 async def test_a_reply_blocked_by_60020_survives_a_restart_and_goes_out_after_the_fix(wecom, aiohttp_client):
     from sqlalchemy import select, update
 
-    from bot.app import Copilot
-    from bot.gateway import create_app
-    from bot.tables import OutboundRow
+    from bot.app import build_app
+    from bot.web.gateway import create_web_app
+    from bot.pipeline.tables import OutboundRow
 
     fake, settings = wecom.fake, wecom.copilot.settings
     fake.untrusted_ip = True
@@ -314,10 +315,10 @@ async def test_a_reply_blocked_by_60020_survives_a_restart_and_goes_out_after_th
     await wecom.close()  # the process stops with the reply still queued
 
     fake.untrusted_ip = False  # the admin adds the IP...
-    cp = Copilot.open(settings)
+    cp = build_app(settings, channels=[WeComConnector(corps(fake, settings.tenant))])
     with cp.engine.begin() as c:
         c.execute(update(t).values(not_before=0.0))  # ...and the retry time has come
-    await aiohttp_client(create_app(cp, [WeComConnector(corps(fake, settings.tenant))]))
+    await aiohttp_client(create_web_app(cp))
     [m] = await fake.wait_sent(to(A, "ZhangWei"))
     assert "/ask" in content(m)
 

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from bot.connector import SendError
-from bot.models import Reply, Target
+from connectors.channel import SendError
+from connectors.message import Reply, Target
 from connectors.wecom import WeComConnector
 from connectors.wecom.client import WeComClient
 from connectors.wecom.config import CorpConfig

@@ -7,7 +7,7 @@ from urllib.parse import unquote
 
 import pytest
 
-from bot.models import Button, Citation, Reply
+from connectors.message import Button, Citation, Reply
 from connectors.dingtalk.config import DingTalkEnv, load_apps
 from connectors.dingtalk.crypto import SignatureError, sign, verify
 from connectors.dingtalk.parse import PayloadError, parse_message

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.models import Button, Reply
+from connectors.message import Button, Reply
 from connectors.wecom.crypto import BadPayload, WeComCrypto, parse_xml
 from connectors.wecom.parse import to_message
 from connectors.wecom.render import payloads, ref_of_task, split_text, utf8_len

@@ -1,0 +1,1 @@
+"""Benchmarks (`python -m bench ...`): figures as ratios against a baseline measured in the same run."""

@@ -1,0 +1,74 @@
+"""Customer email becomes CRM history: match the rep (To/Cc in the directory, else the account owner)
+and the account/contact (address, then domain), log an email activity, and tell the rep in their chat
+("王建国 replied about 价格 — draft a reply?"). Nothing is ever sent back to a customer by itself:
+automatic mail, unknown senders and customers all get silence; a reply goes out only as a draft the
+rep approved.
+"""
+from __future__ import annotations
+
+import logging
+
+from bot.agent.extract import topics
+from bot.people.directory import Directory, Person
+from connectors.message import Button, InboundMessage, Reply
+from bot.agent.pending import PendingStore
+from crm.service import CRM
+
+log = logging.getLogger("copilot.mail")
+
+
+class Correspondence:
+    def __init__(self, directory: Directory, crm: CRM, pending: PendingStore, enqueue, reach) -> None:  # noqa: ANN001
+        self.reach = reach  # rep id -> Target in their own channel
+        self.directory = directory
+        self.crm = crm
+        self.pending = pending
+        self.enqueue = enqueue
+
+    def is_customer_mail(self, msg: InboundMessage) -> bool:
+        return msg.channel == "email" and self.directory.resolve("email", msg.tenant, msg.sender_id) is None
+
+    def receive(self, msg: InboundMessage) -> list[Reply]:
+        """A customer's (or an automatic) email: log it and tell the rep; never answer the sender."""
+        ctx = msg.reply_context
+        if ctx.get("no_reply"):
+            log.info("automatic mail from %s ignored: %s", msg.sender_id, ctx["no_reply"])
+            return []
+        account, contact = self.crm.account_by_email(msg.tenant, msg.sender_id)
+        rep = self._rep(msg, account)
+        if rep is None or account is None:
+            log.info("mail from %s matches no rep/account; kept in the inbox only", msg.sender_id)
+            return []
+        subject = ctx.get("subject", "")
+        excerpt = " ".join(msg.text.split())[:160]
+        who = contact.name if contact else (msg.sender_name or msg.sender_id)
+        self.crm.log_activity(msg.tenant, account_id=account.id, contact_id=contact.id if contact else None, opportunity_id=None,
+                              rep_id=rep.id, kind="email", occurred_at=msg.received_at, summary=f"{who} 来信：{subject} — {excerpt}",
+                              source=f"email:{ctx.get('message_id', '')}"[:300], idempotency_key=f"mail:{msg.platform_msg_id}", actor="copilot")
+        target = self.reach(rep.id)
+        about = (topics(msg.text) or [subject])[0]
+        p = self.pending.create(
+            tenant=msg.tenant, rep_id=rep.id, conversation_key=target.conversation_key,
+            kind="email_reply", key=f"mail-{msg.platform_msg_id}"[:40],
+            payload={"account_id": account.id, "contact_id": contact.id if contact else "", "text": msg.text[:2000],
+                     "subject": subject, "message_id": ctx.get("message_id", ""),
+                     "references": list(ctx.get("references", [])) + ([ctx["message_id"]] if ctx.get("message_id") else [])})
+        zh = rep.language != "en"
+        text = (f"{who}（{account.name}）回复了邮件「{subject}」，关于{about}：\n{excerpt}\n\n要我起草回复吗？回复 1 起草 / 3 忽略" if zh
+                else f"{who} ({account.name}) replied to \"{subject}\" about {about}:\n{excerpt}\n\nDraft a reply? Reply 1 to draft, 3 to ignore")
+        self.enqueue(target, Reply(text=text, kind="nudge", buttons=[
+            Button(key="confirm", label="起草回复" if zh else "Draft a reply", ref=p.id, reply="1"),
+            Button(key="reject", label="忽略" if zh else "Ignore", ref=p.id, reply="3")]), f"mail-notify:{msg.platform_msg_id}")
+        return []
+
+    def _rep(self, msg: InboundMessage, account) -> Person | None:  # noqa: ANN001
+        for addr in list(msg.reply_context.get("to", [])) + list(msg.reply_context.get("cc", [])):
+            person = self.directory.resolve("email", msg.tenant, addr)
+            if person is not None:
+                return person
+        if account is not None and account.owner_id:
+            try:
+                return self.directory.get(account.owner_id)
+            except Exception:  # noqa: BLE001 - an owner who left
+                return None
+        return None

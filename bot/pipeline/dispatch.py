@@ -1,0 +1,163 @@
+"""Worker pool over the inbox: one conversation in order, different conversations in parallel.
+
+The database is the source of truth; in-memory queues only say what to look at next. At start
+every unfinished row is rescheduled (this is how a killed process resumes), and a sweeper picks up
+rows whose lease expired elsewhere. A failing message is retried with exponential backoff while
+its conversation waits (order is kept); after `max_attempts` it goes to the dead-letter state and
+the sender gets an apology, so every message is answered exactly once.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from typing import Awaitable, Callable
+
+from bot.pipeline.inbox import Inbox
+from bot.ops.metrics import Metrics
+from connectors.message import InboundMessage, Reply
+
+log = logging.getLogger("copilot.dispatch")
+
+ACK_PRIORITY_WAIT = 0.05  # under an ack burst each worker yields up to this long per message
+Handler = Callable[[InboundMessage], Awaitable[list[Reply]]]
+
+APOLOGY = Reply(
+    text="抱歉，这条消息处理失败，已记录并通知管理员。请稍后再试。\nSorry, this message could not be processed; it has been logged for an admin. Please try again later.",
+    kind="error",
+)
+
+
+class Dispatcher:
+    def __init__(self, inbox: Inbox, handler: Handler, metrics: Metrics, *, workers: int = 4, lease: float = 60.0,
+                 max_attempts: int = 4, retry_base: float = 2.0, on_replies: Callable[[list[int]], None] | None = None) -> None:
+        self.inbox = inbox
+        self.handler = handler
+        self.metrics = metrics
+        self.n_workers = workers
+        self.lease = lease
+        self.max_attempts = max_attempts
+        self.retry_base = retry_base
+        self.on_replies = on_replies or (lambda ids: None)
+        self._convs: dict[str, deque[int]] = {}
+        self._busy: set[str] = set()
+        self._ready: asyncio.Queue[str] = asyncio.Queue()
+        self._tasks: list[asyncio.Task] = []
+        self._timers: set[asyncio.TimerHandle] = set()
+        self.idle = asyncio.Event()
+
+    @property
+    def running(self) -> bool:
+        return bool(self._tasks)
+
+    async def start(self) -> None:
+        for w in await asyncio.to_thread(self.inbox.unfinished):
+            self.notify(w.id, w.conversation_key)
+        self._tasks = [asyncio.create_task(self._worker(i), name=f"worker-{i}") for i in range(self.n_workers)]
+        self._tasks.append(asyncio.create_task(self._sweeper(), name="inbox-sweeper"))
+
+    async def aclose(self) -> None:
+        for h in self._timers:
+            h.cancel()
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    def notify(self, inbox_id: int, conversation_key: str) -> None:
+        q = self._convs.setdefault(conversation_key, deque())
+        if inbox_id in q:
+            return
+        q.append(inbox_id)
+        if len(q) > 1 and q[-2] > inbox_id:  # keep arrival (id) order even when recovered out of order
+            self._convs[conversation_key] = deque(sorted(q))
+        self.idle.clear()
+        if conversation_key not in self._busy and len(self._convs[conversation_key]) == 1:
+            self._ready.put_nowait(conversation_key)
+
+    def pending(self) -> int:
+        return sum(len(q) for q in self._convs.values())
+
+    async def _worker(self, n: int) -> None:
+        while True:
+            key = await self._ready.get()
+            q = self._convs.get(key)
+            if not q or key in self._busy:
+                continue
+            self._busy.add(key)
+            delay = None
+            try:
+                delay = await self._run_one(q[0])
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - a worker must survive anything
+                log.exception("dispatch failure")
+                delay = self.retry_base
+            finally:
+                self._busy.discard(key)
+            if delay is None:
+                q.popleft()
+                if q:
+                    self._ready.put_nowait(key)
+                else:
+                    self._convs.pop(key, None)
+                    if not self._convs:
+                        self.idle.set()
+            else:
+                h = asyncio.get_running_loop().call_later(delay, self._ready.put_nowait, key)
+                self._timers.add(h)
+
+    async def _run_one(self, inbox_id: int) -> float | None:
+        """Process one row. Returns None when the row is finished (or not ours), else a retry delay."""
+        await self.inbox.quiet(ACK_PRIORITY_WAIT)
+        claimed = await asyncio.to_thread(self.inbox.claim, inbox_id, self.lease)
+        if claimed is None:
+            return None
+        msg, attempts = claimed
+        started = time.perf_counter()
+        renew = asyncio.create_task(self._renew(inbox_id))
+        try:
+            replies = await self.handler(msg)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            self.metrics.failed.labels(msg.channel).inc()
+            if attempts + 1 >= self.max_attempts:
+                log.error("message %s dead after %d attempts: %s", inbox_id, attempts + 1, exc)
+                ids = await asyncio.to_thread(self.inbox.complete, inbox_id, msg, [APOLOGY], status="dead", error=repr(exc))
+                self.metrics.dead.labels(msg.channel).inc()
+                self.on_replies(ids)
+                return None
+            delay = self.retry_base * (2**attempts)
+            log.warning("message %s failed (attempt %d), retry in %.1fs: %r", inbox_id, attempts + 1, delay, exc)
+            await asyncio.to_thread(self.inbox.retry_later, inbox_id, repr(exc), delay)
+            return delay
+        finally:
+            renew.cancel()
+        ids = await asyncio.to_thread(self.inbox.complete, inbox_id, msg, replies)
+        self.metrics.processed.labels(msg.channel).inc()
+        self.metrics.process_latency.labels(msg.channel).observe(time.perf_counter() - started)
+        self.on_replies(ids)
+        return None
+
+    async def _renew(self, inbox_id: int) -> None:
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            await asyncio.to_thread(self.inbox.renew, inbox_id, self.lease)
+
+    async def _sweeper(self) -> None:
+        """Pick up rows another (dead) instance leased, or retries scheduled before a restart."""
+        while True:
+            await asyncio.sleep(max(self.lease / 2, 1.0))
+            try:
+                now = time.time()
+                for w in await asyncio.to_thread(self.inbox.unfinished):
+                    if w.not_before <= now:
+                        self.notify(w.id, w.conversation_key)
+                counts = await asyncio.to_thread(self.inbox.counts)
+                self.metrics.inbox_depth.set(counts.get("queued", 0) + counts.get("processing", 0))
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001
+                log.exception("sweeper failure")

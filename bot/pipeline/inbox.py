@@ -1,0 +1,226 @@
+"""The durable inbox: every inbound message is written here before it is acknowledged.
+
+Keyed on (channel, tenant, platform msg id): a duplicate delivery is acknowledged and dropped.
+Concurrent `put`s are group-committed (one transaction for all that arrived meanwhile), so the
+ack path costs one fsync-free WAL commit shared by many requests. Workers claim a row with a
+lease; a crashed worker's lease is taken over at the next start (same host, dead pid) or when it
+expires. Replies are written in the same transaction that marks a row done: answered exactly once.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import func, select, update
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from connectors.channel import Accepted
+from connectors.message import InboundMessage, Reply, Target, utcnow
+from connectors.sql import insert_ignore
+from bot.pipeline.tables import InboxRow, OutboundRow
+
+OWNER = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def owner_is_dead(owner: str) -> bool:
+    """True when the lease owner was a process on this host that no longer runs (or an earlier us)."""
+    host, _, rest = owner.partition(":")
+    pid_s, _, token = rest.partition(":")
+    if host != socket.gethostname() or not pid_s.isdigit():
+        return False
+    if owner == OWNER:
+        return False
+    pid = int(pid_s)
+    if pid == os.getpid():
+        return True  # a previous incarnation with a recycled pid
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+@dataclass(frozen=True)
+class Work:
+    id: int
+    conversation_key: str
+    not_before: float
+
+
+class Inbox:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._pending: list[tuple[InboundMessage, asyncio.Future]] = []
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task | None = None
+        self._inflight = 0
+        self._quiet = asyncio.Event()
+        self._quiet.set()
+        self._last_put = 0.0
+
+    # ack path ----------------------------------------------------------------------------------
+    async def put(self, msg: InboundMessage) -> Accepted:
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_loop(), name="inbox-writer")
+        fut = asyncio.get_running_loop().create_future()
+        self._pending.append((msg, fut))
+        self._wake.set()
+        self._inflight += 1
+        self._quiet.clear()
+        self._last_put = asyncio.get_running_loop().time()
+        try:
+            return await fut
+        finally:
+            self._inflight -= 1
+            if not self._inflight:
+                self._quiet.set()
+
+    async def quiet(self, max_wait: float, gap: float = 0.01) -> None:
+        """Acknowledging comes first: background work waits (at most `max_wait`) until no message has
+        arrived for `gap` seconds. Under a burst it trickles; between messages it runs at once."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max_wait
+        while True:
+            idle_for = loop.time() - self._last_put
+            if (idle_for >= gap and self._quiet.is_set()) or loop.time() >= deadline:
+                return
+            await asyncio.sleep(min(max(gap - idle_for, 0.002), deadline - loop.time()))
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self._pending = self._pending, []
+            if not batch:
+                continue
+            try:
+                results = await asyncio.to_thread(self._insert, [m for m, _ in batch])
+            except Exception as exc:  # noqa: BLE001 - every waiter must hear about it
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            for (_, fut), res in zip(batch, results):
+                if not fut.done():
+                    fut.set_result(res)
+
+    def _insert(self, msgs: list[InboundMessage]) -> list[Accepted]:
+        """One multi-row INSERT .. ON CONFLICT DO NOTHING RETURNING for the whole batch."""
+        table = InboxRow.__table__
+        now = utcnow()
+        rows = [dict(channel=m.channel, tenant=m.tenant, platform_msg_id=m.platform_msg_id,
+                     conversation_key=m.conversation_key, payload=m.model_dump_json(), status="queued", attempts=0,
+                     not_before=0.0, lease_owner="", lease_until=0.0, error="", created_at=now) for m in msgs]
+        key = lambda m: (m.channel, m.tenant, m.platform_msg_id)  # noqa: E731
+        with self.engine.begin() as conn:
+            # executemany: the statement is compiled once and cached, rows go in "insertmanyvalues" batches
+            stmt = insert_ignore(self.engine, table).returning(table.c.id, table.c.channel, table.c.tenant, table.c.platform_msg_id)
+            new = {(r.channel, r.tenant, r.platform_msg_id): r.id for r in conn.execute(stmt, rows)}
+            missing = {key(m) for m in msgs if key(m) not in new}
+            existing = {}
+            for ch, tn, pid in missing:
+                existing[(ch, tn, pid)] = conn.execute(select(table.c.id).where(
+                    table.c.channel == ch, table.c.tenant == tn, table.c.platform_msg_id == pid)).scalar_one()
+        out, seen = [], set()
+        for m in msgs:
+            k = key(m)
+            if k in new and k not in seen:
+                out.append(Accepted(new[k], False))
+                seen.add(k)
+            else:
+                out.append(Accepted(new.get(k) or existing[k], True))
+        return out
+
+    async def aclose(self) -> None:
+        if self._writer is not None:
+            self._writer.cancel()
+            try:
+                await self._writer
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+
+    # worker side (sync, run in threads) -------------------------------------------------------
+    def claim(self, inbox_id: int, lease: float) -> tuple[InboundMessage, int] | None:
+        """Take the row under a lease: one UPDATE .. RETURNING; None when it is finished or leased elsewhere."""
+        now = time.time()
+        t = InboxRow.__table__
+        stmt = (
+            update(t)
+            .where(t.c.id == inbox_id, (t.c.status == "queued") | ((t.c.status == "processing") & ((t.c.lease_until < now) | (t.c.lease_owner == OWNER))))
+            .values(status="processing", lease_owner=OWNER, lease_until=now + lease)
+            .returning(t.c.payload, t.c.attempts)
+        )
+        with self.engine.begin() as conn:
+            row = conn.execute(stmt).first()
+        if row is None:
+            return None
+        return InboundMessage.model_validate_json(row.payload), row.attempts
+
+    def renew(self, inbox_id: int, lease: float) -> None:
+        t = InboxRow.__table__
+        with self.engine.begin() as conn:
+            conn.execute(update(t).where(t.c.id == inbox_id, t.c.lease_owner == OWNER, t.c.status == "processing")
+                         .values(lease_until=time.time() + lease))
+
+    def complete(self, inbox_id: int, msg: InboundMessage, replies: list[Reply], *, status: str = "done", error: str = "") -> list[int]:
+        """Mark done (or dead) and queue the replies, atomically. Returns the outbound ids."""
+        t = InboxRow.__table__
+        o = OutboundRow.__table__
+        target = Target.of(msg).model_dump_json()
+        ids = []
+        with self.engine.begin() as conn:
+            res = conn.execute(update(t).where(t.c.id == inbox_id, t.c.lease_owner == OWNER, t.c.status == "processing")
+                               .values(status=status, error=error[:2000], finished_at=utcnow(), lease_until=0.0))
+            if res.rowcount != 1:
+                return []  # lost the lease: someone else finishes this message
+            for seq, reply in enumerate(replies):
+                r = conn.execute(o.insert().values(
+                    dedupe_key=f"in:{inbox_id}:{seq}", inbox_id=inbox_id, channel=msg.channel, tenant=msg.tenant,
+                    conversation_key=msg.conversation_key, target=target, reply=reply.model_dump_json(), status="pending",
+                    attempts=0, not_before=0.0, error="", created_at=utcnow()).returning(o.c.id))
+                ids.append(r.scalar_one())
+        return ids
+
+    def retry_later(self, inbox_id: int, error: str, delay: float) -> None:
+        t = InboxRow.__table__
+        with self.engine.begin() as conn:
+            conn.execute(update(t).where(t.c.id == inbox_id, t.c.lease_owner == OWNER)
+                         .values(status="queued", attempts=t.c.attempts + 1, not_before=time.time() + delay,
+                                 lease_owner="", lease_until=0.0, error=error[:2000]))
+
+    def unfinished(self) -> list[Work]:
+        """Rows to (re)schedule: queued, or processing under a lease that expired or whose owner died.
+
+        A dead owner's rows (a process of this host that was killed) are released at once rather
+        than after their lease runs out, so a restart resumes them immediately.
+        """
+        now = time.time()
+        t = InboxRow.__table__
+        with self.engine.begin() as conn:
+            rows = conn.execute(select(t.c.id, t.c.conversation_key, t.c.status, t.c.lease_owner, t.c.lease_until, t.c.not_before)
+                                .where(t.c.status.in_(("queued", "processing"))).order_by(t.c.id)).all()
+            dead = [r.id for r in rows if r.status == "processing" and r.lease_until > now and owner_is_dead(r.lease_owner)]
+            if dead:
+                conn.execute(update(t).where(t.c.id.in_(dead), t.c.status == "processing").values(status="queued", lease_owner="", lease_until=0.0))
+        return [Work(r.id, r.conversation_key, r.not_before) for r in rows
+                if r.status == "queued" or r.lease_until <= now or r.id in dead]
+
+    def counts(self) -> dict[str, int]:
+        t = InboxRow.__table__
+        with self.engine.connect() as conn:
+            return {s: n for s, n in conn.execute(select(t.c.status, func.count()).group_by(t.c.status)).all()}
+
+    def dead_letters(self, limit: int = 20) -> list[InboxRow]:
+        with Session(self.engine) as s:
+            return list(s.execute(select(InboxRow).where(InboxRow.status == "dead").order_by(InboxRow.id.desc()).limit(limit)).scalars())
+
+    def get(self, inbox_id: int) -> InboxRow | None:
+        with Session(self.engine) as s:
+            return s.get(InboxRow, inbox_id)

@@ -1,0 +1,89 @@
+"""From an inbox message to replies: who is asking, what kind of message, which job.
+
+Resolves the sender in the rep directory (unknown people are recorded for an admin and told so),
+answers platform events, sends files from enablement users to the ingestion path and text to the
+agent. Runs the synchronous agent in a thread so the event loop keeps acknowledging.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Awaitable, Callable
+
+from bot.agent import Agent
+from bot.agent.correspondence import Correspondence
+from bot.people.directory import Directory, Person
+from connectors.message import Attachment, InboundMessage, Reply
+from bot.prompts import Prompts
+from rag.text import language
+
+log = logging.getLogger("copilot.router")
+
+Fetch = Callable[[InboundMessage, Attachment], Awaitable[bytes]]
+IngestFile = Callable[[Person, str, bytes], Reply]  # Publishing.upload
+
+
+class Router:
+    def __init__(self, directory: Directory, agent: Agent, prompts: Prompts, *, fetch: Fetch | None = None,
+                 ingest_file: IngestFile | None = None, mail: Correspondence | None = None,
+                 preview: Callable[[InboundMessage], Callable[[str], None] | None] | None = None) -> None:
+        self.mail = mail
+        self.preview = preview  # msg -> where its channel shows an answer while it is written (or None)
+        self.directory = directory
+        self.agent = agent
+        self.prompts = prompts
+        self.fetch = fetch
+        self.ingest_file = ingest_file
+
+    async def handle(self, msg: InboundMessage) -> list[Reply]:
+        if self.mail is not None and msg.channel == "email" and await asyncio.to_thread(self.mail.is_customer_mail, msg):
+            return await asyncio.to_thread(self.mail.receive, msg)  # never answered by mail, never ingested
+        if msg.reply_context.get("no_reply"):
+            return []  # automatic mail (out of office, bulk, lists): never answered
+        if msg.kind == "file":
+            return await self._files(msg)
+        return await asyncio.to_thread(self.respond, msg)  # one thread hop for the whole job
+
+    def _who(self, msg: InboundMessage) -> Person | None:
+        person = self.directory.resolve(msg.channel, msg.tenant, msg.sender_id)
+        if person is None:
+            self.directory.note_unknown(msg.channel, msg.tenant, msg.sender_id, msg.sender_name)
+            log.info("unknown sender %s/%s/%s recorded for approval", msg.channel, msg.tenant, msg.sender_id)
+        return person
+
+    def respond(self, msg: InboundMessage) -> list[Reply]:
+        person = self._who(msg)
+        if person is None:
+            return [Reply(text=self.prompts.msg("unknown_user", language(msg.text) if msg.text else "zh"), kind="notice")]
+        lang = language(msg.text) if msg.text else person.language
+        if msg.kind == "event":
+            if msg.event in ("subscribe", "enter_agent", "enter_chat"):
+                return [Reply(text=self.prompts.msg("welcome", person.language, name=person.name), kind="notice")]
+            if msg.event == "location":
+                return [Reply(text=self.prompts.msg("location", lang), kind="notice")]
+            return []  # other platform events need no answer
+        if msg.kind == "action" and msg.action is not None:
+            return self.agent.act(person, msg.action, msg.conversation_key, at=msg.received_at)
+        if not msg.text.strip():
+            return [Reply(text=self.prompts.msg("unsupported", lang), kind="notice")]
+        return self.agent.handle(person, msg, self.preview(msg) if self.preview else None)
+
+    async def _files(self, msg: InboundMessage) -> list[Reply]:
+        person = await asyncio.to_thread(self._who, msg)
+        if person is None:
+            return [Reply(text=self.prompts.msg("unknown_user", "zh"), kind="notice")]
+        replies = []
+        for att in msg.attachments:
+            if self.fetch is None or self.ingest_file is None:
+                replies.append(Reply(text=self.prompts.msg("unsupported", person.language), kind="notice"))
+                continue
+            try:
+                data = await self.fetch(msg, att)
+            except Exception as exc:  # noqa: BLE001 - an expired or deleted platform file is the sender's to resend
+                log.warning("cannot fetch %s from %s: %s", att.name, msg.channel, exc)
+                zh = person.language != "en"
+                replies.append(Reply(text=f"《{att.name}》下载失败（文件可能已过期），请重新发送。" if zh
+                                     else f"Could not download {att.name} (it may have expired); please send it again.", kind="notice"))
+                continue
+            replies.append(await asyncio.to_thread(self.ingest_file, person, att.name, data))
+        return replies

@@ -1,0 +1,91 @@
+"""The admin HTTP API (bearer token, COPILOT_ADMIN_TOKEN): knowledge uploads, drafts, approvals, report.
+
+Uploads take the same path as the CLI and chat (`Publishing.upload` → `Ingestor.ingest_bytes`): an
+upload `as` a rep becomes a draft; as an enablement user, manager or admin it is published.
+"""
+from __future__ import annotations
+
+import asyncio
+import hmac
+from datetime import date
+
+from aiohttp import web
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from connectors.http import read_form
+from bot.agent.publishing import Publishing
+from bot.people.directory import Directory, DirectoryError, Person
+from bot.settings import Settings
+
+
+def admin_routes(settings: Settings, engine: Engine, directory: Directory, publishing: Publishing) -> list[web.RouteDef]:
+    s = settings
+
+    def authorize(request: web.Request) -> None:
+        if not s.admin_token:
+            raise web.HTTPForbidden(text="the admin API is disabled: set COPILOT_ADMIN_TOKEN")
+        got = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(got.encode(), f"Bearer {s.admin_token}".encode()):
+            raise web.HTTPUnauthorized(text="missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+    def person(rep_id: str | None) -> Person:
+        if not rep_id:
+            return Person("admin-api", "admin API", "admin", "", s.tenant, s.timezone, "en")
+        try:
+            return directory.get(rep_id)
+        except DirectoryError as exc:
+            raise web.HTTPBadRequest(text=str(exc)) from None
+
+    async def upload(request: web.Request) -> web.Response:
+        authorize(request)
+        if not request.content_type.startswith("multipart/"):
+            raise web.HTTPBadRequest(text="send the files as multipart/form-data (field 'file', optional field 'as')")
+        fields, files = await read_form(request, s.max_upload_bytes)
+        if not files:
+            raise web.HTTPBadRequest(text="no file in the upload")
+        who = await asyncio.to_thread(person, fields.get("as"))
+        results = []
+        for name, _, data in files:
+            reply = await asyncio.to_thread(publishing.upload, who, name, data, f"upload:{who.id}/{name}")
+            results.append(reply.meta["ingest"])
+        status = 200 if all(r["status"] != "error" for r in results) else 207
+        return web.json_response({"results": results}, status=status)
+
+    async def drafts(request: web.Request) -> web.Response:
+        authorize(request)
+        from rag.store import DocVersion, Document
+
+        def load() -> list[dict]:
+            with Session(engine) as ses:
+                rows = ses.execute(select(DocVersion, Document.doc_id).join(Document, Document.id == DocVersion.document_id)
+                                   .where(Document.tenant == s.tenant, DocVersion.status == "draft").order_by(DocVersion.id)).all()
+            return [{"version_id": v.id, "doc_id": d, "title": v.title, "version": v.version, "by": v.ingested_by} for v, d in rows]
+
+        return web.json_response({"drafts": await asyncio.to_thread(load)})
+
+    async def decide(request: web.Request) -> web.Response:
+        authorize(request)
+        try:
+            version_id = int(request.match_info["version_id"])
+        except ValueError:
+            raise web.HTTPBadRequest(text="version id must be a number") from None
+        who = await asyncio.to_thread(person, request.query.get("as"))
+        reply = await asyncio.to_thread(publishing.decide, who, version_id, request.match_info["decision"] == "approve")
+        ok = reply.text.startswith(("Published", "Rejected", "已发布", "已驳回"))
+        return web.json_response({"ok": ok, "message": reply.text}, status=200 if ok else 409)
+
+    async def report(request: web.Request) -> web.Response:
+        authorize(request)
+        from rag.report import content_report
+
+        rows = await asyncio.to_thread(content_report, engine, s.tenant, date.today(), stale_days=s.stale_days)
+        return web.json_response({"documents": [r.to_json() for r in rows]})
+
+    return [
+        web.post("/admin/kb/upload", upload),
+        web.get("/admin/kb/drafts", drafts),
+        web.post(r"/admin/kb/drafts/{version_id}/{decision:approve|reject}", decide),
+        web.get("/admin/kb/report", report),
+    ]

@@ -1,0 +1,101 @@
+"""The aiohttp gateway: mounts health, metrics, the cited-document page, the admin API and every
+channel's routes on the parts the app factory built. It builds nothing itself.
+
+Bad input gets a clear JSON error and a 4xx; nothing a client sends produces a stack trace.
+Bodies over the limit are refused before they are read.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Awaitable, Callable
+
+from aiohttp import web
+
+from bot.app import App
+from bot.web.admin import admin_routes
+from bot.web.documents import document_routes
+from connectors.channel import Throttled
+
+log = logging.getLogger("copilot.gateway")
+UPLOAD_PATHS = ("/admin/kb/upload", "/api/chat")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_middleware(max_body: int, max_upload: int):  # noqa: ANN201
+    @web.middleware
+    async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        limit = max_upload if request.path in UPLOAD_PATHS else max_body
+        if request.content_length is not None and request.content_length > limit:
+            return web.json_response({"error": f"request body too large: {request.content_length} bytes, limit {limit}"}, status=413)
+        try:
+            return await handler(request)
+        except Throttled as exc:
+            return web.json_response({"error": str(exc)}, status=429, headers={"Retry-After": str(max(1, round(exc.retry_after)))})
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            message = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
+            if exc.status == 413:
+                message = f"request body too large (limit {limit} bytes)"
+            return web.json_response({"error": message}, status=exc.status,
+                                     headers={k: v for k, v in exc.headers.items() if k in ("Retry-After", "Allow")})
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - never a traceback to a client
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            return web.json_response({"error": "internal error; it has been logged"}, status=500)
+
+    return errors
+
+
+def health_routes(app: App) -> list[web.RouteDef]:
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(_: web.Request) -> web.Response:
+        problems = await asyncio.to_thread(_readiness, app)
+        return web.json_response({"ready": not problems, "problems": problems}, status=200 if not problems else 503)
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=app.metrics.render(), content_type="text/plain", charset="utf-8")
+
+    return [web.get("/healthz", healthz), web.get("/readyz", readyz), web.get("/metrics", metrics)]
+
+
+def create_web_app(app: App, *, owns_app: bool = False) -> web.Application:
+    """The web server of a built app; starting it starts the app, stopping it stops the app (and, when
+    the server `owns_app`, releases its stores)."""
+    s = app.settings
+    web_app = web.Application(middlewares=[error_middleware(s.max_body_bytes, s.max_upload_bytes)],
+                              client_max_size=s.max_body_bytes)  # uploads stream (multipart), checked against max_upload_bytes
+    web_app.add_routes(health_routes(app))
+    web_app.add_routes(document_routes(app.links, app.knowledge.retriever))
+    web_app.add_routes(admin_routes(s, app.engine, app.directory, app.publishing))
+    web_app.add_routes(app.channels.routes(app.intake.sink))
+
+    async def lifecycle(_: web.Application):  # noqa: ANN202
+        await app.start()
+        yield
+        await app.aclose()
+        if owns_app:
+            app.close()
+
+    web_app.cleanup_ctx.append(lifecycle)
+    return web_app
+
+
+def _readiness(app: App) -> list[str]:
+    problems = []
+    try:
+        with app.engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+    except Exception as exc:  # noqa: BLE001
+        problems.append(f"database: {exc}")
+    try:
+        app.knowledge.vectors.count()
+    except Exception as exc:  # noqa: BLE001
+        problems.append(f"vector store: {exc}")
+    if not app.started:
+        problems.append("workers not started")
+    return problems

@@ -1,0 +1,85 @@
+"""The connector contract: how a channel plugs into the gateway.
+
+A connector is a thin adapter: it turns platform requests into `InboundMessage`s handed to the
+sink (the durable inbox) and delivers `Reply`s. It never imports rag, crm or the agent. Rich
+features (cards, markdown) fall back to text by default: `render_text` is the floor every
+connector can rely on.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Mapping, Protocol
+
+from aiohttp import web
+from sqlalchemy.engine import Engine
+
+from connectors.message import Attachment, InboundMessage, Reply, Target
+
+
+@dataclass(frozen=True)
+class Accepted:
+    inbox_id: int
+    duplicate: bool
+
+
+Sink = Callable[[InboundMessage], Awaitable[Accepted]]
+
+
+@dataclass(frozen=True)
+class ChannelContext:
+    """What the app factory hands a connector's `build(ctx)`: its own [section] of copilot.toml and the
+    shared resources it may use. A connector never reads global settings."""
+
+    section: Mapping[str, Any] = field(default_factory=dict)
+    tenant: str = "default"  # the deployment's tenant, for accounts that name none
+    public_url: str = "http://127.0.0.1:8080"  # how platforms reach the gateway (callback URLs)
+    data_dir: Path = Path("data")  # where a connector may keep files (attachments, unparsed mail)
+    max_download: int = 25 * 1024 * 1024  # the largest file a connector fetches
+    engine: Engine | None = None  # the copilot's database, for connectors that keep state in tables
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of `copilot doctor`: what was checked, whether it passed, and how to fix it."""
+
+    name: str
+    ok: bool
+    detail: str = ""
+    fix: str = ""
+
+
+class Throttled(Exception):
+    """The sink refused a message for now (its sender is over the rate limit). Nothing was stored: the
+    connector answers the platform so that it delivers again later (HTTP 429, no Stream ack, the IMAP
+    cursor left where it was)."""
+
+    def __init__(self, retry_after: float = 20.0) -> None:
+        super().__init__(f"too many messages from this sender; try again in {retry_after:.0f} s")
+        self.retry_after = retry_after
+
+
+class SendError(Exception):
+    """Delivery failed. `retryable` failures are retried with backoff; others go to dead letters."""
+
+    def __init__(self, message: str, *, retryable: bool = True, retry_after: float | None = None, defer: bool = False):
+        super().__init__(message)
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.defer = defer  # not a failure: the platform's pacing says "later" (does not use up an attempt)
+
+
+class Connector(Protocol):
+    name: str  # the channel name in InboundMessage.channel
+
+    def routes(self, sink: Sink) -> list[web.RouteDef]: ...
+
+    async def start(self, sink: Sink) -> None: ...  # background receivers (stream, IMAP); must return
+
+    async def send(self, target: Target, reply: Reply, key: str) -> None: ...  # key: idempotency key
+
+    async def fetch(self, tenant: str, attachment: Attachment) -> bytes: ...
+
+    async def doctor(self) -> list[Check]: ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,121 @@
+"""The one platform-neutral message model: what arrives (`InboundMessage`) and what goes back (`Reply`).
+
+Connectors translate their platform's payloads into these and back; nothing else in the system
+sees a platform type. Must never import from connectors, rag or crm.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def conversation_key(channel: str, tenant: str, conversation_id: str) -> str:
+    """The one spelling of a conversation's key: replies in one conversation go out in order."""
+    return f"{channel}|{tenant}|{conversation_id}"
+
+
+class Attachment(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    name: str
+    mime: str = "application/octet-stream"
+    size: int | None = None
+    ref: str = ""  # platform handle to fetch the bytes later (MediaId, downloadCode, a local path)
+
+
+class Action(BaseModel):
+    """A button click or quick reply that resolves a pending confirmation."""
+
+    model_config = ConfigDict(frozen=True)
+    key: str  # e.g. "confirm", "edit", "reject"
+    ref: str  # the pending item it belongs to
+
+
+MessageKind = Literal["text", "file", "action", "event"]
+
+
+class InboundMessage(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    channel: str
+    tenant: str = "default"
+    conversation_id: str
+    sender_id: str
+    sender_name: str = ""
+    text: str = ""
+    kind: MessageKind = "text"
+    event: str = ""  # for kind == "event": subscribe, enter_agent...
+    action: Action | None = None
+    attachments: tuple[Attachment, ...] = ()
+    mentions: tuple[str, ...] = ()
+    is_group: bool = False
+    platform_msg_id: str
+    received_at: datetime = Field(default_factory=utcnow)
+    reply_context: dict[str, Any] = Field(default_factory=dict)  # what the connector needs to answer
+    raw: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def conversation_key(self) -> str:
+        return conversation_key(self.channel, self.tenant, self.conversation_id)
+
+
+class Citation(BaseModel):
+    n: int
+    doc_id: str
+    title: str
+    chunk_id: str = ""
+    source: str = ""
+    version: str = ""
+    snippet: str = ""
+    heading: str = ""
+    updated: str = ""
+    url: str = ""
+    stale_days: int | None = None  # set when the document is older than the freshness limit
+
+
+class Button(BaseModel):
+    key: str  # action key sent back on click
+    label: str
+    ref: str = ""  # pending item id
+    reply: str = ""  # what to type instead in a text-only client ("1", "2"...)
+
+
+class Reply(BaseModel):
+    text: str  # always present: the plain-text rendering every client can show
+    markdown: str = ""  # richer rendering where the client supports it
+    citations: list[Citation] = Field(default_factory=list)
+    buttons: list[Button] = Field(default_factory=list)
+    kind: Literal["answer", "notice", "confirm", "error", "draft", "nudge"] = "answer"
+    grounded: bool | None = None
+    mention_sender: bool = False  # in groups: @ the asker
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+
+class Target(BaseModel):
+    """Where a reply goes: enough for a connector to deliver without the original message."""
+
+    channel: str
+    tenant: str = "default"
+    conversation_id: str
+    user_id: str = ""
+    is_group: bool = False
+    context: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def conversation_key(self) -> str:
+        return conversation_key(self.channel, self.tenant, self.conversation_id)
+
+    @classmethod
+    def of(cls, msg: InboundMessage) -> "Target":
+        return cls(
+            channel=msg.channel,
+            tenant=msg.tenant,
+            conversation_id=msg.conversation_id,
+            user_id=msg.sender_id,
+            is_group=msg.is_group,
+            context=msg.reply_context,
+        )

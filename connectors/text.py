@@ -1,0 +1,73 @@
+"""Text every client can show: a reply rendered as plain text (citations, and buttons as typed
+choices: the one fallback for platforms without cards), and long text split under a platform's limit."""
+from __future__ import annotations
+
+import re
+from typing import Callable
+
+from connectors.message import Reply
+
+
+def render_text(reply: Reply, *, numbered_buttons: bool = True) -> str:
+    """Plain-text rendering with citations and a typed fallback for buttons."""
+    parts = [reply.text.rstrip()]
+    if reply.citations and "[来源]" not in reply.text and "Sources:" not in reply.text:
+        lines = []
+        for c in reply.citations:
+            line = f"[{c.n}] {c.title}"
+            if c.version:
+                line += f" v{c.version}"
+            if c.updated:
+                line += f" ({c.updated})"
+            if c.url:
+                line += f" {c.url}"
+            lines.append(line)
+        parts.append("\n".join(lines))
+    if reply.buttons and numbered_buttons:
+        parts.append("  ".join(f"{b.reply or i + 1}. {b.label}" for i, b in enumerate(reply.buttons)))
+    return "\n\n".join(p for p in parts if p)
+
+
+_LEVELS = (
+    re.compile(r"(?<=\n\n)"),  # paragraphs
+    re.compile(r"(?<=\n)"),  # lines
+    re.compile(r"(?<=[。！？!?；;])|(?<=[.,，、] )|(?<=[，、])"),  # sentences, then clauses
+)
+
+
+def split_message(text: str, limit: int, size: Callable[[str], int] = len) -> list[str]:
+    """A long reply as parts of at most `limit` (measured by `size`: characters, or a platform's UTF-8
+    bytes), cut between paragraphs, else lines, else sentences, and only as a last resort between
+    characters -- never inside one."""
+    parts, cur, cur_len = [], "", 0
+    for unit in _units(text, limit, 0, size):
+        n = size(unit)
+        if cur and cur_len + n > limit:
+            parts.append(cur)
+            cur, cur_len = "", 0
+        cur += unit
+        cur_len += n
+    parts.append(cur)
+    return [p.strip() for p in parts if p.strip()]
+
+
+def _units(text: str, budget: int, level: int, size: Callable[[str], int]) -> list[str]:
+    """Pieces of `text` (in order, concatenating back to it), each at most `budget`."""
+    if size(text) <= budget:
+        return [text]
+    if level == len(_LEVELS):
+        out, cur, cur_len = [], [], 0
+        for ch in text:  # a str is code points: a cut here never splits a UTF-8 sequence
+            n = size(ch)
+            if cur and cur_len + n > budget:
+                out.append("".join(cur))
+                cur, cur_len = [], 0
+            cur.append(ch)
+            cur_len += n
+        out.append("".join(cur))
+        return out
+    out = []
+    for piece in _LEVELS[level].split(text):
+        if piece:
+            out += _units(piece, budget, level + 1, size)
+    return out
