@@ -2,26 +2,42 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed
+PIP    := $(PY) -m pip --disable-pip-version-check -q
+# `run` needs the product only (no torch); `test` adds the test tools and the st extra (torch)
+RUN_STAMP  := $(VENV)/.installed-run
+TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: setup run test bench clean
+.PHONY: setup setup-test run test bench clean
 
-setup: $(STAMP)
+setup: $(RUN_STAMP)
+
+setup-test: $(TEST_STAMP)
+
+$(PY):
+	@echo "==> creating $(VENV) ($(PYTHON) -m venv)"
+	@$(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+
+$(RUN_STAMP): pyproject.toml | $(PY)
+	@echo "==> installing sales-copilot and its dependencies into $(VENV) (no torch; about a minute the first time)"
+	@$(PIP) install -e .
+	@touch $@
 
 # torch first and pinned: the CPU wheel; an unpinned torch would pull several GB of CUDA packages
-$(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check -q "torch==2.13.0"
-	$(PY) -m pip install --disable-pip-version-check -q -e ".[test]"
-	touch $(STAMP)
+$(TEST_STAMP): pyproject.toml | $(PY)
+	@echo "==> installing the test tools and the st extra into $(VENV) (CPU torch 2.13.0 first)"
+	@$(PIP) install "torch==2.13.0"
+	@$(PIP) install -e ".[test,st]"
+	@touch $@ $(RUN_STAMP)
 
 run: setup
-	$(VENV)/bin/copilot serve
+	@echo "==> starting the copilot (the first start loads the sample knowledge: about half a minute)"
+	@$(VENV)/bin/copilot serve
 
-test: setup
+test: setup-test
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
-bench: setup
+bench: setup-test
 	$(PY) -m bench all
 
 clean:
