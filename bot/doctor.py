@@ -49,13 +49,10 @@ async def run_checks(settings: Settings) -> list[Check]:
         out = cp.outbox.counts()
         checks.append(Check("outbound replies", out.get("dead", 0) == 0, f"{out.get('sent', 0)} sent, {out.get('pending', 0) + out.get('sending', 0)} pending, {out.get('dead', 0)} dead letters",
                             "see the channel checks below for the cause; `copilot inbox dead` lists them, `copilot inbox retry ID` resends" if out.get("dead") else ""))
-        from bot.wiring import channel_connectors
-
-        for c in channel_connectors(settings):
-            try:
-                checks += await c.doctor()
-            finally:
-                await c.aclose()
+        try:
+            checks += await cp.channels.doctor()
+        finally:
+            await cp.channels.aclose()
     finally:
         cp.close()
     return checks

@@ -239,7 +239,7 @@ def _read_line() -> str | None:
 @app.command()
 def doctor(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Check configuration, stores, the model and every configured channel; say how to fix what is wrong."""
-    from bot.ops.doctor import run_checks
+    from bot.doctor import run_checks
 
     checks = asyncio.run(run_checks(load_settings()))
     if as_json:

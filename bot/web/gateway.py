@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Awaitable, Callable
+from typing import TYPE_CHECKING, Awaitable, Callable
 
 from aiohttp import web
 
-from bot.app import App
 from bot.web.admin import admin_routes
 from bot.web.documents import document_routes
 from connectors.channel import Throttled
+
+if TYPE_CHECKING:
+    from bot.app import App
 
 log = logging.getLogger("copilot.gateway")
 UPLOAD_PATHS = ("/admin/kb/upload", "/api/chat")
