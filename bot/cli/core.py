@@ -35,6 +35,10 @@ def _first_start(cp) -> None:  # noqa: ANN001
     """On an empty data dir: the sample users, CRM records and knowledge, so everything works at once."""
     if not cp.needs_samples():
         return
+    if not cp.settings.knowledge_dir.is_dir():  # installed from a wheel: the sample knowledge stays in the source tree
+        typer.echo(f"No sample knowledge at {cp.settings.knowledge_dir}: starting with an empty knowledge base "
+                   "(add documents with `copilot ingest PATH`, users with `copilot reps add`).", err=True)
+        return
     typer.echo(f"First start: loading sample users and CRM data, ingesting {cp.settings.knowledge_dir} ...", err=True)
     with _progress("embedding passages") as tick:
         summary = cp.load_samples(progress=tick)
