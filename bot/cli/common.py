@@ -1,15 +1,18 @@
-"""Shared pieces of the CLI: the Typer app, errors, settings and the `--as` person."""
+"""Shared pieces of the CLI: the Typer app, errors, settings and the `--as` person.
+
+Import nothing heavy at module level (not even the settings): `copilot --help` loads this and every command
+module, and must answer at once. Each command imports what it uses inside its function."""
 from __future__ import annotations
 
 import json
 import sys
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import typer
-from pydantic import ValidationError
 
-from bot.settings import Settings
+if TYPE_CHECKING:
+    from bot.settings import Settings
 
 app = typer.Typer(
     help="Sales Copilot: answers, drafts and CRM logging inside WeCom, DingTalk and email.",
@@ -21,6 +24,24 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"copilot (sales-copilot) {version('sales-copilot')}")
+        except PackageNotFoundError:  # run from a checkout that was never installed
+            typer.echo("copilot (sales-copilot) unknown version: not installed (pip install -e .)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    pass
+
+
 class CliError(Exception):
     """A user-facing failure: printed as one line, exit code `code` (2 = bad usage or input)."""
 
@@ -30,6 +51,10 @@ class CliError(Exception):
 
 
 def load_settings(**overrides: Any) -> Settings:
+    from pydantic import ValidationError
+
+    from bot.settings import Settings
+
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:

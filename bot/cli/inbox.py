@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import typer
-from sqlalchemy import select, update
 
 from bot.cli.common import CliError, app, emit, opened
 
@@ -25,6 +24,8 @@ def stats(as_json: bool = typer.Option(False, "--json")) -> None:
 @inbox.command("dead")
 def dead(as_json: bool = typer.Option(False, "--json"), limit: int = typer.Option(20, help="How many of each.")) -> None:
     """Messages that failed every attempt (their senders were told) and replies that could not be delivered."""
+    from sqlalchemy import select
+
     from bot.pipeline.tables import InboxRow, OutboundRow
 
     with opened() as cp:
@@ -47,6 +48,8 @@ def dead(as_json: bool = typer.Option(False, "--json"), limit: int = typer.Optio
 @inbox.command("retry")
 def retry(reply_id: int = typer.Argument(..., help="A dead reply's id (see `copilot inbox dead`).")) -> None:
     """Queue a dead reply again (after fixing its cause, e.g. the WeCom trusted IP); `copilot serve` sends it."""
+    from sqlalchemy import update
+
     from bot.pipeline.tables import OutboundRow
 
     t = OutboundRow.__table__

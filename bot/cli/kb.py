@@ -5,8 +5,6 @@ from datetime import date
 from typing import Optional
 
 import typer
-from sqlalchemy import select
-from sqlmodel import Session
 
 from bot.cli.common import CliError, app, emit, load_settings, opened, person_for
 
@@ -15,6 +13,9 @@ app.add_typer(kb, name="kb")
 
 
 def _doc_versions(cp, doc_id: str):  # noqa: ANN001, ANN202
+    from sqlalchemy import select
+    from sqlmodel import Session
+
     from rag.store import DocVersion, Document
 
     with Session(cp.engine) as s:
@@ -42,6 +43,9 @@ def versions(doc_id: str = typer.Argument(..., help="Document id."), as_json: bo
 @kb.command("drafts")
 def drafts(as_json: bool = typer.Option(False, "--json")) -> None:
     """Uploaded content waiting for approval (never served until approved)."""
+    from sqlalchemy import select
+    from sqlmodel import Session
+
     from rag.store import DocVersion, Document
 
     with opened() as cp:
@@ -62,7 +66,8 @@ def drafts(as_json: bool = typer.Option(False, "--json")) -> None:
 def _decide(version_id: int, as_: str, approve: bool) -> None:
     with opened() as cp:
         reply = cp.publishing.decide(person_for(cp, as_), version_id, approve)
-    if reply.kind == "error" or not reply.text.startswith(("已发布", "Published", "已驳回", "Rejected")):
+    if reply.kind == "error" or not reply.meta.get("decision"):
+
         raise CliError(reply.text, 1)
     typer.echo(reply.text)
 

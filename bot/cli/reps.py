@@ -6,7 +6,6 @@ from typing import Optional
 import typer
 
 from bot.cli.common import CliError, app, emit, opened
-from bot.settings import ROLES
 
 reps = typer.Typer(help="The rep directory: who may use the copilot, with which role and team.", no_args_is_help=True)
 app.add_typer(reps, name="reps")
@@ -26,6 +25,7 @@ def add(
 ) -> None:
     """Add or update a person and link their channel identity."""
     from bot.people.directory import DirectoryError
+    from bot.settings import ROLES
 
     if role not in ROLES:
         raise CliError(f"--role must be one of {', '.join(ROLES)}")
