@@ -33,6 +33,7 @@ from bot.pipeline.inbox import OWNER
 from bot.pipeline.outbox import Outbox
 from bot.settings import Settings, toml_section
 from bot.agent.publishing import Publishing
+from bot.prompts import Prompts
 from connectors.sql import insert_ignore
 from bot.agent.tables import AgentTurn
 from crm import health as crm_health
@@ -124,6 +125,7 @@ class Scheduler:
     tenant: str
     tz: str
     owner: str
+    prompts: Prompts  # the words of every nudge
     cfg: NudgeConfig = field(default_factory=NudgeConfig)
     health: crm_health.HealthConfig = field(default_factory=crm_health.HealthConfig)
     content: ContentLookup | None = None
@@ -207,7 +209,7 @@ class Scheduler:
             return s.get(NudgeLog, (self.tenant, kind, subject, period)) is not None
 
     def _target(self, p: Person) -> Target:
-        return self.directory.target_for(p.id, self.outbox.connectors)
+        return self.directory.target_for(p.id, self.outbox.channels.names())
 
     def _digest(self, p: Person, day: date, sent: Counter) -> None:
         if self._logged("digest", p.id, str(day)):
@@ -216,7 +218,7 @@ class Scheduler:
         if my_day.empty:  # nothing to say: remember that, so the day is not recomputed every pass
             log_sent(self.engine, self.tenant, "digest", p.id, str(day), p.id, detail="empty")
             return
-        self._send(p, "digest", p.id, str(day), nudges.digest(p, my_day), sent)
+        self._send(p, "digest", p.id, str(day), nudges.digest(self.prompts, p, my_day), sent)
 
     def _overdue(self, p: Person, now: datetime, sent: Counter) -> None:
         since = now - timedelta(hours=self.cfg.overdue_lookback_hours)
@@ -228,7 +230,7 @@ class Scheduler:
         for t in tasks:
             period = t.due_at.isoformat(timespec="minutes")  # a task moved to a new date may nudge again
             if not self._logged("overdue", t.id, period):
-                self._send(p, "overdue", t.id, period, nudges.overdue(p, t, names.get(t.account_id, "")), sent)
+                self._send(p, "overdue", t.id, period, nudges.overdue(self.prompts, p, t, names.get(t.account_id, "")), sent)
 
     def _deals(self, now: datetime, people: dict[str, Person], sent: Counter) -> None:
         """Deals idle for N days, and deals facing a competitor the rep has material for."""
@@ -246,7 +248,7 @@ class Scheduler:
             if idle >= self.cfg.idle_days and not self._logged("idle", o.id, last.date().isoformat()):
                 score = self.crm.score_opportunity(self.tenant, o.id, local.date())
                 reasons = score.reasons if p.language == "en" else score.reasons_zh
-                self._send(p, "idle", o.id, last.date().isoformat(), nudges.idle(p, o, idle, reasons), sent)
+                self._send(p, "idle", o.id, last.date().isoformat(), nudges.idle(self.prompts, p, o, idle, reasons), sent)
             if o.competitor and self.content is not None and not self._logged("content_none", o.id, str(local.date())):
                 self._content(p, o, local.date(), sent)
 
@@ -262,7 +264,7 @@ class Scheduler:
         digest = hashlib.sha256("|".join(sorted(f"{r.doc_id}@{r.version}" for r in refs)).encode()).hexdigest()[:16]
         period = f"{o.competitor[:40]}:{digest}"  # a new battlecard version is worth a new nudge
         if not self._logged("content", o.id, period):
-            self._send(p, "content", o.id, period, nudges.content(p, o, refs), sent)
+            self._send(p, "content", o.id, period, nudges.content(self.prompts, p, o, refs), sent)
 
     def _health(self, now: datetime, people: dict[str, Person], sent: Counter) -> None:
         """Once a working day, score the previous working day (and any missed ones); then send what
@@ -280,7 +282,8 @@ class Scheduler:
             if who is None or rep is None or not self.cfg.open_at(now.astimezone(ZoneInfo(who.timezone))):
                 continue
             role = self.health.roles[al.day.role]
-            reply = nudges.health_coach(who, al.day, role) if al.kind == "health_rep" else nudges.health_alert(who, rep, al.day, role, al.tier)
+            reply = (nudges.health_coach(self.prompts, who, al.day, role) if al.kind == "health_rep"
+                     else nudges.health_alert(self.prompts, who, rep, al.day, role, al.tier))
             self._send(who, al.kind, al.rep_id, al.period, reply, sent, tier=al.tier)
 
     def _score_days(self, last: date) -> None:
@@ -345,10 +348,10 @@ def battlecards(retriever: Retriever) -> ContentLookup:
 
 
 def build_scheduler(settings: Settings, engine: Engine, outbox: Outbox, directory: Directory, retriever: Retriever,
-                    publishing: Publishing) -> Scheduler:
+                    publishing: Publishing, prompts: Prompts) -> Scheduler:
     s = settings
     cfg = NudgeConfig.from_dict(toml_section("nudges"))
     crm = CRM(engine, tz=s.timezone, stale_days=cfg.idle_days, scoring=ScoringConfig.from_dict(toml_section("scoring")))
-    return Scheduler(engine, outbox, directory, crm, s.tenant, s.timezone, owner=f"{OWNER}:{uuid.uuid4().hex[:6]}", cfg=cfg,
+    return Scheduler(engine, outbox, directory, crm, s.tenant, s.timezone, owner=f"{OWNER}:{uuid.uuid4().hex[:6]}", prompts=prompts, cfg=cfg,
                      health=crm_health.HealthConfig.from_dict(toml_section("health")), content=battlecards(retriever),
                      sync=sync_deliverer(engine), daily=[lambda day: publishing.nudge_owners(s.tenant, day)])

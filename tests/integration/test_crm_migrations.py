@@ -9,7 +9,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 from sqlmodel import SQLModel
 
-from bot.storage import _head, init_db, make_engine
+from bot.storage import _head, init_db, make_engine, register_tables
 from tests.fakes.crm_db import db_url  # noqa: F401  (fixture)
 
 
