@@ -14,11 +14,10 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import numpy as np
-
-from connectors.message import conversation_key
 from sqlalchemy import func, select
 
 from bot.settings import REPO_ROOT, Settings
+from connectors.message import conversation_key
 
 SCENARIOS = REPO_ROOT / "tests" / "data" / "agent_scenarios.jsonl"
 NOW = datetime(2026, 11, 25, 16, 30, tzinfo=ZoneInfo("Asia/Shanghai"))  # the sample data's "today"
@@ -28,19 +27,19 @@ def load(path: Path = SCENARIOS) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def _counts(cp) -> dict[str, int]:  # noqa: ANN001
+def _counts(cp) -> dict[str, int]:
     from bot.pipeline.tables import OutboundRow
     from crm.models import Activity, StoreVisit, Task
 
     with cp.engine.connect() as c:
-        def n(model, *where) -> int:  # noqa: ANN001, ANN002
+        def n(model, *where) -> int:
             return c.execute(select(func.count()).select_from(model).where(*where)).scalar()
 
         return {"activity": n(Activity, Activity.source.like("pending:%")), "task": n(Task, Task.source.like("pending:%")),
                 "store_visit": n(StoreVisit, StoreVisit.source.like("pending:%")), "email": n(OutboundRow, OutboundRow.channel == "email")}
 
 
-def check(expect: dict, replies, job: str, pending, before: dict, after: dict) -> list[str]:  # noqa: ANN001
+def check(expect: dict, replies, job: str, pending, before: dict, after: dict) -> list[str]:
     fails = []
     text = "\n".join((r.markdown or "") + "\n" + r.text for r in replies)
     cited = {c.doc_id for r in replies for c in r.citations}
@@ -84,7 +83,7 @@ def check(expect: dict, replies, job: str, pending, before: dict, after: dict) -
     return fails
 
 
-def run_mode(cp, scenarios: list[dict], model_clock: list[float]) -> dict:  # noqa: ANN001
+def run_mode(cp, scenarios: list[dict], model_clock: list[float]) -> dict:
     from connectors.message import InboundMessage
 
     results, latencies = [], []
@@ -112,7 +111,7 @@ def run_mode(cp, scenarios: list[dict], model_clock: list[float]) -> dict:  # no
             "failures": [r for r in results if not r["passed"]]}
 
 
-def _newest_pending(cp, conv: str):  # noqa: ANN001, ANN202
+def _newest_pending(cp, conv: str):
     from bot.agent.pending import _of
     from bot.agent.tables import PendingRow
 
@@ -122,7 +121,7 @@ def _newest_pending(cp, conv: str):  # noqa: ANN001, ANN202
     return _of(row) if row else None
 
 
-def _copilot(root: Path, cache: Path, **kw):  # noqa: ANN202
+def _copilot(root: Path, cache: Path, **kw):
     from bot.app import build_app
 
     cp = build_app(Settings(data_dir=root, embed_cache=cache, **kw))
@@ -130,7 +129,7 @@ def _copilot(root: Path, cache: Path, **kw):  # noqa: ANN202
     clock = [0.0]
     inner = cp.agent.model.complete
 
-    def timed(*a, **k):  # noqa: ANN002, ANN003, ANN202
+    def timed(*a, **k):
         t = time.perf_counter()
         try:
             return inner(*a, **k)

@@ -28,7 +28,7 @@ STREAM_APP, STREAM_SECRET = "benchstreamapp", "bench-stream-secret-0123456789abc
 STAFF = "bench-staff"
 
 
-def _fakes():  # noqa: ANN202
+def _fakes():
     import sys
 
     from bot.settings import REPO_ROOT
@@ -55,7 +55,7 @@ def _mid(prefix: str, n: int, dup_every: int) -> str:
     return f"{prefix}-{n - 1 if dup_every and n % dup_every == 0 and n else n}"
 
 
-def http_request(fake, base: str, prefix: str, dup_every: int = 20):  # noqa: ANN001, ANN201
+def http_request(fake, base: str, prefix: str, dup_every: int = 20):
     async def request(session: aiohttp.ClientSession, n: int) -> int:
         mid = _mid(prefix, n, dup_every)
         body = fake.message(APP, sender=STAFF, text="/help", msg_id=mid, conversation=f"{prefix}-c{n % 200}")
@@ -67,7 +67,7 @@ def http_request(fake, base: str, prefix: str, dup_every: int = 20):  # noqa: AN
     return request
 
 
-async def stream_load(fake, stream, prefix: str, *, total: int, concurrency: int, dup_every: int = 20) -> LoadResult:  # noqa: ANN001
+async def stream_load(fake, stream, prefix: str, *, total: int, concurrency: int, dup_every: int = 20) -> LoadResult:
     counter = iter(range(total))
     res = LoadResult(total, 0.0)
 

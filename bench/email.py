@@ -80,14 +80,14 @@ def _stdlib(raw: bytes) -> str:
     return body.get_content() if body is not None else ""
 
 
-def _rate(fn, items: list[bytes], seconds: float) -> tuple[float, int]:  # noqa: ANN001
+def _rate(fn, items: list[bytes], seconds: float) -> tuple[float, int]:
     """Messages per second over whole passes for at least `seconds`; failures in one pass."""
     n, failures, started = 0, 0, time.perf_counter()
     while True:
         for raw in items:
             try:
                 fn(raw)
-            except Exception:  # noqa: BLE001 - a parser that raises counts as a failure, not a crash
+            except Exception:
                 failures += 1
         n += len(items)
         elapsed = time.perf_counter() - started
@@ -108,7 +108,7 @@ def _copilot_view(raw: bytes) -> tuple[str, str, str]:
     return p.from_name, p.subject, p.new_text
 
 
-def cnmail_correct(view) -> int | None:  # noqa: ANN001
+def cnmail_correct(view) -> int | None:
     """How many cnmail messages come out with the right sender name, subject and every expected
     snippet of the sender's text (values read by eye, in expected.jsonl)."""
     expected = CNMAIL / "expected.jsonl"
@@ -119,7 +119,7 @@ def cnmail_correct(view) -> int | None:  # noqa: ANN001
         case = json.loads(line)
         try:
             name, subject, text = view((CNMAIL / case["file"]).read_bytes())
-        except Exception:  # noqa: BLE001
+        except Exception:
             continue
         ok += name == case["from_name"] and subject == case["subject"] and all(s in text for s in case["body_contains"])
     return ok
@@ -145,10 +145,10 @@ async def bench_imap(messages: int = 500) -> dict:
     binary, why = ensure_dovecot(install=False)
     if binary is None:
         return {"skipped": why}
-    from connectors.channel import Accepted
     from bot.pipeline.inbox import Inbox
     from bot.settings import Settings
     from bot.storage import init_db, make_engine
+    from connectors.channel import Accepted
     from connectors.email.config import Mailbox
     from connectors.email.connector import EmailConnector
     from connectors.email.imap import ImapSession
@@ -182,7 +182,7 @@ async def bench_imap(messages: int = 500) -> dict:
         done = asyncio.Event()
         count = 0
 
-        async def sink(msg) -> Accepted:  # noqa: ANN001
+        async def sink(msg) -> Accepted:
             nonlocal count
             acc = await inbox.put(msg)
             count += 1
@@ -207,7 +207,7 @@ async def bench_imap(messages: int = 500) -> dict:
             "ratio_vs_bare_fetch": round(bare_s / pipeline_s, 2), "inbox_rows": stored}
 
 
-def _inbox_rows(engine) -> int:  # noqa: ANN001
+def _inbox_rows(engine) -> int:
     from sqlalchemy import func, select
 
     from bot.pipeline.tables import InboxRow

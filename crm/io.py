@@ -69,7 +69,7 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
 
         try:
             wb = load_workbook(path, read_only=True, data_only=True)
-        except Exception as exc:  # noqa: BLE001 - openpyxl raises many kinds for a damaged file
+        except Exception as exc:
             raise ImportFileError(f"cannot read {path.name} as a spreadsheet: {exc}") from None
         rows = list(wb.worksheets[0].iter_rows(values_only=True))
         wb.close()

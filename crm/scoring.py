@@ -140,7 +140,9 @@ def score(o: Opportunity, f: Facts, cfg: ScoringConfig, today: date, tz: str, me
         sig.append(("recency", -1.0, "no contact logged", "没有任何联系记录"))
     else:
         d = (today - f.last_contact.astimezone(local).date()).days
-        sig.append(("recency", _ramp(d / cfg.quiet_days), f"no contact for {d} days" if d > cfg.quiet_days // 2 else "contacted today" if d == 0 else f"contacted {d} day{'' if d == 1 else 's'} ago",
+        recency = (f"no contact for {d} days" if d > cfg.quiet_days // 2 else "contacted today" if d == 0
+                   else f"contacted {d} day{'' if d == 1 else 's'} ago")
+        sig.append(("recency", _ramp(d / cfg.quiet_days), recency,
                     f"{d} 天未联系" if d > cfg.quiet_days // 2 else "今天联系过" if d == 0 else f"{d} 天前联系过"))
     n = f.touches_30d
     sig.append(("frequency", _clamp(n / 2 - 1), f"{n} touch{'' if n == 1 else 'es'} in 30 days", f"30 天内联系 {n} 次"))
@@ -161,7 +163,8 @@ def score(o: Opportunity, f: Facts, cfg: ScoringConfig, today: date, tz: str, me
         late = (today - o.close_date).days
         sig.append(("close_date", -1.0, f"close date passed {late} days ago", f"预计成交日期已过 {late} 天"))
     if f.overdue_tasks:
-        sig.append(("overdue_tasks", -min(f.overdue_tasks / 2, 1.0), f"{f.overdue_tasks} overdue task{'' if f.overdue_tasks == 1 else 's'}", f"{f.overdue_tasks} 个待办已逾期"))
+        sig.append(("overdue_tasks", -min(f.overdue_tasks / 2, 1.0), f"{f.overdue_tasks} overdue task{'' if f.overdue_tasks == 1 else 's'}",
+                    f"{f.overdue_tasks} 个待办已逾期"))
     details = [Reason(code, en, zh, round(cfg.weights.get(code, 0.0) * s, 1)) for code, s, en, zh in sig]
     value = cfg.stage_base.get(o.stage, 30) + sum(r.impact for r in details)
     ranked = sorted(details, key=lambda r: r.impact)

@@ -22,8 +22,7 @@ from sqlmodel import Session, SQLModel
 
 from crm import match
 from crm.day import MyDay, build_my_day
-from crm.models import (ACTIVITY_KINDS, OPEN_STAGES, STAGES, Account, Activity, Contact, CrmWrite, Opportunity, Rep, StageChange,
-                        Store, StoreVisit, Task, _now)
+from crm.models import ACTIVITY_KINDS, OPEN_STAGES, STAGES, Account, Activity, Contact, CrmWrite, Opportunity, Rep, StageChange, Store, StoreVisit, Task, _now
 from crm.scoring import Score, ScoringConfig, medians, score_all
 from crm.sync import outbox
 from crm.sync.outbox import ENTITY_OF, snapshot

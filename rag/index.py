@@ -74,7 +74,7 @@ class VectorIndex:
                 client.delete_collection(col.name)
         return cls(path, model_id, dim)
 
-    def _partition(self, tenant: str, roles: frozenset[str], team: str):  # noqa: ANN202
+    def _partition(self, tenant: str, roles: frozenset[str], team: str):
         name = partition_name(tenant, roles, team)
         with self._lock:
             if name not in self._parts:

@@ -23,7 +23,7 @@ from rag.chunk import chunk_blocks
 from rag.embed import CachedEmbedder
 from rag.formats import SUFFIXES, IngestError, ParsedDoc, parse_document
 from rag.index import VectorIndex
-from rag.store import Chunk, DocVersion, Document, KbState, audience_roles
+from rag.store import Chunk, Document, DocVersion, KbState, audience_roles
 from rag.text import language, tokenize
 
 PUBLISHERS = frozenset({"enablement", "manager", "admin"})
@@ -55,7 +55,7 @@ class Uploader:
     tenant: str = "default"
 
 
-def _tags(v) -> str:  # noqa: ANN001
+def _tags(v) -> str:
     if isinstance(v, (list, tuple)):
         return ",".join(str(x).strip() for x in v if str(x).strip())
     return ",".join(t.strip() for t in str(v or "").replace("，", ",").split(",") if t.strip())
@@ -114,7 +114,7 @@ class Ingestor:
         return res
 
     # core --------------------------------------------------------------------------------------
-    def _ingest(self, parsed: ParsedDoc, name: str, uploader: Uploader, audience: str | None, source: str, progress) -> IngestResult:  # noqa: ANN001
+    def _ingest(self, parsed: ParsedDoc, name: str, uploader: Uploader, audience: str | None, source: str, progress) -> IngestResult:
         meta = parsed.meta
         doc_id = str(meta.get("id") or name).strip()
         title = str(meta.get("title") or "").strip() or _first_heading(parsed) or Path(name).stem
@@ -188,7 +188,7 @@ class Ingestor:
             result.status = "updated" if is_update else "added"
         return result
 
-    def publish(self, version_id: int, approver: str, vectors=None, roles=None) -> DocVersion:  # noqa: ANN001
+    def publish(self, version_id: int, approver: str, vectors=None, roles=None) -> DocVersion:
         """Make a draft version live: add its vectors, flip live in one transaction, drop the old vectors.
 
         The draft is claimed first (draft -> publishing, a conditional update), so two approvals of the

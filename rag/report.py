@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from rag.store import ChunkUse, DocVersion, Document, Feedback
+from rag.store import ChunkUse, Document, DocVersion, Feedback
 
 
 @dataclass
@@ -32,7 +32,7 @@ class DocReport:
         return asdict(self)
 
 
-def _counts(s: Session, stmt) -> dict[int, int]:  # noqa: ANN001
+def _counts(s: Session, stmt) -> dict[int, int]:
     return {k: v for k, v in s.execute(stmt).all()}
 
 
@@ -46,10 +46,11 @@ def content_report(engine: Engine, tenant: str, today: date | None = None, *, st
             .order_by(Document.doc_id)
         ).all()
         use = ChunkUse.__table__.c
-        served_30 = _counts(s, select(use.document_id, func.count()).where(use.tenant == tenant, use.kind == "retrieved", use.at >= d30).group_by(use.document_id))
-        served_all = _counts(s, select(use.document_id, func.count()).where(use.tenant == tenant, use.kind == "retrieved").group_by(use.document_id))
-        cited_30 = _counts(s, select(use.document_id, func.count()).where(use.tenant == tenant, use.kind == "cited", use.at >= d30).group_by(use.document_id))
-        cited_60 = _counts(s, select(use.document_id, func.count()).where(use.tenant == tenant, use.kind == "cited", use.at >= d60, use.at < d30).group_by(use.document_id))
+        def uses(kind: str, *when):
+            return _counts(s, select(use.document_id, func.count()).where(use.tenant == tenant, use.kind == kind, *when).group_by(use.document_id))
+
+        served_30, served_all = uses("retrieved", use.at >= d30), uses("retrieved")
+        cited_30, cited_60 = uses("cited", use.at >= d30), uses("cited", use.at >= d60, use.at < d30)
         fb = Feedback.__table__.c
         ups = _counts(s, select(fb.document_id, func.count()).where(fb.tenant == tenant, fb.score > 0).group_by(fb.document_id))
         downs = _counts(s, select(fb.document_id, func.count()).where(fb.tenant == tenant, fb.score < 0).group_by(fb.document_id))

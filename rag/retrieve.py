@@ -12,15 +12,15 @@ import threading
 from dataclasses import asdict, dataclass, field
 from datetime import date
 
-import numpy as np
 import bm25s
+import numpy as np
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from rag.embed import Embedder
 from rag.index import VectorIndex
-from rag.store import SEE_ALL, Chunk, ChunkUse, DocVersion, Document, KbState, audience_roles
+from rag.store import SEE_ALL, Chunk, ChunkUse, Document, DocVersion, KbState, audience_roles
 from rag.text import normalize, tokenize
 
 RRF_K = 10  # small k favours agreement at the top; tuned on tests/data (see docs/retrieval.md)
@@ -102,7 +102,7 @@ def _age_days(updated: str, today: date | None = None) -> int | None:
 
 
 class Retriever:
-    def __init__(self, engine: Engine, vectors: VectorIndex, embedder: Embedder, *, t2s: bool = True, reranker=None) -> None:  # noqa: ANN001
+    def __init__(self, engine: Engine, vectors: VectorIndex, embedder: Embedder, *, t2s: bool = True, reranker=None) -> None:
         self.engine = engine
         self.vectors = vectors
         self.embedder = embedder
@@ -289,7 +289,7 @@ class CrossEncoderReranker:
         CrossEncoder = sentence_transformers_class("CrossEncoder")
         try:
             self._m = CrossEncoder(path, device="cpu")
-        except Exception as exc:  # noqa: BLE001 - report any loader failure the same way
+        except Exception as exc:
             raise EmbedderError(f"cannot load the cross-encoder {path!r} (COPILOT_RERANK_MODEL): {exc}") from exc
         self._lock = threading.Lock()
 

@@ -103,7 +103,7 @@ class Deliverer:
                 done = await self.run_once()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - a database hiccup must not end the loop
+            except Exception:
                 log.exception("crm sync pass failed")
                 done = {}
             if not any(t["delivered"] or t["retry"] or t["dead"] for t in done.values()):
@@ -116,7 +116,7 @@ class Deliverer:
             return "delivered"
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             retryable = exc.retryable if isinstance(exc, SyncError) else True
             attempts = ev.attempts + 1
             dead = not retryable or attempts >= self.max_attempts

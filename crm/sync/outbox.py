@@ -16,8 +16,7 @@ from sqlalchemy import func, insert, literal, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, SQLModel
 
-from crm.models import (Account, Activity, Contact, Opportunity, Store, StoreVisit, SyncDelivery, SyncEvent, SyncSink,
-                        Task, _now)
+from crm.models import Account, Activity, Contact, Opportunity, Store, StoreVisit, SyncDelivery, SyncEvent, SyncSink, Task, _now
 
 ENTITIES: dict[str, type[SQLModel]] = {"account": Account, "contact": Contact, "opportunity": Opportunity,
                                        "activity": Activity, "task": Task, "store": Store, "store_visit": StoreVisit}
