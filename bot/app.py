@@ -135,6 +135,16 @@ class App:
     def started(self) -> bool:
         return self.dispatcher.running
 
+    async def drain(self, grace: float) -> int:
+        """A graceful stop's first half: start no new message, let the ones being handled finish and deliver
+        their replies, all within `grace` s. Returns how many messages are still unfinished: they stay in the
+        durable inbox and resume at the next start. Call `aclose` after it."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + grace
+        await self.dispatcher.drain(grace)
+        await self.outbox.drain(max(0.0, end - loop.time()))
+        return self.dispatcher.in_flight()
+
     async def aclose(self) -> None:
         await self.channels.aclose()
         await self.dispatcher.aclose()

@@ -81,6 +81,7 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     admin_token: str = ""  # bearer token for /admin/*; empty = admin API disabled
     web_chat: bool = True
+    shutdown_grace: float = 10.0  # on Ctrl-C / SIGTERM: seconds to finish the messages in flight (the rest resume at the next start)
 
     @field_validator("data_dir", "knowledge_dir", "prompts_dir", mode="after")
     @classmethod

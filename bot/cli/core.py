@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,17 +19,78 @@ def serve(
     host: Optional[str] = typer.Option(None, help="Interface to listen on (default 127.0.0.1)."),
     port: Optional[int] = typer.Option(None, help="Port (default 8080)."),
 ) -> None:
-    """Run the gateway, the workers and every configured channel; ingest the bundled knowledge on first start."""
-    from aiohttp import web
+    """Run the gateway, the workers and every configured channel; ingest the bundled knowledge on first start.
+    Ctrl-C or SIGTERM stops it gracefully: the messages in flight get COPILOT_SHUTDOWN_GRACE seconds (default 10)
+    to finish; the rest stay in the durable inbox and resume at the next start."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
 
     from bot.web.gateway import create_web_app
 
     s = load_settings(host=host, port=port)
-    with opened(s, logs=True, platforms=True) as cp:
-        _first_start(cp)
-        application = create_web_app(cp)
+    grace = max(0.0, s.shutdown_grace)
+    loop = asyncio.new_event_loop()
+    # blocking work (model calls, embedding, SQL) runs on these threads; at exit they get the grace, not forever
+    loop.set_default_executor(ThreadPoolExecutor(thread_name_prefix=WORK_THREADS))
+    asyncio.set_event_loop(loop)
+    try:
+        with opened(s, logs=True, platforms=True) as cp:
+            _first_start(cp)
+            application = create_web_app(cp)
+            unfinished, deadline = loop.run_until_complete(_serve(cp, application, s, grace))
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()  # does not wait for the executor's threads
+    busy = [t for t in threading.enumerate() if t.name.startswith(WORK_THREADS) and t.is_alive()]
+    for t in busy:
+        t.join(max(0.0, deadline - time.monotonic()))
+    if unfinished:
+        typer.echo(f"stopped: {unfinished} message{'' if unfinished == 1 else 's'} unfinished; "
+                   f"{'it resumes' if unfinished == 1 else 'they resume'} at the next start.", err=True)
+    else:
+        typer.echo("stopped: every message in flight finished.", err=True)
+    if any(t.is_alive() for t in busy):  # a call that outlived the grace (its message resumes at the next start)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+
+WORK_THREADS = "copilot-work"
+
+
+async def _serve(cp, application, s, grace: float) -> tuple[int, float]:  # noqa: ANN001
+    """Serve until Ctrl-C or SIGTERM, then drain for at most `grace` s. Returns (unfinished messages, deadline)."""
+    import signal
+    import time
+
+    from aiohttp import web
+
+    runner = web.AppRunner(application, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+    await runner.setup()  # starts the app (workers, outbox, channels)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    try:
+        site = web.TCPSite(runner, s.host, s.port)
+        await site.start()
         typer.echo(f"Web chat: {s.base_url}/", err=True)
-        web.run_app(application, host=s.host, port=s.port, print=None, access_log=None, handle_signals=True)
+        for sig in signals:
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        for sig in signals:  # a second Ctrl-C stops at once (exit 130)
+            loop.remove_signal_handler(sig)
+        deadline = time.monotonic() + grace
+        n = cp.dispatcher.in_flight()
+        typer.echo(f"stopping: finishing {n} message{'' if n == 1 else 's'} in flight (at most {grace:g} s)…", err=True)
+        await site.stop()  # no new connections
+        unfinished = await cp.drain(grace)
+    finally:
+        try:  # the web app's cleanup stops the app (channels, workers, outbox); bounded, like the drain
+            await asyncio.wait_for(runner.cleanup(), timeout=5.0)
+        except asyncio.TimeoutError:
+            typer.echo("  (the channels did not close in 5 s; stopping anyway)", err=True)
+    return unfinished, deadline
 
 
 def _first_start(cp) -> None:  # noqa: ANN001

@@ -45,6 +45,7 @@ class Dispatcher:
         self._ready: asyncio.Queue[str] = asyncio.Queue()
         self._tasks: list[asyncio.Task] = []
         self._timers: set[asyncio.TimerHandle] = set()
+        self._draining = False
         self.idle = asyncio.Event()
 
     @property
@@ -56,6 +57,22 @@ class Dispatcher:
             self.notify(w.id, w.conversation_key)
         self._tasks = [asyncio.create_task(self._worker(i), name=f"worker-{i}") for i in range(self.n_workers)]
         self._tasks.append(asyncio.create_task(self._sweeper(), name="inbox-sweeper"))
+
+    def in_flight(self) -> int:
+        """Messages being handled right now."""
+        return len(self._busy)
+
+    async def drain(self, timeout: float) -> bool:
+        """Stop starting messages and wait, at most `timeout` s, for the ones being handled to finish. True when
+        none is left. What is not finished stays in the inbox and resumes at the next start. Then call aclose."""
+        self._draining = True
+        for h in self._timers:
+            h.cancel()
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while self._busy and loop.time() < end:
+            await asyncio.sleep(0.05)
+        return not self._busy
 
     async def aclose(self) -> None:
         for h in self._timers:
@@ -83,7 +100,7 @@ class Dispatcher:
         while True:
             key = await self._ready.get()
             q = self._convs.get(key)
-            if not q or key in self._busy:
+            if not q or key in self._busy or self._draining:
                 continue
             self._busy.add(key)
             delay = None

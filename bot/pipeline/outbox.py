@@ -40,6 +40,7 @@ class Outbox:
         self._sem = asyncio.Semaphore(concurrency)
         self._yield_to = yield_to  # an awaitable factory: acknowledging inbound messages comes first
         self.only = only  # deliver only these conversations (`copilot chat` beside a server)
+        self._busy = False  # a batch is being claimed or sent
 
     def enqueue(self, target: Target, reply: Reply, dedupe_key: str, conversation_key: str | None = None) -> int | None:
         """Queue a reply that is not the answer to an inbox row (nudges, notifications). Idempotent on the key."""
@@ -73,6 +74,28 @@ class Outbox:
         self._loop_ref = asyncio.get_running_loop()
         self._task = asyncio.create_task(self._loop(), name="outbox")
 
+    async def drain(self, timeout: float) -> bool:
+        """Deliver what is due now, for at most `timeout` s; True when nothing due is left. Retries that wait
+        for later stay queued (rows survive restarts). Then call aclose."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while self._task is not None and not self._task.done():
+            self._wake.set()
+            if not self._busy and not await asyncio.to_thread(self._due_now):
+                return True
+            if loop.time() >= end:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
+    def _due_now(self) -> int:
+        t = OutboundRow.__table__
+        q = select(func.count()).where(t.c.status == "pending", t.c.not_before <= time.time())
+        if self.only is not None:
+            q = q.where(t.c.conversation_key.in_(self.only))
+        with self.engine.connect() as conn:
+            return int(conn.execute(q).scalar() or 0)
+
     async def aclose(self) -> None:
         if self._task:
             self._task.cancel()
@@ -82,6 +105,7 @@ class Outbox:
         while True:
             if self._yield_to is not None:
                 await self._yield_to()
+            self._busy = True
             try:
                 batch = await asyncio.to_thread(self._claim_batch)
             except asyncio.CancelledError:
@@ -97,6 +121,7 @@ class Outbox:
                 sent = await asyncio.gather(*(self._send_conv(rows) for rows in by_conv.values()))
                 await asyncio.to_thread(self._mark_sent, [i for ids in sent for i in ids])
                 continue
+            self._busy = False
             self._wake.clear()
             timeout = await asyncio.to_thread(self._next_due)
             try:
