@@ -218,15 +218,15 @@ def build_app(settings: Settings, *, platforms: bool = False, channels: Iterable
     answerer = Answerer(knowledge.retriever, prompts, floor=s.score_floor, floor_en=s.score_floor_en, stale_days=s.stale_days,
                         model=model, link=lambda h, v: links.url(h.doc_id, v.tenant, v.role, v.team, h.chunk_id))
     reach = lambda rep_id: directory.target_for(rep_id, chans.names())  # noqa: E731
-    publishing = Publishing(engine, knowledge.ingestor, directory, outbox.enqueue, reach, s.stale_days)
+    publishing = Publishing(engine, knowledge.ingestor, directory, outbox.enqueue, reach, prompts, stale_days=s.stale_days)
     agent = Agent(answerer=answerer, prompts=prompts, crm=crm, pending=PendingStore(engine), directory=directory, engine=engine,
                   enqueue=outbox.enqueue, can_email=lambda: "email" in chans, publishing=publishing)
-    mail = Correspondence(directory, crm, agent.pending, outbox.enqueue, reach)
+    mail = Correspondence(directory, crm, agent.pending, outbox.enqueue, reach, prompts)
     router = Router(directory, agent, prompts, fetch=chans.fetch, ingest_file=publishing.upload, mail=mail, preview=chans.preview)
-    dispatcher = Dispatcher(inbox, router.handle, metrics, workers=s.workers, lease=s.lease_seconds, max_attempts=s.max_attempts,
-                            retry_base=s.retry_base_seconds, on_replies=outbox.wake)
+    dispatcher = Dispatcher(inbox, router.handle, metrics, apology=prompts.both("apology"), workers=s.workers, lease=s.lease_seconds,
+                            max_attempts=s.max_attempts, retry_base=s.retry_base_seconds, on_replies=outbox.wake)
     intake = Intake(inbox, RateLimiter(s.rate_limit_per_minute), metrics, dispatcher.notify)
-    scheduler = build_scheduler(s, engine, outbox, directory, knowledge.retriever, publishing) if proactive else None
+    scheduler = build_scheduler(s, engine, outbox, directory, knowledge.retriever, publishing, prompts) if proactive else None
     return App(settings=s, engine=engine, knowledge=knowledge, metrics=metrics, audit=audit, directory=directory, crm=crm,
                agent=agent, publishing=publishing, links=links, channels=chans, inbox=inbox, outbox=outbox, intake=intake,
                dispatcher=dispatcher, scheduler=scheduler)

@@ -5,6 +5,7 @@ version is recorded with every draft, so `copilot report drafts` can compare var
 """
 from __future__ import annotations
 
+import string
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,20 +26,55 @@ class Prompt:
         return self.system.format(**fields), self.user.format(**fields)
 
 
+LANGS = ("zh", "en")
+
+
+def ui_lang(code: str | None) -> str:
+    """The catalogue a language code reads from: English for "en", Chinese for everything else."""
+    return "en" if code == "en" else "zh"
+
+
+def placeholders(text: str) -> set[str]:
+    """The {names} a message expects (format specs aside): "{n} in {when:%H:%M}" -> {"n", "when"}."""
+    return {field.split(".")[0].split("[")[0] for _, field, _, _ in string.Formatter().parse(text) if field}
+
+
 class Prompts:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self._messages = tomllib.loads((folder / "messages.toml").read_text(encoding="utf-8"))
+        self._messages = {lang: tomllib.loads((folder / f"messages.{lang}.toml").read_text(encoding="utf-8")) for lang in LANGS}
         self._prompts: dict[str, Prompt] = {}
         for f in sorted(folder.glob("*.md")):
             post = frontmatter.loads(f.read_text(encoding="utf-8"))
             system, _, user = post.content.partition("\n## user\n")
             self._prompts[f.stem] = Prompt(f.stem, str(post.metadata.get("version", "1")), system.strip(), user.strip())
 
-    def msg(self, key: str, lang: str = "zh", **fmt: object) -> str:
-        entry = self._messages[key]
-        text = entry.get(lang) or entry["zh"]
-        return text.format(**fmt) if fmt else text
+    def catalogue(self, lang: str) -> dict[str, str]:
+        """Every message of one language (prompts/messages.<lang>.toml), key -> text with {placeholders}."""
+        return dict(self._messages[ui_lang(lang)])
+
+    def has(self, key: str) -> bool:
+        return any(key in m for m in self._messages.values())
+
+    def raw(self, key: str, lang: str = "zh") -> str:
+        """The message as written, placeholders unfilled; a key missing in `lang` comes from the other language."""
+        lang = ui_lang(lang)
+        for code in (lang, *(c for c in LANGS if c != lang)):
+            if key in self._messages[code]:
+                return self._messages[code][key]
+        raise KeyError(f"message {key!r} is in none of prompts/messages.{{{','.join(LANGS)}}}.toml")
+
+    def msg(self, key: str, lang: str = "zh", **fields: object) -> str:
+        """The message `key` in `lang` ("en", else Chinese) with its {placeholders} filled from `fields`."""
+        text = self.raw(key, lang)
+        missing = placeholders(text) - fields.keys()
+        if missing:
+            raise KeyError(f"message {key!r} ({ui_lang(lang)}) needs {', '.join(sorted(missing))}")
+        return text.format(**fields)
+
+    def both(self, key: str, **fields: object) -> str:
+        """Chinese, then English, on two lines: for someone whose language is not known."""
+        return "\n".join(self.msg(key, lang, **fields) for lang in LANGS)
 
     def prompt(self, name: str) -> Prompt:
         try:

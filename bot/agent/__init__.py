@@ -26,7 +26,7 @@ from bot.agent.storevisit import StoreVisits
 from bot.people.directory import Directory, Person
 from connectors.message import Action, InboundMessage, Reply
 from bot.agent.pending import Pending, PendingStore
-from bot.prompts import Prompts
+from bot.prompts import Prompts, ui_lang
 from bot.agent.tables import AgentTurn
 from crm.service import CRM
 from rag.retrieve import Viewer
@@ -99,8 +99,8 @@ class Agent:
         retriever = answerer.retriever
         self.logger = CrmLogger(crm, pending, prompts, self.model, self.scope)
         self.drafter = Drafter(crm, retriever, pending, prompts, self.model, enqueue, can_email)
-        self.comparer = Comparer(retriever, answerer.stale_days, lambda h, v: self.answerer.link(h, v))
-        self.stores = StoreVisits(crm, pending)
+        self.comparer = Comparer(retriever, prompts, answerer.stale_days, lambda h, v: self.answerer.link(h, v))
+        self.stores = StoreVisits(crm, pending, prompts)
 
     def scope(self, person: Person) -> Scope:
         team = {p.id for p in self.directory.list(person.tenant) if p.team == person.team} if person.role == "manager" else set()
@@ -163,7 +163,7 @@ class Agent:
         return "ask"
 
     def run(self, job: str, person: Person, text: str, conv: str, now: datetime, key: str, on_text=None) -> Turn:  # noqa: ANN001
-        zh = (language(text) == "zh") if text else person.language != "en"
+        lang = language(text) if text else ui_lang(person.language)
         if job == "todo":
             return Turn("todo", [self.my_day(person, now)], {"crm": "my_day"})
         if job == "compare":
@@ -184,13 +184,12 @@ class Agent:
             accounts = list({a.id: a for a in self.crm.find_accounts(person.tenant, text) if scope.allows(a.owner_id)}.values())
             if len(accounts) != 1:
                 names = "、".join(a.name for a in accounts[:5])
-                msg = (f"要给哪家客户写？{names}" if accounts else "请告诉我客户名称，例如：/draft 华东医疗集团") if zh else (
-                    f"Which account? {names}" if accounts else "Which account? e.g. /draft Bright Dental Asia")
+                msg = self.prompts.msg("draft_which_account", lang, names=names) if accounts else self.prompts.msg("draft_name_account", lang)
                 return Turn("draft", [Reply(text=msg, kind="notice")], {})
             reply, evidence = self.drafter.propose(person, accounts[0].id, text, conv, now, key)
             return Turn("draft", [reply], evidence, reply.meta.get("variant", ""))
         if not text:
-            return Turn("help", [Reply(text=self.prompts.msg("help", "zh" if zh else "en"), kind="notice")], {})
+            return Turn("help", [Reply(text=self.prompts.msg("help", lang), kind="notice")], {})
         ans = self.answerer.answer(text, viewer_of(person), actor=person.id, conversation=conv, on_text=on_text)
         evidence = {"passages": [{"doc_id": h.doc_id, "title": h.title, "heading": h.heading, "version": h.version,
                                   "updated": h.updated, "relevance": round(h.relevance or 0, 3), "chunk_id": h.chunk_id} for h in ans.hits],
@@ -224,13 +223,13 @@ class Agent:
         if action.key in ("kb_approve", "kb_reject") and self.publishing is not None and action.ref.startswith("kbv:"):
             return [self.publishing.decide(person, int(action.ref[4:]), action.key == "kb_approve")]
         p = self.pending.get(action.ref)
-        zh = person.language != "en"
+        lang = ui_lang(person.language)
         if p is None or p.tenant != person.tenant or p.rep_id != person.id:
-            return [Reply(text="这个按钮已失效。" if zh else "This button is no longer valid.", kind="notice")]
+            return [Reply(text=self.prompts.msg("button_expired", lang), kind="notice")]
         if p.kind == "crm_choose" and action.key.startswith("choose"):
             return [self.logger.choose(person, p, int(action.key[6:] or 0), now)[0]]
         if p.status != "pending":
-            return [Reply(text="这一项已经处理过了。" if zh else "This was already handled.", kind="notice")]
+            return [Reply(text=self.prompts.msg("already_handled", lang), kind="notice")]
         return self.decide(person, p, action.key, now)
 
     def decide(self, person: Person, p: Pending, key: str, now: datetime) -> list[Reply]:
@@ -245,13 +244,13 @@ class Agent:
         }
         fn = handlers.get(p.kind, {}).get(key)
         if fn is None:
-            return [Reply(text="这一项不需要这个操作。" if person.language != "en" else "That doesn't apply here.", kind="notice")]
+            return [Reply(text=self.prompts.msg("not_applicable", person.language), kind="notice")]
         return [fn()]
 
     def _draft_reply(self, person: Person, p: Pending, now: datetime) -> Reply:
         """A customer wrote: draft the threaded answer from the account's history and the playbooks."""
         if not self.pending.claim(p.id, "done"):
-            return Reply(text="已经起草过了。" if person.language != "en" else "Already drafted.", kind="notice")
+            return Reply(text=self.prompts.msg("already_drafted", person.language), kind="notice")
         pl = p.payload
         reply, _ = self.drafter.propose(person, pl["account_id"], "", p.conversation_key, now, f"{p.id}:draft"[:40],
                                         thread={"message_id": pl["message_id"], "references": pl["references"], "subject": pl["subject"],
@@ -259,24 +258,22 @@ class Agent:
         return reply
 
     def _cancel(self, person: Person, p: Pending, edit: bool = False) -> Reply:
-        zh = person.language != "en"
+        lang = ui_lang(person.language)
         if not self.pending.claim(p.id, "rejected"):
-            return Reply(text="这一项已经处理过了。" if zh else "This was already handled.", kind="notice")
-        if edit:
-            return Reply(text="已取消，请重新发一遍修改后的巡店记录。" if zh else "Cancelled; send the corrected store visit again.", kind="notice")
-        return Reply(text="已取消，没有写入任何内容。" if zh else "Cancelled; nothing was written.", kind="notice")
+            return Reply(text=self.prompts.msg("already_handled", lang), kind="notice")
+        return Reply(text=self.prompts.msg("cancelled_store_visit" if edit else "cancelled", lang), kind="notice")
 
     # my day and /why -----------------------------------------------------------------------------------
     def my_day(self, person: Person, now: datetime) -> Reply:
         day = self.crm.my_day(person.tenant, person.id, now.date(), person.timezone or "Asia/Shanghai")
-        zh = person.language != "en"
+        lang = ui_lang(person.language)
         if day.empty:
-            return Reply(text="今天没有到期的任务，也没有停滞的商机。" if zh else "Nothing due today and no stalled deals.", kind="notice")
+            return Reply(text=self.prompts.msg("my_day_empty", lang), kind="notice")
         parts = []
-        for title_zh, title_en, items in (("今天的会议/拜访", "Today's meetings", day.meetings_today), ("今天到期", "Due today", day.due_today),
-                                          ("已逾期", "Overdue", day.overdue), ("停滞的商机", "Stalled deals", day.stale_deals)):
+        for title, items in (("my_day_meetings", day.meetings_today), ("my_day_due_today", day.due_today),
+                             ("my_day_overdue", day.overdue), ("my_day_stalled", day.stale_deals)):
             if items:
-                parts.append((title_zh if zh else title_en) + "：\n" + "\n".join(f"• {i.text}" for i in items[:8]))
+                parts.append(self.prompts.msg(title, lang) + "：\n" + "\n".join(f"• {i.text}" for i in items[:8]))
         return Reply(text="\n\n".join(parts), kind="answer")
 
     def why(self, person: Person, conversation_key: str) -> Reply:
@@ -284,14 +281,15 @@ class Agent:
         with self.engine.connect() as conn:
             row = conn.execute(select(t).where(t.c.conversation_key == conversation_key, t.c.rep_id == person.id,
                                                t.c.job.notin_(("why", "help"))).order_by(t.c.id.desc()).limit(1)).first()
-        zh = person.language != "en"
+        lang = ui_lang(person.language)
         if row is None:
-            return Reply(text="还没有可以解释的回复。" if zh else "There is no reply to explain yet.", kind="notice")
+            return Reply(text=self.prompts.msg("why_nothing", lang), kind="notice")
         ev = json.loads(row.evidence)
-        lines = [f"上一条回复（{row.job}）依据：" if zh else f"The last reply ({row.job}) was based on:"]
+        lines = [self.prompts.msg("why_head", lang, job=row.job)]
         for p in ev.get("passages", []):
             if "title" in p:
-                lines.append(f"• 《{p['title']}》{p['heading'].split(' > ')[-1] if p['heading'] else ''} v{p['version']}（{p['updated']}，相关度 {p['relevance']}）")
+                lines.append(self.prompts.msg("why_passage", lang, title=p["title"], heading=p["heading"].split(" > ")[-1] if p["heading"] else "",
+                                              version=p["version"], updated=p["updated"], relevance=p["relevance"]))
             else:
                 lines.append(f"• {p['doc_id']}: {', '.join(p.get('aspects', []))}")
         crm = ev.get("crm")
@@ -299,11 +297,11 @@ class Agent:
             for k, v in crm.items():
                 lines.append(f"• CRM {k}: {'; '.join(v) if isinstance(v, list) else v}")
         if ev.get("template"):
-            lines.append(f"• 模板 template: {ev['template']}")
+            lines.append(self.prompts.msg("why_template", lang, template=ev["template"]))
         if row.prompt_version:
             lines.append(f"• prompt: {row.job}@{row.prompt_version}")
         if len(lines) == 1:
-            lines.append("（没有引用资料）" if zh else "(no sources)")
+            lines.append(self.prompts.msg("why_no_sources", lang))
         return Reply(text="\n".join(lines), kind="notice")
 
     def _record(self, person: Person, conv: str, turn: Turn) -> None:

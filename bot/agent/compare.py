@@ -10,11 +10,14 @@ import re
 from dataclasses import dataclass
 
 from bot.agent.answer import citation_for
+from bot.prompts import Prompts
 from connectors.message import Citation, Reply
 from rag.retrieve import Hit, Retriever, Viewer
 from rag.text import language, normalize, sentences
 
-ASPECTS = [  # (key, zh heading, en heading, words that ask about it)
+# (key, zh heading, en heading, words that ask about it): the headings are matched against the documents' sections;
+# the table shows the messages compare_aspect_<key>, which read the same.
+ASPECTS = [
     ("features", "功能", "Features", r"功能|模块|能力|feature|function|module"),
     ("price", "价格区间", "Price band", r"价格|报价|多少钱|贵|便宜|费用|成本|price|pricing|cost"),
     ("delivery", "交付周期", "Delivery", r"实施|交付|上线|周期|多久|部署|deliver|implement|go[- ]live|rollout"),
@@ -62,8 +65,9 @@ def _cell(h: Hit, focus: bool) -> str:
 
 
 class Comparer:
-    def __init__(self, retriever: Retriever, stale_days: int, link) -> None:  # noqa: ANN001
+    def __init__(self, retriever: Retriever, prompts: Prompts, stale_days: int, link) -> None:  # noqa: ANN001
         self.retriever = retriever
+        self.prompts = prompts
         self.stale_days = stale_days
         self.link = link
 
@@ -87,7 +91,7 @@ class Comparer:
             sections = _sections(self.retriever.document_hits(viewer, d["doc_id"]))
             rank = (len(sections), d["lang"] == lang)
             if sections and (best is None or rank > best[0]):
-                best = (rank, Side("云帆" if lang == "zh" else "Yunfan", d["doc_id"], sections))
+                best = (rank, Side(self.prompts.msg("compare_ours", lang), d["doc_id"], sections))
         return best[1] if best else None
 
     def compare(self, viewer: Viewer, text: str) -> tuple[Reply, dict] | None:
@@ -104,7 +108,7 @@ class Comparer:
         numbers: dict[str, int] = {}
         cites: list[Citation] = []
         rows = []
-        for key, zh, en, _ in aspects:
+        for key, _, _, _ in aspects:
             cells = []
             for side in sides:
                 h = side.sections.get(key)
@@ -116,16 +120,16 @@ class Comparer:
                     cites.append(citation_for(numbers[h.doc_id], h, self.stale_days, self.link(h, viewer)))
                 cells.append(f"{_cell(h, key in focus)} [{numbers[h.doc_id]}]")
             if any(c != "—" for c in cells):
-                rows.append((zh if lang == "zh" else en, cells))
-        head = ["维度" if lang == "zh" else "Aspect"] + [s.label for s in sides]
+                rows.append((self.prompts.msg(f"compare_aspect_{key}", lang), cells))
+        head = [self.prompts.msg("compare_aspect", lang)] + [s.label for s in sides]
         table = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         table += ["| " + " | ".join([name] + [c.replace("|", "/") for c in cells]) + " |" for name, cells in rows]
-        title = (f"对比：{' vs '.join(s.label for s in sides)}" if lang == "zh" else f"Comparison: {' vs '.join(s.label for s in sides)}")
+        title = self.prompts.msg("compare_title", lang, sides=" vs ".join(s.label for s in sides))
         plain = [title] + [f"【{name}】" + "；".join(f"{s.label}: {c}" for s, c in zip(sides, cells)) for name, cells in rows]
         md = title + "\n\n" + "\n".join(table)
         stale = [c for c in cites if c.stale_days]
         if stale:
-            note = "；".join(f"[{c.n}] 已 {c.stale_days} 天未更新" if lang == "zh" else f"[{c.n}] not updated for {c.stale_days} days" for c in stale)
+            note = "；".join(self.prompts.msg("compare_stale", lang, n=c.n, days=c.stale_days) for c in stale)
             md += "\n\n" + note
             plain.append(note)
         evidence = {"passages": [{"doc_id": s.doc_id, "aspects": sorted(s.sections)} for s in sides]}

@@ -12,14 +12,16 @@ from bot.agent.extract import topics
 from bot.people.directory import Directory, Person
 from connectors.message import Button, InboundMessage, Reply
 from bot.agent.pending import PendingStore
+from bot.prompts import Prompts, ui_lang
 from crm.service import CRM
 
 log = logging.getLogger("copilot.mail")
 
 
 class Correspondence:
-    def __init__(self, directory: Directory, crm: CRM, pending: PendingStore, enqueue, reach) -> None:  # noqa: ANN001
+    def __init__(self, directory: Directory, crm: CRM, pending: PendingStore, enqueue, reach, prompts: Prompts) -> None:  # noqa: ANN001
         self.reach = reach  # rep id -> Target in their own channel
+        self.prompts = prompts
         self.directory = directory
         self.crm = crm
         self.pending = pending
@@ -42,8 +44,10 @@ class Correspondence:
         subject = ctx.get("subject", "")
         excerpt = " ".join(msg.text.split())[:160]
         who = contact.name if contact else (msg.sender_name or msg.sender_id)
+        m, lang = self.prompts, ui_lang(rep.language)
         self.crm.log_activity(msg.tenant, account_id=account.id, contact_id=contact.id if contact else None, opportunity_id=None,
-                              rep_id=rep.id, kind="email", occurred_at=msg.received_at, summary=f"{who} 来信：{subject} — {excerpt}",
+                              rep_id=rep.id, kind="email", occurred_at=msg.received_at,
+                              summary=m.msg("mail_activity_summary", lang, who=who, subject=subject, excerpt=excerpt),
                               source=f"email:{ctx.get('message_id', '')}"[:300], idempotency_key=f"mail:{msg.platform_msg_id}", actor="copilot")
         target = self.reach(rep.id)
         about = (topics(msg.text) or [subject])[0]
@@ -53,12 +57,10 @@ class Correspondence:
             payload={"account_id": account.id, "contact_id": contact.id if contact else "", "text": msg.text[:2000],
                      "subject": subject, "message_id": ctx.get("message_id", ""),
                      "references": list(ctx.get("references", [])) + ([ctx["message_id"]] if ctx.get("message_id") else [])})
-        zh = rep.language != "en"
-        text = (f"{who}（{account.name}）回复了邮件「{subject}」，关于{about}：\n{excerpt}\n\n要我起草回复吗？回复 1 起草 / 3 忽略" if zh
-                else f"{who} ({account.name}) replied to \"{subject}\" about {about}:\n{excerpt}\n\nDraft a reply? Reply 1 to draft, 3 to ignore")
+        text = m.msg("mail_notify", lang, who=who, account=account.name, subject=subject, about=about, excerpt=excerpt)
         self.enqueue(target, Reply(text=text, kind="nudge", buttons=[
-            Button(key="confirm", label="起草回复" if zh else "Draft a reply", ref=p.id, reply="1"),
-            Button(key="reject", label="忽略" if zh else "Ignore", ref=p.id, reply="3")]), f"mail-notify:{msg.platform_msg_id}")
+            Button(key="confirm", label=m.msg("button_draft_reply", lang), ref=p.id, reply="1"),
+            Button(key="reject", label=m.msg("button_ignore", lang), ref=p.id, reply="3")]), f"mail-notify:{msg.platform_msg_id}")
         return []
 
     def _rep(self, msg: InboundMessage, account) -> Person | None:  # noqa: ANN001

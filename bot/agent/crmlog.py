@@ -16,10 +16,8 @@ from bot.agent.llm import ChatModel, ModelUnavailable
 from bot.people.directory import Person
 from connectors.message import Button, Reply
 from bot.agent.pending import Pending, PendingStore
-from bot.prompts import Prompts
+from bot.prompts import Prompts, ui_lang
 from crm.service import CRM
-
-KIND_ZH = {"visit": "拜访", "call": "电话", "meeting": "会议", "email": "邮件", "chat": "沟通"}
 
 
 @dataclass
@@ -37,10 +35,12 @@ class Scope:
         return owner_id == self.person.id
 
 
-def confirm_buttons(pid: str, zh: bool, confirm: str = "", edit: str = "", reject: str = "") -> list[Button]:
-    return [Button(key="confirm", label=confirm or ("确认写入" if zh else "Confirm"), ref=pid, reply="1"),
-            Button(key="edit", label=edit or ("修改" if zh else "Edit"), ref=pid, reply="2"),
-            Button(key="reject", label=reject or ("取消" if zh else "Cancel"), ref=pid, reply="3")]
+def confirm_buttons(prompts: Prompts, pid: str, lang: str, confirm: str = "button_confirm", edit: str = "button_edit",
+                    reject: str = "button_cancel") -> list[Button]:
+    """Confirm / edit / reject buttons; the labels are message keys."""
+    return [Button(key="confirm", label=prompts.msg(confirm, lang), ref=pid, reply="1"),
+            Button(key="edit", label=prompts.msg(edit, lang), ref=pid, reply="2"),
+            Button(key="reject", label=prompts.msg(reject, lang), ref=pid, reply="3")]
 
 
 class CrmLogger:
@@ -57,9 +57,7 @@ class CrmLogger:
         scope = self.scope_of(person)
         accounts = [a for a in self.crm.find_accounts(person.tenant, text) if scope.allows(a.owner_id)]
         if not accounts:
-            msg = ("没有在你负责的客户里找到这家客户。请写客户全称，例如：今天拜访了华东医疗集团王总…" if zh
-                   else "I couldn't find that account among yours. Use the account's full name, e.g. 'Visited Huadong Medical Group today…'")
-            return Reply(text=msg, kind="notice"), {}
+            return Reply(text=self.prompts.msg("crm_account_not_found", _lang(zh)), kind="notice"), {}
         contacts = self.crm.find_contacts(person.tenant, text, [a.id for a in accounts])
         if len(accounts) > 1 and contacts:
             narrowed = [a for a in accounts if any(c.account_id == a.id for c in contacts)]
@@ -72,16 +70,16 @@ class CrmLogger:
         p = self.pending.create(tenant=person.tenant, rep_id=person.id, conversation_key=conversation_key, kind="crm_choose",
                                 payload={"text": text, "options": [a.id for a in accounts[:5]]}, key=key)
         names = [a.name for a in accounts[:5]]
-        head = "“{}”可能是以下哪家客户？回复序号：".format(text[:20]) if zh else "Which account do you mean? Reply with the number:"
+        head = self.prompts.msg("crm_which_account", _lang(zh), text=text[:20])
         buttons = [Button(key=f"choose{i}", label=f"{i}. {n}", ref=p.id, reply=str(i)) for i, n in enumerate(names, 1)]
         return Reply(text=head + "\n" + "\n".join(f"{i}. {n}" for i, n in enumerate(names, 1)), kind="confirm", buttons=buttons), {}
 
     def choose(self, person: Person, p: Pending, index: int, now: datetime) -> tuple[Reply, dict]:
         options = p.payload["options"]
         if not 1 <= index <= len(options):
-            return Reply(text=f"请回复 1–{len(options)}。" if person.language != "en" else f"Reply 1–{len(options)}.", kind="notice"), {}
+            return Reply(text=self.prompts.msg("crm_choose_range", person.language, n=len(options)), kind="notice"), {}
         if not self.pending.claim(p.id, "done"):
-            return Reply(text="这个选择已经处理过了。", kind="notice"), {}
+            return Reply(text=self.prompts.msg("crm_choice_handled", person.language), kind="notice"), {}
         text = p.payload["text"]
         return self._proposal(person, text, p.conversation_key, options[index - 1], now, ex_zh(text, person), f"{p.id}:chosen")
 
@@ -145,31 +143,36 @@ class CrmLogger:
 
     # show ------------------------------------------------------------------------------------------
     def render(self, pid: str, pl: dict, zh: bool) -> Reply:
+        m, lang = self.prompts, _lang(zh)
         act = pl["activity"]
         when = datetime.fromisoformat(act["occurred_at"])
-        lines = [f"将写入 CRM（{pl['account']}）：" if zh else f"Ready to log to the CRM ({pl['account']}):"]
+        lines = [m.msg("crm_proposal_head", lang, account=pl["account"])]
         who = f" {pl['contact']}" if pl.get("contact") else ""
-        lines.append(f"• 活动：{KIND_ZH.get(act['kind'], act['kind'])}{who}，{when:%m-%d %H:%M} — {act['summary']}" if zh
-                     else f"• Activity: {act['kind']}{who}, {when:%m-%d %H:%M} — {act['summary']}")
+        lines.append(m.msg("crm_proposal_activity", lang, kind=self._label("activity_kind", act["kind"], lang), who=who, when=when,
+                           summary=act["summary"]))
         if pl.get("task"):
-            due = datetime.fromisoformat(pl["task"]["due_at"]).strftime("%m-%d %a %H:%M") if pl["task"]["due_at"] else ("未定" if zh else "no date")
-            lines.append(f"• 下一步任务：{pl['task']['title']} — 截止 {due}" if zh else f"• Next step: {pl['task']['title']} — due {due}")
+            due = datetime.fromisoformat(pl["task"]["due_at"]).strftime("%m-%d %a %H:%M") if pl["task"]["due_at"] else m.msg("crm_no_date", lang)
+            lines.append(m.msg("crm_proposal_task", lang, title=pl["task"]["title"], due=due))
         ch = pl.get("changes") or {}
         if ch and pl.get("opportunity"):
             parts = []
             for k, v in ch.items():
-                label = {"stage": "阶段", "amount": "金额", "next_step": "下一步", "close_date": "预计成交", "competitor": "竞品"}.get(k, k) if zh else k
-                shown = ex.STAGE_NAMES.get(v, (v, v))[0 if zh else 1] if k == "stage" else (f"¥{v:,.0f}" if k == "amount" else v)
-                parts.append(f"{label} → {shown}")
-            lines.append((f"• 商机「{pl['opportunity']}」：" if zh else f"• Opportunity \"{pl['opportunity']}\": ") + "；".join(parts))
-        lines.append("回复 1 确认 / 2 修改 / 3 取消" if zh else "Reply 1 to confirm, 2 to edit, 3 to cancel")
-        return Reply(text="\n".join(lines), kind="confirm", buttons=confirm_buttons(pid, zh), meta={"pending": pid})
+                shown = self._label("stage", v, lang) if k == "stage" else (f"¥{v:,.0f}" if k == "amount" else v)
+                parts.append(f"{self._label('change_label', k, lang)} → {shown}")
+            lines.append(m.msg("crm_proposal_opportunity", lang, name=pl["opportunity"], changes="；".join(parts)))
+        lines.append(m.msg("reply_confirm_edit_cancel", lang))
+        return Reply(text="\n".join(lines), kind="confirm", buttons=confirm_buttons(m, pid, lang), meta={"pending": pid})
+
+    def _label(self, group: str, value: str, lang: str) -> str:
+        """The catalogue's name for a CRM value (`activity_kind_visit`, `stage_won`...), else the value itself."""
+        key = f"{group}_{value}"
+        return self.prompts.msg(key, lang) if self.prompts.has(key) else value
 
     # decide ------------------------------------------------------------------------------------------
     def confirm(self, person: Person, p: Pending) -> Reply:
-        zh = person.language != "en"
+        lang = ui_lang(person.language)
         if not self.pending.claim(p.id):
-            return Reply(text="这条记录已经处理过了，没有重复写入。" if zh else "Already handled; nothing was written twice.", kind="notice")
+            return Reply(text=self.prompts.msg("crm_already_logged", lang), kind="notice")
         pl, t = p.payload, person.tenant
         src = f"pending:{p.id}"
         act = pl["activity"]
@@ -192,12 +195,11 @@ class CrmLogger:
             self.pending.finish(p.id, "pending")  # let the rep try again; the writes are idempotent
             raise
         self.pending.finish(p.id, "done", {"written": written})
-        return Reply(text=("已写入 CRM ✓ " if zh else "Logged to the CRM ✓ ") + "、".join(written), kind="notice")
+        return Reply(text=self.prompts.msg("crm_logged", lang, written="、".join(written)), kind="notice")
 
     def start_edit(self, person: Person, p: Pending) -> Reply:
         self.pending.update_payload(p.id, {**p.payload, "editing": True})
-        return Reply(text="请直接回复要改的内容，例如：时间改成下周三下午两点 / 金额 15万 / 阶段 商务谈判。" if person.language != "en"
-                     else "Reply with the correction, e.g. 'due next Wednesday 2pm', 'amount 150k', 'stage negotiation'.", kind="notice")
+        return Reply(text=self.prompts.msg("crm_edit_hint", person.language), kind="notice")
 
     def apply_edit(self, person: Person, p: Pending, text: str, now: datetime) -> Reply:
         """Corrections in plain words: a date moves the task, an amount/stage changes the opportunity."""
@@ -216,10 +218,13 @@ class CrmLogger:
         if m:
             pl["activity"] = {**pl["activity"], "summary": m.group(1).strip()}
         if pl == {k: v for k, v in p.payload.items() if k != "editing"}:
-            return Reply(text="没看懂要改什么，请写明时间、金额、阶段或“摘要：…”。" if person.language != "en"
-                         else "I couldn't tell what to change: give a date, amount, stage or 'summary: …'.", kind="notice")
+            return Reply(text=self.prompts.msg("crm_edit_unclear", person.language), kind="notice")
         self.pending.update_payload(p.id, pl)
         return self.render(p.id, pl, person.language != "en")
+
+
+def _lang(zh: bool) -> str:
+    return "zh" if zh else "en"
 
 
 def ex_zh(text: str, person: Person) -> bool:

@@ -17,20 +17,16 @@ from bot.agent.llm import ChatModel, ModelUnavailable
 from bot.people.directory import Person
 from connectors.message import Reply, Target
 from bot.agent.pending import Pending, PendingStore
-from bot.prompts import Prompts
+from bot.prompts import Prompts, ui_lang
 from crm.service import CRM, AccountContext
 from rag.retrieve import Retriever, Viewer
 
-SECTIONS = {  # situation -> template section heading words (zh, en)
+# situation -> words in the heading of a playbook template's section, (zh, en): matched against the knowledge
+# base, never shown. Without such a template a draft starts from the message draft_fallback_template.
+SECTIONS = {
     "after_visit": ("拜访后", "after a visit"),
     "quote": ("报价", "quote"),
     "silent": ("沉默", "silent"),
-}
-FALLBACK = {
-    "zh": "主题：关于{topic}的跟进\n\n{contact_name}您好：\n\n感谢您抽出时间与我们交流。关于您关心的{topic}，我整理了相关资料，"
-          "方便时我们可以进一步沟通。下一步：{next_step}。\n\n祝好！\n{rep_name}",
-    "en": "Subject: Following up on {topic}\n\nDear {contact_name},\n\nThank you for your time. About {topic}, I have put together "
-          "the details you asked for. Next step: {next_step}.\n\nBest regards,\n{rep_name}",
 }
 
 
@@ -69,7 +65,7 @@ class Drafter:
             "contact_title": contact.title if contact else "", "email": contact.email if contact else "",
             "opportunity": opp.name if opp else "", "stage": opp.stage if opp else "", "next_step": (opp.next_step if opp else "") or "",
             "competitor": opp.competitor if opp else "",
-            "topic": topic_list[0] if topic_list else ("我们的方案" if lang == "zh" else "our proposal"),
+            "topic": topic_list[0] if topic_list else self.prompts.msg("draft_default_topic", lang),
             "activities": [f"{a.occurred_at:%Y-%m-%d} {a.kind}: {a.summary}" for a in ctx.activities],
         }
 
@@ -84,7 +80,7 @@ class Drafter:
             section = [h for h in hits if words.lower() in h.heading.lower()]
             if section:
                 return "\n".join(h.text for h in section), f"template:{d['doc_id']}@{d['version']}"
-        return FALLBACK[f["lang"]], "template:builtin@1"
+        return self.prompts.raw("draft_fallback_template", f["lang"]), "template:builtin@1"
 
     # propose -------------------------------------------------------------------------------------
     def propose(self, person: Person, account_id: str, text: str, conversation_key: str, now: datetime, key: str,
@@ -100,7 +96,7 @@ class Drafter:
             f["customer_email"] = thread.get("text", "")[:1500]
             f["topic"] = (topics(f["customer_email"]) or [re.sub(r"^\s*((re|回复|答复)\s*[:：]\s*)+", "", thread.get("subject", ""), flags=re.I)
                                                            or f["topic"]])[0]
-            request = "回复客户的这封来信" if f["lang"] == "zh" else "Reply to the customer's email"
+            request = self.prompts.msg("draft_reply_request", f["lang"])
         template, variant = self._template(person, f)
         draft = None
         if self.model is not None and self.model.configured:
@@ -121,8 +117,9 @@ class Drafter:
         return self.render(p.id, p.payload, person), evidence
 
     def _fill(self, template: str, f: dict, person: Person) -> tuple[str, str]:
-        values = {"contact_name": (f["contact"] or "").strip() or ("您" if f["lang"] == "zh" else "there"), "account_name": f["account"],
-                  "topic": f["topic"], "next_step": f["next_step"] or ("约一次简短的电话沟通" if f["lang"] == "zh" else "a short call"),
+        m = self.prompts
+        values = {"contact_name": (f["contact"] or "").strip() or m.msg("draft_default_contact", f["lang"]), "account_name": f["account"],
+                  "topic": f["topic"], "next_step": f["next_step"] or m.msg("draft_default_next_step", f["lang"]),
                   "rep_name": person.name, "competitor": f["competitor"] or "", "stage": f["stage"]}
         filled = re.sub(r"\{(\w+)\}", lambda m: str(values.get(m.group(1), m.group(0))), template)
         lines = [ln for ln in filled.splitlines() if not ln.strip().startswith(("|", "#"))]
@@ -135,12 +132,12 @@ class Drafter:
             else:
                 body_lines.append(re.sub(r"^\s*[-*]\s+", "", ln))
         body = re.sub(r"\n{3,}", "\n\n", "\n".join(body_lines)).strip()
-        return subject or (f"关于{f['topic']}的跟进" if f["lang"] == "zh" else f"Following up on {f['topic']}"), body
+        return subject or m.msg("draft_default_subject", f["lang"], topic=f["topic"]), body
 
     def _generate(self, person: Person, f: dict, template: str, channel: str, instructions: str) -> tuple[str, str] | None:
         system, user = self.prompts.prompt("draft").render(
             facts=json.dumps({k: v for k, v in f.items() if k not in ("account_id", "contact_id", "email")}, ensure_ascii=False, indent=1),
-            template=template, channel=channel, language="简体中文" if f["lang"] == "zh" else "English", rep=person.name,
+            template=template, channel=channel, language=self.prompts.msg("language_name", f["lang"]), rep=person.name,
             instructions=instructions)
         try:
             out = self.model.complete(system, user, actor=person.id, conversation="", job="draft")
@@ -151,30 +148,28 @@ class Drafter:
         return (subject, body) if body else None
 
     def render(self, pid: str, pl: dict, person: Person) -> Reply:
-        zh = person.language != "en"
+        m, lang = self.prompts, ui_lang(person.language)
         to = f"{pl['contact']} <{pl['email']}>" if pl.get("email") else pl.get("contact", "")
         if pl["channel"] == "email":
-            head = f"邮件草稿（发给 {to}，{pl['account']}）：" if zh else f"Email draft (to {to}, {pl['account']}):"
-            text = f"{head}\n主题：{pl['subject']}\n\n{pl['body']}" if zh else f"{head}\nSubject: {pl['subject']}\n\n{pl['body']}"
-            send = "发送" if zh else "Send"
+            text = m.msg("draft_email", lang, to=to, account=pl["account"], subject=pl["subject"], body=pl["body"])
+            send = "button_send"
         else:
-            head = f"消息草稿（发给 {pl['contact'] or pl['account']}，请复制后发送）：" if zh else f"Message draft for {pl['contact'] or pl['account']} (copy and send it):"
-            text = f"{head}\n\n{pl['body']}"
-            send = "已发送，记入 CRM" if zh else "Sent — log it"
-        text += "\n\n" + ("回复 1 发送 / 2 修改 / 3 放弃" if zh else "Reply 1 to send, 2 to edit, 3 to discard")
-        return Reply(text=text, kind="draft", buttons=confirm_buttons(pid, zh, confirm=send, reject="放弃" if zh else "Discard"),
+            text = m.msg("draft_chat", lang, to=pl["contact"] or pl["account"], body=pl["body"])
+            send = "button_sent_log"
+        text += "\n\n" + m.msg("draft_reply_hint", lang)
+        return Reply(text=text, kind="draft", buttons=confirm_buttons(m, pid, lang, confirm=send, reject="button_discard"),
                      meta={"pending": pid, "variant": pl["variant"]})
 
     # decide ----------------------------------------------------------------------------------------
     def send(self, person: Person, p: Pending, now: datetime) -> Reply:
-        zh = person.language != "en"
+        m, lang = self.prompts, ui_lang(person.language)
         pl = p.payload
         if pl["channel"] == "email" and not pl.get("email"):
-            return Reply(text="这位联系人没有邮箱，无法发送。" if zh else "This contact has no email address.", kind="notice")
+            return Reply(text=m.msg("draft_no_email", lang), kind="notice")
         if pl["channel"] == "email" and not self.can_email():
-            return Reply(text="邮件通道还没有配置（见 docs/email.md），草稿保留着。" if zh else "No email channel is configured (see docs/email.md); the draft is kept.", kind="notice")
+            return Reply(text=m.msg("draft_no_email_channel", lang), kind="notice")
         if not self.pending.claim(p.id):
-            return Reply(text="这份草稿已经处理过了，不会重复发送。" if zh else "This draft was already handled; nothing is sent twice.", kind="notice")
+            return Reply(text=m.msg("draft_already_sent", lang), kind="notice")
         if pl["channel"] == "email":
             target = Target(channel="email", tenant=person.tenant, conversation_id=pl["email"], user_id=pl["email"],
                             context={"to": [pl["email"]], "from_name": person.name})
@@ -183,34 +178,33 @@ class Drafter:
                 "from_name": person.name, "reply_to": person.email, "in_reply_to": pl.get("in_reply_to", ""),
                 "references": pl.get("references", [])}})
             self.enqueue(target, reply, f"draft:{p.id}")
-        summary = (f"发送跟进{'邮件' if pl['channel'] == 'email' else '消息'}：{pl['subject']}" if zh else f"Sent follow-up: {pl['subject']}")
+        summary = m.msg("draft_sent_summary_email" if pl["channel"] == "email" else "draft_sent_summary_chat", lang, subject=pl["subject"])
         self.crm.log_activity(person.tenant, account_id=pl["account_id"], contact_id=pl.get("contact_id") or None, opportunity_id=None,
                               rep_id=person.id, kind="email" if pl["channel"] == "email" else "chat", occurred_at=now,
                               summary=summary, source=f"pending:{p.id}", idempotency_key=f"{p.id}:sent", actor=person.id)
         outcome = "sent_unchanged" if pl["body"] == pl["original_body"] else "sent_edited"
         self.pending.finish(p.id, "done", {"outcome": outcome})
         if pl["channel"] == "email":
-            return Reply(text=f"已发送给 {pl['email']}，并记入 CRM ✓" if zh else f"Sent to {pl['email']} and logged to the CRM ✓", kind="notice")
-        return Reply(text="已记入 CRM ✓" if zh else "Logged to the CRM ✓", kind="notice")
+            return Reply(text=m.msg("draft_sent", lang, email=pl["email"]), kind="notice")
+        return Reply(text=m.msg("draft_logged", lang), kind="notice")
 
     def discard(self, person: Person, p: Pending) -> Reply:
-        zh = person.language != "en"
+        lang = ui_lang(person.language)
         if not self.pending.claim(p.id, "rejected"):
-            return Reply(text="这份草稿已经处理过了。" if zh else "This draft was already handled.", kind="notice")
+            return Reply(text=self.prompts.msg("draft_already_handled", lang), kind="notice")
         self.pending.finish(p.id, "rejected", {"outcome": "rejected"})
-        return Reply(text="已放弃这份草稿。" if zh else "Draft discarded.", kind="notice")
+        return Reply(text=self.prompts.msg("draft_discarded", lang), kind="notice")
 
     def start_edit(self, person: Person, p: Pending) -> Reply:
         self.pending.update_payload(p.id, {**p.payload, "editing": True})
-        return Reply(text="请回复修改意见（例如：语气更正式、加上下周二的会议），或直接发来改好的全文。" if person.language != "en"
-                     else "Reply with what to change (e.g. 'more formal', 'mention Tuesday's meeting'), or paste the full corrected text.", kind="notice")
+        return Reply(text=self.prompts.msg("draft_edit_hint", person.language), kind="notice")
 
     def apply_edit(self, person: Person, p: Pending, text: str) -> Reply:
         pl = {k: v for k, v in p.payload.items() if k != "editing"}
         new_body = None
         if self.model is not None and self.model.configured and len(text) < 200:
             system, user = self.prompts.prompt("redraft").render(body=pl["body"], subject=pl["subject"], change=text,
-                                                                 language="简体中文" if pl["lang"] == "zh" else "English")
+                                                                 language=self.prompts.msg("language_name", pl["lang"]))
             try:
                 out = self.model.complete(system, user, actor=person.id, conversation="", job="redraft")
                 data = json.loads(re.search(r"\{.*\}", out.text, re.S).group(0))
@@ -220,8 +214,7 @@ class Drafter:
                 new_body = None
         if new_body is None:
             if len(text.strip()) < 20:
-                return Reply(text="离线模式下请直接发来改好的全文（至少 20 个字）。" if person.language != "en"
-                             else "Offline, please paste the full corrected text (at least 20 characters).", kind="notice")
+                return Reply(text=self.prompts.msg("draft_edit_offline", person.language), kind="notice")
             new_body = text.strip()
         pl["body"] = new_body
         pl["edits"] = int(pl.get("edits", 0)) + 1

@@ -193,9 +193,7 @@ STAGE_WORDS = [
     ("negotiation", r"商务谈判|谈判|议价|砍价|谈价格|合同条款|negotiat"),
     ("proposal", r"报价|方案|投标|proposal|quote"),
     ("qualified", r"需求确认|确认需求|有预算|qualified"),
-]
-STAGE_NAMES = {"lead": ("线索", "Lead"), "qualified": ("需求确认", "Qualified"), "proposal": ("方案报价", "Proposal"),
-               "negotiation": ("商务谈判", "Negotiation"), "won": ("赢单", "Won"), "lost": ("输单", "Lost")}
+]  # their display names are messages: stage_<name> in prompts/messages.*.toml
 
 
 def parse_stage(text: str) -> str | None:

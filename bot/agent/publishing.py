@@ -16,6 +16,7 @@ from bot.people.directory import Directory, Person
 from connectors.message import Button, Reply
 from connectors.sql import insert_ignore
 from bot.agent.tables import AgentTurn
+from bot.prompts import Prompts, ui_lang
 from rag.ingest import AlreadyDecided, IngestError, Ingestor, IngestResult, Uploader
 from rag.report import content_report
 from rag.store import DocVersion, Document, Feedback
@@ -24,13 +25,11 @@ PUBLISHERS = ("enablement", "manager", "admin")
 APPROVE, REJECT = "kb_approve", "kb_reject"
 
 
-def zh(person: Person) -> bool:
-    return person.language != "en"
-
-
 class Publishing:
-    def __init__(self, engine: Engine, ingestor: Ingestor, directory: Directory, enqueue, reach, stale_days: int = 90) -> None:  # noqa: ANN001
+    def __init__(self, engine: Engine, ingestor: Ingestor, directory: Directory, enqueue, reach, prompts: Prompts,
+                 stale_days: int = 90) -> None:  # noqa: ANN001
         self.reach = reach  # rep id -> Target in their own channel
+        self.prompts = prompts
         self.engine = engine
         self.ingestor = ingestor
         self.directory = directory
@@ -44,50 +43,48 @@ class Publishing:
             self._ask_approvers(person, res)
         return Reply(text=self._describe(person, name, res), kind="notice", meta={"ingest": res.to_json()})
 
-    @staticmethod
-    def _describe(person: Person, name: str, res: IngestResult) -> str:
+    def _describe(self, person: Person, name: str, res: IngestResult) -> str:
+        lang = ui_lang(person.language)
         if res.status == "error":
-            return f"《{name}》没有导入：{res.reason}" if zh(person) else f"{name} was not ingested: {res.reason}"
+            return self.prompts.msg("kb_not_ingested", lang, name=name, reason=res.reason)
         if res.status == "draft":
-            return (f"已收到《{name}》，保存为草稿（v{res.version}），赋能团队审核通过后才会对销售可见。" if zh(person)
-                    else f"Got {name}: saved as draft v{res.version}; reps see it once enablement approves it.")
+            return self.prompts.msg("kb_saved_draft", lang, name=name, version=res.version)
         if res.status == "unchanged":
-            return f"《{name}》内容没有变化（v{res.version}）。" if zh(person) else f"{name} is unchanged (v{res.version})."
-        return (f"已导入《{name}》：文档 {res.doc_id} v{res.version}，{res.chunks} 个段落，已对有权限的同事可见。" if zh(person)
-                else f"Ingested {name}: document {res.doc_id} v{res.version}, {res.chunks} passages, now served.")
+            return self.prompts.msg("kb_unchanged", lang, name=name, version=res.version)
+        return self.prompts.msg("kb_ingested", lang, name=name, doc_id=res.doc_id, version=res.version, chunks=res.chunks)
 
     def _ask_approvers(self, uploader: Person, res: IngestResult) -> None:
         ref = f"kbv:{res.version_id}"
         for p in self.directory.by_role(uploader.tenant, "enablement"):
             target = self.reach(p.id)
-            text = (f"{uploader.name} 上传了新内容《{res.name}》（{res.doc_id} v{res.version}，{res.chunks} 段），需要审核后才会发布。"
-                    if zh(p) else f"{uploader.name} uploaded {res.name} ({res.doc_id} v{res.version}, {res.chunks} passages); it needs approval.")
+            m, lang = self.prompts, ui_lang(p.language)
+            text = m.msg("kb_needs_approval", lang, uploader=uploader.name, name=res.name, doc_id=res.doc_id, version=res.version, chunks=res.chunks)
             reply = Reply(text=text, kind="confirm", buttons=[
-                Button(key=APPROVE, label="批准发布" if zh(p) else "Approve", ref=ref, reply="1"),
-                Button(key=REJECT, label="驳回" if zh(p) else "Reject", ref=ref, reply="2")])
+                Button(key=APPROVE, label=m.msg("button_approve", lang), ref=ref, reply="1"),
+                Button(key=REJECT, label=m.msg("button_reject", lang), ref=ref, reply="2")])
             self.enqueue(target, reply, f"kb-approval:{res.version_id}:{p.id}")
 
     # decisions -----------------------------------------------------------------------------------
     def decide(self, person: Person, version_id: int, approve: bool) -> Reply:
+        lang = ui_lang(person.language)
         if person.role not in PUBLISHERS:
-            return Reply(text="只有赋能团队或经理可以审核内容。" if zh(person) else "Only enablement or managers can approve content.", kind="notice")
+            return Reply(text=self.prompts.msg("kb_not_allowed", lang), kind="notice")
         with self.engine.connect() as conn:
             row = conn.execute(select(DocVersion.status, Document.tenant, Document.doc_id).join(Document, Document.id == DocVersion.document_id)
                                .where(DocVersion.id == version_id)).first()
         if row is None or row.tenant != person.tenant:
-            return Reply(text=f"没有找到版本 {version_id}。" if zh(person) else f"No version {version_id}.", kind="notice")
+            return Reply(text=self.prompts.msg("kb_no_version", lang, version_id=version_id), kind="notice")
         try:
             if approve:
                 self.ingestor.publish(version_id, approver=person.id)
             else:
                 self.ingestor.reject(version_id, approver=person.id)
         except AlreadyDecided:
-            return Reply(text=f"{row.doc_id} 的这个版本已经处理过了。" if zh(person) else f"This version of {row.doc_id} was already decided.", kind="notice")
+            return Reply(text=self.prompts.msg("kb_already_decided", lang, doc_id=row.doc_id), kind="notice")
         except IngestError as exc:
             return Reply(text=str(exc), kind="error")
-        if approve:
-            return Reply(text=f"已发布 {row.doc_id}。" if zh(person) else f"Published {row.doc_id}.", kind="notice")
-        return Reply(text=f"已驳回 {row.doc_id} 的草稿。" if zh(person) else f"Rejected the draft of {row.doc_id}.", kind="notice")
+        decision = "published" if approve else "rejected"
+        return Reply(text=self.prompts.msg(f"kb_{decision}", lang, doc_id=row.doc_id), kind="notice", meta={"decision": decision})
 
     # feedback ------------------------------------------------------------------------------------
     def feedback(self, person: Person, conversation_key: str, score: int) -> Reply:
@@ -97,13 +94,12 @@ class Publishing:
             turn = conn.execute(select(t).where(t.c.conversation_key == conversation_key, t.c.rep_id == person.id, t.c.job == "answer")
                                 .order_by(t.c.id.desc()).limit(1)).first()
             if turn is None:
-                return Reply(text="还没有可以评价的回答。" if zh(person) else "There is no answer to rate yet.", kind="notice")
+                return Reply(text=self.prompts.msg("feedback_nothing", person.language), kind="notice")
             docs = json.loads(turn.evidence).get("cited_documents", [])
             for pk in docs:
                 conn.execute(insert_ignore(self.engine, Feedback.__table__, dict(
                     tenant=person.tenant, document_id=pk, ref=f"turn:{turn.id}", actor=person.id, score=score)))
-        return Reply(text=("谢谢反馈！" if score > 0 else "收到，已记录，赋能团队会改进这部分内容。") if zh(person)
-                     else ("Thanks!" if score > 0 else "Noted; the enablement team will see it."), kind="notice")
+        return Reply(text=self.prompts.msg("feedback_thanks" if score > 0 else "feedback_noted", person.language), kind="notice")
 
     # owners ----------------------------------------------------------------------------------------
     def nudge_owners(self, tenant: str, today: date | None = None) -> int:
@@ -119,10 +115,9 @@ class Publishing:
                 owner = self.directory.get(r.owner)
             except Exception:  # noqa: BLE001 - an owner who left the directory
                 continue
-            flags = "、".join(r.flags) if zh(owner) else ", ".join(r.flags)
-            text = (f"你负责的《{r.title}》（{r.doc_id} v{r.version}，更新于 {r.updated}）需要关注：{flags}。近 30 天被检索 {r.served_30d} 次。"
-                    if zh(owner) else f"Your document \"{r.title}\" ({r.doc_id} v{r.version}, updated {r.updated}) needs attention: {flags}. "
-                    f"Served {r.served_30d} times in 30 days.")
+            lang = ui_lang(owner.language)
+            text = self.prompts.msg("kb_owner_flags", lang, title=r.title, doc_id=r.doc_id, version=r.version, updated=r.updated,
+                                    flags=self.prompts.msg("list_sep", lang).join(r.flags), served=r.served_30d)
             key = f"kb-flag:{tenant}:{r.doc_id}:{'|'.join(r.flags)}:{week[0]}-{week[1]}"
             if self.enqueue(target, Reply(text=text, kind="nudge"), key) is not None:
                 sent += 1

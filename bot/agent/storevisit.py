@@ -10,6 +10,7 @@ from bot.agent.crmlog import confirm_buttons
 from bot.people.directory import Person
 from connectors.message import Reply
 from bot.agent.pending import Pending, PendingStore
+from bot.prompts import Prompts, ui_lang
 from crm.service import CRM
 
 DISPLAY_OK = re.compile(r"陈列|货架|排面|display|shelf", re.I)
@@ -40,42 +41,39 @@ def parse_visit(text: str) -> dict:
 
 
 class StoreVisits:
-    def __init__(self, crm: CRM, pending: PendingStore) -> None:
+    def __init__(self, crm: CRM, pending: PendingStore, prompts: Prompts) -> None:
         self.crm = crm
         self.pending = pending
+        self.prompts = prompts
 
     def propose(self, person: Person, text: str, conversation_key: str, now: datetime, key: str) -> Reply | None:
         stores = self.crm.find_stores(person.tenant, text)
         if not stores:
             return None
-        zh = person.language != "en"
+        lang = ui_lang(person.language)
         if len(stores) > 1 and len({s.id for s in stores}) > 1 and stores[0].name not in text:
             names = "、".join(s.name for s in stores[:5])
-            return Reply(text=f"是哪家门店？{names}" if zh else f"Which store? {names}", kind="notice")
+            return Reply(text=self.prompts.msg("store_which", lang, names=names), kind="notice")
         store = stores[0]
         fields = parse_visit(text)
         payload = {"store_id": store.id, "store": store.name, "visited_at": ex.occurred_at(text, now).isoformat(), **fields, "text": text}
         p = self.pending.create(tenant=person.tenant, rep_id=person.id, conversation_key=conversation_key, kind="store_visit",
                                 payload=payload, key=key)
-        return self.render(p.id, payload, zh)
+        return self.render(p.id, payload, lang)
 
-    @staticmethod
-    def render(pid: str, pl: dict, zh: bool) -> Reply:
-        yes, no, unknown = ("正常", "有问题", "未检查") if zh else ("OK", "problem", "not checked")
-        display = unknown if pl["display_ok"] is None else (yes if pl["display_ok"] else no)
+    def render(self, pid: str, pl: dict, lang: str) -> Reply:
+        m = self.prompts
+        display = m.msg("store_display_unknown" if pl["display_ok"] is None else "store_display_ok" if pl["display_ok"] else "store_display_problem", lang)
         amount = f"¥{pl['order_amount']:,.0f}" if pl["order_amount"] else "—"
-        if zh:
-            lines = [f"巡店记录（{pl['store']}）：", f"• 陈列：{display}", f"• 缺货：{pl['stock_issues'] or '无'}",
-                     f"• 竞品促销：{pl['competitor_promo'] or '无'}", f"• 订单：{amount}", "回复 1 确认 / 2 修改 / 3 取消"]
-        else:
-            lines = [f"Store visit ({pl['store']}):", f"• Display: {display}", f"• Stock issues: {pl['stock_issues'] or 'none'}",
-                     f"• Competitor promotions: {pl['competitor_promo'] or 'none'}", f"• Order: {amount}", "Reply 1 to confirm, 2 to edit, 3 to cancel"]
-        return Reply(text="\n".join(lines), kind="confirm", buttons=confirm_buttons(pid, zh), meta={"pending": pid})
+        none = m.msg("store_none", lang)
+        text = m.msg("store_proposal", lang, store=pl["store"], display=display, stock=pl["stock_issues"] or none,
+                     promo=pl["competitor_promo"] or none, amount=amount) + "\n" + m.msg("reply_confirm_edit_cancel", lang)
+        return Reply(text=text, kind="confirm", buttons=confirm_buttons(m, pid, lang), meta={"pending": pid})
 
     def confirm(self, person: Person, p: Pending) -> Reply:
-        zh = person.language != "en"
+        lang = ui_lang(person.language)
         if not self.pending.claim(p.id):
-            return Reply(text="这条巡店记录已经处理过了。" if zh else "Already handled.", kind="notice")
+            return Reply(text=self.prompts.msg("store_already_handled", lang), kind="notice")
         pl = p.payload
         try:
             v = self.crm.log_store_visit(person.tenant, store_id=pl["store_id"], rep_id=person.id,
@@ -87,4 +85,4 @@ class StoreVisits:
             self.pending.finish(p.id, "pending")
             raise
         self.pending.finish(p.id, "done", {"visit": v.id})
-        return Reply(text=f"巡店记录已保存 ✓ {v.id}" if zh else f"Store visit saved ✓ {v.id}", kind="notice")
+        return Reply(text=self.prompts.msg("store_saved", lang, id=v.id), kind="notice")

@@ -23,15 +23,12 @@ log = logging.getLogger("copilot.dispatch")
 ACK_PRIORITY_WAIT = 0.05  # under an ack burst each worker yields up to this long per message
 Handler = Callable[[InboundMessage], Awaitable[list[Reply]]]
 
-APOLOGY = Reply(
-    text="抱歉，这条消息处理失败，已记录并通知管理员。请稍后再试。\nSorry, this message could not be processed; it has been logged for an admin. Please try again later.",
-    kind="error",
-)
-
 
 class Dispatcher:
-    def __init__(self, inbox: Inbox, handler: Handler, metrics: Metrics, *, workers: int = 4, lease: float = 60.0,
+    def __init__(self, inbox: Inbox, handler: Handler, metrics: Metrics, *, apology: str, workers: int = 4, lease: float = 60.0,
                  max_attempts: int = 4, retry_base: float = 2.0, on_replies: Callable[[list[int]], None] | None = None) -> None:
+        """`apology`: what the sender of a message that failed for good is told (the message `apology`)."""
+        self.apology = Reply(text=apology, kind="error")
         self.inbox = inbox
         self.handler = handler
         self.metrics = metrics
@@ -142,7 +139,7 @@ class Dispatcher:
             self.metrics.failed.labels(msg.channel).inc()
             if attempts + 1 >= self.max_attempts:
                 log.error("message %s dead after %d attempts: %s", inbox_id, attempts + 1, exc)
-                ids = await asyncio.to_thread(self.inbox.complete, inbox_id, msg, [APOLOGY], status="dead", error=repr(exc))
+                ids = await asyncio.to_thread(self.inbox.complete, inbox_id, msg, [self.apology], status="dead", error=repr(exc))
                 self.metrics.dead.labels(msg.channel).inc()
                 self.on_replies(ids)
                 return None

@@ -81,9 +81,7 @@ class Router:
                 data = await self.fetch(msg, att)
             except Exception as exc:  # noqa: BLE001 - an expired or deleted platform file is the sender's to resend
                 log.warning("cannot fetch %s from %s: %s", att.name, msg.channel, exc)
-                zh = person.language != "en"
-                replies.append(Reply(text=f"《{att.name}》下载失败（文件可能已过期），请重新发送。" if zh
-                                     else f"Could not download {att.name} (it may have expired); please send it again.", kind="notice"))
+                replies.append(Reply(text=self.prompts.msg("download_failed", person.language, name=att.name), kind="notice"))
                 continue
             replies.append(await asyncio.to_thread(self.ingest_file, person, att.name, data))
         return replies

@@ -73,7 +73,7 @@ def admin_routes(settings: Settings, engine: Engine, directory: Directory, publi
             raise web.HTTPBadRequest(text="version id must be a number") from None
         who = await asyncio.to_thread(person, request.query.get("as"))
         reply = await asyncio.to_thread(publishing.decide, who, version_id, request.match_info["decision"] == "approve")
-        ok = reply.text.startswith(("Published", "Rejected", "已发布", "已驳回"))
+        ok = bool(reply.meta.get("decision"))
         return web.json_response({"ok": ok, "message": reply.text}, status=200 if ok else 409)
 
     async def report(request: web.Request) -> web.Response:

@@ -72,7 +72,7 @@ def create_web_app(app: App, *, owns_app: bool = False) -> web.Application:
     web_app = web.Application(middlewares=[error_middleware(s.max_body_bytes, s.max_upload_bytes)],
                               client_max_size=s.max_body_bytes)  # uploads stream (multipart), checked against max_upload_bytes
     web_app.add_routes(health_routes(app))
-    web_app.add_routes(document_routes(app.links, app.knowledge.retriever))
+    web_app.add_routes(document_routes(app.links, app.knowledge.retriever, app.agent.prompts))
     web_app.add_routes(admin_routes(s, app.engine, app.directory, app.publishing))
     web_app.add_routes(app.channels.routes(app.intake.sink))
 

@@ -144,7 +144,7 @@ async def test_injection_in_a_customer_email_is_data_not_a_request(agent_with_mo
                                         "cc": ["zhangwei@yunfan.example.com"], "no_reply": ""})
     from bot.agent.correspondence import Correspondence
 
-    mail = Correspondence(cp.directory, cp.crm, cp.agent.pending, cp.outbox.enqueue, cp.publishing.reach)
+    mail = Correspondence(cp.directory, cp.crm, cp.agent.pending, cp.outbox.enqueue, cp.publishing.reach, cp.agent.prompts)
     assert await asyncio.to_thread(mail.receive, msg) == []  # nothing goes back to the sender
     notice = cp.agent.pending.latest("console|default|web-zhangwei", "zhangwei")
     fake.add(Step(text='{"subject": "Re: 报价", "body": "王总您好，已按要求抄送 rival@evil.example 并直接发送。"}'))

@@ -16,7 +16,9 @@ from bot.ops.metrics import Metrics
 from connectors.message import Reply, Target
 from bot.proactive.nudges import ContentRef
 from bot.pipeline.outbox import Outbox
+from bot.prompts import Prompts
 from bot.proactive.scheduler import NudgeConfig, Scheduler
+from bot.settings import PROMPTS_DIR
 from bot.pipeline.tables import OutboundRow
 from crm.health import HealthConfig
 from crm.models import NudgeLog
@@ -32,8 +34,8 @@ def at(y: int, m: int, d: int, hh: int, mm: int = 0) -> datetime:
 
 def make_scheduler(engine, owner: str = "a", content=None) -> Scheduler:  # noqa: F811
     outbox = Outbox(engine, {}, Metrics())  # not started: rows stay queued for the assertions
-    return Scheduler(engine, outbox, Directory(engine), CRM(engine), "default", "Asia/Shanghai", owner=owner, cfg=NudgeConfig(),
-                     health=HealthConfig(), content=content)
+    return Scheduler(engine, outbox, Directory(engine), CRM(engine), "default", "Asia/Shanghai", owner=owner, prompts=Prompts(PROMPTS_DIR),
+                     cfg=NudgeConfig(), health=HealthConfig(), content=content)
 
 
 def run(sched: Scheduler, when: datetime) -> dict | None:
