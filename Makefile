@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check -q
 RUN_STAMP  := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: setup setup-test run test bench clean
+.PHONY: setup setup-test run test bench clean sample-embeddings
 
 setup: $(RUN_STAMP)
 
@@ -36,6 +36,10 @@ run: setup
 
 test: setup-test
 	$(PY) -m pytest -q -p no:cacheprovider tests
+
+# after changing the sample knowledge: rewrite the vectors a first start copies instead of running the model
+sample-embeddings: setup
+	$(PY) -c "from bot.app import write_sample_embeddings; from bot.settings import Settings; print(write_sample_embeddings(Settings()))"
 
 bench: setup-test
 	$(PY) -m bench all

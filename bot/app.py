@@ -11,6 +11,7 @@ import asyncio
 import gc
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
 from sqlalchemy.engine import Engine
@@ -82,6 +83,30 @@ def open_knowledge(settings: Settings, engine: Engine | None = None) -> Knowledg
     reranker = CrossEncoderReranker(rerank[3:] if rerank.startswith("st:") else rerank) if rerank else None
     retriever = Retriever(engine, vectors, embedder, t2s=settings.traditional_to_simplified, reranker=reranker)
     return Knowledge(engine, embedder, vectors, retriever, Ingestor(engine, vectors, embedder))
+
+
+def write_sample_embeddings(settings: Settings) -> Path:
+    """Embed the sample knowledge from scratch under `settings.embed_model` and write the vectors to
+    knowledge/.sample-embeddings.db, which a first start copies into its cache (`make sample-embeddings`)."""
+    import tempfile
+
+    from bot.people.directory import Directory
+    from bot.samples import SAMPLE_EMBEDDINGS, load_samples
+
+    out = settings.knowledge_dir / SAMPLE_EMBEDDINGS
+    with tempfile.TemporaryDirectory() as tmp:
+        s = settings.model_copy(update={"data_dir": Path(tmp), "embed_cache": None, "database_url": ""})
+        engine = open_database(s)
+        knowledge = open_knowledge(s, engine)
+        try:
+            load_samples(s.knowledge_dir, s.tenant, s.timezone, engine=engine, directory=Directory(engine),
+                         ingestor=knowledge.ingestor, seed=False)
+            out.unlink(missing_ok=True)
+            knowledge.embedder.export(out)
+        finally:
+            knowledge.close()
+            engine.dispose()
+    return out
 
 
 def channel_context(settings: Settings, name: str, engine: Engine | None = None) -> ChannelContext:

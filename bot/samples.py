@@ -12,6 +12,9 @@ from rag.index import VectorIndex
 from rag.ingest import Ingestor, Uploader
 
 SAMPLE_DATA_DIRS = ("crm", "eval")  # folders of knowledge/ that hold data, not documents
+# in knowledge/: the sample passages' vectors under the default model, so that a first start need not run the model
+# for them (`make sample-embeddings` rewrites it; when stale, a first start embeds only what changed)
+SAMPLE_EMBEDDINGS = ".sample-embeddings.db"
 
 
 def needs_samples(directory: Directory, vectors: VectorIndex) -> bool:
@@ -19,9 +22,13 @@ def needs_samples(directory: Directory, vectors: VectorIndex) -> bool:
 
 
 def load_samples(knowledge_dir: Path, tenant: str, timezone: str, *, engine: Engine, directory: Directory, ingestor: Ingestor,
-                 progress=None) -> dict:  # noqa: ANN001
-    """Load the bundled sample reps and CRM records, and ingest the bundled knowledge."""
+                 progress=None, seed: bool = True) -> dict:  # noqa: ANN001
+    """Load the bundled sample reps and CRM records, and ingest the bundled knowledge (`seed`: with the
+    precomputed vectors of knowledge/.sample-embeddings.db in the embedding cache first)."""
     from crm.io import import_sample
+
+    if seed:
+        ingestor.embedder.seed(knowledge_dir / SAMPLE_EMBEDDINGS)
 
     reps = import_reps(directory, knowledge_dir / "crm" / "reps.csv", tenant)
     if (knowledge_dir / "crm").is_dir():

@@ -179,6 +179,26 @@ class CachedEmbedder:
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         return self._embed("q", texts)
 
+    def seed(self, path: Path) -> int:
+        """Add precomputed vectors from a file in this cache's format (the bundled sample knowledge ships one, so
+        a first start need not run the model); entries already cached win. Returns how many were added."""
+        if not path.is_file():
+            return 0
+        with self._lock:
+            self._db.execute("ATTACH DATABASE ? AS seed", (str(path),))
+            try:
+                n = self._db.execute("INSERT OR IGNORE INTO emb (k, v) SELECT k, v FROM seed.emb").rowcount
+                self._db.commit()
+            finally:
+                self._db.execute("DETACH DATABASE seed")
+        return max(n, 0)
+
+    def export(self, path: Path) -> None:
+        """Write the whole cache to `path` (a file `seed` reads)."""
+        with self._lock:
+            self._db.commit()
+            self._db.execute("VACUUM INTO ?", (str(path),))
+
     def embed_passages(self, texts: Sequence[str], progress=None) -> np.ndarray:
         return self._embed("p", texts, progress)
 
