@@ -220,7 +220,7 @@ def build_app(settings: Settings, *, platforms: bool = False, channels: Iterable
     from bot.prompts import Prompts
     from bot.proactive.scheduler import build_scheduler
     from bot.web.links import LinkSigner, load_secret
-    from connectors.local import LocalConnector
+    from connectors import local as web_chat
     from crm.scoring import ScoringConfig
     from crm.service import CRM
 
@@ -233,8 +233,8 @@ def build_app(settings: Settings, *, platforms: bool = False, channels: Iterable
     directory = Directory(engine)
     crm = CRM(engine, tz=s.timezone, scoring=ScoringConfig.from_dict(toml_section("scoring")))
     inbox = Inbox(engine)
-    local = LocalConnector(reply_history(engine, "console"), lambda: asyncio.to_thread(directory.summaries, s.tenant), tenant=s.tenant,
-                           uploads=s.data_dir / "uploads", max_upload=s.max_upload_bytes)
+    local = web_chat.build(channel_context(s, "console", engine), history=reply_history(engine, "console"),
+                           users=lambda: asyncio.to_thread(directory.summaries, s.tenant))
     chans = Channels([local, *(channel_connectors(s, engine) if platforms else ()), *channels])
     outbox = Outbox(engine, chans, metrics, retry_base=s.retry_base_seconds, yield_to=lambda: inbox.quiet(0.05), only=deliver_only)
 

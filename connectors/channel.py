@@ -1,15 +1,16 @@
 """The connector contract: how a channel plugs into the gateway.
 
 A connector is a thin adapter: it turns platform requests into `InboundMessage`s handed to the
-sink (the durable inbox) and delivers `Reply`s. It never imports rag, crm or the agent. Rich
-features (cards, markdown) fall back to text by default: `render_text` is the floor every
-connector can rely on.
+sink (the durable inbox) and delivers `Reply`s. It never imports bot, rag or crm. Its abilities are
+small protocols (receive over HTTP or in the background, send text, send a rich reply, fetch a file,
+diagnose, preview); a new platform writes one receiver and `send_text`, and the core renders replies
+as text for it (`connectors.text.render_text`, split under its limit).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Mapping, Protocol
+from typing import Any, Awaitable, Callable, Literal, Mapping, Protocol, runtime_checkable
 
 from aiohttp import web
 from sqlalchemy.engine import Engine
@@ -69,17 +70,66 @@ class SendError(Exception):
         self.defer = defer  # not a failure: the platform's pacing says "later" (does not use up an attempt)
 
 
+# Capabilities. A connector is any object with a `name` (the channel in InboundMessage.channel) and
+# the few of these it has; the core (bot/pipeline/channels.py) checks each with isinstance and falls
+# back where one is missing. The floor is one receiver and `TextSender`.
+@runtime_checkable
 class Connector(Protocol):
-    name: str  # the channel name in InboundMessage.channel
+    name: str
+
+
+@runtime_checkable
+class HttpReceiver(Protocol):
+    """Receives over the gateway's web server."""
 
     def routes(self, sink: Sink) -> list[web.RouteDef]: ...
 
-    async def start(self, sink: Sink) -> None: ...  # background receivers (stream, IMAP); must return
 
-    async def send(self, target: Target, reply: Reply, key: str) -> None: ...  # key: idempotency key
+@runtime_checkable
+class Closable(Protocol):
+    async def aclose(self) -> None: ...  # release what it holds (connections, sessions)
 
-    async def fetch(self, tenant: str, attachment: Attachment) -> bytes: ...
 
-    async def doctor(self) -> list[Check]: ...
+@runtime_checkable
+class BackgroundReceiver(Protocol):
+    """Receives on its own (a websocket, IMAP IDLE): started once with the sink, closed at shutdown."""
+
+    async def start(self, sink: Sink) -> None: ...  # must return; the work runs in tasks it owns
 
     async def aclose(self) -> None: ...
+
+
+TextUnit = Literal["chars", "bytes"]  # how a platform measures its limit: characters, or UTF-8 bytes
+
+
+@runtime_checkable
+class TextSender(Protocol):
+    """Plain text out. The core renders a Reply as text for it (citations, buttons as numbered choices)
+    and splits it under `text_limit`, measured in `text_unit`."""
+
+    text_limit: int
+    text_unit: TextUnit
+
+    async def send_text(self, target: Target, text: str, key: str) -> None: ...  # key: idempotency key
+
+
+@runtime_checkable
+class RichSender(Protocol):
+    """A whole Reply out, rendered for the platform (markdown, cards) by the connector itself."""
+
+    async def send(self, target: Target, reply: Reply, key: str) -> None: ...
+
+
+@runtime_checkable
+class FileFetcher(Protocol):
+    async def fetch(self, tenant: str, attachment: Attachment) -> bytes: ...
+
+
+@runtime_checkable
+class Diagnosable(Protocol):
+    async def doctor(self) -> list[Check]: ...
+
+
+@runtime_checkable
+class Previewer(Protocol):
+    def preview(self, target: Target, text: str) -> None: ...  # the answer so far; called from a worker thread

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 def utcnow() -> datetime:
@@ -39,6 +39,18 @@ class Action(BaseModel):
 MessageKind = Literal["text", "file", "action", "event"]
 
 
+class MailFacts(BaseModel):
+    """What the core may know of a mail it received: its subject, its place in a thread, its recipients
+    (lower-case addresses). Set by the email connector; None for every other channel."""
+
+    model_config = ConfigDict(frozen=True)
+    subject: str = ""
+    message_id: str = ""
+    references: tuple[str, ...] = ()
+    to: tuple[str, ...] = ()
+    cc: tuple[str, ...] = ()
+
+
 class InboundMessage(BaseModel):
     model_config = ConfigDict(frozen=True)
     channel: str
@@ -55,8 +67,25 @@ class InboundMessage(BaseModel):
     is_group: bool = False
     platform_msg_id: str
     received_at: datetime = Field(default_factory=utcnow)
-    reply_context: dict[str, Any] = Field(default_factory=dict)  # what the connector needs to answer
+    # Channel facts the core acts on, typed. Every one has a default: inbox rows stored before it existed still load.
+    auto_reply_forbidden: str = ""  # why nothing may answer this automatically (Auto-Submitted, bulk, a list...)
+    from_outside: bool = False  # the sender may be outside the company (a customer), not a user of the copilot
+    mail: MailFacts | None = None
+    reply_context: dict[str, Any] = Field(default_factory=dict)  # the connector's own data to answer; opaque to the core
     raw: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _typed_mail_facts(cls, data: Any) -> Any:
+        # Mail stored before the typed fields existed carried them in reply_context (with a "no_reply" key).
+        if isinstance(data, dict) and "mail" not in data and isinstance(data.get("reply_context"), dict) \
+                and "no_reply" in data["reply_context"]:
+            ctx = data["reply_context"]
+            data = {**data, "from_outside": True, "auto_reply_forbidden": data.get("auto_reply_forbidden") or str(ctx.get("no_reply") or ""),
+                    "mail": {"subject": str(ctx.get("subject") or ""), "message_id": str(ctx.get("message_id") or ""),
+                             "references": tuple(ctx.get("references") or ()), "to": tuple(ctx.get("to") or ()),
+                             "cc": tuple(ctx.get("cc") or ())}}
+        return data
 
     @property
     def conversation_key(self) -> str:

@@ -5,7 +5,24 @@ from __future__ import annotations
 import re
 from typing import Callable
 
-from connectors.message import Reply
+from connectors.message import Button, Reply
+
+_CJK = re.compile(r"[\u3400-\u9fff]")
+
+
+def fallback_line(buttons: list[Button], zh: bool | None = None) -> str:
+    """The typed alternative to buttons, e.g. "回复 1 确认 / 2 修改 / 3 取消" (Chinese unless every label
+    is not, when `zh` is not given)."""
+    choices = " / ".join(f"{b.reply or i + 1} {b.label}" for i, b in enumerate(buttons))
+    if zh is None:
+        zh = any(_CJK.search(b.label) for b in buttons)
+    return f"回复 {choices}" if zh else f"Reply {choices}"
+
+
+def has_fallback(text: str, buttons: list[Button]) -> bool:
+    """Whether the text already tells the reader what to type (the agent often writes the line itself)."""
+    first = buttons[0].reply or "1" if buttons else ""
+    return bool(buttons) and (f"回复 {first}" in text or f"Reply {first}" in text)
 
 
 def render_text(reply: Reply, *, numbered_buttons: bool = True) -> str:
@@ -23,9 +40,23 @@ def render_text(reply: Reply, *, numbered_buttons: bool = True) -> str:
                 line += f" {c.url}"
             lines.append(line)
         parts.append("\n".join(lines))
-    if reply.buttons and numbered_buttons:
-        parts.append("  ".join(f"{b.reply or i + 1}. {b.label}" for i, b in enumerate(reply.buttons)))
+    if reply.buttons and numbered_buttons and not has_fallback(reply.text, reply.buttons):
+        parts.append(fallback_line(reply.buttons))
     return "\n\n".join(p for p in parts if p)
+
+
+def utf8_len(s: str) -> int:
+    return len(s.encode("utf-8"))
+
+
+def measure(unit: str) -> Callable[[str], int]:
+    """How a platform counts its limit: "chars" (len) or "bytes" (UTF-8)."""
+    return utf8_len if unit == "bytes" else len
+
+
+def text_parts(reply: Reply, limit: int, unit: str = "chars") -> list[str]:
+    """A reply for a text-only platform: rendered as plain text, then split under its limit."""
+    return split_message(render_text(reply), limit, measure(unit))
 
 
 _LEVELS = (

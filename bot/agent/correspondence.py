@@ -28,35 +28,36 @@ class Correspondence:
         self.enqueue = enqueue
 
     def is_customer_mail(self, msg: InboundMessage) -> bool:
-        return msg.channel == "email" and self.directory.resolve("email", msg.tenant, msg.sender_id) is None
+        """Mail from someone outside the directory: a customer (or a robot), never a user of the copilot."""
+        return msg.from_outside and msg.mail is not None and self.directory.resolve(msg.channel, msg.tenant, msg.sender_id) is None
 
     def receive(self, msg: InboundMessage) -> list[Reply]:
         """A customer's (or an automatic) email: log it and tell the rep; never answer the sender."""
-        ctx = msg.reply_context
-        if ctx.get("no_reply"):
-            log.info("automatic mail from %s ignored: %s", msg.sender_id, ctx["no_reply"])
+        mail = msg.mail
+        if mail is None or msg.auto_reply_forbidden:
+            log.info("automatic mail from %s ignored: %s", msg.sender_id, msg.auto_reply_forbidden or "no mail facts")
             return []
         account, contact = self.crm.account_by_email(msg.tenant, msg.sender_id)
         rep = self._rep(msg, account)
         if rep is None or account is None:
             log.info("mail from %s matches no rep/account; kept in the inbox only", msg.sender_id)
             return []
-        subject = ctx.get("subject", "")
+        subject = mail.subject
         excerpt = " ".join(msg.text.split())[:160]
         who = contact.name if contact else (msg.sender_name or msg.sender_id)
         m, lang = self.prompts, ui_lang(rep.language)
         self.crm.log_activity(msg.tenant, account_id=account.id, contact_id=contact.id if contact else None, opportunity_id=None,
                               rep_id=rep.id, kind="email", occurred_at=msg.received_at,
                               summary=m.msg("mail_activity_summary", lang, who=who, subject=subject, excerpt=excerpt),
-                              source=f"email:{ctx.get('message_id', '')}"[:300], idempotency_key=f"mail:{msg.platform_msg_id}", actor="copilot")
+                              source=f"email:{mail.message_id}"[:300], idempotency_key=f"mail:{msg.platform_msg_id}", actor="copilot")
         target = self.reach(rep.id)
         about = (topics(msg.text) or [subject])[0]
         p = self.pending.create(
             tenant=msg.tenant, rep_id=rep.id, conversation_key=target.conversation_key,
             kind="email_reply", key=f"mail-{msg.platform_msg_id}"[:40],
             payload={"account_id": account.id, "contact_id": contact.id if contact else "", "text": msg.text[:2000],
-                     "subject": subject, "message_id": ctx.get("message_id", ""),
-                     "references": list(ctx.get("references", [])) + ([ctx["message_id"]] if ctx.get("message_id") else [])})
+                     "subject": subject, "message_id": mail.message_id,
+                     "references": list(mail.references) + ([mail.message_id] if mail.message_id else [])})
         text = m.msg("mail_notify", lang, who=who, account=account.name, subject=subject, about=about, excerpt=excerpt)
         self.enqueue(target, Reply(text=text, kind="nudge", buttons=[
             Button(key="confirm", label=m.msg("button_draft_reply", lang), ref=p.id, reply="1"),
@@ -64,7 +65,7 @@ class Correspondence:
         return []
 
     def _rep(self, msg: InboundMessage, account) -> Person | None:  # noqa: ANN001
-        for addr in list(msg.reply_context.get("to", [])) + list(msg.reply_context.get("cc", [])):
+        for addr in [*msg.mail.to, *msg.mail.cc] if msg.mail is not None else []:
             person = self.directory.resolve("email", msg.tenant, addr)
             if person is not None:
                 return person

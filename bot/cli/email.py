@@ -16,7 +16,7 @@ app.add_typer(email_app, name="email")
 def seen(path: Path) -> dict:
     """One file as the email connector reads it; raises ValueError with a one-line reason."""
     from connectors.email import UnparseableEmail, parse_email
-    from connectors.email.inbound import addresses, platform_id, thread_root
+    from connectors.email.parse import addresses, platform_id, thread_root
 
     if not path.exists():
         raise ValueError("no such file")

@@ -85,13 +85,14 @@ def sync_users(
 ) -> None:
     """Pull members from the WeCom user API and link them to reps (by email, else id); create missing ones as reps."""
     from connectors.wecom.client import WeComClient, WeComError
-    from connectors.wecom.config import WeComConfigError, load_corps
+    from bot.settings import toml_section
+    from connectors.wecom.config import load_corps
 
     settings = load_settings()
-    try:
-        corps = load_corps(settings.tenant)
-    except WeComConfigError as exc:
-        raise CliError(str(exc)) from None
+    corps, problems = load_corps(settings.tenant, toml_section("wecom"))
+    bad = [p for p in problems if corp is None or p.account == corp]
+    if bad and not any(c.key == corp for c in corps):
+        raise CliError(str(bad[0]))
     if corp is not None:
         corps = [c for c in corps if c.key == corp]
     if not corps:

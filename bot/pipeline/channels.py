@@ -1,6 +1,9 @@
 """The running channels, and the one place the core reaches them: send, fetch a file, show an answer
-while it is written, diagnose. A capability a connector lacks falls back here (a file it cannot fetch is
-refused with a reason; no live preview), so a new platform writes receive + send and nothing else."""
+while it is written, diagnose. Each ability is a small protocol (connectors/channel.py), checked with
+isinstance; what a connector lacks falls back here: a reply for a text-only connector is rendered as
+text (citations, buttons as numbered choices) and split under its limit; a file it cannot fetch is
+refused with a reason; no doctor is a neutral check; no preview shows nothing until the answer is done.
+So a new platform writes receive + send_text and nothing else."""
 from __future__ import annotations
 
 import logging
@@ -9,8 +12,9 @@ from typing import Callable, Iterable
 
 from aiohttp import web
 
-from connectors.channel import Check, Connector, Sink
+from connectors.channel import BackgroundReceiver, Check, Closable, Connector, Diagnosable, FileFetcher, HttpReceiver, Previewer, RichSender, Sink, TextSender
 from connectors.message import Attachment, InboundMessage, Reply, Target
+from connectors.text import text_parts
 
 log = logging.getLogger("copilot.channels")
 
@@ -19,8 +23,16 @@ class UnknownChannel(LookupError):
     pass
 
 
+class CannotFetch(LookupError):
+    """The channel carries no files the copilot can download."""
+
+
 class Channels:
     def __init__(self, connectors: Iterable[Connector]) -> None:
+        connectors = list(connectors)
+        for c in connectors:
+            if not isinstance(c, (RichSender, TextSender)):
+                raise TypeError(f"connector {getattr(c, 'name', c)!r} can send nothing: give it send_text (or send)")
         self._by_name = MappingProxyType({c.name: c for c in connectors})
 
     def names(self) -> tuple[str, ...]:
@@ -36,50 +48,53 @@ class Channels:
             raise UnknownChannel(f"no connector for channel {name!r}") from None
 
     async def send(self, target: Target, reply: Reply, key: str) -> None:
-        await self.get(target.channel).send(target, reply, key)
+        c = self.get(target.channel)
+        if isinstance(c, RichSender):
+            await c.send(target, reply, key)
+            return
+        assert isinstance(c, TextSender)  # checked at construction
+        parts = text_parts(reply, c.text_limit, c.text_unit)
+        for i, part in enumerate(parts):
+            # each part its own key, so a platform that deduplicates drops only the parts a retry repeats
+            await c.send_text(target, part, key if len(parts) == 1 else f"{key}#{i + 1}")
 
     async def fetch(self, msg: InboundMessage, att: Attachment) -> bytes:
-        connector = self.get(msg.channel)
-        fetch = getattr(connector, "fetch", None)
-        if fetch is None:
-            raise UnknownChannel(f"channel {msg.channel!r} cannot fetch files")
-        return await fetch(msg.tenant, att)
+        c = self.get(msg.channel)
+        if not isinstance(c, FileFetcher):
+            raise CannotFetch(f"channel {msg.channel!r} cannot fetch files; send {att.name} through the web chat or `copilot ingest`")
+        return await c.fetch(msg.tenant, att)
 
     def preview(self, msg: InboundMessage) -> Callable[[str], None] | None:
         """Where the message's channel shows an answer while the model writes it, if it can."""
-        show = getattr(self._by_name.get(msg.channel), "preview", None)
-        if show is None:
+        c = self._by_name.get(msg.channel)
+        if not isinstance(c, Previewer):
             return None
         target = Target.of(msg)
-        return lambda text: show(target, text)
+        return lambda text: c.preview(target, text)
 
     def routes(self, sink: Sink) -> list[web.RouteDef]:
         out: list[web.RouteDef] = []
         for c in self._by_name.values():
-            routes = getattr(c, "routes", None)
-            if routes is not None:
-                out += routes(sink)
+            if isinstance(c, HttpReceiver):
+                out += c.routes(sink)
         return out
 
     async def start(self, sink: Sink) -> None:
         for c in self._by_name.values():
-            start = getattr(c, "start", None)
-            if start is not None:
-                await start(sink)
+            if isinstance(c, BackgroundReceiver):
+                await c.start(sink)
 
     async def doctor(self) -> list[Check]:
         checks: list[Check] = []
         for c in self._by_name.values():
-            doctor = getattr(c, "doctor", None)
-            checks += await doctor() if doctor is not None else [Check(f"{c.name} channel", True, "no checks")]
+            checks += await c.doctor() if isinstance(c, Diagnosable) else [Check(f"{c.name} channel", True, "nothing to check")]
         return checks
 
     async def aclose(self) -> None:
         for c in self._by_name.values():
-            close = getattr(c, "aclose", None)
-            if close is None:
+            if not isinstance(c, Closable):
                 continue
             try:
-                await close()
-            except Exception:  # noqa: BLE001 - one broken channel must not keep the others open
+                await c.aclose()
+            except Exception:
                 log.exception("closing connector %s", c.name)

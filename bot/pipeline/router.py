@@ -13,6 +13,7 @@ from typing import Awaitable, Callable
 from bot.agent import Agent
 from bot.agent.correspondence import Correspondence
 from bot.people.directory import Directory, Person
+from bot.pipeline.channels import CannotFetch
 from connectors.message import Attachment, InboundMessage, Reply
 from bot.prompts import Prompts
 from rag.text import language
@@ -36,10 +37,10 @@ class Router:
         self.ingest_file = ingest_file
 
     async def handle(self, msg: InboundMessage) -> list[Reply]:
-        if self.mail is not None and msg.channel == "email" and await asyncio.to_thread(self.mail.is_customer_mail, msg):
+        if self.mail is not None and msg.from_outside and await asyncio.to_thread(self.mail.is_customer_mail, msg):
             return await asyncio.to_thread(self.mail.receive, msg)  # never answered by mail, never ingested
-        if msg.reply_context.get("no_reply"):
-            return []  # automatic mail (out of office, bulk, lists): never answered
+        if msg.auto_reply_forbidden:
+            return []  # automatic messages (out of office, bulk, lists): never answered
         if msg.kind == "file":
             return await self._files(msg)
         return await asyncio.to_thread(self.respond, msg)  # one thread hop for the whole job
@@ -79,6 +80,10 @@ class Router:
                 continue
             try:
                 data = await self.fetch(msg, att)
+            except CannotFetch as exc:  # the channel carries no files: say so, not "expired"
+                log.info("%s", exc)
+                replies.append(Reply(text=self.prompts.msg("unsupported", person.language), kind="notice"))
+                continue
             except Exception as exc:  # noqa: BLE001 - an expired or deleted platform file is the sender's to resend
                 log.warning("cannot fetch %s from %s: %s", att.name, msg.channel, exc)
                 replies.append(Reply(text=self.prompts.msg("download_failed", person.language, name=att.name), kind="notice"))

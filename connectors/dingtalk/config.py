@@ -1,48 +1,46 @@
 """Which DingTalk apps (corps) this deployment serves, and how each one receives messages.
 
-The default app comes from COPILOT_DINGTALK_* environment variables and serves the main tenant;
-more apps come from `[[dingtalk.apps]]` in copilot.toml, each in its own tenant named by its `key`
-(so two corps never share conversations, identities or knowledge). A misconfigured app is left
-out and reported by `copilot doctor` instead of stopping the whole gateway.
+The default app comes from COPILOT_DINGTALK_* environment variables (APP_KEY, APP_SECRET, ROBOT_CODE,
+MODE, API_BASE, OAPI_BASE) and serves the main tenant; more apps come from `[[dingtalk.apps]]` in
+copilot.toml, each in its own tenant named by its `key` (so two corps never share conversations,
+identities or knowledge). Loading is connectors/config.py's, as for every platform: a misconfigured
+app is left out and reported by `copilot doctor` instead of stopping the whole gateway.
 """
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
 
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
+from connectors.config import AccountSpec, ConfigProblem, Issue, load_accounts
 
 DEFAULT_API = "https://api.dingtalk.com"
 DEFAULT_OAPI = "https://oapi.dingtalk.com"
 MODES = ("http", "stream")
-_KEY = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+CREDENTIALS = "developer console → the app → 凭证与基础信息 Client ID / Client Secret"
 
 
-class DingTalkEnv(BaseSettings):
-    """The default app: COPILOT_DINGTALK_APP_KEY, _APP_SECRET, _ROBOT_CODE, _MODE, _API_BASE, _OAPI_BASE."""
+class DingTalkApp(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
-    model_config = SettingsConfigDict(env_prefix="COPILOT_DINGTALK_", extra="ignore", env_ignore_empty=True)
-
+    key: str = "default"  # "default" for the env app; the [[dingtalk.apps]] key otherwise (also the URL segment)
+    tenant: str = "default"
     app_key: str = ""
     app_secret: str = ""
     robot_code: str = ""  # empty: the app key (an internal app's robot code usually equals it)
-    mode: str = "http"
-    api_base: str = DEFAULT_API
-    oapi_base: str = DEFAULT_OAPI
-
-
-@dataclass(frozen=True)
-class DingTalkApp:
-    key: str  # "default" for the env app; the [[dingtalk.apps]] key otherwise (also the URL segment)
-    tenant: str
-    app_key: str
-    app_secret: str
-    robot_code: str
     mode: Literal["http", "stream"] = "http"
     api_base: str = DEFAULT_API
     oapi_base: str = DEFAULT_OAPI
+
+    @model_validator(mode="after")
+    def _tidy(self) -> "DingTalkApp":
+        for name in ("app_key", "app_secret", "robot_code"):
+            object.__setattr__(self, name, getattr(self, name).strip())
+        object.__setattr__(self, "api_base", self.api_base.rstrip("/") or DEFAULT_API)
+        object.__setattr__(self, "oapi_base", self.oapi_base.rstrip("/") or DEFAULT_OAPI)
+        if not self.robot_code:
+            object.__setattr__(self, "robot_code", self.app_key)
+        return self
 
     @property
     def callback_path(self) -> str:
@@ -53,74 +51,24 @@ class DingTalkApp:
         return f"dingtalk[{self.key}]"
 
 
-@dataclass(frozen=True)
-class ConfigProblem:
-    app: str
-    detail: str
-    fix: str
+def _issues(app: DingTalkApp) -> list[Issue]:
+    out: list[Issue] = [(f, "is missing", f"set {{setting}} ({CREDENTIALS})") for f in ("app_key", "app_secret") if not getattr(app, f)]
+    for f in ("api_base", "oapi_base"):
+        if not getattr(app, f).startswith(("http://", "https://")):
+            out.append((f, f"{getattr(app, f)!r} is not an http(s) URL", f"leave {{setting}} unset to use {DEFAULT_API if f == 'api_base' else DEFAULT_OAPI}"))
+    return out
 
 
-def load_apps(tenant: str, env: DingTalkEnv | None = None, section: dict[str, Any] | None = None) -> tuple[list[DingTalkApp], list[ConfigProblem]]:
-    """All configured apps plus what is wrong with the ones left out."""
-    env = env or DingTalkEnv()
-    section = section or {}
-    apps: list[DingTalkApp] = []
-    problems: list[ConfigProblem] = []
-    api_base = env.api_base.rstrip("/") or DEFAULT_API
-    oapi_base = env.oapi_base.rstrip("/") or DEFAULT_OAPI
-    if env.app_key or env.app_secret:
-        _add(apps, problems, dict(key="default", app_key=env.app_key, app_secret=env.app_secret,
-                                  robot_code=env.robot_code, mode=env.mode), tenant, api_base, oapi_base, "COPILOT_DINGTALK_")
-    entries = section.get("apps", [])
-    if not isinstance(entries, list):
-        problems.append(ConfigProblem("copilot.toml", "[dingtalk] apps must be an array of tables",
-                                      "write each app as a [[dingtalk.apps]] table"))
-        entries = []
-    for i, raw in enumerate(entries):
-        if not isinstance(raw, dict):
-            problems.append(ConfigProblem(f"apps[{i}]", "not a table", "write each app as a [[dingtalk.apps]] table"))
-            continue
-        key = str(raw.get("key", "")).strip()
-        if not _KEY.match(key) or key == "default":
-            problems.append(ConfigProblem(f"apps[{i}]", f"key {key!r} is not a valid app key",
-                                          "give each [[dingtalk.apps]] a key of 1-32 lowercase letters, digits, - or _ (not 'default')"))
-            continue
-        if key == tenant or any(a.key == key for a in apps):
-            problems.append(ConfigProblem(key, f"key {key!r} is used twice (or equals the main tenant)",
-                                          "give every app its own key: it names the app's tenant"))
-            continue
-        _add(apps, problems, raw, key, str(raw.get("api_base") or api_base).rstrip("/"),
-             str(raw.get("oapi_base") or oapi_base).rstrip("/"), f"[[dingtalk.apps]] key={key}: ")
-    seen: dict[str, str] = {}
-    for a in list(apps):
-        if a.app_key in seen:
-            apps.remove(a)
-            problems.append(ConfigProblem(a.key, f"app_key {a.app_key} is already used by app {seen[a.app_key]!r}",
-                                          "each DingTalk app appears once; remove the duplicate"))
-        else:
-            seen[a.app_key] = a.key
-    return apps, problems
+def _lower_mode(values: dict[str, Any]) -> dict[str, Any]:
+    mode = values.get("mode")
+    return {**values, "mode": mode.strip().lower()} if isinstance(mode, str) else values
 
 
-def _add(apps: list[DingTalkApp], problems: list[ConfigProblem], raw: dict[str, Any], tenant: str, api_base: str,
-         oapi_base: str, where: str) -> None:
-    key = str(raw.get("key", "default"))
-    app_key, secret = str(raw.get("app_key") or "").strip(), str(raw.get("app_secret") or "").strip()
-    mode = str(raw.get("mode") or "http").strip().lower()
-    missing = [n for n, v in (("app_key", app_key), ("app_secret", secret)) if not v]
-    if missing:
-        names = " and ".join(f"{where}{n.upper()}" if where.endswith("_") else f"{where}{n}" for n in missing)
-        problems.append(ConfigProblem(key, f"{' and '.join(missing)} missing",
-                                      f"set {names} (developer console → the app → 凭证与基础信息 Client ID / Client Secret)"))
-        return
-    if mode not in MODES:
-        problems.append(ConfigProblem(key, f"mode {mode!r} is not http or stream",
-                                      f"set {where}{'MODE' if where.endswith('_') else 'mode'} to http (public callback URL) or stream (no public URL)"))
-        return
-    if not api_base.startswith(("http://", "https://")) or not oapi_base.startswith(("http://", "https://")):
-        problems.append(ConfigProblem(key, f"API base {api_base!r} / {oapi_base!r} is not an http(s) URL",
-                                      "leave COPILOT_DINGTALK_API_BASE unset to use https://api.dingtalk.com"))
-        return
-    robot = str(raw.get("robot_code") or "").strip() or app_key
-    apps.append(DingTalkApp(key=key, tenant=tenant, app_key=app_key, app_secret=secret, robot_code=robot,
-                            mode=mode, api_base=api_base, oapi_base=oapi_base))  # type: ignore[arg-type]
+SPEC = AccountSpec(platform="dingtalk", list_key="apps", model=DingTalkApp, present=("app_key", "app_secret"),
+                   inherit=("api_base", "oapi_base"), unique=("app_key",), validate=_issues, normalize=_lower_mode)
+
+
+def load_apps(tenant: str, section: Mapping[str, Any] | None = None,
+              env: Mapping[str, str] | None = None) -> tuple[list[DingTalkApp], list[ConfigProblem]]:
+    """Every usable app (the COPILOT_DINGTALK_* one first) and what is wrong with the others."""
+    return load_accounts(SPEC, tenant, section, env)

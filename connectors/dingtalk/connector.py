@@ -4,7 +4,7 @@ Both modes end in the same place: verify (HTTP: the signature), parse, `await si
 then acknowledge (HTTP: the 200; Stream: the ack frame). Replies go through the message's
 sessionWebhook while it is valid and through the robot send APIs after that (or when the webhook
 says it expired). Each app is its own tenant, with its own token, route and Stream connection.
-Imports only bot.models, bot.connector, bot.settings and its own modules.
+Imports only the channel core and its own modules.
 """
 from __future__ import annotations
 
@@ -18,12 +18,13 @@ from urllib.parse import urlparse
 from aiohttp import web
 
 from connectors.channel import ChannelContext, Check, SendError, Sink
+from connectors.config import ConfigProblem
 from connectors.message import Attachment, Reply, Target
 from connectors.dingtalk.client import DOWNLOAD_PATH, DingTalkAPIError, DingTalkClient, WebhookExpired
-from connectors.dingtalk.config import ConfigProblem, DingTalkApp, load_apps
+from connectors.dingtalk.config import DingTalkApp, load_apps
 from connectors.dingtalk.crypto import SignatureError, verify
-from connectors.dingtalk.parse import CHANNEL, PayloadError, parse_message
-from connectors.dingtalk.render import Part, render
+from connectors.dingtalk.parse import CHANNEL, PayloadError, parse
+from connectors.dingtalk.render import MAX_CHARS, Part, render
 from connectors.dingtalk.stream import StreamReceiver
 
 log = logging.getLogger("copilot.dingtalk")
@@ -33,6 +34,7 @@ CONSOLE = "developer console (open-dev.dingtalk.com) → 应用开发 → 企业
 
 class DingTalkConnector:
     name = CHANNEL
+    text_limit, text_unit = MAX_CHARS, "chars"
 
     def __init__(self, apps: list[DingTalkApp], problems: list[ConfigProblem] | None = None, *, public_url: str = "",
                  max_download: int = 25 * 1024 * 1024, stream_options: dict[str, Any] | None = None) -> None:
@@ -49,7 +51,7 @@ class DingTalkConnector:
     @classmethod
     def build(cls, ctx: ChannelContext, **kw: Any) -> "DingTalkConnector | None":
         """None when no DingTalk app is configured at all."""
-        apps, problems = load_apps(ctx.tenant, section=dict(ctx.section))
+        apps, problems = load_apps(ctx.tenant, ctx.section)
         if not apps and not problems:
             return None
         return cls(apps, problems, public_url=ctx.public_url, max_download=ctx.max_download, **kw)
@@ -59,6 +61,8 @@ class DingTalkConnector:
         async def callback(request: web.Request) -> web.Response:
             key = request.match_info.get("app", "default")
             app = self.apps.get(key)
+            if app is None and any(p.account == key for p in self.problems):
+                raise web.HTTPServiceUnavailable(text=f"DingTalk app {key!r} is misconfigured; run `copilot doctor`")
             if app is None:
                 raise web.HTTPNotFound(text=f"no DingTalk app {key!r} is configured here")
             try:
@@ -70,12 +74,14 @@ class DingTalkConnector:
             except (ValueError, UnicodeDecodeError):
                 raise web.HTTPBadRequest(text="body is not valid JSON") from None
             try:
-                msg = parse_message(data, tenant=app.tenant, robot_code=app.robot_code)
+                msg = parse(data, tenant=app.tenant, robot_code=app.robot_code)
             except PayloadError as exc:
                 raise web.HTTPBadRequest(text=str(exc)) from None
             if msg is None:
                 return web.json_response({"ignored": "group message that does not @ the robot"})
-            acc = await sink(msg)  # durable before DingTalk hears 200: its retries are duplicates
+            # durable before DingTalk hears 200: its retries are duplicates. Throttled propagates: the
+            # gateway answers 429 and DingTalk's retry brings the message back
+            acc = await sink(msg)
             return web.json_response({"inbox_id": acc.inbox_id, "duplicate": acc.duplicate})
 
         return [web.post("/dingtalk/callback", callback), web.post("/dingtalk/{app}/callback", callback)]
@@ -87,18 +93,18 @@ class DingTalkConnector:
 
             async def on_message(data: dict, app: DingTalkApp = app) -> None:
                 try:
-                    msg = parse_message(data, tenant=app.tenant, robot_code=app.robot_code)
+                    msg = parse(data, tenant=app.tenant, robot_code=app.robot_code)
                 except PayloadError as exc:
                     log.warning("%s: Stream message dropped: %s", app.label, exc)
                     return
                 if msg is not None:
-                    await sink(msg)  # raises if it could not be stored: then no ack
+                    await sink(msg)  # raises if it was not stored (Throttled too): then no ack, DingTalk redelivers
 
             receiver = StreamReceiver(app, self.clients[app.key], on_message, **self.stream_options)
             self.receivers[app.key] = receiver
             receiver.start()
         for p in self.problems:
-            log.error("dingtalk[%s] is not running: %s (fix: %s)", p.app, p.detail, p.fix)
+            log.error("dingtalk[%s] is not running: %s", p.account, p)
 
     # send --------------------------------------------------------------------------------------
     async def send(self, target: Target, reply: Reply, key: str) -> None:
@@ -161,7 +167,7 @@ class DingTalkConnector:
 
     # doctor ------------------------------------------------------------------------------------
     async def doctor(self) -> list[Check]:
-        checks = [Check(f"dingtalk[{p.app}] config", False, p.detail, p.fix) for p in self.problems]
+        checks = [p.check("dingtalk") for p in self.problems]
         for app in self.apps.values():
             checks += await self._doctor_app(app)
         return checks

@@ -30,11 +30,11 @@ def clean_text(text: str) -> str:
 
 
 def click_text(label: str, key: str, ref: str) -> str:
-    """What an ActionCard button sends back for (key, ref); `parse_message` turns it into an Action."""
+    """What an ActionCard button sends back for (key, ref); `parse` turns it into an Action."""
     return f"{label.replace('#', '')[:24]} #{key}:{ref}"
 
 
-def parse_message(data: Any, *, tenant: str, robot_code: str) -> InboundMessage | None:
+def parse(data: Any, *, tenant: str, robot_code: str) -> InboundMessage | None:
     if not isinstance(data, dict):
         raise PayloadError("body must be a JSON object")
     msg_id = _str(data, "msgId")

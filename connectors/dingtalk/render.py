@@ -12,9 +12,9 @@ import re
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from connectors.text import split_message
-from connectors.message import Button, Reply
 from connectors.dingtalk.parse import click_text
+from connectors.message import Button, Reply
+from connectors.text import fallback_line, has_fallback, split_message
 
 MAX_CHARS = 3800  # per message; longer replies are split between paragraphs
 MAX_BUTTONS = 5  # sampleActionCard2..5 on the robot API
@@ -32,8 +32,7 @@ def render(reply: Reply, *, group: bool, staff_id: str = "", nick: str = "") -> 
     zh = bool(_CJK.search(reply.text)) or not reply.text.isascii()
     chunks = split_message(_markdown_body(reply), MAX_CHARS)
     tail = _citations(reply, zh)
-    first = reply.buttons[0].reply or "1" if reply.buttons else ""
-    if reply.buttons and f"回复 {first}" not in reply.text and f"Reply {first}" not in reply.text:  # unless the text has it
+    if reply.buttons and not has_fallback(reply.text, reply.buttons):  # unless the text has it
         tail += ("\n\n" if tail else "") + fallback_line(reply.buttons, zh)
     if tail:
         if len(chunks[-1]) + len(tail) + 2 > MAX_CHARS:
@@ -55,11 +54,6 @@ def render(reply: Reply, *, group: bool, staff_id: str = "", nick: str = "") -> 
             webhook["at"] = {"atUserIds": [staff_id], "isAtAll": False}
         parts.append(Part(webhook, "sampleMarkdown", {"title": title, "text": api_text}))
     return parts
-
-
-def fallback_line(buttons: list[Button], zh: bool = True) -> str:
-    choices = " / ".join(f"{b.reply or i + 1} {b.label}" for i, b in enumerate(buttons))
-    return f"回复 {choices}" if zh else f"Reply {choices}"
 
 
 def action_url(button: Button, index: int) -> str:

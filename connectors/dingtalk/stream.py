@@ -24,6 +24,7 @@ from dingtalk_stream import AckMessage, CallbackHandler, CallbackMessage, Chatbo
 from dingtalk_stream.frames import EventMessage, Headers
 from dingtalk_stream.version import VERSION_STRING
 
+from connectors.channel import Throttled
 from connectors.dingtalk.client import DingTalkAPIError, DingTalkClient
 from connectors.dingtalk.config import DingTalkApp
 
@@ -56,6 +57,7 @@ class StreamReceiver:
         self.connected = asyncio.Event()
         self.connects = 0
         self.acks = 0
+        self.throttled = 0
         self.last_error = ""
         self._task: asyncio.Task | None = None
         self._inflight: set[asyncio.Task] = set()
@@ -147,6 +149,9 @@ class StreamReceiver:
                 await self._ack(ws, _ack(msg.headers.message_id, AckMessage.STATUS_OK, "ignored"))
         except asyncio.CancelledError:
             raise
+        except Throttled as exc:  # its sender is over the rate limit: no ack, so DingTalk delivers it again later
+            self.throttled += 1
+            log.info("%s: message %s not acked: %s", self.app.label, msg.headers.message_id, exc)
         except Exception:  # noqa: BLE001 - not stored: no ack, DingTalk redelivers
             log.exception("%s: message not stored; DingTalk will deliver it again", self.app.label)
 

@@ -1,5 +1,8 @@
-"""Email connector: IMAP in, SMTP out. The parser turns raw RFC 5322 bytes into a platform-neutral
-ParsedEmail; `build(ctx)` builds the channel when a mailbox is configured."""
+"""Email connector: IMAP in, SMTP out.
+
+config (mailboxes), mime (raw RFC 5322 bytes -> ParsedEmail), parse (-> InboundMessage), render
+(Reply -> RFC 5322), send (SMTP exactly once), watch (IMAP receiver), connector. `build(ctx)` builds
+the channel when a mailbox is configured. Imports only the channel core and itself."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from connectors.channel import ChannelContext
 
-from .parse import ParsedEmail, UnparseableEmail, parse_email
+from .mime import ParsedEmail, UnparseableEmail, parse_email
 
 if TYPE_CHECKING:
     from .connector import EmailConnector
@@ -20,5 +23,5 @@ def build(ctx: ChannelContext) -> "EmailConnector | None":
     from .config import load_mailboxes
     from .connector import EmailConnector
 
-    mailboxes = load_mailboxes(ctx.tenant, ctx.section)
-    return EmailConnector(mailboxes, ctx) if mailboxes else None
+    mailboxes, problems = load_mailboxes(ctx.tenant, ctx.section)
+    return EmailConnector(mailboxes, ctx, problems=problems) if mailboxes or problems else None

@@ -1,24 +1,23 @@
 """Mailbox settings: `[[email.mailboxes]]` in copilot.toml, plus one default mailbox from the
-environment (COPILOT_EMAIL_IMAP_HOST, COPILOT_EMAIL_USERNAME, ...).
+environment (COPILOT_EMAIL_IMAP_HOST, COPILOT_EMAIL_USERNAME, ... any Mailbox field, upper-case).
 
-Owns configuration only.
+Owns configuration only; loading is connectors/config.py's, as for every platform: a mailbox with a
+bad setting is left out and reported (`ConfigProblem`), the others keep working. A TOML mailbox
+without a key is the default one (and replaces the environment's).
 """
 from __future__ import annotations
 
 import ssl
 from typing import Any, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from connectors.config import AccountSpec, ConfigProblem, load_accounts
 
 
 Security = Literal["ssl", "starttls", "none"]
 _IMAP_PORTS = {"ssl": 993, "starttls": 143, "none": 143}
 _SMTP_PORTS = {"ssl": 465, "starttls": 587, "none": 25}
-
-
-class ConfigError(ValueError):
-    """A mailbox setting that cannot work; the message names the setting."""
 
 
 class Mailbox(BaseModel):
@@ -101,60 +100,13 @@ class Mailbox(BaseModel):
         return ctx
 
 
-class EmailEnv(BaseSettings):
-    """The default mailbox from COPILOT_EMAIL_* (any Mailbox field, upper-case)."""
-
-    model_config = SettingsConfigDict(env_prefix="COPILOT_EMAIL_", extra="ignore", env_ignore_empty=True)
-
-    key: str = "default"
-    imap_host: str = ""
-    imap_port: int = 0
-    imap_security: Security | None = None
-    imap_ssl: bool | None = None
-    imap_starttls: bool | None = None
-    username: str = ""
-    password: str = ""
-    folder: str = "INBOX"
-    smtp_host: str = ""
-    smtp_port: int = 0
-    smtp_security: Security = "starttls"
-    smtp_username: str = ""
-    smtp_password: str = ""
-    address: str = ""
-    from_name: str = ""
-    tenant: str = ""
-    poll_seconds: float = 60.0
-    idle: bool = True
-    sent_folder: str = ""
-    ca_file: str = ""
-
-    def mailbox(self) -> dict[str, Any] | None:
-        if not self.imap_host:
-            return None
-        return {k: v for k, v in self.model_dump().items() if v is not None}
+SPEC = AccountSpec(platform="email", list_key="mailboxes", model=Mailbox, present=("imap_host",),
+                   env_extra=("imap_ssl", "imap_starttls"), own_tenant=False, default_in_toml=True,
+                   key_pattern=r"^[\w.-]{1,40}$", key_help="1-40 letters, digits, '.', '_' or '-'")
 
 
-def load_mailboxes(tenant: str, section: Mapping[str, Any] | None = None) -> list[Mailbox]:
-    """Every configured mailbox: the TOML list first, then the environment's default mailbox (unless
-    the TOML already has one under the same key). Raises ConfigError naming the bad setting."""
-    section = section or {}
-    raw: list[dict[str, Any]] = [dict(m) for m in section.get("mailboxes", []) if isinstance(m, dict)]
-    env = EmailEnv().mailbox()
-    if env is not None and env.get("key", "default") not in {m.get("key", "default") for m in raw}:
-        raw.append(env)
-    out: list[Mailbox] = []
-    for i, data in enumerate(raw):
-        data.setdefault("tenant", "")
-        try:
-            mb = Mailbox(**data)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            where = f"[[email.mailboxes]] #{i + 1}" if i < len(section.get("mailboxes", [])) else "COPILOT_EMAIL_*"
-            raise ConfigError(f"{where}: {'.'.join(map(str, err['loc'])) or 'value'}: {err['msg']}") from None
-        if not mb.tenant:
-            mb = mb.model_copy(update={"tenant": tenant})
-        out.append(mb)
-    keys = [m.key for m in out]
-    if len(set(keys)) != len(keys):
-        raise ConfigError(f"[[email.mailboxes]]: duplicate key among {keys}")
-    return out
+def load_mailboxes(tenant: str, section: Mapping[str, Any] | None = None,
+                   env: Mapping[str, str] | None = None) -> tuple[list[Mailbox], list[ConfigProblem]]:
+    """Every usable mailbox (COPILOT_EMAIL_IMAP_HOST's first, unless a [[email.mailboxes]] entry is the
+    default one) and what is wrong with the others."""
+    return load_accounts(SPEC, tenant, section, env)

@@ -9,15 +9,14 @@ import asyncio
 import logging
 from pathlib import Path
 
-from aiohttp import web
-
 from connectors.channel import ChannelContext, Check, SendError, Sink
+from connectors.config import ConfigProblem
 from connectors.message import Attachment, Reply, Target
 
-from .compose import compose
 from .config import Mailbox
+from .files import Files
 from .imap import ImapError, ImapSession
-from .inbound import Files
+from .render import render
 from .send import Sender, SmtpFailure, close_smtp, login, open_smtp
 from .state import EmailState
 from .watch import MailboxWatcher
@@ -28,9 +27,10 @@ log = logging.getLogger("copilot.email")
 class EmailConnector:
     name = "email"
 
-    def __init__(self, mailboxes: list[Mailbox], ctx: ChannelContext) -> None:
+    def __init__(self, mailboxes: list[Mailbox], ctx: ChannelContext, *, problems: list[ConfigProblem] | None = None) -> None:
         self.mailboxes = {m.key: m if m.tenant else m.model_copy(update={"tenant": ctx.tenant}) for m in mailboxes}
-        if not self.mailboxes:
+        self.problems = list(problems or [])  # mailboxes left out for a bad setting: `doctor` shows them
+        if not self.mailboxes and not self.problems:
             raise ValueError("no mailbox configured: add [[email.mailboxes]] or COPILOT_EMAIL_IMAP_HOST")
         if ctx.engine is None:
             raise ValueError("the email channel keeps its cursors in the copilot's database: pass an engine")
@@ -43,10 +43,9 @@ class EmailConnector:
         self._tasks: list[asyncio.Task] = []
 
     # receiving --------------------------------------------------------------------------------------
-    def routes(self, sink: Sink) -> list[web.RouteDef]:
-        return []  # mail arrives over IMAP, not HTTP
-
     async def start(self, sink: Sink) -> None:
+        for p in self.problems:
+            log.error("mailbox %s is not watched: %s", p.account, p)
         for mb in self.mailboxes.values():
             w = self.watchers[mb.key] = MailboxWatcher(mb, self.state, self.files, sink, own=self.own)
             self._tasks.append(asyncio.create_task(w.run(), name=f"email:{mb.key}"))
@@ -69,7 +68,7 @@ class EmailConnector:
 
     async def send(self, target: Target, reply: Reply, key: str) -> None:
         mb = self.mailbox_for(target, reply)
-        out = compose(target, reply, key, mb)
+        out = render(target, reply, key, mb)
         outcome = await self.sender.send(mb, out, key)
         log.info("email %s via %s: %s %s", key, mb.key, outcome, out.message_id)
 
@@ -99,7 +98,7 @@ class EmailConnector:
 
     # health -----------------------------------------------------------------------------------------
     async def doctor(self) -> list[Check]:
-        checks: list[Check] = []
+        checks: list[Check] = [p.check("email") for p in self.problems]
         for mb in self.mailboxes.values():
             checks.append(await self._imap_check(mb))
             checks.append(await self._smtp_check(mb))

@@ -1,4 +1,4 @@
-"""Raw RFC 5322 bytes -> ParsedEmail: addresses, threading ids, the body as text, the sender's new
+"""Raw RFC 5322 bytes -> ParsedEmail (parse.py makes the InboundMessage of it): addresses, threading ids, the body as text, the sender's new
 text, attachments and the loop-safety verdict (RFC 3834).
 
 The stdlib parser builds the MIME tree. It runs with policy.compat32, which hands back raw header

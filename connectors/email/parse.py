@@ -1,25 +1,21 @@
-"""A parsed email as the copilot's `InboundMessage`, and the files kept beside it.
+"""A mail (raw RFC 5322 bytes, decoded by mime.py) -> the copilot's `InboundMessage`.
 
-Attachments are written under data_dir/email/attachments/ (named by content hash) before the message
-reaches the sink: the bytes stay reachable even if someone deletes the mail from the mailbox.
-Unparseable mail is kept byte for byte under data_dir/email/unparsed/. Imports bot.models only.
+The typed facts the core acts on: `mail` (subject, thread ids, recipients), `auto_reply_forbidden`
+(RFC 3834: out of office, bulk, lists...) and `from_outside` (a sender may be a customer). The
+reply context keeps only what this connector needs to answer (mailbox, threading, who to answer).
+Imports the channel core and this package only.
 """
 from __future__ import annotations
 
 import hashlib
-import os
-import re
 from datetime import datetime, timezone
-from pathlib import Path
 
-from connectors.message import Attachment, InboundMessage
+from connectors.message import Attachment, InboundMessage, MailFacts
 
 from .config import Mailbox
-from .parse import ParsedEmail
+from .files import Files
+from .mime import ParsedEmail, parse_email
 from .state import msg_key
-
-_SHA = re.compile(r"^[0-9a-f]{64}$")
-REF_PREFIX = "email:"
 
 
 def platform_id(parsed: ParsedEmail | None, raw: bytes) -> str:
@@ -35,54 +31,12 @@ def thread_root(parsed: ParsedEmail, fallback: str) -> str:
     return (parsed.references[0] if parsed.references else None) or parsed.in_reply_to or parsed.message_id or fallback
 
 
-class Files:
-    """Attachment bytes and unparseable mail under data_dir/email/."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.root = data_dir / "email"
-        self.attachments = self.root / "attachments"
-        self.unparsed = self.root / "unparsed"
-
-    def put(self, data: bytes) -> str:
-        digest = hashlib.sha256(data).hexdigest()
-        path = self.attachments / digest[:2] / digest
-        if not path.exists():
-            _write_atomic(path, data)
-        return REF_PREFIX + digest
-
-    def get(self, ref: str) -> bytes:
-        digest = ref.removeprefix(REF_PREFIX)
-        if not ref.startswith(REF_PREFIX) or not _SHA.match(digest):
-            raise ValueError(f"not an email attachment reference: {ref!r}")
-        path = self.attachments / digest[:2] / digest
-        if not path.is_file():
-            raise FileNotFoundError(f"attachment {digest[:12]}… is no longer under {self.attachments}")
-        return path.read_bytes()
-
-    def keep_unparsed(self, name: str, raw: bytes, reason: str) -> Path:
-        safe = re.sub(r"[^\w.-]", "_", name)[:120]
-        path = self.unparsed / f"{safe}.eml"
-        _write_atomic(path, raw)
-        _write_atomic(path.with_suffix(".reason.txt"), reason.encode("utf-8"))
-        return path
-
-    def unparsed_files(self) -> list[Path]:
-        return sorted(self.unparsed.glob("*.eml")) if self.unparsed.is_dir() else []
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def addresses(pairs: list[tuple[str, str]]) -> list[str]:
     return [a.strip().lower() for _, a in pairs if a and "@" in a]
 
 
-def to_inbound(parsed: ParsedEmail, raw: bytes, mb: Mailbox, files: Files, *, uid: int = 0, uidvalidity: int = 0,
-               internal_date: datetime | None = None) -> InboundMessage:
+def parse(parsed: ParsedEmail, raw: bytes, mb: Mailbox, files: Files, *, uid: int = 0, uidvalidity: int = 0,
+          internal_date: datetime | None = None) -> InboundMessage:
     """The contract with the bot: see docs/email.md ("What the copilot receives")."""
     pid = platform_id(parsed, raw)
     files_ = tuple(
@@ -102,17 +56,24 @@ def to_inbound(parsed: ParsedEmail, raw: bytes, mb: Mailbox, files: Files, *, ui
         attachments=files_,
         platform_msg_id=pid,
         received_at=received,
+        auto_reply_forbidden=parsed.auto_reason or "",
+        from_outside=True,
+        mail=MailFacts(subject=parsed.subject, message_id=parsed.message_id or "", references=tuple(parsed.references),
+                       to=tuple(addresses(parsed.to)), cc=tuple(addresses(parsed.cc))),
         raw={**parsed.to_json(), "mailbox": mb.key, "uid": uid, "uidvalidity": uidvalidity},
-        reply_context={
+        reply_context={  # what render.py needs to answer: the mailbox, the thread, who to write to
             "mailbox": mb.key,
             "message_id": parsed.message_id or "",
             "references": list(parsed.references),
             "subject": parsed.subject,
             "from": parsed.from_addr.strip().lower(),
             "from_name": parsed.from_name,
-            "to": addresses(parsed.to),
-            "cc": addresses(parsed.cc),
             "reply_to": addresses(parsed.reply_to),
-            "no_reply": parsed.auto_reason or "",
+            "no_reply": parsed.auto_reason or "",  # render.py refuses to answer it, whatever the core decided
         },
     )
+
+
+def parse_bytes(raw: bytes, mb: Mailbox, files: Files, **kw) -> InboundMessage:
+    """Raw bytes straight to the message (tests, the CLI)."""
+    return parse(parse_email(raw), raw, mb, files, **kw)

@@ -14,8 +14,8 @@ from email.message import EmailMessage
 from email.utils import formataddr, formatdate, getaddresses
 
 from connectors.channel import SendError
-from connectors.text import render_text
 from connectors.message import Reply, Target
+from connectors.text import render_text
 
 from .config import Mailbox
 
@@ -74,7 +74,7 @@ def _dedupe(pairs: list[tuple[str, str]], drop: set[str]) -> list[tuple[str, str
     return out
 
 
-def compose(target: Target, reply: Reply, key: str, mb: Mailbox) -> Outgoing:
+def render(target: Target, reply: Reply, key: str, mb: Mailbox) -> Outgoing:
     """Raises SendError(retryable=False) when the reply must not go out at all."""
     ctx = target.context or {}
     meta = reply.meta.get("email") if isinstance(reply.meta.get("email"), dict) else {}

@@ -25,7 +25,7 @@ import aiosmtplib
 
 from connectors.channel import SendError
 
-from .compose import Outgoing
+from .render import Outgoing
 from .config import Mailbox
 from .imap import ImapError, connect_error
 from .state import EmailState

@@ -24,13 +24,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from connectors.channel import Sink
+from connectors.channel import Sink, Throttled
 from connectors.message import InboundMessage
 
 from .config import Mailbox
+from .files import Files
 from .imap import IdleUnsupported, ImapError, ImapSession, imap_date
-from .inbound import Files, platform_id, to_inbound
-from .parse import parse_email
+from .mime import parse_email
+from .parse import parse, platform_id
 from .state import EmailState
 
 log = logging.getLogger("copilot.email")
@@ -68,7 +69,7 @@ class MailboxWatcher:
                 sel = await session.open()
                 self.status.connected, self.status.last_error = True, ""
                 backoff = 1.0
-                await self.sync(session)
+                await self.sync_patiently(session)
                 await self._wait_loop(session, sel.uidvalidity)
             except asyncio.CancelledError:
                 raise
@@ -109,9 +110,21 @@ class MailboxWatcher:
                 log.warning("mailbox %s: UIDVALIDITY changed %d -> %d; resyncing by Message-ID", self.mb.key,
                             uidvalidity, sel.uidvalidity)
                 uidvalidity = sel.uidvalidity
-            await self.sync(session)
+            await self.sync_patiently(session)
 
     # syncing --------------------------------------------------------------------------------------
+    async def sync_patiently(self, session: ImapSession) -> int:
+        """`sync`, waiting out the sink's rate limit: a throttled message was not stored and the cursor
+        stays before it, so the next sync (after the wait, on the same connection) hands it over again."""
+        while True:
+            try:
+                return await self.sync(session)
+            except Throttled as exc:
+                self.status.counts["throttled"] += 1
+                wait = max(exc.retry_after, 1.0)
+                log.info("mailbox %s: %s; the cursor stays, retrying in %.0f s", self.mb.key, exc, wait)
+                await asyncio.sleep(wait * random.uniform(1.0, 1.2))
+
     async def sync(self, session: ImapSession) -> int:
         """Hand every new message to the sink; returns how many were handed over."""
         sel = session.selected
@@ -185,7 +198,7 @@ class MailboxWatcher:
         if parsed.from_addr.strip().lower() in self.own:
             return _Prepared(uid, raw, pid, own=True)  # our own mail (a Bcc copy, a loop): never processed
         try:
-            msg = to_inbound(parsed, raw, self.mb, self.files, uid=uid, uidvalidity=uidvalidity)
+            msg = parse(parsed, raw, self.mb, self.files, uid=uid, uidvalidity=uidvalidity)
         except ValueError as exc:  # a field the message model refuses; disk errors (OSError) are retried
             return _Prepared(uid, raw, pid, error=f"{type(exc).__name__}: {exc}")
         return _Prepared(uid, raw, pid, msg=msg)
@@ -205,7 +218,7 @@ class MailboxWatcher:
             self.status.counts["own"] += 1
         else:
             await self.sink(item.msg)
-            self.status.counts["no_reply" if item.msg.reply_context["no_reply"] else "received"] += 1
+            self.status.counts["no_reply" if item.msg.auto_reply_forbidden else "received"] += 1
         await asyncio.to_thread(self.state.advance, mb.key, mb.folder, uidvalidity, uid, item.key)
         return 1 if item.msg is not None else 0
 

@@ -1,8 +1,8 @@
-"""The local channel ("console"): the web chat at / and `copilot chat` in a terminal.
+"""The web chat connector: the page at /, messages in over POST /api/chat, replies out by waking the
+page that long-polls /api/replies (the reply itself is durable in the outbox already).
 
 A real connector in every respect (messages go through the durable inbox and the worker pool;
 replies come back through the outbox), so tests run the whole pipeline without a platform.
-The browser gives each message a client-generated id: a retried POST is answered once.
 """
 from __future__ import annotations
 
@@ -17,16 +17,16 @@ from aiohttp import web
 
 from connectors.channel import Check, Sink
 from connectors.http import read_form
-from connectors.message import Attachment, InboundMessage, Reply, Target
+from connectors.local.parse import CHANNEL, ID, PayloadError, parse
+from connectors.message import Attachment, Reply, Target
 
 WEB = Path(__file__).parent / "web"
 History = Callable[[str, str, int], Awaitable[list[dict]]]  # (tenant, conversation id, after id) -> replies
 Users = Callable[[], Awaitable[list[dict]]]
-_ID = re.compile(r"^[\w.:@\-]{1,128}$")
 
 
 class LocalConnector:
-    name = "console"
+    name = CHANNEL
 
     def __init__(self, history: History, users: Users, *, tenant: str = "default", uploads: Path | None = None,
                  max_upload: int = 25 * 1024 * 1024) -> None:
@@ -56,14 +56,17 @@ class LocalConnector:
                 except (json.JSONDecodeError, UnicodeDecodeError):
                     raise web.HTTPBadRequest(text="body is not valid JSON") from None
                 attachment = None
-            msg = self.to_message(fields, attachment)
-            acc = await sink(msg)
+            try:
+                msg = parse(fields, attachment, tenant=self.tenant)
+            except PayloadError as exc:
+                raise web.HTTPBadRequest(text=str(exc)) from None
+            acc = await sink(msg)  # Throttled propagates: the gateway answers 429 with Retry-After
             return web.json_response({"inbox_id": acc.inbox_id, "duplicate": acc.duplicate, "conversation": msg.conversation_id},
                                      status=200 if acc.duplicate else 202)
 
         async def replies(request: web.Request) -> web.Response:
             conv = request.query.get("conversation", "")
-            if not _ID.match(conv):
+            if not ID.match(conv):
                 raise web.HTTPBadRequest(text="conversation must be 1-128 letters, digits or .:@_-")
             try:
                 after = int(request.query.get("after", "0"))
@@ -90,34 +93,6 @@ class LocalConnector:
             web.post("/api/chat", post),
             web.get("/api/replies", replies),
         ]
-
-    def to_message(self, f: dict, attachment: Attachment | None = None) -> InboundMessage:
-        if not isinstance(f, dict):
-            raise web.HTTPBadRequest(text="body must be a JSON object")
-        sender = str(f.get("as") or f.get("sender") or "")
-        text = f.get("text", "")
-        if not _ID.match(sender):
-            raise web.HTTPBadRequest(text="'as' (the rep id) is required: 1-128 letters, digits or .:@_-")
-        if not isinstance(text, str) or len(text) > 8000:
-            raise web.HTTPBadRequest(text="'text' must be a string of at most 8000 characters")
-        conv = str(f.get("conversation") or f"web-{sender}")
-        msg_id = str(f.get("id") or "")
-        if not _ID.match(conv) or (msg_id and not _ID.match(msg_id)):
-            raise web.HTTPBadRequest(text="'conversation' and 'id' must be 1-128 letters, digits or .:@_-")
-        if not msg_id:  # without a client id, identical text in the same second is one message
-            msg_id = hashlib.sha256(f"{sender}|{conv}|{text}".encode()).hexdigest()[:32]
-        action = f.get("action")
-        kind = "text"
-        if attachment is not None:
-            kind = "file"
-        elif isinstance(action, dict) and action.get("key") and action.get("ref"):
-            kind = "action"
-        return InboundMessage(
-            channel=self.name, tenant=self.tenant, conversation_id=conv, sender_id=sender, sender_name=sender,
-            text=text, kind=kind, platform_msg_id=msg_id,
-            action={"key": str(action["key"]), "ref": str(action["ref"])} if kind == "action" else None,
-            attachments=(attachment,) if attachment else (),
-        )
 
     async def _read_upload(self, request: web.Request) -> tuple[dict, Attachment]:
         if self.uploads is None:

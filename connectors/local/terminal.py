@@ -1,38 +1,24 @@
-"""`copilot chat`: the console channel in a terminal. Replies are printed as they are delivered."""
+"""`copilot chat`: the console channel in a terminal. Replies are printed as they are delivered.
+
+The smallest connector there is: a name and `send_text`. The core renders each reply as text for it
+(citations, buttons as numbered choices); the terminal reads its input itself (bot/cli)."""
 from __future__ import annotations
 
 import asyncio
 from typing import Callable
 
-from aiohttp import web
-
-from connectors.channel import Check, Sink
-from connectors.text import render_text
-from connectors.message import Attachment, Reply, Target
+from connectors.message import Target
 
 
 class TerminalConnector:
     name = "console"
+    text_limit = 100_000  # a terminal scrolls: one reply is one print
+    text_unit = "chars"
 
     def __init__(self, out: Callable[[str], None] = print) -> None:
         self.out = out
         self.delivered = asyncio.Event()
 
-    def routes(self, sink: Sink) -> list[web.RouteDef]:
-        return []
-
-    async def start(self, sink: Sink) -> None:
-        return None
-
-    async def send(self, target: Target, reply: Reply, key: str) -> None:
-        self.out(render_text(reply))
+    async def send_text(self, target: Target, text: str, key: str) -> None:
+        self.out(text)
         self.delivered.set()
-
-    async def fetch(self, tenant: str, attachment: Attachment) -> bytes:
-        raise FileNotFoundError("the terminal channel does not carry files; use `copilot ingest`")
-
-    async def doctor(self) -> list[Check]:
-        return []
-
-    async def aclose(self) -> None:
-        return None

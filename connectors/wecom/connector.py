@@ -4,7 +4,7 @@ A callback is checked (signature, size, XML), decrypted, parsed, put in the dura
 answered with an empty 200 at once -- WeCom retries what it does not get an answer to within
 about 5 s, and the inbox drops a retried MsgId. The real reply goes later through message/send.
 Several corps can live in one deployment; each one's messages carry its tenant, and replies find
-their corp again through the reply context. Imports bot.models, bot.connector and its own modules.
+their corp again through the reply context. Imports the channel core and its own modules.
 """
 from __future__ import annotations
 
@@ -14,33 +14,35 @@ import logging
 from aiohttp import web
 
 from connectors.channel import Check, SendError, Sink
+from connectors.config import ConfigProblem
 from connectors.message import Attachment, Reply, Target
 from connectors.wecom.client import WeComClient, WeComError
 from connectors.wecom.config import DEFAULT_KEY, CorpConfig
 from connectors.wecom.crypto import BadSignature, CallbackRejected, WeComCrypto, check_query
-from connectors.wecom.parse import CHANNEL, to_message
-from connectors.wecom.render import payloads
+from connectors.wecom.parse import CHANNEL, parse
+from connectors.wecom.render import TEXT_LIMIT, render
 
 log = logging.getLogger("copilot.wecom")
 
 
 class WeComConnector:
     name = CHANNEL
+    text_limit, text_unit = TEXT_LIMIT, "bytes"  # text and markdown content: WeCom cuts the rest silently
 
-    def __init__(self, corps: list[CorpConfig], *, max_body: int = 64 * 1024, max_file: int = 20 * 1024 * 1024,
-                 inline_wait: float = 5.0, config_error: str = "") -> None:
+    def __init__(self, corps: list[CorpConfig], *, problems: list[ConfigProblem] | None = None, max_body: int = 64 * 1024,
+                 max_file: int = 20 * 1024 * 1024, inline_wait: float = 5.0) -> None:
         self.corps = {c.key: c for c in corps}
         self.by_tenant = {c.tenant: c for c in corps}
         self.max_body = max_body  # a callback is a few KB
         self.max_file = max_file  # WeCom's own limit for a file is 20 MB
         self.inline_wait = inline_wait  # pacing waits up to this long in place, then the outbox retries later
-        self.config_error = config_error
+        self.problems = list(problems or [])
         self.crypto: dict[str, WeComCrypto] = {}
         self.broken: dict[str, str] = {}
         for c in corps:
-            problems = c.problems()
-            if problems:
-                self.broken[c.key] = "; ".join(p for p, _ in problems)
+            issues = c.problems()
+            if issues:
+                self.broken[c.key] = "; ".join(p for p, _ in issues)
             else:
                 self.crypto[c.key] = WeComCrypto(c.token, c.aes_key, c.corp_id)
         self.clients = {c.key: WeComClient(c) for c in corps}
@@ -73,7 +75,7 @@ class WeComConnector:
                 return web.json_response({"error": f"request body too large (limit {self.max_body} bytes)"}, status=413)
             try:
                 fields = crypto.decrypt(body, sig, ts, nonce)
-                msg = to_message(fields, tenant=corp.tenant, corp=corp.key)
+                msg = parse(fields, tenant=corp.tenant, corp=corp.key)
             except BadSignature as exc:
                 log.warning("wecom %s: callback refused from %s: %s", corp.key, request.remote, exc)
                 raise web.HTTPForbidden(text="signature check failed") from None
@@ -81,7 +83,9 @@ class WeComConnector:
                 log.info("wecom %s: bad callback from %s: %s", corp.key, request.remote, exc)
                 raise web.HTTPBadRequest(text=str(exc)) from None
             if msg is not None:
-                await sink(msg)  # durable before we answer; a failure here is a 500 and WeCom retries
+                # durable before we answer; a failure here is a 500 and WeCom retries. Throttled propagates:
+                # the gateway answers 429 and WeCom's retry brings the message back
+                await sink(msg)
             return web.Response(text="")  # an empty 200: no passive reply, the answer goes via message/send
 
         return [
@@ -92,6 +96,10 @@ class WeComConnector:
     def _corp(self, request: web.Request) -> tuple[CorpConfig, WeComCrypto]:
         key = request.match_info.get("corp", DEFAULT_KEY)
         corp = self.corps.get(key)
+        bad = next((p for p in self.problems if p.account == key), None)
+        if corp is None and bad is not None:
+            log.error("wecom %s: callback refused, the corp is misconfigured: %s", key, bad)
+            raise web.HTTPServiceUnavailable(text=f"WeCom corp {key!r} is misconfigured; run `copilot doctor`")
         if corp is None:
             raise web.HTTPNotFound(text=f"no WeCom corp {key!r} is configured here")
         if key in self.broken:
@@ -110,8 +118,8 @@ class WeComConnector:
         return bytes(buf)
 
     async def start(self, sink: Sink) -> None:
-        if self.config_error:
-            log.error("wecom: %s", self.config_error)
+        for p in self.problems:
+            log.error("wecom corp %s is not running: %s", p.account, p)
         for key, problem in self.broken.items():
             log.error("wecom corp %s is misconfigured, its callbacks are refused: %s (see `copilot doctor`)", key, problem)
 
@@ -134,7 +142,7 @@ class WeComConnector:
         code = (target.context or {}).get("response_code")
         if code:  # the answer to a card click: grey out the card's buttons so it is not clicked again
             await self._close_card(client, corp, user, str(code))
-        for payload in payloads(reply, markdown=corp.markdown, seed=key):
+        for payload in render(reply, markdown=corp.markdown, seed=key):
             await self._pace(client, user)
             try:
                 await client.send({"touser": user, "agentid": corp.agent_id, **payload, **check})
@@ -166,9 +174,7 @@ class WeComConnector:
 
     # operations ---------------------------------------------------------------------------------
     async def doctor(self) -> list[Check]:
-        checks = []
-        if self.config_error:
-            checks.append(Check("WeCom settings", False, self.config_error, "fix the [[wecom.corps]] entries in copilot.toml"))
+        checks = [p.check("WeCom") for p in self.problems]
         for corp in self.corps.values():
             checks += await self._doctor_corp(corp)
         return checks

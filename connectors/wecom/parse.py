@@ -30,7 +30,7 @@ MAX_TEXT = 8000
 _MIME = {"image": "image/jpeg", "voice": "audio/amr", "video": "video/mp4"}
 
 
-def to_message(f: dict[str, Any], *, tenant: str, corp: str) -> InboundMessage | None:
+def parse(f: dict[str, Any], *, tenant: str, corp: str) -> InboundMessage | None:
     sender = _s(f, "FromUserName")
     if not _USER.match(sender):
         raise BadPayload("FromUserName is missing or malformed")

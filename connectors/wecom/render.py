@@ -12,17 +12,13 @@ from __future__ import annotations
 import hashlib
 import re
 
-from connectors.text import render_text, split_message
-from connectors.message import Button, Citation, Reply
+from connectors.message import Citation, Reply
+from connectors.text import fallback_line, has_fallback, render_text, split_message, utf8_len
 
 TEXT_LIMIT = 2048  # bytes, for text and markdown content
 _MARK_RESERVE = 16  # room for the "(12/34)\n" part marker
 _TASK_SAFE = re.compile(r"^[A-Za-z0-9_\-]{1,100}$")
 _CJK = re.compile(r"[\u3400-\u9fff]")
-
-
-def utf8_len(s: str) -> int:
-    return len(s.encode("utf-8"))
 
 
 def split_text(text: str, limit: int = TEXT_LIMIT) -> list[str]:
@@ -36,13 +32,6 @@ def split_text(text: str, limit: int = TEXT_LIMIT) -> list[str]:
 
 
 # confirmations -------------------------------------------------------------------------------
-def fallback_line(buttons: list[Button]) -> str:
-    """The typed alternative to buttons, e.g. "回复 1 确认 / 2 修改 / 3 取消"."""
-    choices = " / ".join(f"{b.reply or i + 1} {b.label}" for i, b in enumerate(buttons))
-    zh = any(_CJK.search(b.label) for b in buttons)
-    return f"回复 {choices}" if zh else f"Reply {choices}"
-
-
 def task_id(ref: str, seed: str) -> str | None:
     """A card's task_id: unique per app, only [A-Za-z0-9_-@], at most 128 bytes; carries `ref` back."""
     tag = hashlib.sha256(seed.encode()).hexdigest()[:12]
@@ -92,14 +81,13 @@ def template_card(reply: Reply, seed: str) -> dict | None:
 
 
 # the whole reply -------------------------------------------------------------------------------
-def payloads(reply: Reply, *, markdown: bool, seed: str, limit: int = TEXT_LIMIT) -> list[dict]:
+def render(reply: Reply, *, markdown: bool, seed: str, limit: int = TEXT_LIMIT) -> list[dict]:
     """The messages to send, in order: the text (split), then the card when there are buttons."""
     if markdown:
         body = _markdown(reply)
     else:
         body = render_text(reply, numbered_buttons=False)
-    first = reply.buttons[0].reply or "1" if reply.buttons else ""
-    if reply.buttons and f"回复 {first}" not in body and f"Reply {first}" not in body:  # unless the agent wrote it
+    if reply.buttons and not has_fallback(body, reply.buttons):  # unless the agent wrote it
         body = f"{body.rstrip()}\n\n{fallback_line(reply.buttons)}"
     kind = "markdown" if markdown else "text"
     out = [{"msgtype": kind, kind: {"content": part}} for part in split_text(body, limit)]

@@ -107,7 +107,7 @@ class Collector:
             left = deadline - asyncio.get_running_loop().time()
             if left <= 0:
                 raise AssertionError(f"{len(self.messages)} of {n} messages arrived: "
-                                     f"{[m.reply_context.get('subject') for m in self.messages]}")
+                                     f"{[m.mail.subject if m.mail else '' for m in self.messages]}")
             self._changed.clear()
             try:
                 await asyncio.wait_for(self._changed.wait(), left)

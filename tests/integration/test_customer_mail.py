@@ -8,25 +8,19 @@ from datetime import datetime, timezone
 from sqlalchemy import select
 from sqlmodel import Session
 
-from connectors.channel import Check
-from connectors.message import Attachment, InboundMessage, Reply, Target
+from connectors.message import Attachment, InboundMessage, MailFacts, Reply, Target
 from tests.conftest import replies_for
 
 
 class RecordingMail:
     """The email channel's outbound side, recording what would go over SMTP (SMTP itself is tested
-    against aiosmtpd in the email connector's own tests)."""
+    against aiosmtpd in the email connector's own tests). A name, a sender and a file fetcher: the
+    capabilities it lacks (receivers, doctor) the core does without."""
 
     name = "email"
 
     def __init__(self) -> None:
         self.sent: list[tuple[Target, Reply, str]] = []
-
-    def routes(self, sink):  # noqa: ANN001, ANN201
-        return []
-
-    async def start(self, sink) -> None:  # noqa: ANN001
-        return None
 
     async def send(self, target: Target, reply: Reply, key: str) -> None:
         self.sent.append((target, reply, key))
@@ -34,20 +28,14 @@ class RecordingMail:
     async def fetch(self, tenant: str, attachment: Attachment) -> bytes:
         return b"# not for customers\n\ntext"
 
-    async def doctor(self) -> list[Check]:
-        return []
 
-    async def aclose(self) -> None:
-        return None
-
-
-def mail(msg_id: str, sender: str, text: str, **ctx) -> InboundMessage:
-    context = {"mailbox": "default", "message_id": f"<{msg_id}@hdmg.example.com>", "references": [], "subject": "Re: 报价方案",
-               "from": sender, "to": ["copilot@yunfan.example.com"], "cc": ["zhangwei@yunfan.example.com"], "reply_to": [], "no_reply": ""}
-    context.update(ctx)
-    return InboundMessage(channel="email", conversation_id=f"<{msg_id}@hdmg.example.com>", sender_id=sender, sender_name="王建国",
-                          text=text, platform_msg_id=f"<{msg_id}@hdmg.example.com>", received_at=datetime(2026, 11, 25, 8, 0, tzinfo=timezone.utc),
-                          reply_context=context)
+def mail(msg_id: str, sender: str, text: str, auto: str = "") -> InboundMessage:
+    mid = f"<{msg_id}@hdmg.example.com>"
+    return InboundMessage(channel="email", conversation_id=mid, sender_id=sender, sender_name="王建国", text=text, platform_msg_id=mid,
+                          received_at=datetime(2026, 11, 25, 8, 0, tzinfo=timezone.utc), from_outside=True, auto_reply_forbidden=auto,
+                          mail=MailFacts(subject="Re: 报价方案", message_id=mid, to=("copilot@yunfan.example.com",),
+                                         cc=("zhangwei@yunfan.example.com",)),
+                          reply_context={"mailbox": "default", "message_id": mid, "subject": "Re: 报价方案", "from": sender})
 
 
 async def test_customer_mail_is_logged_and_the_rep_drafts_a_threaded_reply(make_app, aiohttp_client):
@@ -93,7 +81,7 @@ async def test_automatic_unknown_and_attachment_mail_is_never_answered(make_app,
     outbox = RecordingMail()
     copilot = make_app(channels=[outbox])
     await aiohttp_client(create_web_app(copilot))
-    await copilot.intake.sink(mail("ooo", "wangjianguo@hdmg.example.com", "我正在休假，12月1日回来。", no_reply="Auto-Submitted: auto-replied"))
+    await copilot.intake.sink(mail("ooo", "wangjianguo@hdmg.example.com", "我正在休假，12月1日回来。", auto="Auto-Submitted: auto-replied"))
     await copilot.intake.sink(mail("spam", "stranger@unknown.example", "Buy now"))
     await copilot.intake.sink(InboundMessage(**{**mail("att", "wangjianguo@hdmg.example.com", "附件是我们的需求").model_dump(),
                                           "kind": "file", "attachments": (Attachment(name="需求.md", ref="x"),)}))

@@ -1,7 +1,8 @@
 """The DingTalk connector against a fake DingTalk (API + Stream gateway) on loopback, whole pipeline.
 
 Sample people (knowledge/crm/reps.csv): zhangwei = rep (华东区), lina = manager, chenjing =
-enablement; their DingTalk staff ids are the csv's dingtalk_userid column.
+enablement; their DingTalk staff ids are the csv's dingtalk_userid column. What every connector must
+do (a forged signature, dedupe, send, split, text fallback) is in test_connector_contract.py.
 """
 from __future__ import annotations
 
@@ -98,12 +99,10 @@ async def test_signed_direct_message_is_answered_once_with_citations(fake, use_a
     assert len(fake.sent) == 1
 
 
-async def test_forged_stale_and_malformed_callbacks_are_refused(fake, use_app, link, copilot, aiohttp_client, settings):
+async def test_stale_unsigned_and_malformed_callbacks_are_refused(fake, use_app, link, copilot, aiohttp_client, settings):
     use_app()
     gw = await start(copilot, aiohttp_client, settings)
     body = fake.message(APP, sender=STAFF["zhangwei"], text="你好")
-    forged = await post(gw, body, secret="not-the-secret")
-    assert forged.status == 403 and "bad signature" in (await forged.json())["error"]
     stale_ts = int(time.time() * 1000) - 2 * 3600 * 1000
     stale = await gw.post("/dingtalk/callback", json=body, headers=FakeDingTalk.signed_headers(SECRET, stale_ts))
     assert stale.status == 403 and "more than an hour" in (await stale.json())["error"]
@@ -135,21 +134,6 @@ async def test_group_answers_only_when_mentioned_and_mentions_the_asker(fake, us
     assert sent.at == [STAFF["zhangwei"]] and sent.text.startswith(f"@{STAFF['zhangwei']} ")
     await quiet()
     assert len(fake.sent) == 1 and [r.platform_msg_id for r in inbox_rows(copilot)] == ["g-asked"]
-
-
-async def test_http_retries_are_answered_once(fake, use_app, link, copilot, aiohttp_client, settings):
-    use_app()
-    link("zhangwei")
-    gw = await start(copilot, aiohttp_client, settings)
-    body = fake.message(APP, sender=STAFF["zhangwei"], text="/help", msg_id="m-retry")
-    results = await asyncio.gather(*(post(gw, body) for _ in range(4)))
-    assert [r.status for r in results] == [200] * 4
-    assert sorted([(await r.json())["duplicate"] for r in results]) == [False, True, True, True]
-    await fake.wait_sent(1)
-    late = await post(gw, body)  # DingTalk retrying after the answer went out
-    assert (await late.json())["duplicate"] is True
-    await quiet(0.6)
-    assert len(fake.sent) == 1 and len(inbox_rows(copilot, "m-retry")) == 1
 
 
 async def test_expired_session_webhook_falls_back_to_the_robot_api(fake, use_app, link, copilot, aiohttp_client, settings):

@@ -7,8 +7,8 @@ import pytest
 
 from bot.cli import main
 from connectors.message import Reply, Target
-from connectors.email.compose import compose, reply_subject
-from connectors.email.config import ConfigError, Mailbox, load_mailboxes
+from connectors.email.config import Mailbox, load_mailboxes
+from connectors.email.render import render, reply_subject
 from tests.fakes.email_env import CNMAIL, FIXTURES
 
 
@@ -65,22 +65,28 @@ def test_mailboxes_from_toml_and_the_environment(make_settings, monkeypatch):
     monkeypatch.setenv("COPILOT_EMAIL_SMTP_SECURITY", "ssl")
     section = {"mailboxes": [{"key": "east", "imap_host": "imap.163.com", "imap_ssl": False, "imap_starttls": True,
                               "username": "east@acme.cn", "password": "x", "tenant": "east", "idle": False}]}
-    east, default = load_mailboxes(settings, section)
+    (default, east), problems = load_mailboxes(settings.tenant, section)
+    assert problems == []
     assert (east.key, east.imap_security, east.imap_port_, east.tenant, east.idle) == ("east", "starttls", 143, "east", False)
     assert (default.key, default.imap_port_, default.smtp_port_, default.tenant) == ("default", 993, 465, "acme")
     assert default.own_address == "copilot@acme.cn" and default.smtp_user == "copilot@acme.cn"
-    with pytest.raises(ConfigError, match="smtp_security"):
-        load_mailboxes(settings, {"mailboxes": [{"imap_host": "h", "username": "u", "smtp_security": "tls"}]})
+    # a bad setting is reported (the setting and the fix), and the mailbox left out: the environment's is replaced by it
+    mailboxes, [bad] = load_mailboxes(settings.tenant, {"mailboxes": [{"imap_host": "h", "username": "u", "smtp_security": "tls"}]})
+    assert mailboxes == [] and bad.setting == "[[email.mailboxes]] key='default': smtp_security" and "'starttls'" in bad.fix
+    mailboxes, [bad] = load_mailboxes(settings.tenant, {"mailboxes": [{"key": "east", "imap_host": "h"}]})
+    assert [m.key for m in mailboxes] == ["default"] and bad.setting.endswith(": username") and bad.detail == "is missing"
 
 
 def test_wiring_adds_the_email_channel_only_when_a_mailbox_is_configured(make_settings, monkeypatch):
     from bot.app import channel_connectors
 
+    from bot.app import open_database
+
     settings = make_settings()
     assert "email" not in [c.name for c in channel_connectors(settings)]
     monkeypatch.setenv("COPILOT_EMAIL_IMAP_HOST", "127.0.0.1")
     monkeypatch.setenv("COPILOT_EMAIL_USERNAME", "copilot@acme.cn")
-    [email] = [c for c in channel_connectors(settings) if c.name == "email"]
+    [email] = [c for c in channel_connectors(settings, open_database(settings)) if c.name == "email"]
     assert list(email.mailboxes) == ["default"]
 
 
@@ -95,15 +101,15 @@ def test_reply_subject_never_piles_up(subject, expected):
 def test_compose_threads_and_marks_automatic_mail():
     mb = Mailbox(imap_host="h", username="copilot@acme.cn", smtp_host="s", from_name="Acme Copilot")
     ctx = {"mailbox": "default", "message_id": "<p@c.cn>", "references": ["<r@a.cn>", "<q@a.cn>"], "subject": "RE: 报价",
-           "from": "wang@c.cn", "reply_to": ["buyer@c.cn"], "to": ["copilot@acme.cn"], "cc": [], "no_reply": ""}
+           "from": "wang@c.cn", "reply_to": ["buyer@c.cn"], "no_reply": ""}
     target = Target(channel="email", conversation_id="<r@a.cn>", user_id="wang@c.cn", context=ctx)
-    out = compose(target, Reply(text="您好 https://kb.example/doc?a=1&b=2"), "k1", mb)
+    out = render(target, Reply(text="您好 https://kb.example/doc?a=1&b=2"), "k1", mb)
     m = out.message
     assert m["To"] == "buyer@c.cn" and m["Subject"] == "Re: 报价" and m["In-Reply-To"] == "<p@c.cn>"
     assert m["References"] == "<r@a.cn> <q@a.cn> <p@c.cn>" and m["Auto-Submitted"] == "auto-replied"
     assert out.recipients == ["buyer@c.cn", "copilot@acme.cn"] and out.thread == "<r@a.cn>"
     assert '<a href="https://kb.example/doc?a=1&amp;b=2">' in m.get_body(("html",)).get_content()
-    again = compose(target, Reply(text="改过的", kind="draft", meta={"email": {
+    again = render(target, Reply(text="改过的", kind="draft", meta={"email": {
         "to": ["王总 <wang@c.cn>"], "cc": [["Li", "li@acme.cn"]], "subject": "Re: Re: 报价", "from_name": "张伟"}}), "k1", mb)
     assert again.message_id == out.message_id  # the same key, the same Message-ID
     assert again.message["Subject"] == "Re: 报价" and "Auto-Submitted" not in again.message

@@ -55,8 +55,8 @@ async def test_charset_zoo_reaches_the_sink_with_the_right_text(make_settings, i
         assert msg.channel == "email" and msg.tenant == "default"
         assert msg.sender_name == case["from_name"], case["file"]
         assert msg.platform_msg_id == case["message_id"]
-        assert msg.reply_context["subject"] == case["subject"]
-        assert msg.reply_context["no_reply"] == "List-Id header"  # all came through mailing lists
+        assert msg.mail.subject == case["subject"]
+        assert msg.auto_reply_forbidden == "List-Id header"  # all came through mailing lists
         for snippet in case["body_contains"]:
             assert snippet in msg.text, (case["file"], snippet)
         assert "发件人" not in msg.text and "原始邮件" not in msg.text and "wrote:" not in msg.text
@@ -86,9 +86,9 @@ async def test_quoted_history_is_stripped_and_the_thread_is_kept(make_settings, 
     assert zh_msg.text.startswith("好的，我们下周二可以安排演示。")
     assert "原始邮件" not in zh_msg.text and "想约个时间" not in zh_msg.text
     assert zh_msg.conversation_id == "<root@seller.example.cn>"  # the thread's first message
-    assert zh_msg.reply_context["references"] == ["<root@seller.example.cn>", "<mid@customer.example.cn>"]
+    assert zh_msg.mail.references == ("<root@seller.example.cn>", "<mid@customer.example.cn>")
     assert zh_msg.sender_id == "wang@customer.example.cn" and zh_msg.sender_name == "王总"
-    assert zh_msg.reply_context["no_reply"] == ""
+    assert zh_msg.auto_reply_forbidden == "" and zh_msg.from_outside
     assert en_msg.text == "Tuesday works for us."
     assert en_msg.conversation_id == "<men@customer.example.cn>"  # no References: it starts a thread
 
@@ -161,8 +161,8 @@ async def test_out_of_office_is_handed_over_marked_no_reply_and_own_mail_is_skip
         await conn.aclose()
     ooo, after = sink.messages
     assert ooo.platform_msg_id == "<oof-20240304@customer.example.cn>"
-    assert ooo.reply_context["no_reply"] == "Auto-Submitted: auto-generated"
-    assert after.reply_context["no_reply"] == ""
+    assert ooo.auto_reply_forbidden == "Auto-Submitted: auto-generated"
+    assert after.auto_reply_forbidden == ""
     assert conn.watchers["default"].status.counts["own"] == 1  # the copilot's own mail: never processed
 
 

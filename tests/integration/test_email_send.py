@@ -14,10 +14,10 @@ from connectors.message import Reply, Target
 from bot.pipeline.outbox import Outbox
 from bot.storage import init_db, make_engine
 from bot.pipeline.tables import OutboundRow
-from connectors.email.compose import message_id_for
 from connectors.email.connector import EmailConnector
-from connectors.email.inbound import Files, to_inbound
-from connectors.email.parse import parse_email
+from connectors.email.files import Files
+from connectors.email.parse import parse_bytes
+from connectors.email.render import message_id_for
 from tests.fakes.email_env import *  # noqa: F403 - fixtures
 from tests.fakes.email_env import FIXTURES, Collector, email_context
 from bot.pipeline.channels import Channels
@@ -31,7 +31,7 @@ PARENT = ("From: =?utf-8?B?546L5oC7?= <wang@customer.example.cn>\r\nTo: sales@se
 
 
 def target_of(raw: bytes, mb, tmp_path) -> Target:  # noqa: ANN001
-    return Target.of(to_inbound(parse_email(raw), raw, mb, Files(tmp_path)))
+    return Target.of(parse_bytes(raw, mb, Files(tmp_path)))
 
 
 @pytest.fixture

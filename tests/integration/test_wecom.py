@@ -3,24 +3,23 @@
 Callbacks are encrypted with wechatpy exactly as WeCom sends them (AES-CBC envelope in
 <xml><ToUserName/><AgentID/><Encrypt/></xml>, msg_signature/timestamp/nonce in the query).
 Two corps: A (the default one, markdown replies) and B (key "east", text replies).
-API-level behaviour (token, pacing, doctor, directory sync) is in test_wecom_api.py.
+API-level behaviour (token, pacing, doctor, directory sync) is in test_wecom_api.py; what every
+connector must do (verify, dedupe, send, split, text fallback) in test_connector_contract.py.
 """
 from __future__ import annotations
 
 import asyncio
 import base64
 import logging
-import random
 import time
 
 import pytest
 from wechatpy.enterprise.crypto import PrpCrypto
 from wechatpy.utils import WeChatSigner
 
-from connectors.message import Citation, Reply, Target
 from connectors.wecom import WeComConnector
 from connectors.wecom.config import CorpConfig
-from connectors.wecom.render import TEXT_LIMIT, payloads, ref_of_task, task_id
+from connectors.wecom.render import TEXT_LIMIT, ref_of_task, task_id
 from tests.fakes.wecom_api import A, B, FakeWeCom, callback, corp_settings, event_xml, file_xml, start_fake, text_xml
 
 
@@ -103,30 +102,14 @@ async def test_text_question_is_answered_through_message_send_with_a_citation(we
     assert m["bytes"] <= TEXT_LIMIT and not m.get("truncated")
 
 
-async def test_a_retried_msgid_is_answered_once(wecom):
-    xml = text_xml(A, "LiJun", "/help", "7450000000000000002")
-    for _ in range(3):  # WeCom's retries: the same message, new nonce and timestamp each time
-        r = await post(wecom, A, xml)
-        assert r.status == 200 and await r.text() == ""
-    assert len(inbox_rows(wecom.copilot)) == 1
-    await wecom.fake.wait_sent(to(A, "LiJun"))
-    await asyncio.sleep(0.5)
-    assert len([m for m in wecom.fake.sent if to(A, "LiJun")(m)]) == 1
-    metrics = await (await wecom.get("/metrics")).text()
-    assert 'copilot_messages_deduplicated_total{channel="wecom"} 2.0' in metrics
-
-
-async def test_a_wrong_signature_is_refused_logged_and_not_processed(wecom, caplog):
-    params, body = callback(A, text_xml(A, "ZhangWei", "你好", "7450000000000000003"))
+async def test_another_corps_message_is_refused_and_logged(wecom, caplog):
+    # a bad signature in general: test_connector_contract.py; here, corp B's genuine message on corp A's URL
+    params_b, body_b = callback(B, text_xml(B, "ZhangWei", "你好", "7450000000000000004"))
     with caplog.at_level(logging.WARNING, logger="copilot.wecom"):
-        r = await wecom.post("/wecom/callback", params={**params, "msg_signature": "f" * 40}, data=body)
+        r = await wecom.post("/wecom/callback", params=params_b, data=body_b)
     assert r.status == 403 and "signature" in (await r.json())["error"]
     assert "refused" in caplog.text
-    params_b, body_b = callback(B, text_xml(B, "ZhangWei", "你好", "7450000000000000004"))
-    assert (await wecom.post("/wecom/callback", params=params_b, data=body_b)).status == 403  # B's message on A's URL
     assert inbox_rows(wecom.copilot) == []
-    await asyncio.sleep(0.3)
-    assert wecom.fake.sent == []
 
 
 XXE = b"""<?xml version="1.0"?><!DOCTYPE xml [<!ENTITY xxe SYSTEM "file:///etc/passwd">]><xml><Encrypt>&xxe;</Encrypt></xml>"""
@@ -177,33 +160,6 @@ async def test_an_expired_token_mid_send_is_refreshed_and_retried_once(wecom):
     assert "/ask" in content(m)
     assert [x["errcode"] for x in fake.refused] == [42001]
     assert fake.gettoken_calls[A["corp_id"]] == 2
-
-
-async def test_a_5000_character_chinese_answer_is_split_under_2048_bytes(wecom):
-    sentences = ["星图软件的实施周期一般为三到四周，复杂场景需要六到八周。", "云帆专业版提供驻场顾问和二十四小时响应。",
-                 "价格异议时先确认客户的预算口径，再给出分阶段上线方案。", "医疗行业客户关注 UDI 追溯和 GSP 合规 🏥。"]
-    rng = random.Random(7)
-    paras, total = [], 0
-    while total < 5000:
-        p = "".join(rng.choice(sentences) for _ in range(rng.randint(2, 9)))
-        paras.append(p)
-        total += len(p)
-    text = "\n\n".join(paras)[:5000]
-    reply = Reply(text=text + " [1]", citations=[Citation(n=1, doc_id="bc-xingtu", title="星图软件竞品卡", version="3", updated="2026-09-01",
-                                                        url="http://127.0.0.1/kb/bc-xingtu")])
-    target = Target(channel="wecom", tenant=wecom.copilot.settings.tenant, conversation_id="ZhangWei", user_id="ZhangWei",
-                    context={"corp": "default"})
-    n = len(payloads(reply, markdown=True, seed="x"))
-    assert 7 <= n <= 10
-    wecom.copilot.outbox.enqueue(target, reply, "test-long-answer")
-    got = await wecom.fake.wait_sent(to(A, "ZhangWei"), n=n)
-    assert len(got) == n and not wecom.fake.dropped
-    assert all(m["bytes"] <= TEXT_LIMIT and not m.get("truncated") for m in got)
-    parts = [content(m) for m in got]
-    assert [p.split("\n", 1)[0] for p in parts] == [f"({i}/{n})" for i in range(1, n + 1)]
-    joined = "".join(p.split("\n", 1)[1] for p in parts)
-    assert "".join(joined.split()).startswith("".join((text + " [1]").split()))  # nothing lost, nothing reordered
-    assert "星图软件竞品卡" in parts[-1] and "[1]" in parts[-1]  # citations whole, at the end
 
 
 # message types ------------------------------------------------------------------------------------

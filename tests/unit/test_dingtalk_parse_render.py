@@ -1,50 +1,22 @@
-"""DingTalk pieces without a server: recorded payloads (tests/fixtures/dingtalk), signature, rendering, config."""
+"""DingTalk pieces without a server: refused payloads, signature, rendering, config. Parsing the recorded
+payloads (tests/fixtures/dingtalk), splitting and the text fallback are in test_connector_contract.py."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
 
-from connectors.message import Button, Citation, Reply
-from connectors.dingtalk.config import DingTalkEnv, load_apps
+from connectors.dingtalk.config import load_apps
 from connectors.dingtalk.crypto import SignatureError, sign, verify
-from connectors.dingtalk.parse import PayloadError, parse_message
-from connectors.dingtalk.render import MAX_CHARS, render
-
-FIXTURES = sorted((Path(__file__).parents[1] / "fixtures" / "dingtalk").glob("*.json"))
-
-
-@pytest.mark.parametrize("path", FIXTURES, ids=[p.stem for p in FIXTURES])
-def test_recorded_payloads_parse_to_what_they_are_tagged_with(path: Path):
-    case = json.loads(path.read_text(encoding="utf-8"))
-    msg = parse_message(case["payload"], tenant="default", robot_code="dingappkey0001")
-    expect = case["expect"]
-    if expect is None:
-        assert msg is None
-        return
-    assert msg is not None and msg.channel == "dingtalk" and msg.platform_msg_id == case["payload"]["msgId"]
-    for field in ("kind", "text", "is_group", "sender_id"):
-        if field in expect:
-            assert getattr(msg, field) == expect[field], field
-    if "mentions" in expect:
-        assert list(msg.mentions) == expect["mentions"]
-    if "attachment" in expect:
-        [att] = msg.attachments
-        assert {k: getattr(att, k) for k in expect["attachment"]} == expect["attachment"]
-    if "action" in expect:
-        assert msg.action.model_dump() == expect["action"]
-    ctx = msg.reply_context
-    assert ctx["sessionWebhook"].startswith("https://") and ctx["sessionWebhookExpiredTime"] > 0
-    assert ctx["openConversationId"] == msg.conversation_id and ctx["robotCode"] == "dingappkey0001"
-
+from connectors.dingtalk.parse import PayloadError, parse
+from connectors.dingtalk.render import render
+from connectors.message import Button, Citation, Reply
 
 @pytest.mark.parametrize("payload", [[], {"msgId": "x"}, {"msgId": "x", "conversationId": "c", "senderStaffId": "s", "conversationType": "3"},
                                      {"msgId": "x", "conversationId": "c", "senderStaffId": "s", "msgtype": "file", "content": {}}])
 def test_payloads_that_are_not_robot_messages_are_refused(payload):
     with pytest.raises(PayloadError):
-        parse_message(payload, tenant="t", robot_code="r")
+        parse(payload, tenant="t", robot_code="r")
 
 
 def test_signature_matches_dingtalk_and_rejects_forgery_and_staleness():
@@ -83,31 +55,29 @@ def test_confirmation_is_an_action_card_whose_click_parses_back_to_the_action():
     url = card.param["actionURL1"]
     assert url.startswith("dtmd://dingtalkclient/sendMessage?content=")
     clicked = unquote(url.split("content=", 1)[1])
-    msg = parse_message({"msgId": "m", "conversationId": "c", "senderStaffId": "s1", "msgtype": "text", "text": {"content": clicked}},
+    msg = parse({"msgId": "m", "conversationId": "c", "senderStaffId": "s1", "msgtype": "text", "text": {"content": clicked}},
                         tenant="t", robot_code="r")
     assert msg.kind == "action" and (msg.action.key, msg.action.ref) == ("confirm", "p-7")
     [in_group] = render(reply, group=True, staff_id="s1")  # a click in a group would not @ the robot: typed fallback only
     assert in_group.webhook["msgtype"] == "markdown" and "回复 1 确认 / 2 修改 / 3 取消" in in_group.webhook["markdown"]["text"]
 
 
-def test_long_replies_are_split_between_paragraphs():
-    paras = [f"第{i}段" + "很长的内容" * 150 for i in range(8)]
-    parts = render(Reply(text="\n\n".join(paras)), group=False)
-    assert len(parts) > 1 and all(len(p.webhook["markdown"]["text"]) <= MAX_CHARS for p in parts)
-    assert "".join(p.webhook["markdown"]["text"] for p in parts).replace("\n", "").replace(" ", "") == "".join(paras)
-    assert all(p.webhook["markdown"]["text"].split("  ")[0].startswith("第") for p in parts)  # each part starts a paragraph
-
-
 def test_config_loads_apps_and_reports_what_is_wrong():
-    env = DingTalkEnv(app_key="k0", app_secret="s0", mode="stream")
+    env = {"COPILOT_DINGTALK_APP_KEY": "k0", "COPILOT_DINGTALK_APP_SECRET": "s0", "COPILOT_DINGTALK_MODE": "Stream"}
     section = {"apps": [{"key": "beijing", "app_key": "k1", "app_secret": "s1", "robot_code": "r1"},
                         {"key": "Bad Key", "app_key": "k2", "app_secret": "s2"},
                         {"key": "nosecret", "app_key": "k3"},
                         {"key": "dupe", "app_key": "k1", "app_secret": "s1"},
                         {"key": "pigeon", "app_key": "k4", "app_secret": "s4", "mode": "pigeon"}]}
-    apps, problems = load_apps("main", env, section)
+    apps, problems = load_apps("main", section, env=env)
     assert [(a.key, a.tenant, a.mode, a.robot_code, a.callback_path) for a in apps] == [
         ("default", "main", "stream", "k0", "/dingtalk/callback"), ("beijing", "beijing", "http", "r1", "/dingtalk/beijing/callback")]
-    assert {p.app for p in problems} == {"apps[1]", "nosecret", "dupe", "pigeon"}
-    assert all(p.fix for p in problems)
-    assert load_apps("main", DingTalkEnv(), {}) == ([], [])
+    assert {p.account for p in problems} == {"#2", "nosecret", "dupe", "pigeon"}
+    assert all(p.setting and p.fix for p in problems)
+    by = {p.account: p for p in problems}
+    assert by["nosecret"].setting == "[[dingtalk.apps]] key='nosecret': app_secret" and "Client Secret" in by["nosecret"].fix
+    assert by["pigeon"].setting.endswith(": mode") and "'http' or 'stream'" in by["pigeon"].fix
+    assert "already used by 'beijing'" in by["dupe"].detail
+    assert load_apps("main", {}, env={}) == ([], [])
+    _, [missing] = load_apps("main", {}, env={"COPILOT_DINGTALK_APP_KEY": "k0"})
+    assert missing.setting == "COPILOT_DINGTALK_APP_SECRET" and missing.account == "default"

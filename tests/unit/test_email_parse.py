@@ -1,4 +1,4 @@
-"""Unit tests for connectors.email.parse: real Chinese-charset mail, fixtures, and synthetic cases."""
+"""Unit tests for connectors.email.mime: real Chinese-charset mail, fixtures, and synthetic cases."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from connectors.email import ParsedEmail, UnparseableEmail, parse_email
-from connectors.email.parse import strip_quoted
+from connectors.email.mime import strip_quoted
 
 CNMAIL = Path(__file__).resolve().parents[2].parent / "shared" / "cnmail"
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "email"

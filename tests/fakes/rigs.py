@@ -1,0 +1,277 @@
+"""One rig per connector for the contract suite (tests/integration/test_connector_contract.py): the
+connector wired into a whole copilot against its fake platform, and the same few verbs on each.
+
+  deliver(text, msg_id)  the platform hands the copilot a message from rep 张伟 (HTTP response, or None)
+  forged(text, msg_id)   the same with a bad signature (HTTP response); None where there is no signature
+  texts()                what the fake platform delivered to 张伟 so far, as text
+  target()               where a reply to 张伟 goes; fallback_target(): one whose client shows no cards
+  row_key(msg_id)        the inbox's platform_msg_id for a delivered message
+
+Plus `parse_cases()`: every fixture under tests/fixtures/<platform>/ as (id, parse it, expected fields).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import tempfile
+import tomllib
+from pathlib import Path
+from typing import Any, Callable
+
+from connectors.message import InboundMessage, Target
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+REP = "zhangwei"
+PLATFORMS = ("wecom", "dingtalk", "email", "console")
+
+
+class Rig:
+    channel = ""
+    text_limit: int | None = None  # None: the platform has no length limit
+    text_unit = "chars"
+    has_signature = True
+    shows_cards = True  # False: the client draws buttons itself (no text fallback needed)
+
+    def __init__(self, copilot, client, connector) -> None:
+        self.copilot, self.client, self.connector = copilot, client, connector
+
+    @property
+    def tenant(self) -> str:
+        return self.copilot.settings.tenant
+
+    def row_key(self, msg_id: str) -> str:
+        return msg_id
+
+    def fallback_target(self) -> Target:
+        return self.target()
+
+    async def wait(self, n: int, timeout: float = 20.0, until: Callable[[list[str]], bool] | None = None) -> list[str]:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            got = await self.texts()
+            if (until(got) if until else len(got) >= n) or asyncio.get_running_loop().time() > deadline:
+                return got
+            await asyncio.sleep(0.1)
+
+
+# WeCom: corp A (markdown) of tests/fakes/wecom_api.py ---------------------------------------------------
+class WeComRig(Rig):
+    channel, text_limit, text_unit = "wecom", 2048, "bytes"
+
+    @classmethod
+    async def open(cls, make_app, aiohttp_client, aiohttp_server, **_):
+        from bot.web.gateway import create_web_app
+        from connectors.wecom import WeComConnector
+        from connectors.wecom.config import CorpConfig
+        from tests.fakes.wecom_api import corp_settings, start_fake
+
+        fake = await start_fake(aiohttp_server)
+        conn = WeComConnector([CorpConfig(**c) for c in corp_settings(fake)])
+        copilot = make_app(channels=[conn])
+        copilot.directory.link(REP, "wecom", "ZhangWei", tenant=copilot.settings.tenant)
+        rig = cls(copilot, await aiohttp_client(create_web_app(copilot)), conn)
+        rig.fake = fake
+        return rig
+
+    async def _post(self, text: str, msg_id: str, signature: str = ""):
+        from tests.fakes.wecom_api import A, callback, text_xml
+
+        params, body = callback(A, text_xml(A, "ZhangWei", text, msg_id))
+        if signature:
+            params["msg_signature"] = signature
+        return await self.client.post("/wecom/callback", params=params, data=body, headers={"Content-Type": "text/xml"})
+
+    async def deliver(self, text: str, msg_id: str):
+        return await self._post(text, msg_id)
+
+    async def forged(self, text: str, msg_id: str):
+        return await self._post(text, msg_id, signature="f" * 40)
+
+    async def texts(self) -> list[str]:
+        from tests.fakes.wecom_api import A
+
+        mine = [m for m in self.fake.sent if m["corp_id"] == A["corp_id"] and m["touser"] == "ZhangWei"]
+        assert not any(m.get("truncated") for m in mine), "WeCom cut a message"
+        return [m[m["msgtype"]]["content"] for m in mine if m["msgtype"] in ("text", "markdown")]
+
+    def target(self) -> Target:
+        return Target(channel="wecom", tenant=self.tenant, conversation_id="ZhangWei", user_id="ZhangWei", context={"corp": "default"})
+
+
+# DingTalk: one app over HTTP callbacks (tests/fakes/dingtalk_api.py) -------------------------------------
+APP, SECRET, STAFF = "dingappkey0001", "app-secret-0001-abcdefghijklmnopqrstuvwxyz", "0251120101"
+
+
+class DingTalkRig(Rig):
+    channel, text_limit = "dingtalk", 3800
+
+    @classmethod
+    async def open(cls, make_app, aiohttp_client, aiohttp_server, settings, **_):
+        from bot.web.gateway import create_web_app
+        from connectors.dingtalk import DingTalkConnector
+        from connectors.dingtalk.config import DingTalkApp
+        from tests.fakes.dingtalk_api import FakeDingTalk
+
+        fake = FakeDingTalk()
+        fake.bind(str((await aiohttp_server(fake.app())).make_url("")))
+        fake.add_app(APP, SECRET)
+        conn = DingTalkConnector([DingTalkApp(tenant=settings.tenant, app_key=APP, app_secret=SECRET, api_base=fake.base,
+                                              oapi_base=fake.base)])
+        copilot = make_app(channels=[conn])
+        copilot.directory.link(REP, "dingtalk", STAFF, tenant=copilot.settings.tenant)
+        rig = cls(copilot, await aiohttp_client(create_web_app(copilot)), conn)
+        rig.fake = fake
+        return rig
+
+    async def _post(self, text: str, msg_id: str, secret: str):
+        body = self.fake.message(APP, sender=STAFF, text=text, msg_id=msg_id)
+        return await self.client.post("/dingtalk/callback", data=json.dumps(body, ensure_ascii=False).encode(),
+                                      headers=self.fake.signed_headers(secret))
+
+    async def deliver(self, text: str, msg_id: str):
+        return await self._post(text, msg_id, SECRET)
+
+    async def forged(self, text: str, msg_id: str):
+        return await self._post(text, msg_id, "not-the-secret")
+
+    async def texts(self) -> list[str]:
+        return [s.text for s in self.fake.sent]
+
+    def target(self) -> Target:  # no session webhook: the robot API
+        return Target(channel="dingtalk", tenant=self.tenant, conversation_id=f"cidP2P{APP}{STAFF}==", user_id=STAFF)
+
+    def fallback_target(self) -> Target:  # in a group a card's click would not reach the robot: text only
+        return Target(channel="dingtalk", tenant=self.tenant, conversation_id=f"cidGroup{APP}==", user_id=STAFF, is_group=True,
+                      context={"openConversationId": f"cidGroup{APP}==", "senderStaffId": STAFF, "senderNick": "张伟"})
+
+
+# Email: a real Dovecot (IMAP in) and aiosmtpd (SMTP out) ----------------------------------------------
+REP_MAIL = "zhangwei@yunfan.example.com"
+
+
+class EmailRig(Rig):
+    channel, has_signature = "email", False
+
+    @classmethod
+    async def open(cls, make_app, aiohttp_client, settings, request, **_):
+        from bench.load import free_port
+        from bot.web.gateway import create_web_app
+        from connectors.email.connector import EmailConnector
+        from tests.fakes.email_env import email_context
+        from tests.fakes.mail_server import MailServer
+
+        imap = request.getfixturevalue("imap_user")
+        server = MailServer(free_port()).start()
+        request.addfinalizer(server.stop)
+        mb = imap.mailbox(smtp_host="127.0.0.1", smtp_port=server.port, smtp_security="none", bcc_self=False)
+        conn = EmailConnector([mb], email_context(settings))
+        copilot = make_app(channels=[conn])
+        rig = cls(copilot, await aiohttp_client(create_web_app(copilot)), conn)
+        rig.imap, rig.smtp = imap, server
+        return rig
+
+    def row_key(self, msg_id: str) -> str:
+        return f"<{msg_id}@yunfan.example.com>"
+
+    async def deliver(self, text: str, msg_id: str) -> None:
+        raw = (f"From: =?utf-8?B?5byg5Lyf?= <{REP_MAIL}>\r\nTo: {self.imap.address}\r\nSubject: =?utf-8?B?6Zeu6aKY?=\r\n"
+               f"Message-ID: {self.row_key(msg_id)}\r\nDate: Mon, 4 Mar 2024 10:00:00 +0800\r\n"
+               f"Content-Type: text/plain; charset=utf-8\r\n\r\n{text}\r\n").encode()
+        await self.imap.append(raw)
+
+    async def forged(self, text: str, msg_id: str) -> None:
+        return None
+
+    async def texts(self) -> list[str]:
+        return [r.message.get_body(("plain",)).get_content().strip() for r in self.smtp.received if REP_MAIL in r.rcpt_tos]
+
+    def target(self) -> Target:
+        return Target(channel="email", tenant=self.tenant, conversation_id="<t1@yunfan.example.com>", user_id=REP_MAIL,
+                      context={"mailbox": "default", "from": REP_MAIL, "subject": "问题", "message_id": "<t1@yunfan.example.com>"})
+
+
+# The web chat (connectors/local) ------------------------------------------------------------------------
+class ConsoleRig(Rig):
+    channel, has_signature, shows_cards = "console", False, False
+    CONV = "contract"
+
+    @classmethod
+    async def open(cls, make_app, aiohttp_client, **_):
+        from bot.web.gateway import create_web_app
+
+        copilot = make_app()
+        return cls(copilot, await aiohttp_client(create_web_app(copilot)), copilot.channels.get("console"))
+
+    async def deliver(self, text: str, msg_id: str):
+        return await self.client.post("/api/chat", json={"as": REP, "text": text, "conversation": self.CONV, "id": msg_id})
+
+    async def forged(self, text: str, msg_id: str) -> None:
+        return None
+
+    async def texts(self) -> list[str]:
+        r = await self.client.get("/api/replies", params={"conversation": self.CONV, "after": "0", "wait": "0"})
+        return [row["reply"]["text"] for row in (await r.json())["replies"]]
+
+    def target(self) -> Target:
+        return Target(channel="console", tenant=self.tenant, conversation_id=self.CONV, user_id=REP)
+
+
+RIGS: dict[str, type[Rig]] = {"wecom": WeComRig, "dingtalk": DingTalkRig, "email": EmailRig, "console": ConsoleRig}
+
+
+# fixtures as parse cases ----------------------------------------------------------------------------------
+def parse_cases() -> list[tuple[str, Callable[[], InboundMessage | None], dict[str, Any] | None]]:
+    """(id, parse the fixture, the fields it must have; None: acknowledged and ignored; {"error": s}: refused)."""
+    from connectors.dingtalk.parse import parse as dingtalk_parse
+    from connectors.email.config import Mailbox
+    from connectors.email.files import Files
+    from connectors.email.parse import parse_bytes
+    from connectors.local.parse import parse as console_parse
+    from connectors.wecom.crypto import parse_xml
+    from connectors.wecom.parse import parse as wecom_parse
+
+    cases: list = []
+    for c in tomllib.loads((FIXTURES / "wecom" / "messages.toml").read_text("utf-8"))["case"]:
+        e = c["expect"]
+        want = None if e.get("ignored") else {k: e[k] for k in ("kind", "text", "event") if k in e}
+        if want is not None:
+            if e.get("msg_id"):
+                want["platform_msg_id"] = e["msg_id"]
+            if "action_key" in e:
+                want["action"] = {"key": e["action_key"], "ref": e["action_ref"]}
+            if "attachment_ref" in e:
+                want["attachment"] = {"ref": e["attachment_ref"], "name": e["attachment_name"]}
+            want.update(channel="wecom", tenant="t1", sender_id=re.search(r"<FromUserName><!\[CDATA\[(.*?)]]>", c["xml"])[1])
+        cases.append((f"wecom-{c['name']}", lambda c=c: wecom_parse(parse_xml(c["xml"].encode()), tenant="t1", corp="c1"), want))
+    for path in sorted((FIXTURES / "dingtalk").glob("*.json")):
+        c = json.loads(path.read_text("utf-8"))
+        want = None if c["expect"] is None else {**c["expect"], "channel": "dingtalk", "platform_msg_id": c["payload"]["msgId"]}
+        cases.append((f"dingtalk-{path.stem}", lambda c=c: dingtalk_parse(c["payload"], tenant="default", robot_code=APP), want))
+    mb = Mailbox(imap_host="h", username="copilot@seller.example.cn", tenant="default")
+    for c in tomllib.loads((FIXTURES / "email" / "expected.toml").read_text("utf-8"))["case"]:
+        raw = (FIXTURES / "email" / c["file"]).read_bytes()
+        cases.append((f"email-{c['file']}", lambda raw=raw: parse_bytes(raw, mb, Files(Path(tempfile.mkdtemp()))),
+                      {**c["expect"], "channel": "email"}))
+    for c in tomllib.loads((FIXTURES / "console" / "messages.toml").read_text("utf-8"))["case"]:
+        body = {**c["body"], **({"text": "x" * c["long_text"]} if "long_text" in c else {})}
+        want = {"error": c["error"]} if "error" in c else {**c["expect"], "channel": "console"}
+        cases.append((f"console-{c['name']}", lambda body=body: console_parse(body, tenant="default"), want))
+    return cases
+
+
+def check_fields(msg: InboundMessage, want: dict[str, Any]) -> None:
+    for key, value in want.items():
+        if key == "attachment":
+            [att] = msg.attachments
+            assert {k: getattr(att, k) for k in value} == value
+        elif key == "action":
+            assert msg.action is not None and msg.action.model_dump() == value
+        elif key == "text_starts":
+            assert msg.text.startswith(value), msg.text[:80]
+        elif key.startswith("mail."):
+            got = getattr(msg.mail, key[5:])
+            assert (list(got) if isinstance(got, tuple) else got) == value, key
+        else:
+            got = getattr(msg, key)
+            assert (list(got) if isinstance(got, tuple) else got) == value, key
