@@ -1,4 +1,5 @@
-"""Channel and CRM connectors: thin adapters around the unified message model (bot.models).
+"""The channel layer: the platform-neutral message model (message.py), the channel capabilities (channel.py),
+the shared account loader (config.py), text rendering and splitting (text.py), and one package per platform.
 
-A connector imports only bot.models and bot.connector; never rag, crm internals or the agent.
+Nothing here imports bot, rag or crm; a platform package imports only this core and itself.
 """

@@ -11,7 +11,8 @@ reconnect with backoff on any failure. Exactly once across restarts and reconnec
   over; only the unseen ones go to the sink.
 
 A message that cannot be parsed is kept raw, flagged `$CopilotUnparsed` in the mailbox, logged and
-counted; the loop moves on. Imports the bot's models only.
+counted; the loop moves on. A message the sink refuses for now (Throttled) leaves the cursor before it: the
+watcher waits on the same connection and hands it over again. Imports the channel core and this package only.
 """
 from __future__ import annotations
 

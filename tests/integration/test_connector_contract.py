@@ -21,7 +21,7 @@ import pytest
 from bot.pipeline.tables import InboxRow
 from connectors.message import Button, Citation, Reply
 from connectors.text import measure
-from tests.fakes.email_env import *
+from tests.fakes.email_env import *  # noqa: F403 - the Dovecot fixtures the email rig uses
 from tests.fakes.rigs import PLATFORMS, RIGS, Rig, check_fields, parse_cases
 
 CASES = parse_cases()

@@ -13,7 +13,7 @@ import pytest
 
 from bot.pipeline.ratelimit import RateLimiter
 from connectors.channel import Accepted, Throttled
-from tests.fakes.email_env import *
+from tests.fakes.email_env import *  # noqa: F403 - the Dovecot fixtures the email rig uses
 from tests.fakes.email_env import Collector, email_context
 from tests.fakes.rigs import RIGS, Rig
 
