@@ -22,7 +22,8 @@ from sqlmodel import Session
 from connectors.channel import Accepted
 from connectors.message import InboundMessage, Reply, Target, utcnow
 from connectors.sql import insert_ignore
-from bot.pipeline.tables import InboxRow, OutboundRow
+from bot.pipeline.outbox import queue_answers
+from bot.pipeline.tables import InboxRow
 
 OWNER = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -172,21 +173,12 @@ class Inbox:
     def complete(self, inbox_id: int, msg: InboundMessage, replies: list[Reply], *, status: str = "done", error: str = "") -> list[int]:
         """Mark done (or dead) and queue the replies, atomically. Returns the outbound ids."""
         t = InboxRow.__table__
-        o = OutboundRow.__table__
-        target = Target.of(msg).model_dump_json()
-        ids = []
         with self.engine.begin() as conn:
             res = conn.execute(update(t).where(t.c.id == inbox_id, t.c.lease_owner == OWNER, t.c.status == "processing")
                                .values(status=status, error=error[:2000], finished_at=utcnow(), lease_until=0.0))
             if res.rowcount != 1:
                 return []  # lost the lease: someone else finishes this message
-            for seq, reply in enumerate(replies):
-                r = conn.execute(o.insert().values(
-                    dedupe_key=f"in:{inbox_id}:{seq}", inbox_id=inbox_id, channel=msg.channel, tenant=msg.tenant,
-                    conversation_key=msg.conversation_key, target=target, reply=reply.model_dump_json(), status="pending",
-                    attempts=0, not_before=0.0, error="", created_at=utcnow()).returning(o.c.id))
-                ids.append(r.scalar_one())
-        return ids
+            return queue_answers(conn, inbox_id, Target.of(msg), replies)
 
     def retry_later(self, inbox_id: int, error: str, delay: float) -> None:
         t = InboxRow.__table__

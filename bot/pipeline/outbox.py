@@ -14,12 +14,13 @@ import logging
 import time
 
 from sqlalchemy import func, select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from bot.pipeline.channels import Channels
 from connectors.channel import SendError
 from bot.ops.metrics import Metrics
 from connectors.message import Reply, Target, conversation_key, utcnow
+from connectors.sql import insert_ignore
 from bot.pipeline.tables import OutboundRow
 
 log = logging.getLogger("copilot.outbox")
@@ -44,14 +45,9 @@ class Outbox:
 
     def enqueue(self, target: Target, reply: Reply, dedupe_key: str, conversation_key: str | None = None) -> int | None:
         """Queue a reply that is not the answer to an inbox row (nudges, notifications). Idempotent on the key."""
-        from connectors.sql import insert_ignore
-
         with self.engine.begin() as conn:
-            res = conn.execute(insert_ignore(self.engine, OutboundRow.__table__, dict(
-                dedupe_key=dedupe_key, inbox_id=None, channel=target.channel, tenant=target.tenant,
-                conversation_key=conversation_key or target.conversation_key,
-                target=target.model_dump_json(), reply=reply.model_dump_json(), status="pending", attempts=0,
-                not_before=0.0, error="", created_at=utcnow())).returning(OutboundRow.__table__.c.id))
+            res = conn.execute(insert_ignore(self.engine, OutboundRow.__table__, reply_row(
+                target, reply, dedupe_key, conversation_key=conversation_key)).returning(OutboundRow.__table__.c.id))
             row = res.first()
         self.wake()
         return row[0] if row else None
@@ -224,6 +220,21 @@ class Outbox:
         t = OutboundRow.__table__
         with self.engine.connect() as conn:
             return {s: n for s, n in conn.execute(select(t.c.status, func.count()).group_by(t.c.status)).all()}
+
+
+def reply_row(target: Target, reply: Reply, dedupe_key: str, *, inbox_id: int | None = None,
+              conversation_key: str | None = None) -> dict:
+    """The one shape of an outbound row: what the outbox sends, in order per conversation."""
+    return dict(dedupe_key=dedupe_key, inbox_id=inbox_id, channel=target.channel, tenant=target.tenant,
+                conversation_key=conversation_key or target.conversation_key, target=target.model_dump_json(),
+                reply=reply.model_dump_json(), status="pending", attempts=0, not_before=0.0, error="", created_at=utcnow())
+
+
+def queue_answers(conn: Connection, inbox_id: int, target: Target, replies: list[Reply]) -> list[int]:
+    """Queue the answers to one inbox row inside the caller's transaction (the one that marks the row done)."""
+    o = OutboundRow.__table__
+    return [conn.execute(o.insert().values(reply_row(target, reply, f"in:{inbox_id}:{seq}", inbox_id=inbox_id)).returning(o.c.id)).scalar_one()
+            for seq, reply in enumerate(replies)]
 
 
 def reply_history(engine: Engine, channel: str):  # noqa: ANN201
