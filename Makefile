@@ -2,7 +2,8 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-PIP    := $(PY) -m pip --disable-pip-version-check -q
+# -q, and no setuptools notices about the editable install: one line of progress per step
+PIP    := PYTHONWARNINGS=ignore::UserWarning $(PY) -m pip --disable-pip-version-check -q
 # `run` needs the product only (no torch); `test` adds the test tools and the st extra (torch)
 RUN_STAMP  := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
@@ -31,7 +32,7 @@ $(TEST_STAMP): pyproject.toml | $(PY)
 	@touch $@ $(RUN_STAMP)
 
 run: setup
-	@echo "==> starting the copilot (the first start loads the sample knowledge: about half a minute)"
+	@echo "==> starting the copilot (the first start loads the sample users and knowledge; Ctrl-C stops it)"
 	@$(VENV)/bin/copilot serve
 
 test: setup-test
