@@ -2,7 +2,8 @@
 connector wired into a whole copilot against its fake platform, and the same few verbs on each.
 
   deliver(text, msg_id)  the platform hands the copilot a message from rep 张伟 (HTTP response, or None)
-  forged(text, msg_id)   the same with a bad signature (HTTP response); None where there is no signature
+  refused(text, msg_id)  the same with bad credentials (a forged signature, a wrong password): why it was
+                         refused, or None where the channel has none to check
   texts()                what the fake platform delivered to 张伟 so far, as text
   target()               where a reply to 张伟 goes; fallback_target(): one whose client shows no cards
   row_key(msg_id)        the inbox's platform_msg_id for a delivered message
@@ -30,7 +31,6 @@ class Rig:
     channel = ""
     text_limit: int | None = None  # None: the platform has no length limit
     text_unit = "chars"
-    has_signature = True
     shows_cards = True  # False: the client draws buttons itself (no text fallback needed)
 
     def __init__(self, copilot, client, connector) -> None:
@@ -45,6 +45,14 @@ class Rig:
 
     def fallback_target(self) -> Target:
         return self.target()
+
+    async def refused(self, text: str, msg_id: str) -> str | None:
+        r = await self.forged(text, msg_id)
+        assert r.status == 403, r.status
+        return (await r.json())["error"]
+
+    async def forged(self, text: str, msg_id: str):  # the HTTP response to a request with a bad signature
+        raise NotImplementedError
 
     async def wait(self, n: int, timeout: float = 20.0, until: Callable[[list[str]], bool] | None = None) -> list[str]:
         deadline = asyncio.get_running_loop().time() + timeout
@@ -151,7 +159,7 @@ REP_MAIL = "zhangwei@yunfan.example.com"
 
 
 class EmailRig(Rig):
-    channel, has_signature = "email", False
+    channel = "email"
 
     @classmethod
     async def open(cls, make_app, aiohttp_client, settings, request, **_):
@@ -168,7 +176,7 @@ class EmailRig(Rig):
         conn = EmailConnector([mb], email_context(settings))
         copilot = make_app(channels=[conn])
         rig = cls(copilot, await aiohttp_client(create_web_app(copilot)), conn)
-        rig.imap, rig.smtp = imap, server
+        rig.imap, rig.smtp, rig.settings = imap, server, settings
         return rig
 
     def row_key(self, msg_id: str) -> str:
@@ -180,8 +188,27 @@ class EmailRig(Rig):
                f"Content-Type: text/plain; charset=utf-8\r\n\r\n{text}\r\n").encode()
         await self.imap.append(raw)
 
-    async def forged(self, text: str, msg_id: str) -> None:
-        return None
+    async def refused(self, text: str, msg_id: str) -> str | None:
+        """Mail carries no signature the copilot could check; the mailbox's login is what is refused: a watcher
+        with a wrong password hands nothing over and says why (the mail stays for the right one)."""
+        from connectors.email.connector import EmailConnector
+        from tests.fakes.email_env import Collector, Imap, email_context
+
+        locked = Imap(self.imap.server, f"locked-{self.imap.address}", "the-right-password")
+        self.imap.server.add_user(locked.address, locked.password)
+        await locked.append(f"From: {REP_MAIL}\r\nSubject: hi\r\nMessage-ID: <{msg_id}@yunfan.example.com>\r\n\r\n{text}\r\n".encode())
+        sink = Collector()
+        conn = EmailConnector([locked.mailbox(key="wrong", password="not-the-password")], email_context(self.settings))
+        await conn.start(sink)
+        try:
+            for _ in range(100):
+                if conn.watchers["wrong"].status.last_error:
+                    break
+                await asyncio.sleep(0.05)
+            assert sink.messages == []
+            return conn.watchers["wrong"].status.last_error
+        finally:
+            await conn.aclose()
 
     async def texts(self) -> list[str]:
         return [r.message.get_body(("plain",)).get_content().strip() for r in self.smtp.received if REP_MAIL in r.rcpt_tos]
@@ -193,7 +220,7 @@ class EmailRig(Rig):
 
 # The web chat (connectors/local) ------------------------------------------------------------------------
 class ConsoleRig(Rig):
-    channel, has_signature, shows_cards = "console", False, False
+    channel, shows_cards = "console", False
     CONV = "contract"
 
     @classmethod
@@ -206,8 +233,8 @@ class ConsoleRig(Rig):
     async def deliver(self, text: str, msg_id: str):
         return await self.client.post("/api/chat", json={"as": REP, "text": text, "conversation": self.CONV, "id": msg_id})
 
-    async def forged(self, text: str, msg_id: str) -> None:
-        return None
+    async def refused(self, text: str, msg_id: str) -> None:
+        return None  # the web chat is the local channel: no platform signs its requests
 
     async def texts(self) -> list[str]:
         r = await self.client.get("/api/replies", params={"conversation": self.CONV, "after": "0", "wait": "0"})
