@@ -15,6 +15,7 @@ from bot.people.directory import Directory
 from bot.ops.metrics import Metrics
 from connectors.message import Reply, Target
 from bot.proactive.nudges import ContentRef
+from bot.pipeline.channels import Channels
 from bot.pipeline.outbox import Outbox
 from bot.prompts import Prompts
 from bot.proactive.scheduler import NudgeConfig, Scheduler
@@ -33,7 +34,7 @@ def at(y: int, m: int, d: int, hh: int, mm: int = 0) -> datetime:
 
 
 def make_scheduler(engine, owner: str = "a", content=None) -> Scheduler:  # noqa: F811
-    outbox = Outbox(engine, {}, Metrics())  # not started: rows stay queued for the assertions
+    outbox = Outbox(engine, Channels([]), Metrics())  # not started: rows stay queued for the assertions
     return Scheduler(engine, outbox, Directory(engine), CRM(engine), "default", "Asia/Shanghai", owner=owner, prompts=Prompts(PROMPTS_DIR),
                      cfg=NudgeConfig(), health=HealthConfig(), content=content)
 
