@@ -35,7 +35,11 @@ run: setup
 	@echo "==> starting the copilot (the first start loads the sample users and knowledge; Ctrl-C stops it)"
 	@$(VENV)/bin/copilot serve
 
+# the import rules (contracts in pyproject.toml), the linter, then every test
 test: setup-test
+	@echo "==> import contracts (lint-imports) and ruff"
+	@$(VENV)/bin/lint-imports --no-cache | tail -n 3
+	@$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 # after changing the sample knowledge: rewrite the vectors a first start copies instead of running the model

@@ -52,18 +52,6 @@ class Knowledge:
     retriever: Retriever
     ingestor: Ingestor
 
-    def needs_samples(self) -> bool:
-        from bot.samples import needs_samples
-
-        return needs_samples(self.directory, self.knowledge.vectors)
-
-    def load_samples(self, progress=None) -> dict:  # noqa: ANN001
-        from bot.samples import load_samples
-
-        s = self.settings
-        return load_samples(s.knowledge_dir, s.tenant, s.timezone, engine=self.engine, directory=self.directory,
-                            ingestor=self.knowledge.ingestor, progress=progress)
-
     def close(self) -> None:
         self.embedder.close()
 
@@ -183,7 +171,7 @@ class App:
 
         return needs_samples(self.directory, self.knowledge.vectors)
 
-    def load_samples(self, progress=None) -> dict:  # noqa: ANN001
+    def load_samples(self, progress=None) -> dict:
         from bot.samples import load_samples
 
         s = self.settings
@@ -217,8 +205,8 @@ def build_app(settings: Settings, *, platforms: bool = False, channels: Iterable
     from bot.pipeline.outbox import Outbox, reply_history
     from bot.pipeline.ratelimit import RateLimiter
     from bot.pipeline.router import Router
-    from bot.prompts import Prompts
     from bot.proactive.scheduler import build_scheduler
+    from bot.prompts import Prompts
     from bot.web.links import LinkSigner, load_secret
     from connectors import local as web_chat
     from crm.scoring import ScoringConfig
@@ -242,7 +230,7 @@ def build_app(settings: Settings, *, platforms: bool = False, channels: Iterable
     model = ChatModel(s, audit, audit.usage)
     answerer = Answerer(knowledge.retriever, prompts, floor=s.score_floor, floor_en=s.score_floor_en, stale_days=s.stale_days,
                         model=model, link=lambda h, v: links.url(h.doc_id, v.tenant, v.role, v.team, h.chunk_id))
-    reach = lambda rep_id: directory.target_for(rep_id, chans.names())  # noqa: E731
+    reach = lambda rep_id: directory.target_for(rep_id, chans.names())
     publishing = Publishing(engine, knowledge.ingestor, directory, outbox.enqueue, reach, prompts, stale_days=s.stale_days)
     agent = Agent(answerer=answerer, prompts=prompts, crm=crm, pending=PendingStore(engine), directory=directory, engine=engine,
                   enqueue=outbox.enqueue, can_email=lambda: "email" in chans, publishing=publishing)

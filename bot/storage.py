@@ -28,7 +28,7 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=16, max_overflow=16)
 
         @event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn, _record):  # noqa: ANN001
+        def _pragmas(dbapi_conn, _record):
             cur = dbapi_conn.cursor()
             # WAL + NORMAL: a committed transaction survives a process crash (SIGKILL); only power
             # loss can lose the last few. Readers never block the writer.
@@ -46,9 +46,9 @@ def make_engine(url: str) -> Engine:
 
 def register_tables() -> None:
     """Import every module that declares tables, so SQLModel.metadata holds the whole schema."""
-    import bot.agent.tables  # noqa: F401
-    import bot.ops.tables  # noqa: F401
-    import bot.people.tables  # noqa: F401
+    import bot.agent.tables
+    import bot.ops.tables
+    import bot.people.tables
     import bot.pipeline.tables  # noqa: F401
     import crm.models  # noqa: F401
     import rag.store  # noqa: F401
@@ -79,7 +79,7 @@ def init_db(engine: Engine) -> None:
                     "--autogenerate -m ...` (see migrations/README.md)", ", ".join(missing))
 
 
-def _alembic_config():  # noqa: ANN202
+def _alembic_config():
     from alembic.config import Config
 
     cfg = Config(str(MIGRATIONS / "alembic.ini"))

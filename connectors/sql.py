@@ -5,7 +5,7 @@ from sqlalchemy import Table
 from sqlalchemy.engine import Connection, Engine
 
 
-def insert_ignore(bind: Engine | Connection, table: Table, values: dict | None = None):  # noqa: ANN201
+def insert_ignore(bind: Engine | Connection, table: Table, values: dict | None = None):
     """INSERT ... ON CONFLICT DO NOTHING for the bind's dialect (values, or executemany parameters).
     The surrounding transaction stays usable when the row is already there."""
     if bind.dialect.name == "postgresql":

@@ -22,12 +22,12 @@ from bot.agent.compare import Comparer
 from bot.agent.crmlog import CrmLogger, Scope
 from bot.agent.draft import Drafter
 from bot.agent.llm import ModelUnavailable
-from bot.agent.storevisit import StoreVisits
-from bot.people.directory import Directory, Person
-from connectors.message import Action, InboundMessage, Reply
 from bot.agent.pending import Pending, PendingStore
-from bot.prompts import Prompts, ui_lang
+from bot.agent.storevisit import StoreVisits
 from bot.agent.tables import AgentTurn
+from bot.people.directory import Directory, Person
+from bot.prompts import Prompts, ui_lang
+from connectors.message import Action, InboundMessage, Reply
 from crm.service import CRM
 from rag.retrieve import Viewer
 from rag.text import language
@@ -45,16 +45,23 @@ INTENTS = [  # (job, pattern) for offline routing, checked in order
     ("log", r"拜访了|见了|见过|打了电话|电话沟通|通了电话|开了会|开会|会谈|面谈|聊了|去了|visited|met with|called|had a (call|meeting)|log (a|the|this)"),
     ("compare", r"比较|对比|相比|比起|比怎么样|怎么比|区别|差异|\bvs\.?\b|versus|compare|compared|against"),
 ]
+
+
+def _tool(name: str, description: str, required: tuple[str, ...] = (), **params: dict) -> dict:
+    """A function the model may call (OpenAI tool schema)."""
+    return {"type": "function", "function": {"name": name, "description": description, "parameters": {
+        "type": "object", "properties": params, **({"required": list(required)} if required else {})}}}
+
+
+STRING = {"type": "string"}
 TOOLS = [
-    {"type": "function", "function": {"name": "answer_question", "description": "Answer a product/process/competitor question from the knowledge base",
-                                      "parameters": {"type": "object", "properties": {"question": {"type": "string"}}, "required": ["question"]}}},
-    {"type": "function", "function": {"name": "compare_competitor", "description": "Side-by-side comparison with a named competitor",
-                                      "parameters": {"type": "object", "properties": {"competitor": {"type": "string"}, "aspect": {"type": "string"}}, "required": ["competitor"]}}},
-    {"type": "function", "function": {"name": "draft_followup", "description": "Draft a follow-up email or chat message to a customer account",
-                                      "parameters": {"type": "object", "properties": {"account": {"type": "string"}, "channel": {"type": "string", "enum": ["email", "chat"]}}, "required": ["account"]}}},
-    {"type": "function", "function": {"name": "log_activity", "description": "Record a customer visit/call/meeting in the CRM", "parameters": {"type": "object", "properties": {"notes": {"type": "string"}}, "required": ["notes"]}}},
-    {"type": "function", "function": {"name": "log_store_visit", "description": "Record a store check", "parameters": {"type": "object", "properties": {"notes": {"type": "string"}}, "required": ["notes"]}}},
-    {"type": "function", "function": {"name": "my_day", "description": "Today's tasks, due follow-ups and stalled deals", "parameters": {"type": "object", "properties": {}}}},
+    _tool("answer_question", "Answer a product/process/competitor question from the knowledge base", ("question",), question=STRING),
+    _tool("compare_competitor", "Side-by-side comparison with a named competitor", ("competitor",), competitor=STRING, aspect=STRING),
+    _tool("draft_followup", "Draft a follow-up email or chat message to a customer account", ("account",), account=STRING,
+          channel={"type": "string", "enum": ["email", "chat"]}),
+    _tool("log_activity", "Record a customer visit/call/meeting in the CRM", ("notes",), notes=STRING),
+    _tool("log_store_visit", "Record a store check", ("notes",), notes=STRING),
+    _tool("my_day", "Today's tasks, due follow-ups and stalled deals"),
 ]
 JOBS = ("ask", "compare", "draft", "log", "todo", "store")
 PRIVATE_JOBS = ("draft", "log", "todo", "store")  # CRM data: one-to-one chats only
@@ -87,7 +94,7 @@ class Turn:
 
 class Agent:
     def __init__(self, *, answerer: Answerer, prompts: Prompts, crm: CRM, pending: PendingStore, directory: Directory,
-                 engine: Engine, enqueue, can_email, publishing=None) -> None:  # noqa: ANN001
+                 engine: Engine, enqueue, can_email, publishing=None) -> None:
         self.answerer = answerer
         self.prompts = prompts
         self.crm = crm
@@ -107,7 +114,7 @@ class Agent:
         return Scope(person, team)
 
     # entry points --------------------------------------------------------------------------------
-    def handle(self, person: Person, msg: InboundMessage, on_text=None) -> list[Reply]:  # noqa: ANN001
+    def handle(self, person: Person, msg: InboundMessage, on_text=None) -> list[Reply]:
         """`on_text`: where a channel that can show an answer while it is written wants the text so far."""
         text = msg.text.strip()
         now = msg.received_at.astimezone(ZoneInfo(person.timezone or "Asia/Shanghai"))
@@ -162,7 +169,7 @@ class Agent:
             return "compare"
         return "ask"
 
-    def run(self, job: str, person: Person, text: str, conv: str, now: datetime, key: str, on_text=None) -> Turn:  # noqa: ANN001
+    def run(self, job: str, person: Person, text: str, conv: str, now: datetime, key: str, on_text=None) -> Turn:
         lang = language(text) if text else ui_lang(person.language)
         if job == "todo":
             return Turn("todo", [self.my_day(person, now)], {"crm": "my_day"})

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from bot.agent.llm import ChatModel, ModelUnavailable
-from connectors.message import Citation
 from bot.prompts import Prompts
+from connectors.message import Citation
 from rag.retrieve import Hit, Retriever, Viewer
 from rag.text import language, sentences, tokenize
 

@@ -65,7 +65,7 @@ def _cell(h: Hit, focus: bool) -> str:
 
 
 class Comparer:
-    def __init__(self, retriever: Retriever, prompts: Prompts, stale_days: int, link) -> None:  # noqa: ANN001
+    def __init__(self, retriever: Retriever, prompts: Prompts, stale_days: int, link) -> None:
         self.retriever = retriever
         self.prompts = prompts
         self.stale_days = stale_days

@@ -9,17 +9,17 @@ from __future__ import annotations
 import logging
 
 from bot.agent.extract import topics
-from bot.people.directory import Directory, Person
-from connectors.message import Button, InboundMessage, Reply
 from bot.agent.pending import PendingStore
+from bot.people.directory import Directory, Person
 from bot.prompts import Prompts, ui_lang
+from connectors.message import Button, InboundMessage, Reply
 from crm.service import CRM
 
 log = logging.getLogger("copilot.mail")
 
 
 class Correspondence:
-    def __init__(self, directory: Directory, crm: CRM, pending: PendingStore, enqueue, reach, prompts: Prompts) -> None:  # noqa: ANN001
+    def __init__(self, directory: Directory, crm: CRM, pending: PendingStore, enqueue, reach, prompts: Prompts) -> None:
         self.reach = reach  # rep id -> Target in their own channel
         self.prompts = prompts
         self.directory = directory
@@ -64,7 +64,7 @@ class Correspondence:
             Button(key="reject", label=m.msg("button_ignore", lang), ref=p.id, reply="3")]), f"mail-notify:{msg.platform_msg_id}")
         return []
 
-    def _rep(self, msg: InboundMessage, account) -> Person | None:  # noqa: ANN001
+    def _rep(self, msg: InboundMessage, account) -> Person | None:
         for addr in [*msg.mail.to, *msg.mail.cc] if msg.mail is not None else []:
             person = self.directory.resolve("email", msg.tenant, addr)
             if person is not None:
@@ -72,6 +72,6 @@ class Correspondence:
         if account is not None and account.owner_id:
             try:
                 return self.directory.get(account.owner_id)
-            except Exception:  # noqa: BLE001 - an owner who left
+            except Exception:
                 return None
         return None

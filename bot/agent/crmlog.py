@@ -13,10 +13,10 @@ from datetime import datetime
 
 from bot.agent import extract as ex
 from bot.agent.llm import ChatModel, ModelUnavailable
-from bot.people.directory import Person
-from connectors.message import Button, Reply
 from bot.agent.pending import Pending, PendingStore
+from bot.people.directory import Person
 from bot.prompts import Prompts, ui_lang
+from connectors.message import Button, Reply
 from crm.service import CRM
 
 
@@ -44,7 +44,7 @@ def confirm_buttons(prompts: Prompts, pid: str, lang: str, confirm: str = "butto
 
 
 class CrmLogger:
-    def __init__(self, crm: CRM, pending: PendingStore, prompts: Prompts, model: ChatModel | None, scope_of) -> None:  # noqa: ANN001
+    def __init__(self, crm: CRM, pending: PendingStore, prompts: Prompts, model: ChatModel | None, scope_of) -> None:
         self.crm = crm
         self.pending = pending
         self.prompts = prompts
@@ -93,7 +93,7 @@ class CrmLogger:
         return self.render(p.id, p.payload, zh), {"crm": {"account": ctx.account.name, "account_id": account_id,
                                                           "recent_activities": [a.summary for a in ctx.activities[:3]]}}
 
-    def _extract(self, person: Person, text: str, now: datetime, ctx) -> dict:  # noqa: ANN001
+    def _extract(self, person: Person, text: str, now: datetime, ctx) -> dict:
         contacts = self.crm.find_contacts(person.tenant, text, [ctx.account.id])
         contact = contacts[0] if contacts else None
         opp = ctx.open_opportunities[0] if ctx.open_opportunities else None

@@ -14,10 +14,10 @@ from datetime import datetime, timedelta, timezone
 from bot.agent.crmlog import confirm_buttons
 from bot.agent.extract import topics
 from bot.agent.llm import ChatModel, ModelUnavailable
-from bot.people.directory import Person
-from connectors.message import Reply, Target
 from bot.agent.pending import Pending, PendingStore
+from bot.people.directory import Person
 from bot.prompts import Prompts, ui_lang
+from connectors.message import Reply, Target
 from crm.service import CRM, AccountContext
 from rag.retrieve import Retriever, Viewer
 
@@ -41,7 +41,7 @@ def situation(ctx: AccountContext, now: datetime) -> str:
 
 class Drafter:
     def __init__(self, crm: CRM, retriever: Retriever, pending: PendingStore, prompts: Prompts, model: ChatModel | None,
-                 enqueue, can_email) -> None:  # noqa: ANN001
+                 enqueue, can_email) -> None:
         self.crm = crm
         self.retriever = retriever
         self.pending = pending
@@ -222,7 +222,7 @@ class Drafter:
         return self.render(p.id, pl, person)
 
 
-def variant_report(engine, tenant: str) -> list[dict]:  # noqa: ANN001
+def variant_report(engine, tenant: str) -> list[dict]:
     """Per draft variant (prompt or template version): proposed, sent unchanged, sent edited, rejected,
     still open, and the later outcome of the account's deals (won/lost after a sent draft)."""
     from sqlalchemy import select as sa_select

@@ -98,7 +98,7 @@ class ChatModel:
     def configured(self) -> bool:
         return bool(self.settings.llm_base_url)
 
-    def _client(self):  # noqa: ANN202
+    def _client(self):
         if self._llm is None:
             from langchain_openai import ChatOpenAI
 
@@ -128,7 +128,7 @@ class ChatModel:
         started = time.perf_counter()
         try:
             msg = self._stream(llm, messages, masker, on_text) if on_text is not None and not tools else llm.invoke(messages)
-        except Exception as exc:  # noqa: BLE001 - every client/server/parse failure means "no model now"
+        except Exception as exc:
             latency = time.perf_counter() - started
             self.audit("model", job or "complete", actor, {"model": s.llm_model, "error": type(exc).__name__, "latency_ms": round(latency * 1000)})
             log.warning("model call failed (%s): %s", job, type(exc).__name__)
@@ -150,7 +150,7 @@ class ChatModel:
         return ModelReply(masker.unmask(content).strip(), calls, tokens, latency)
 
     @staticmethod
-    def _stream(llm, messages, masker: Masker, on_text: Callable[[str], None]):  # noqa: ANN001, ANN205
+    def _stream(llm, messages, masker: Masker, on_text: Callable[[str], None]):
         full = None
         last = 0.0
         for chunk in llm.stream(messages):

@@ -14,8 +14,8 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 
-from connectors.message import utcnow
 from bot.agent.tables import PendingRow
+from connectors.message import utcnow
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class Pending:
     status: str
 
 
-def _of(row) -> Pending:  # noqa: ANN001
+def _of(row) -> Pending:
     return Pending(row.id, row.tenant, row.rep_id, row.conversation_key, row.kind, json.loads(row.payload), row.status)
 
 

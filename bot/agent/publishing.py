@@ -12,14 +12,14 @@ from datetime import date
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
+from bot.agent.tables import AgentTurn
 from bot.people.directory import Directory, Person
+from bot.prompts import Prompts, ui_lang
 from connectors.message import Button, Reply
 from connectors.sql import insert_ignore
-from bot.agent.tables import AgentTurn
-from bot.prompts import Prompts, ui_lang
 from rag.ingest import AlreadyDecided, IngestError, Ingestor, IngestResult, Uploader
 from rag.report import content_report
-from rag.store import DocVersion, Document, Feedback
+from rag.store import Document, DocVersion, Feedback
 
 PUBLISHERS = ("enablement", "manager", "admin")
 APPROVE, REJECT = "kb_approve", "kb_reject"
@@ -27,7 +27,7 @@ APPROVE, REJECT = "kb_approve", "kb_reject"
 
 class Publishing:
     def __init__(self, engine: Engine, ingestor: Ingestor, directory: Directory, enqueue, reach, prompts: Prompts,
-                 stale_days: int = 90) -> None:  # noqa: ANN001
+                 stale_days: int = 90) -> None:
         self.reach = reach  # rep id -> Target in their own channel
         self.prompts = prompts
         self.engine = engine
@@ -113,7 +113,7 @@ class Publishing:
             try:
                 target = self.reach(r.owner)
                 owner = self.directory.get(r.owner)
-            except Exception:  # noqa: BLE001 - an owner who left the directory
+            except Exception:
                 continue
             lang = ui_lang(owner.language)
             text = self.prompts.msg("kb_owner_flags", lang, title=r.title, doc_id=r.doc_id, version=r.version, updated=r.updated,

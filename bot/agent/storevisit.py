@@ -7,10 +7,10 @@ from datetime import datetime
 
 from bot.agent import extract as ex
 from bot.agent.crmlog import confirm_buttons
-from bot.people.directory import Person
-from connectors.message import Reply
 from bot.agent.pending import Pending, PendingStore
+from bot.people.directory import Person
 from bot.prompts import Prompts, ui_lang
+from connectors.message import Reply
 from crm.service import CRM
 
 DISPLAY_OK = re.compile(r"陈列|货架|排面|display|shelf", re.I)

@@ -7,8 +7,8 @@ import sys
 import click
 import typer
 
-from bot.cli.common import CliError, app
 from bot.cli import core, crm, email, inbox, kb, report, reps, wecom  # noqa: F401  (registers commands)
+from bot.cli.common import CliError, app
 
 
 def _errors(*names: str) -> tuple[type[BaseException], ...]:
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.code)
     except KeyboardInterrupt:
         sys.exit(130)
-    except Exception as exc:  # noqa: BLE001 - one line, details in the log
+    except Exception as exc:
         logging.getLogger("copilot").debug("unhandled", exc_info=True)
         print(f"copilot: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
         sys.exit(1)

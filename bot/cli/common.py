@@ -112,7 +112,7 @@ def opened_knowledge(settings: Settings | None = None) -> Iterator[tuple[Setting
         engine.dispose()
 
 
-def person_for(settings: Settings, directory, rep_id: str | None, channel: str | None = None):  # noqa: ANN001, ANN201
+def person_for(settings: Settings, directory, rep_id: str | None, channel: str | None = None):
     """The person behind --as (an unknown id is an error); without --as: a rep with no team."""
     from bot.people.directory import DirectoryError, Person
 

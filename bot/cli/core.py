@@ -59,7 +59,7 @@ def serve(
 WORK_THREADS = "copilot-work"
 
 
-async def _serve(cp, application, s, grace: float) -> tuple[int, float]:  # noqa: ANN001
+async def _serve(cp, application, s, grace: float) -> tuple[int, float]:
     """Serve until Ctrl-C or SIGTERM, then drain for at most `grace` s. Returns (unfinished messages, deadline)."""
     import signal
     import time
@@ -93,7 +93,7 @@ async def _serve(cp, application, s, grace: float) -> tuple[int, float]:  # noqa
     return unfinished, deadline
 
 
-def _first_start(cp) -> None:  # noqa: ANN001
+def _first_start(cp) -> None:
     """On an empty data dir: the sample users, CRM records and knowledge, so everything works at once."""
     if not cp.needs_samples():
         return
@@ -132,7 +132,7 @@ def ingest(
         who = person_for(settings, directory, as_) if as_ else None
         uploader = Uploader(who.id, who.role, who.tenant) if who else Uploader("cli", "admin", settings.tenant)
 
-        def on_file(r) -> None:  # noqa: ANN001
+        def on_file(r) -> None:
             if as_json:
                 emit(r.to_json())
             elif r.status == "error":
@@ -167,7 +167,7 @@ def _batch_lines(path: Path) -> Iterator[tuple[int, dict | None, str]]:
                 yield n, None, str(exc)
 
 
-def _run_batch(settings, directory, path: Path, run) -> None:  # noqa: ANN001
+def _run_batch(settings, directory, path: Path, run) -> None:
     from bot.people.directory import DirectoryError
 
     for n, obj, err in _batch_lines(path):
@@ -201,7 +201,7 @@ def search(
     if (query is None) == (batch is None):
         raise CliError("give a query or --batch FILE (not both)")
     with opened_knowledge() as (settings, knowledge, directory):
-        def run(q: str, person) -> dict:  # noqa: ANN001
+        def run(q: str, person) -> dict:
             hits = knowledge.retriever.search(q, viewer_of(person), k=k, per_doc=per_doc, mode=mode)
             return {"hits": [h.public() for h in hits]}
 
@@ -233,7 +233,7 @@ def ask(
     if (question is None) == (batch is None):
         raise CliError("give a question or --batch FILE (not both)")
     with opened() as cp:
-        def run(q: str, person) -> dict:  # noqa: ANN001
+        def run(q: str, person) -> dict:
             return cp.agent.answerer.answer(q, viewer_of(person)).to_json()
 
         if batch is not None:
@@ -268,7 +268,7 @@ def chat(
         asyncio.run(_chat(cp, person, term, conv))
 
 
-async def _chat(cp, person, term, conv: str) -> None:  # noqa: ANN001
+async def _chat(cp, person, term, conv: str) -> None:
     import uuid
 
     from connectors.message import InboundMessage
@@ -320,7 +320,7 @@ def doctor(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
 
 
 class _Tick:
-    def __init__(self, progress, task) -> None:  # noqa: ANN001
+    def __init__(self, progress, task) -> None:
         self.progress, self.task = progress, task
 
     def __call__(self, n: int) -> None:

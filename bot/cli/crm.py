@@ -61,7 +61,7 @@ def import_(
         raise typer.Exit(1)
 
 
-def _link_identities(cp, rows: list[dict]) -> None:  # noqa: ANN001
+def _link_identities(cp, rows: list[dict]) -> None:
     """Reps are people: make each reachable on the console, by email, and on WeCom/DingTalk when the file says how."""
     tenant = cp.settings.tenant
     for row in rows:
@@ -134,7 +134,7 @@ def sync(
         typer.echo("  fix the cause, then: copilot crm sync --once --retry-dead", err=True)
 
 
-async def _deliver(deliverer, once: bool) -> dict:  # noqa: ANN001
+async def _deliver(deliverer, once: bool) -> dict:
     try:
         if not once:
             await deliverer.run()

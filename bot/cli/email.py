@@ -30,7 +30,7 @@ def seen(path: Path) -> dict:
         p = parse_email(raw)
     except UnparseableEmail as exc:
         raise ValueError(f"not an email: {exc}") from None
-    except Exception as exc:  # noqa: BLE001 - a parser failure on hostile bytes is still one line
+    except Exception as exc:
         raise ValueError(f"cannot be parsed: {type(exc).__name__}: {exc}") from None
     pid = platform_id(p, raw)
     return {

@@ -12,11 +12,11 @@ kb = typer.Typer(help="The knowledge base: versions, the publishing workflow, fr
 app.add_typer(kb, name="kb")
 
 
-def _doc_versions(cp, doc_id: str):  # noqa: ANN001, ANN202
+def _doc_versions(cp, doc_id: str):
     from sqlalchemy import select
     from sqlmodel import Session
 
-    from rag.store import DocVersion, Document
+    from rag.store import Document, DocVersion
 
     with Session(cp.engine) as s:
         doc = s.execute(select(Document).where(Document.tenant == cp.settings.tenant, Document.doc_id == doc_id)).scalars().first()
@@ -46,7 +46,7 @@ def drafts(as_json: bool = typer.Option(False, "--json")) -> None:
     from sqlalchemy import select
     from sqlmodel import Session
 
-    from rag.store import DocVersion, Document
+    from rag.store import Document, DocVersion
 
     with opened() as cp:
         with Session(cp.engine) as s:

@@ -38,7 +38,7 @@ def drafts(as_json: bool = typer.Option(False, "--json")) -> None:
         typer.echo("no drafts yet")
 
 
-def _messages(cp, day, days: int) -> dict[str, int]:  # noqa: ANN001
+def _messages(cp, day, days: int) -> dict[str, int]:
     """Replies the copilot gave each rep over the period (the bot's side of copilot usage)."""
     from bot.proactive.scheduler import agent_turns
 

@@ -20,7 +20,7 @@ app.add_typer(wecom, name="wecom")
 _REP_ID = re.compile(r"[^a-z0-9_.\-]")
 
 
-async def visible_members(client) -> list[dict]:  # noqa: ANN001
+async def visible_members(client) -> list[dict]:
     """Every member in the app's visible range, once each."""
     agent = await client.agent()
     members: dict[str, dict] = {}
@@ -34,7 +34,7 @@ async def visible_members(client) -> list[dict]:  # noqa: ANN001
     return list(members.values())
 
 
-def link_members(directory, tenant: str, members: list[dict], dry_run: bool = False) -> dict:  # noqa: ANN001
+def link_members(directory, tenant: str, members: list[dict], dry_run: bool = False) -> dict:
     """Link or create; returns the counts and what happened to whom."""
     people = directory.list(tenant)
     by_email = {p.email.lower(): p for p in people if p.email}
@@ -65,7 +65,7 @@ def link_members(directory, tenant: str, members: list[dict], dry_run: bool = Fa
     return summary
 
 
-def _free_id(directory, base: str, tenant: str) -> str:  # noqa: ANN001
+def _free_id(directory, base: str, tenant: str) -> str:
     """A rep id nobody has, in any tenant (ids are global: the same WeCom id in two corps is two people)."""
     from bot.people.directory import DirectoryError
 
@@ -84,8 +84,8 @@ def sync_users(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Pull members from the WeCom user API and link them to reps (by email, else id); create missing ones as reps."""
-    from connectors.wecom.client import WeComClient, WeComError
     from bot.settings import toml_section
+    from connectors.wecom.client import WeComClient, WeComError
     from connectors.wecom.config import load_corps
 
     settings = load_settings()
@@ -104,7 +104,7 @@ def sync_users(
         results = []
         for c in corps:
 
-            async def pull(c=c) -> list[dict]:  # noqa: ANN001
+            async def pull(c=c) -> list[dict]:
                 client = WeComClient(c)
                 try:
                     return await visible_members(client)

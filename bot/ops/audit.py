@@ -11,8 +11,8 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.engine import Engine
 
-from connectors.sql import insert_ignore
 from bot.ops.tables import AuditRow, ModelUsage
+from connectors.sql import insert_ignore
 
 
 class Audit:

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from connectors.message import Target
-from bot.settings import ROLES
-from connectors.sql import insert_ignore
 from bot.people.tables import Identity, PendingUser
+from bot.settings import ROLES
+from connectors.message import Target
+from connectors.sql import insert_ignore
 from crm.models import Rep
 
 

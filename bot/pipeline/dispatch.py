@@ -14,8 +14,8 @@ import time
 from collections import deque
 from typing import Awaitable, Callable
 
-from bot.pipeline.inbox import Inbox
 from bot.ops.metrics import Metrics
+from bot.pipeline.inbox import Inbox
 from connectors.message import InboundMessage, Reply
 
 log = logging.getLogger("copilot.dispatch")
@@ -105,7 +105,7 @@ class Dispatcher:
                 delay = await self._run_one(q[0])
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - a worker must survive anything
+            except Exception:
                 log.exception("dispatch failure")
                 delay = self.retry_base
             finally:
@@ -135,7 +135,7 @@ class Dispatcher:
             replies = await self.handler(msg)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self.metrics.failed.labels(msg.channel).inc()
             if attempts + 1 >= self.max_attempts:
                 log.error("message %s dead after %d attempts: %s", inbox_id, attempts + 1, exc)
@@ -173,5 +173,5 @@ class Dispatcher:
                 self.metrics.inbox_depth.set(counts.get("queued", 0) + counts.get("processing", 0))
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("sweeper failure")

@@ -19,11 +19,11 @@ from sqlalchemy import func, select, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from bot.pipeline.outbox import queue_answers
+from bot.pipeline.tables import InboxRow
 from connectors.channel import Accepted
 from connectors.message import InboundMessage, Reply, Target, utcnow
 from connectors.sql import insert_ignore
-from bot.pipeline.outbox import queue_answers
-from bot.pipeline.tables import InboxRow
 
 OWNER = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -103,7 +103,7 @@ class Inbox:
                 continue
             try:
                 results = await asyncio.to_thread(self._insert, [m for m, _ in batch])
-            except Exception as exc:  # noqa: BLE001 - every waiter must hear about it
+            except Exception as exc:
                 for _, fut in batch:
                     if not fut.done():
                         fut.set_exception(exc)
@@ -119,7 +119,7 @@ class Inbox:
         rows = [dict(channel=m.channel, tenant=m.tenant, platform_msg_id=m.platform_msg_id,
                      conversation_key=m.conversation_key, payload=m.model_dump_json(), status="queued", attempts=0,
                      not_before=0.0, lease_owner="", lease_until=0.0, error="", created_at=now) for m in msgs]
-        key = lambda m: (m.channel, m.tenant, m.platform_msg_id)  # noqa: E731
+        key = lambda m: (m.channel, m.tenant, m.platform_msg_id)
         with self.engine.begin() as conn:
             # executemany: the statement is compiled once and cached, rows go in "insertmanyvalues" batches
             stmt = insert_ignore(self.engine, table).returning(table.c.id, table.c.channel, table.c.tenant, table.c.platform_msg_id)
@@ -144,7 +144,7 @@ class Inbox:
             self._writer.cancel()
             try:
                 await self._writer
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+            except (asyncio.CancelledError, Exception):
                 pass
 
     # worker side (sync, run in threads) -------------------------------------------------------

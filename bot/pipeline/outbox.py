@@ -16,12 +16,12 @@ import time
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection, Engine
 
-from bot.pipeline.channels import Channels
-from connectors.channel import SendError
 from bot.ops.metrics import Metrics
+from bot.pipeline.channels import Channels
+from bot.pipeline.tables import OutboundRow
+from connectors.channel import SendError
 from connectors.message import Reply, Target, conversation_key, utcnow
 from connectors.sql import insert_ignore
-from bot.pipeline.tables import OutboundRow
 
 log = logging.getLogger("copilot.outbox")
 CLAIM_SECONDS = 120.0
@@ -29,7 +29,7 @@ CLAIM_SECONDS = 120.0
 
 class Outbox:
     def __init__(self, engine: Engine, channels: Channels, metrics: Metrics, *, max_attempts: int = 6,
-                 retry_base: float = 2.0, concurrency: int = 8, yield_to=None, only: set[str] | None = None) -> None:  # noqa: ANN001
+                 retry_base: float = 2.0, concurrency: int = 8, yield_to=None, only: set[str] | None = None) -> None:
         self.engine = engine
         self.channels = channels
         self.metrics = metrics
@@ -52,7 +52,7 @@ class Outbox:
         self.wake()
         return row[0] if row else None
 
-    def wake(self, *_ids) -> None:  # noqa: ANN002
+    def wake(self, *_ids) -> None:
         """Safe from any thread (jobs run in worker threads): the event is set on the loop's thread."""
         loop = self._loop_ref
         if loop is None or loop.is_closed():
@@ -106,7 +106,7 @@ class Outbox:
                 batch = await asyncio.to_thread(self._claim_batch)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("outbox claim failed")
                 batch = []
             if batch:
@@ -183,7 +183,7 @@ class Outbox:
                 await self.channels.send(target, reply, row.dedupe_key)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             retryable = exc.retryable if isinstance(exc, SendError) else True
             deferred = isinstance(exc, SendError) and exc.defer
             attempts = row.attempts + (0 if deferred else 1)
@@ -237,7 +237,7 @@ def queue_answers(conn: Connection, inbox_id: int, target: Target, replies: list
             for seq, reply in enumerate(replies)]
 
 
-def reply_history(engine: Engine, channel: str):  # noqa: ANN201
+def reply_history(engine: Engine, channel: str):
     """`history(tenant, conversation id, after row id)`: the replies delivered to one conversation of
     `channel`, oldest first (what the web chat shows)."""
     t = OutboundRow.__table__

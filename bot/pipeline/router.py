@@ -14,8 +14,8 @@ from bot.agent import Agent
 from bot.agent.correspondence import Correspondence
 from bot.people.directory import Directory, Person
 from bot.pipeline.channels import CannotFetch
-from connectors.message import Attachment, InboundMessage, Reply
 from bot.prompts import Prompts
+from connectors.message import Attachment, InboundMessage, Reply
 from rag.text import language
 
 log = logging.getLogger("copilot.router")
@@ -84,7 +84,7 @@ class Router:
                 log.info("%s", exc)
                 replies.append(Reply(text=self.prompts.msg("unsupported", person.language), kind="notice"))
                 continue
-            except Exception as exc:  # noqa: BLE001 - an expired or deleted platform file is the sender's to resend
+            except Exception as exc:
                 log.warning("cannot fetch %s from %s: %s", att.name, msg.channel, exc)
                 replies.append(Reply(text=self.prompts.msg("download_failed", person.language, name=att.name), kind="notice"))
                 continue

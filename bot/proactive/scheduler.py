@@ -18,7 +18,8 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field, fields
-from datetime import date, datetime, time as dtime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
+from datetime import time as dtime
 from typing import Callable
 from zoneinfo import ZoneInfo
 
@@ -26,16 +27,16 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from bot.proactive import nudges
+from bot.agent.publishing import Publishing
+from bot.agent.tables import AgentTurn
 from bot.people.directory import Directory, Person
-from connectors.message import Reply, Target
 from bot.pipeline.inbox import OWNER
 from bot.pipeline.outbox import Outbox
-from bot.settings import Settings, toml_section
-from bot.agent.publishing import Publishing
+from bot.proactive import nudges
 from bot.prompts import Prompts
+from bot.settings import Settings, toml_section
+from connectors.message import Reply, Target
 from connectors.sql import insert_ignore
-from bot.agent.tables import AgentTurn
 from crm import health as crm_health
 from crm.day import day_bounds
 from crm.models import OPEN_STAGES, Account, HealthDay, Lease, NudgeLog, Opportunity, Task
@@ -162,7 +163,7 @@ class Scheduler:
                 await asyncio.to_thread(self.run_once)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - one bad pass must not stop the nudges for good
+            except Exception:
                 log.exception("scheduler pass failed")
 
     def run_once(self, now: datetime | None = None) -> dict[str, int] | None:
@@ -255,7 +256,7 @@ class Scheduler:
     def _content(self, p: Person, o: Opportunity, day: date, sent: Counter) -> None:
         try:
             refs = self.content(p, o)
-        except Exception:  # noqa: BLE001 - the lookup is the bot's; a failure must not stop other nudges
+        except Exception:
             log.exception("content lookup for %s failed", o.id)
             return
         if not refs:  # look again tomorrow: enablement may publish something

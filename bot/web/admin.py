@@ -14,10 +14,10 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from connectors.http import read_form
 from bot.agent.publishing import Publishing
 from bot.people.directory import Directory, DirectoryError, Person
 from bot.settings import Settings
+from connectors.http import read_form
 
 
 def admin_routes(settings: Settings, engine: Engine, directory: Directory, publishing: Publishing) -> list[web.RouteDef]:
@@ -55,7 +55,7 @@ def admin_routes(settings: Settings, engine: Engine, directory: Directory, publi
 
     async def drafts(request: web.Request) -> web.Response:
         authorize(request)
-        from rag.store import DocVersion, Document
+        from rag.store import Document, DocVersion
 
         def load() -> list[dict]:
             with Session(engine) as ses:

@@ -24,7 +24,7 @@ UPLOAD_PATHS = ("/admin/kb/upload", "/api/chat")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def error_middleware(max_body: int, max_upload: int):  # noqa: ANN201
+def error_middleware(max_body: int, max_upload: int):
     @web.middleware
     async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         limit = max_upload if request.path in UPLOAD_PATHS else max_body
@@ -44,7 +44,7 @@ def error_middleware(max_body: int, max_upload: int):  # noqa: ANN201
                                      headers={k: v for k, v in exc.headers.items() if k in ("Retry-After", "Allow")})
         except asyncio.CancelledError:
             raise
-        except Exception:  # noqa: BLE001 - never a traceback to a client
+        except Exception:
             log.exception("unhandled error on %s %s", request.method, request.path)
             return web.json_response({"error": "internal error; it has been logged"}, status=500)
 
@@ -76,7 +76,7 @@ def create_web_app(app: App, *, owns_app: bool = False) -> web.Application:
     web_app.add_routes(admin_routes(s, app.engine, app.directory, app.publishing))
     web_app.add_routes(app.channels.routes(app.intake.sink))
 
-    async def lifecycle(_: web.Application):  # noqa: ANN202
+    async def lifecycle(_: web.Application):
         await app.start()
         yield
         await app.aclose()
@@ -92,11 +92,11 @@ def _readiness(app: App) -> list[str]:
     try:
         with app.engine.connect() as conn:
             conn.exec_driver_sql("SELECT 1")
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         problems.append(f"database: {exc}")
     try:
         app.knowledge.vectors.count()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         problems.append(f"vector store: {exc}")
     if not app.started:
         problems.append("workers not started")

@@ -168,7 +168,7 @@ class DingTalkClient:
         return endpoint, ticket
 
     # old oapi endpoints via dingtalk-sdk -------------------------------------------------------
-    def _sdk(self):  # noqa: ANN202
+    def _sdk(self):
         from dingtalk.client import AppKeyClient
 
         client = AppKeyClient(self.app.key, self.app.app_key, self.app.app_secret, timeout=self.timeout)
@@ -183,7 +183,7 @@ class DingTalkClient:
             _ = client.access_token
             try:
                 return {"token": True, "members": client.user.get_org_user_count(0)}
-            except Exception as exc:  # noqa: BLE001 - an optional scope; report, don't fail
+            except Exception as exc:
                 return {"token": True, "members": None, "reason": str(exc)[:200]}
 
         return await asyncio.to_thread(run)

@@ -19,13 +19,13 @@ from aiohttp import web
 
 from connectors.channel import ChannelContext, Check, SendError, Sink
 from connectors.config import ConfigProblem
-from connectors.message import Attachment, Reply, Target
 from connectors.dingtalk.client import DOWNLOAD_PATH, DingTalkAPIError, DingTalkClient, WebhookExpired
 from connectors.dingtalk.config import DingTalkApp, load_apps
 from connectors.dingtalk.crypto import SignatureError, verify
 from connectors.dingtalk.parse import CHANNEL, PayloadError, parse
 from connectors.dingtalk.render import MAX_CHARS, Part, render
 from connectors.dingtalk.stream import StreamReceiver
+from connectors.message import Attachment, Reply, Target
 
 log = logging.getLogger("copilot.dingtalk")
 WEBHOOK_MARGIN_MS = 10_000  # don't start a send on a webhook that expires within seconds
@@ -189,7 +189,7 @@ class DingTalkConnector:
             oapi = await client.oapi_summary()
             seen = f"{oapi['members']} members visible" if oapi.get("members") is not None else "contacts not readable (optional)"
             checks.append(Check(f"{name} oapi", True, f"gettoken OK via dingtalk-sdk at {app.oapi_base}; {seen}"))
-        except Exception as exc:  # noqa: BLE001 - dingtalk-sdk raises its own and requests' errors
+        except Exception as exc:
             checks.append(Check(f"{name} oapi", False, f"{type(exc).__name__}: {str(exc)[:200]}",
                                 f"allow outbound HTTPS to {urlparse(app.oapi_base).netloc}; check the app is not disabled"))
         if app.mode == "stream":

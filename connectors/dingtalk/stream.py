@@ -19,7 +19,7 @@ from typing import Awaitable, Callable
 from urllib.parse import quote_plus
 
 import websockets
-import websockets.exceptions  # noqa: F401 - dingtalk-stream names it without importing it; websockets >= 14 loads it lazily
+import websockets.exceptions
 from dingtalk_stream import AckMessage, CallbackHandler, CallbackMessage, ChatbotMessage, Credential, DingTalkStreamClient, SystemMessage
 from dingtalk_stream.frames import EventMessage, Headers
 from dingtalk_stream.version import VERSION_STRING
@@ -39,7 +39,7 @@ class _RobotMessages(CallbackHandler):
         super().__init__()
         self.on_message = on_message
 
-    async def process(self, message: CallbackMessage):  # noqa: ANN201
+    async def process(self, message: CallbackMessage):
         await self.on_message(message.data if isinstance(message.data, dict) else {})
         return AckMessage.STATUS_OK, "OK"
 
@@ -93,7 +93,7 @@ class StreamReceiver:
             except (OSError, asyncio.TimeoutError, websockets.exceptions.WebSocketException) as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("%s: Stream connection lost: %s", self.app.label, self.last_error)
-            except Exception as exc:  # noqa: BLE001 - the receiver must outlive any one bad connection
+            except Exception as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("%s: Stream connection failed", self.app.label)
             self.connected.clear()
@@ -124,7 +124,7 @@ class StreamReceiver:
                     self._inflight.add(task)
                     task.add_done_callback(self._inflight.discard)
 
-    async def _route(self, ws, frame: dict) -> None:  # noqa: ANN001
+    async def _route(self, ws, frame: dict) -> None:
         kind = frame.get("type")
         try:
             msg = {SystemMessage.TYPE: SystemMessage, CallbackMessage.TYPE: CallbackMessage,
@@ -152,10 +152,10 @@ class StreamReceiver:
         except Throttled as exc:  # its sender is over the rate limit: no ack, so DingTalk delivers it again later
             self.throttled += 1
             log.info("%s: message %s not acked: %s", self.app.label, msg.headers.message_id, exc)
-        except Exception:  # noqa: BLE001 - not stored: no ack, DingTalk redelivers
+        except Exception:
             log.exception("%s: message not stored; DingTalk will deliver it again", self.app.label)
 
-    async def _ack(self, ws, ack: AckMessage) -> None:  # noqa: ANN001
+    async def _ack(self, ws, ack: AckMessage) -> None:
         try:
             await ws.send(json.dumps(ack.to_dict()))
             self.acks += 1

@@ -14,7 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from connectors.config import AccountSpec, ConfigProblem, load_accounts
 
-
 Security = Literal["ssl", "starttls", "none"]
 _IMAP_PORTS = {"ssl": 993, "starttls": 143, "none": 143}
 _SMTP_PORTS = {"ssl": 465, "starttls": 587, "none": 25}

@@ -146,7 +146,7 @@ class ImapSession:
     async def folders(self) -> list[str]:
         try:
             res = await self.client.list('""', "*")
-        except Exception:  # noqa: BLE001 - only used to word a hint
+        except Exception:
             return []
         names = [re.search(rb'(?:"((?:[^"\\]|\\.)*)"|(\S+))$', bytes(x)) for x in res.lines[:-1]]
         return [(m.group(1) or m.group(2)).decode("utf-8", "replace") for m in names if m][:20]
@@ -228,7 +228,7 @@ class ImapSession:
         await self._call(asyncio.wait_for(idle_task, self.mb.timeout))
         return changed
 
-    async def _call(self, coro):  # noqa: ANN001, ANN202
+    async def _call(self, coro):
         """Await an aioimaplib call, but give up as soon as the connection is gone: aioimaplib writes
         into a closed transport without complaint and would wait for the full timeout."""
         task = asyncio.ensure_future(coro)
@@ -256,7 +256,7 @@ class ImapSession:
                 if c.has_pending_idle():
                     c.idle_done()  # LOGOUT would wait behind the IDLE command otherwise
                 await asyncio.wait_for(c.logout(), 2)
-        except Exception:  # noqa: BLE001 - closing anyway
+        except Exception:
             pass
         finally:
             if c.protocol.transport is not None:

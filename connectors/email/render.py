@@ -47,7 +47,7 @@ def reply_subject(subject: str) -> str:
     return f"Re: {base}" if base else "Re:"
 
 
-def _pairs(value) -> list[tuple[str, str]]:  # noqa: ANN001
+def _pairs(value) -> list[tuple[str, str]]:
     """Addresses given as "a@b", "Name <a@b>", [name, addr] pairs, or a list of those."""
     if not value:
         return []
@@ -61,7 +61,7 @@ def _pairs(value) -> list[tuple[str, str]]:  # noqa: ANN001
     return [(n, a) for n, a in out if "@" in a]
 
 
-def _is_pair(v) -> bool:  # noqa: ANN001
+def _is_pair(v) -> bool:
     return isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, str) for x in v) and "@" not in v[0] and "@" in v[1]
 
 

@@ -25,9 +25,9 @@ import aiosmtplib
 
 from connectors.channel import SendError
 
-from .render import Outgoing
 from .config import Mailbox
 from .imap import ImapError, connect_error
+from .render import Outgoing
 from .state import EmailState
 
 log = logging.getLogger("copilot.email.send")
@@ -170,5 +170,5 @@ async def close_smtp(smtp: aiosmtplib.SMTP) -> None:
     try:
         if smtp.is_connected:
             await asyncio.wait_for(smtp.quit(), 3)
-    except Exception:  # noqa: BLE001 - the transaction's outcome is already known
+    except Exception:
         smtp.close()

@@ -74,7 +74,7 @@ class MailboxWatcher:
                 await self._wait_loop(session, sel.uidvalidity)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - the loop must outlive any one failure
+            except Exception as exc:
                 self.status.connected = False
                 self.status.last_error = str(exc)
                 self.status.counts["reconnects"] += 1
@@ -180,7 +180,7 @@ class MailboxWatcher:
             present = [(uid, got[uid]) for uid in chunk if uid in got]  # absent: expunged since SEARCH
             # One thread hop parses the whole batch (parsing is most of the cost per message); the
             # hand-over stays one message at a time, in UID order, each followed by its cursor move.
-            ready = await asyncio.to_thread(lambda: [self._prepare(uid, uidvalidity, raw) for uid, raw in present])
+            ready = await asyncio.to_thread(lambda batch=present: [self._prepare(uid, uidvalidity, raw) for uid, raw in batch])
             for item in ready:
                 below = bisect.bisect_left(skipped, item.uid)
                 if below > passed:
@@ -193,7 +193,7 @@ class MailboxWatcher:
         """Parse one message and build what goes to the sink (in a worker thread)."""
         try:
             parsed = parse_email(raw)
-        except Exception as exc:  # noqa: BLE001 - UnparseableEmail, or a parser bug on hostile input
+        except Exception as exc:
             return _Prepared(uid, raw, platform_id(None, raw), error=f"{type(exc).__name__}: {exc}")
         pid = platform_id(parsed, raw)
         if parsed.from_addr.strip().lower() in self.own:
@@ -244,5 +244,5 @@ def _message_id(header_block: bytes) -> str:
         return ""
     try:
         return parse_email(header_block.strip() + b"\r\n\r\n").message_id or ""
-    except Exception:  # noqa: BLE001 - no usable id: the caller falls back to the content hash
+    except Exception:
         return ""

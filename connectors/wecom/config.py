@@ -24,7 +24,6 @@ from pydantic import BaseModel, ConfigDict
 
 from connectors.config import AccountSpec, ConfigProblem, Issue, load_accounts
 
-
 DEFAULT_API_BASE = "https://qyapi.weixin.qq.com"
 DEFAULT_KEY = "default"
 CONSOLE = "WeCom admin console → 应用管理 → your app"

@@ -109,7 +109,7 @@ class WeComCrypto:
             raise BadSignature("echostr was encrypted for another corp id") from None
         except InvalidSignatureException:
             raise BadSignature("signature mismatch") from None
-        except Exception as exc:  # noqa: BLE001 - garbage ciphertext
+        except Exception as exc:
             raise BadPayload(f"echostr does not decrypt ({type(exc).__name__})") from None
 
     def decrypt(self, body: bytes, msg_signature: str, timestamp: str, nonce: str) -> dict[str, Any]:
@@ -126,7 +126,7 @@ class WeComCrypto:
             raise BadSignature("signature mismatch") from None
         except InvalidCorpIdException:
             raise BadSignature("message was encrypted for another corp id") from None
-        except Exception as exc:  # noqa: BLE001 - bad base64, bad padding, bad length, not UTF-8
+        except Exception as exc:
             raise BadPayload(f"message does not decrypt ({type(exc).__name__})") from None
         return parse_xml(inner.encode("utf-8"))
 

@@ -23,7 +23,7 @@ def pg_unavailable() -> str:
 
             psycopg.connect(PG_URL, connect_timeout=2).close()
             _pg_reason.append("")
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             _pg_reason.append(f"PostgreSQL not reachable at {PG_URL} ({type(exc).__name__}); set COPILOT_TEST_PG")
     return _pg_reason[0]
 

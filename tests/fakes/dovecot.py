@@ -172,7 +172,7 @@ service anvil {{
     def __enter__(self) -> "Dovecot":
         return self.start()
 
-    def __exit__(self, *exc) -> None:  # noqa: ANN002
+    def __exit__(self, *exc) -> None:
         self.stop()
 
     # mailbox helpers (blocking; run them in a thread from async code) --------------------------------

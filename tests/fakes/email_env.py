@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes.dovecot import Dovecot, ensure_dovecot
 from connectors.channel import Accepted
-from connectors.message import InboundMessage
 from connectors.email.config import Mailbox
+from connectors.message import InboundMessage
+from tests.fakes.dovecot import Dovecot, ensure_dovecot
 from tests.fakes.mail_server import self_signed_cert
 
 CNMAIL = Path(__file__).resolve().parents[2].parent / "shared" / "cnmail"
@@ -55,7 +55,7 @@ class Imap:
     async def create(self, folder: str) -> None:
         await asyncio.to_thread(self.server.create, self.address, folder)
 
-    def mailbox(self, **kw) -> Mailbox:  # noqa: ANN003
+    def mailbox(self, **kw) -> Mailbox:
         base = dict(imap_host="127.0.0.1", imap_port=self.server.port, imap_security="none", username=self.address,
                     password=self.password, address=self.address, timeout=5.0, idle_seconds=30.0, poll_seconds=30.0,
                     backfill_days=1, confirm_wait=0.0)
@@ -119,7 +119,7 @@ class Collector:
         return [m.platform_msg_id for m in self.messages]
 
 
-def email_context(settings, engine=None):  # noqa: ANN001, ANN201
+def email_context(settings, engine=None):
     """What the app factory hands the email connector, over the settings' database."""
     from bot.app import channel_context, open_database
 

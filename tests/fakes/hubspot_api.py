@@ -26,7 +26,7 @@ class FakeHubSpot:
 
     def app(self) -> web.Application:
         @web.middleware
-        async def guard(request: web.Request, handler):  # noqa: ANN001, ANN202
+        async def guard(request: web.Request, handler):
             if request.headers.get("Authorization") != f"Bearer {self.token}":
                 return web.json_response({"status": "error", "category": "INVALID_AUTHENTICATION"}, status=401)
             for i, (prefix, status, headers) in enumerate(self.fail_next):

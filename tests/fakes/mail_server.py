@@ -67,7 +67,7 @@ class _Handler:
     def __init__(self, server: "MailServer") -> None:
         self.server = server
 
-    async def handle_DATA(self, smtp, session, envelope) -> str:  # noqa: ANN001
+    async def handle_DATA(self, smtp, session, envelope) -> str:
         s = self.server
         got = Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.original_content or envelope.content))
         s.received.append(got)
@@ -91,7 +91,7 @@ class MailServer:
         self.drop_next = 0
         self.controller: Controller | None = None
 
-    def _auth(self, server, session, envelope, mechanism, auth_data) -> AuthResult:  # noqa: ANN001
+    def _auth(self, server, session, envelope, mechanism, auth_data) -> AuthResult:
         ok = isinstance(auth_data, LoginPassword) and auth_data.login.decode() == self.user \
             and auth_data.password.decode() == self.password
         return AuthResult(success=ok, handled=False)  # handled=False: aiosmtpd sends the 535 itself

@@ -272,7 +272,7 @@ def file_xml(corp: dict, user: str, media_id: str, name: str, msg_id: str) -> st
 
 
 
-async def start_fake(aiohttp_server) -> FakeWeCom:  # noqa: ANN001
+async def start_fake(aiohttp_server) -> FakeWeCom:
     """The fake API with corps A and B, on a loopback port (`fake.url`)."""
     fake = FakeWeCom()
     fake.add_corp(FakeCorp(A["corp_id"], A["secret"], A["agent_id"], users=[dict(u) for u in USERS_A]))

@@ -42,8 +42,9 @@ def test_a_create_all_database_is_adopted(db_url):  # noqa: F811
 
     # how databases were made before migrations: create_all over the tables of that time
     SQLModel.metadata.create_all(engine, tables=[SQLModel.metadata.tables[n] for n in _initial_tables()])
-    from crm.models import Team
     from sqlmodel import Session
+
+    from crm.models import Team
 
     with Session(engine) as s:
         s.add(Team(tenant="default", id="华东区", manager_id="lina"))
@@ -74,7 +75,7 @@ def test_two_processes_starting_together_migrate_once(db_url):  # noqa: F811
         engine = make_engine(db_url)
         try:
             init_db(engine)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             errors.append(exc)
         finally:
             engine.dispose()

@@ -11,16 +11,16 @@ from sqlalchemy import func, select
 from sqlmodel import Session
 
 from bot.app import build_app
-from bot.people.directory import Directory
 from bot.ops.metrics import Metrics
-from connectors.message import Reply, Target
-from bot.proactive.nudges import ContentRef
+from bot.people.directory import Directory
 from bot.pipeline.channels import Channels
 from bot.pipeline.outbox import Outbox
-from bot.prompts import Prompts
-from bot.proactive.scheduler import NudgeConfig, Scheduler
-from bot.settings import PROMPTS_DIR
 from bot.pipeline.tables import OutboundRow
+from bot.proactive.nudges import ContentRef
+from bot.proactive.scheduler import NudgeConfig, Scheduler
+from bot.prompts import Prompts
+from bot.settings import PROMPTS_DIR
+from connectors.message import Reply, Target
 from crm.health import HealthConfig
 from crm.models import NudgeLog
 from crm.service import CRM
@@ -116,7 +116,7 @@ def battlecards(p, opp) -> list[ContentRef]:
 
 
 def test_quiet_hours_and_the_morning_digest_sent_once(sample_engine):
-    engine = sample_engine
+    engine = sample_engine  # noqa: F811 - a local name, not the fixture
     sched = make_scheduler(engine, content=battlecards)
     assert run(sched, at(2026, 11, 25, 22)) == {}  # after 20:00: nothing, though task-004 fell due at 18:00
     assert outbound(engine) == []
@@ -163,7 +163,7 @@ def test_one_leader_and_no_double_nudges_across_instances(copilot):
 
 
 def test_store_supervisor_gets_the_daily_summary(sample_engine):
-    engine = sample_engine
+    engine = sample_engine  # noqa: F811 - a local name, not the fixture
     crm = CRM(engine)
     crm.log_store_visit("default", store_id="store-003", rep_id="wangfang", visited_at=at(2026, 11, 25, 10), display_ok=False,
                         stock_issues="鲜奶缺货；酸奶未上架", competitor_promo="对面超市酸奶买一送一", order_amount=5000, notes="",

@@ -132,7 +132,7 @@ def test_concurrent_calls_with_one_key_make_one_write(crm, sample):  # noqa: F81
         try:
             results.append(crm.create_task("default", rep_id="lijun", account_id="acc-002", opportunity_id="opp-002", title="发送报价",
                                            due_at=datetime(2026, 11, 27, 18, tzinfo=SH), source="m9", idempotency_key="race", actor="lijun"))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=call) for _ in range(6)]

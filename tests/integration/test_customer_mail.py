@@ -74,8 +74,8 @@ async def test_customer_mail_is_logged_and_the_rep_drafts_a_threaded_reply(make_
 
 
 async def test_automatic_unknown_and_attachment_mail_is_never_answered(make_app, aiohttp_client):
-    from bot.web.gateway import create_web_app
     from bot.pipeline.tables import OutboundRow
+    from bot.web.gateway import create_web_app
     from rag.retrieve import Viewer
 
     outbox = RecordingMail()

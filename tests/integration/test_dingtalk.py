@@ -14,8 +14,8 @@ import time
 import pytest
 
 from bot.app import build_app, channel_context
-from bot.web.gateway import create_web_app
 from bot.pipeline.tables import InboxRow
+from bot.web.gateway import create_web_app
 from connectors.dingtalk import DingTalkConnector
 from rag.retrieve import Viewer
 from tests.fakes.dingtalk_api import FakeDingTalk
@@ -341,7 +341,7 @@ async def test_stock_sdk_client_talks_to_the_fake_stream_gateway(fake, monkeypat
     got: list[dict] = []
 
     class Handler(dingtalk_stream.ChatbotHandler):
-        async def process(self, callback):  # noqa: ANN001, ANN201
+        async def process(self, callback):
             got.append(callback.data)
             return dingtalk_stream.AckMessage.STATUS_OK, "OK"
 
@@ -352,7 +352,7 @@ async def test_stock_sdk_client_talks_to_the_fake_stream_gateway(fake, monkeypat
     def run() -> None:
         try:
             loop.run_until_complete(client.start())
-        except BaseException:  # noqa: BLE001 - cancelled at the end of the test
+        except BaseException:
             pass
 
     thread = threading.Thread(target=run, daemon=True)

@@ -6,9 +6,9 @@ import json
 import pytest
 
 from bot.cli import main
-from connectors.message import Reply, Target
 from connectors.email.config import Mailbox, load_mailboxes
 from connectors.email.render import render, reply_subject
+from connectors.message import Reply, Target
 from tests.fakes.email_env import CNMAIL, FIXTURES
 
 
@@ -78,9 +78,7 @@ def test_mailboxes_from_toml_and_the_environment(make_settings, monkeypatch):
 
 
 def test_wiring_adds_the_email_channel_only_when_a_mailbox_is_configured(make_settings, monkeypatch):
-    from bot.app import channel_connectors
-
-    from bot.app import open_database
+    from bot.app import channel_connectors, open_database
 
     settings = make_settings()
     assert "email" not in [c.name for c in channel_connectors(settings)]

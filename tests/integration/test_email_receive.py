@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from tests.fakes.dovecot import Dovecot
 from connectors.email.connector import EmailConnector
+from tests.fakes.dovecot import Dovecot
 from tests.fakes.email_env import *  # noqa: F403 - fixtures
 from tests.fakes.email_env import CNMAIL, FIXTURES, Collector, email_context
 
@@ -22,7 +22,7 @@ def mail(n: int | str, *, sender: str = "王总 <wang@customer.example.cn>", sub
     return head.encode() + body.replace("\n", "\r\n").encode("utf-8") + b"\r\n"
 
 
-async def running(settings, *mailboxes, sink):  # noqa: ANN001, ANN201
+async def running(settings, *mailboxes, sink):
     conn = EmailConnector(list(mailboxes), email_context(settings))
     await conn.start(sink)
     return conn

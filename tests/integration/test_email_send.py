@@ -7,20 +7,20 @@ import asyncio
 import pytest
 from sqlalchemy import select
 
-from tests.fakes.dovecot import free_port
-from connectors.channel import SendError
 from bot.ops.metrics import Metrics
-from connectors.message import Reply, Target
+from bot.pipeline.channels import Channels
 from bot.pipeline.outbox import Outbox
-from bot.storage import init_db, make_engine
 from bot.pipeline.tables import OutboundRow
+from bot.storage import init_db, make_engine
+from connectors.channel import SendError
 from connectors.email.connector import EmailConnector
 from connectors.email.files import Files
 from connectors.email.parse import parse_bytes
 from connectors.email.render import message_id_for
+from connectors.message import Reply, Target
+from tests.fakes.dovecot import free_port
 from tests.fakes.email_env import *  # noqa: F403 - fixtures
 from tests.fakes.email_env import FIXTURES, Collector, email_context
-from bot.pipeline.channels import Channels
 from tests.fakes.mail_server import MailServer, server_context
 
 PARENT = ("From: =?utf-8?B?546L5oC7?= <wang@customer.example.cn>\r\nTo: sales@seller.example.cn\r\n"
@@ -30,7 +30,7 @@ PARENT = ("From: =?utf-8?B?546L5oC7?= <wang@customer.example.cn>\r\nTo: sales@se
           "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n价格还能再谈吗？\r\n").encode()
 
 
-def target_of(raw: bytes, mb, tmp_path) -> Target:  # noqa: ANN001
+def target_of(raw: bytes, mb, tmp_path) -> Target:
     return Target.of(parse_bytes(raw, mb, Files(tmp_path)))
 
 

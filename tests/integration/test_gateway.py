@@ -138,7 +138,7 @@ async def test_a_message_that_keeps_failing_is_dead_lettered_and_the_sender_told
     cp.load_samples()
     calls = []
 
-    def broken(person, msg, *rest):  # noqa: ANN001, ANN002, ANN202 - a job that always fails (e.g. a bug, a corrupt record)
+    def broken(person, msg, *rest):
         calls.append(msg.platform_msg_id)
         raise RuntimeError("boom")
 

@@ -64,7 +64,7 @@ def make_files(d: Path) -> dict[str, Path]:
 
 
 def test_every_format_is_ingested_and_searchable(copilot, tmp_path):
-    files = make_files(tmp_path)
+    make_files(tmp_path)
     results = {r.name: r for r in copilot.knowledge.ingestor.ingest_paths([tmp_path], ADMIN)}
     assert all(r.status == "added" for r in results.values()), {n: r.reason for n, r in results.items()}
     admin = Viewer("default", "admin")
@@ -162,9 +162,10 @@ def test_changed_section_is_the_only_one_reembedded_and_versions_swap_atomically
 
 
 async def test_rep_upload_is_a_draft_until_approved_once(copilot):
-    from connectors.message import Action
-    from bot.pipeline.tables import OutboundRow
     from sqlmodel import Session, select
+
+    from bot.pipeline.tables import OutboundRow
+    from connectors.message import Action
 
     rep = copilot.directory.get("zhangwei")
     reply = copilot.publishing.upload(rep, "east.md", "---\nid: east-card\ntitle: 华东竞品速记\n---\n# 速记\n\n白虎竞品的报价比我们低百分之三十。\n".encode())

@@ -33,7 +33,7 @@ def content(m: dict) -> str:
     return m[kind]["content"] if kind in ("text", "markdown") else ""
 
 
-def to(corp: dict, user: str):  # noqa: ANN201
+def to(corp: dict, user: str):
     return lambda m: m["corp_id"] == corp["corp_id"] and m["touser"] == user
 
 
@@ -254,8 +254,8 @@ async def test_a_reply_blocked_by_60020_survives_a_restart_and_goes_out_after_th
     from sqlalchemy import select, update
 
     from bot.app import build_app
-    from bot.web.gateway import create_web_app
     from bot.pipeline.tables import OutboundRow
+    from bot.web.gateway import create_web_app
 
     fake, settings = wecom.fake, wecom.copilot.settings
     fake.untrusted_ip = True

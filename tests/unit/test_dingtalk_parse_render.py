@@ -12,6 +12,7 @@ from connectors.dingtalk.parse import PayloadError, parse
 from connectors.dingtalk.render import render
 from connectors.message import Button, Citation, Reply
 
+
 @pytest.mark.parametrize("payload", [[], {"msgId": "x"}, {"msgId": "x", "conversationId": "c", "senderStaffId": "s", "conversationType": "3"},
                                      {"msgId": "x", "conversationId": "c", "senderStaffId": "s", "msgtype": "file", "content": {}}])
 def test_payloads_that_are_not_robot_messages_are_refused(payload):
