@@ -16,9 +16,9 @@ from typing import Any, Callable
 import frontmatter
 from markdown_it import MarkdownIt
 
+from rag.limits import MAX_BLOCKS, MAX_CELLS, FrontMatter, IngestError, capped_rows, check_zip
 
-class IngestError(ValueError):
-    """A file that cannot be ingested; the message says why, for the uploader."""
+__all__ = ["IngestError", "ParsedDoc", "Block", "SUFFIXES", "parse_document"]
 
 
 @dataclass
@@ -54,7 +54,7 @@ def _decode(data: bytes) -> str:
             return data.decode(enc)
         except UnicodeDecodeError:
             continue
-    raise IngestError("the file is not text in UTF-8, GB18030 or Big5")
+    raise IngestError("the file is not text in UTF-8, GB18030 or Big5", "encoding")
 
 
 # Markdown ---------------------------------------------------------------------------------------
@@ -124,9 +124,11 @@ def parse_markdown_text(text: str) -> list[Block]:
 def parse_markdown(data: bytes, name: str) -> ParsedDoc:
     text = _decode(data)
     try:
-        post = frontmatter.loads(text)
+        post = frontmatter.loads(text, handler=FrontMatter())
+    except IngestError:
+        raise
     except Exception as exc:
-        raise IngestError(f"the front matter is not valid YAML: {str(exc).splitlines()[0]}") from exc
+        raise IngestError(f"the front matter is not valid YAML: {(str(exc).splitlines() or [type(exc).__name__])[0]}", "front_matter") from exc
     return ParsedDoc(_clean_meta(post.metadata), parse_markdown_text(post.content))
 
 
@@ -187,16 +189,16 @@ def parse_pdf(data: bytes, name: str) -> ParsedDoc:
         if reader.is_encrypted:
             try:
                 if not reader.decrypt(""):
-                    raise IngestError("the PDF is encrypted with a password; upload an unprotected copy")
+                    raise IngestError("the PDF is encrypted with a password; upload an unprotected copy", "encrypted")
             except IngestError:
                 raise
             except Exception as exc:
-                raise IngestError("the PDF is encrypted; upload an unprotected copy") from exc
+                raise IngestError("the PDF is encrypted; upload an unprotected copy", "encrypted") from exc
         pages = [p.extract_text() or "" for p in reader.pages]
     except IngestError:
         raise
     except (PdfReadError, ValueError, KeyError, TypeError) as exc:
-        raise IngestError(f"the PDF is damaged and cannot be read ({type(exc).__name__})") from exc
+        raise IngestError(f"the PDF is damaged and cannot be read ({type(exc).__name__})", "damaged") from exc
     meta: dict[str, Any] = {}
     info = reader.metadata
     if info and info.title:
@@ -207,7 +209,7 @@ def parse_pdf(data: bytes, name: str) -> ParsedDoc:
         text = re.sub(r"(?<![。！？.!?:：])\n(?!\s*[-•·\d])", "", page)
         blocks += [Block("text", p.strip()) for p in re.split(r"\n\s*\n|\n", text) if p.strip()]
     if not blocks:
-        raise IngestError("the PDF has no extractable text (a scanned image?); run OCR first or upload the source file")
+        raise IngestError("the PDF has no extractable text (a scanned image?); run OCR first or upload the source file", "no_text")
     return ParsedDoc(meta, blocks)
 
 
@@ -219,12 +221,11 @@ def parse_docx(data: bytes, name: str) -> ParsedDoc:
     from docx.table import Table
     from docx.text.paragraph import Paragraph
 
-    if data[:8] == b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1":
-        raise IngestError("the DOCX is encrypted (password-protected Office file); upload an unprotected copy")
+    check_zip(data, "DOCX")
     try:
         d = docx.Document(io.BytesIO(data))
     except (zipfile.BadZipFile, KeyError, ValueError) as exc:
-        raise IngestError(f"the DOCX is damaged and cannot be opened ({type(exc).__name__})") from exc
+        raise IngestError(f"the DOCX is damaged and cannot be opened ({type(exc).__name__})", "damaged") from exc
     meta: dict[str, Any] = {}
     if d.core_properties.title:
         meta["title"] = d.core_properties.title
@@ -266,7 +267,11 @@ def parse_csv(data: bytes, name: str) -> ParsedDoc:
         dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t")
     except csv.Error:
         dialect = csv.excel
-    return ParsedDoc({}, _table_blocks("", list(csv.reader(io.StringIO(text), dialect))))
+    try:
+        rows = list(capped_rows(csv.reader(io.StringIO(text), dialect), [MAX_CELLS], "CSV"))
+    except csv.Error as exc:
+        raise IngestError(f"the CSV cannot be read: {exc}", "damaged") from exc
+    return ParsedDoc({}, _table_blocks("", rows))
 
 
 def parse_xlsx(data: bytes, name: str) -> ParsedDoc:
@@ -274,16 +279,21 @@ def parse_xlsx(data: bytes, name: str) -> ParsedDoc:
 
     import openpyxl
 
-    if data[:8] == b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1":
-        raise IngestError("the XLSX is encrypted (password-protected Office file); upload an unprotected copy")
+    check_zip(data, "XLSX")
     try:
         wb = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
     except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
-        raise IngestError(f"the XLSX is damaged and cannot be opened ({type(exc).__name__})") from exc
+        raise IngestError(f"the XLSX is damaged and cannot be opened ({type(exc).__name__})", "damaged") from exc
     blocks: list[Block] = []
-    for ws in wb.worksheets:
-        blocks += _table_blocks(ws.title if len(wb.worksheets) > 1 else "", [list(r) for r in ws.iter_rows(values_only=True)])
-    wb.close()
+    budget = [MAX_CELLS]
+    try:
+        for ws in wb.worksheets:
+            if hasattr(ws, "reset_dimensions"):
+                ws.reset_dimensions()  # the claimed dimension (A1:XFD1048576) would pad every row
+            rows = list(capped_rows(ws.iter_rows(values_only=True), budget, "XLSX"))
+            blocks += _table_blocks(ws.title if len(wb.worksheets) > 1 else "", rows)
+    finally:
+        wb.close()
     return ParsedDoc({}, blocks)
 
 
@@ -293,12 +303,11 @@ def parse_pptx(data: bytes, name: str) -> ParsedDoc:
 
     from pptx import Presentation
 
-    if data[:8] == b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1":
-        raise IngestError("the PPTX is encrypted (password-protected Office file); upload an unprotected copy")
+    check_zip(data, "PPTX")
     try:
         prs = Presentation(io.BytesIO(data))
     except (zipfile.BadZipFile, KeyError, ValueError) as exc:
-        raise IngestError(f"the PPTX is damaged and cannot be opened ({type(exc).__name__})") from exc
+        raise IngestError(f"the PPTX is damaged and cannot be opened ({type(exc).__name__})", "damaged") from exc
     blocks: list[Block] = []
     for n, slide in enumerate(prs.slides, 1):
         title_shape = slide.shapes.title
@@ -334,13 +343,27 @@ PARSERS: dict[str, Callable[[bytes, str], ParsedDoc]] = {
 
 
 def parse_document(data: bytes, name: str) -> ParsedDoc:
+    """Parse in this process: for untrusted files use `rag.sandbox.Sandbox.parse`, which runs this in a
+    child with CPU, memory and wall-clock limits. Anything a parser raises becomes an IngestError."""
     suffix = PurePath(name).suffix.lower()
     parser = PARSERS.get(suffix)
     if parser is None:
-        raise IngestError(f"unsupported file type {suffix or '(none)'}; supported: {', '.join(SUFFIXES)}")
+        raise IngestError(f"unsupported file type {suffix or '(none)'}; supported: {', '.join(SUFFIXES)}", "unsupported")
     if not data.strip():
-        raise IngestError("the file is empty")
-    doc = parser(data, name)
+        raise IngestError("the file is empty", "empty")
+    kind = suffix[1:].upper()
+    try:
+        doc = parser(data, name)
+    except IngestError:
+        raise
+    except MemoryError as exc:
+        raise IngestError(f"the {kind} needs more memory than a file may use", "too_large") from exc
+    except RecursionError as exc:
+        raise IngestError(f"the {kind} is nested too deeply to read", "damaged") from exc
+    except Exception as exc:  # a parser library's own error on a malformed file (XMLSyntaxError, ...)
+        raise IngestError(f"the {kind} is damaged and cannot be read ({type(exc).__name__})", "damaged") from exc
+    if len(doc.blocks) > MAX_BLOCKS:
+        raise IngestError(f"the {kind} has more than {MAX_BLOCKS} paragraphs; split it", "too_large")
     if not any((b.text.strip() or b.rows) for b in doc.blocks if b.kind != "heading"):
-        raise IngestError("the file has no text to index")
+        raise IngestError("the file has no text to index", "no_text")
     return doc

@@ -15,18 +15,21 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable
 
-from sqlalchemy import update
+from sqlalchemy import insert, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from rag.chunk import chunk_blocks
 from rag.embed import CachedEmbedder
-from rag.formats import SUFFIXES, IngestError, ParsedDoc, parse_document
+from rag.formats import SUFFIXES, IngestError, ParsedDoc
 from rag.index import VectorIndex
+from rag.sandbox import Sandbox
 from rag.store import Chunk, Document, DocVersion, KbState, audience_roles
 from rag.text import language, tokenize
 
 PUBLISHERS = frozenset({"enablement", "manager", "admin"})
+MAX_CHUNKS = 5_000  # passages per document
+INSERT_BATCH = 500
 
 
 @dataclass
@@ -39,10 +42,13 @@ class IngestResult:
     embedded: int = 0
     reason: str = ""
     version_id: int | None = None
+    code: str = ""  # why an error: rag.limits.IngestError.code (the catalogue's kb_refused_<code>)
 
     def to_json(self) -> dict:
         d = asdict(self)
         d.pop("version_id")
+        if not d["code"]:
+            d.pop("code")
         return d
 
 
@@ -62,10 +68,15 @@ def _tags(v) -> str:
 
 
 class Ingestor:
-    def __init__(self, engine: Engine, vectors: VectorIndex, embedder: CachedEmbedder) -> None:
+    def __init__(self, engine: Engine, vectors: VectorIndex, embedder: CachedEmbedder, sandbox: Sandbox | None = None) -> None:
+        """`sandbox`: where files are parsed (a child process with limits; one with default limits if not given)."""
         self.engine = engine
         self.vectors = vectors
         self.embedder = embedder
+        self.sandbox = sandbox or Sandbox()
+
+    def close(self) -> None:
+        self.sandbox.close()
 
     # entry points ------------------------------------------------------------------------------
     def ingest_paths(
@@ -84,7 +95,7 @@ class Ingestor:
             try:
                 data = path.read_bytes()
             except OSError as exc:
-                res = IngestResult(rel, reason=f"cannot read the file: {exc.strerror}")
+                res = IngestResult(rel, reason=f"cannot read the file: {exc.strerror}", code="unreadable")
             else:
                 source = f"{root.name}/{rel}" if path != root else path.name
                 res = self.ingest_bytes(data, rel, uploader, audience=audience, source=source, progress=progress)
@@ -105,12 +116,12 @@ class Ingestor:
     ) -> IngestResult:
         res = IngestResult(name)
         try:
-            parsed = parse_document(data, name)
+            parsed = self.sandbox.parse(data, name)
             return self._ingest(parsed, name, uploader, audience, source or name, progress)
         except IngestError as exc:
-            res.reason = str(exc)
+            res.reason, res.code = str(exc), exc.code
         except ValueError as exc:  # bad front-matter values (audience, dates)
-            res.reason = str(exc)
+            res.reason, res.code = str(exc), "front_matter"
         return res
 
     # core --------------------------------------------------------------------------------------
@@ -128,10 +139,12 @@ class Ingestor:
                 try:
                     date.fromisoformat(value)
                 except ValueError as exc:
-                    raise IngestError(f"front matter '{label}' is not a date (YYYY-MM-DD): {value}") from exc
+                    raise IngestError(f"front matter '{label}' is not a date (YYYY-MM-DD): {value}", "front_matter") from exc
         drafts = chunk_blocks(parsed.blocks)
         if not drafts:
-            raise IngestError("the file has no text to index")
+            raise IngestError("the file has no text to index", "no_text")
+        if len(drafts) > MAX_CHUNKS:
+            raise IngestError(f"the file makes {len(drafts)} passages (at most {MAX_CHUNKS}); split it", "too_large")
         embed_texts = [embed_text(title, d.heading, d.text) for d in drafts]
         fields = dict(title=title, source=source, doc_type=str(meta.get("type") or ""), audience=aud, team=team,
                       tags=_tags(meta.get("tags")), owner=str(meta.get("owner") or uploader.id), updated=updated,
@@ -159,6 +172,9 @@ class Ingestor:
         before = self.embedder.misses
         vectors = self.embedder.embed_passages(embed_texts, progress=progress)
         embedded = self.embedder.misses - before
+        # everything slow happens before the write transaction, which only inserts (SQLite has one writer)
+        rows = [dict(ordinal=i, heading=d.heading, kind=d.kind, text=d.text, tokens=" ".join(tokenize(f"{title} {d.heading} {d.text}")),
+                     embed_hash=hashlib.sha256(embed_texts[i].encode()).hexdigest()) for i, d in enumerate(drafts)]
 
         with Session(self.engine) as s:
             doc = s.exec(select(Document).where(Document.tenant == tenant, Document.doc_id == doc_id)).first()
@@ -171,13 +187,10 @@ class Ingestor:
                              n_chunks=len(drafts), ingested_by=uploader.id, **fields)
             s.add(ver)
             s.flush()
-            chunks = [
-                Chunk(id=f"v{ver.id}c{i}", version_id=ver.id, document_id=doc.id, tenant=tenant, ordinal=i,
-                      heading=d.heading, kind=d.kind, text=d.text, tokens=" ".join(tokenize(f"{title} {d.heading} {d.text}")),
-                      embed_hash=hashlib.sha256(embed_texts[i].encode()).hexdigest())
-                for i, d in enumerate(drafts)
-            ]
-            s.add_all(chunks)
+            for r in rows:
+                r.update(id=f"v{ver.id}c{r['ordinal']}", version_id=ver.id, document_id=doc.id, tenant=tenant)
+            for i in range(0, len(rows), INSERT_BATCH):
+                s.execute(insert(Chunk.__table__), rows[i : i + INSERT_BATCH])
             s.commit()
             ver_id = ver.id
 
