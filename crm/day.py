@@ -1,5 +1,6 @@
-"""A rep's day: tasks due today and overdue, deals gone quiet, and today's meetings, each with ids and a
-line of display text in the rep's language. The morning digest and the agent's "my day" both read it.
+"""A rep's day: tasks due today and overdue, deals gone quiet, and today's meetings, each with ids and the
+facts to show (a `code` and its `params`; bot/ words them from the message catalogue in the rep's language).
+The morning digest and the agent's "my day" both read it.
 """
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ _MEETING_WORDS = re.compile(r"拜访|会议|会面|见面|面谈|演示|电话|�
 class DayItem:
     id: str
     kind: str  # task|activity|opportunity
-    text: str
+    code: str  # due | overdue | due_earlier | meeting | stale: what to say about it (message day_item_<code>)
+    params: dict[str, object] = field(default_factory=dict)  # title, account (its name or ""), time (HH:MM local), days
     account_id: str = ""
     opportunity_id: str = ""
     at: datetime | None = None
@@ -49,7 +51,6 @@ def day_bounds(day: date, tz: str) -> tuple[datetime, datetime]:
 
 
 def build_my_day(engine: Engine, tenant: str, rep: Rep, today: date, tz: str, stale_days: int) -> MyDay:
-    zh = rep.language != "en"
     local = ZoneInfo(tz)
     start, end = day_bounds(today, tz)
     out = MyDay(rep.id, today)
@@ -64,33 +65,31 @@ def build_my_day(engine: Engine, tenant: str, rep: Rep, today: date, tz: str, st
         names = {a.id: a.name for a in s.execute(select(Account).where(
             Account.tenant == tenant, Account.id.in_({t.account_id for t in tasks} | {a.account_id for a in acts} | {o.account_id for o in opps}))).scalars()}
 
-    def where(account_id: str) -> str:
-        n = names.get(account_id, "")
-        return (f"（{n}）" if zh else f" ({n})") if n else ""
-
     for t in tasks:
         due = t.due_at.astimezone(local)
         if t.due_at >= start:
-            item = DayItem(t.id, "task", f"{due:%H:%M} {t.title}{where(t.account_id)}", t.account_id, t.opportunity_id, t.due_at)
+            item = DayItem(t.id, "task", "due", {"time": f"{due:%H:%M}", "title": t.title, "account": names.get(t.account_id, "")},
+                           t.account_id, t.opportunity_id, t.due_at)
             out.due_today.append(item)
             if _MEETING_WORDS.search(t.title):
                 out.meetings_today.append(item)
         else:
             late = (today - due.date()).days
-            suffix = (f"逾期 {late} 天" if zh else f"{late} days overdue") if late else ("今天早些时候到期" if zh else "due earlier today")
-            out.overdue.append(DayItem(t.id, "task", f"{t.title}{where(t.account_id)} · {suffix}", t.account_id, t.opportunity_id,
-                                       t.due_at, late))
+            out.overdue.append(DayItem(t.id, "task", "overdue" if late else "due_earlier",
+                                       {"title": t.title, "account": names.get(t.account_id, ""), "days": late},
+                                       t.account_id, t.opportunity_id, t.due_at, late))
     for a in acts:
         what = a.summary if len(a.summary) <= 40 else a.summary[:39] + "…"
-        out.meetings_today.append(DayItem(a.id, "activity", f"{a.occurred_at.astimezone(local):%H:%M} {what}{where(a.account_id)}",
+        out.meetings_today.append(DayItem(a.id, "activity", "meeting", {"time": f"{a.occurred_at.astimezone(local):%H:%M}", "title": what,
+                                                                        "account": names.get(a.account_id, "")},
                                           a.account_id, a.opportunity_id, a.occurred_at))
     facts = load_facts(engine, tenant, end, opps)
     for o in opps:
         last = facts[o.id].last_contact or o.created_at
         idle = (today - last.astimezone(local).date()).days
         if idle >= stale_days:
-            text = f"{o.name}：{idle} 天没有跟进" if zh else f"{o.name}: idle for {idle} days"
-            out.stale_deals.append(DayItem(o.id, "opportunity", text, o.account_id, o.id, last, idle))
+            out.stale_deals.append(DayItem(o.id, "opportunity", "stale", {"title": o.name, "account": "", "days": idle},
+                                           o.account_id, o.id, last, idle))
     out.stale_deals.sort(key=lambda i: -(i.days or 0))
     out.meetings_today.sort(key=lambda i: i.at or start)
     return out

@@ -3,8 +3,9 @@
 A score is the stage's base plus weighted signals, each in [-1, 1]: recency and frequency of
 contact, stage age against the typical age for the stage, engagement (how many people, and
 whether anyone met), amount against the tenant's median, a missing next step, a passed close date
-and overdue tasks. The signals that moved the score most become the reasons the rep sees
-("no contact for 12 days", "stage age 2.0x typical"). Weights come from [scoring] in copilot.toml.
+and overdue tasks. The signals that moved the score most become the reasons the rep sees: each a
+message key and its parameters (score_recency_quiet, days=12), worded by bot/ from the message
+catalogue ("no contact for 12 days", "12 天未联系"). Weights come from [scoring] in copilot.toml.
 """
 from __future__ import annotations
 
@@ -41,11 +42,11 @@ class ScoringConfig:
         return cfg
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Reason:
-    code: str
-    text: str  # English
-    text_zh: str
+    code: str  # the signal (recency, frequency, ...; won / lost for closed deals)
+    key: str  # the message that words it (prompts/messages.*.toml; a key + "_one" for a count `n` of 1)
+    params: dict[str, float | int]  # what the message fills in
     impact: float  # points this signal added (+) or took away (-)
 
 
@@ -53,13 +54,8 @@ class Reason:
 class Score:
     opportunity_id: str
     value: int
-    reasons: list[str]  # the top reasons in English, worst first
-    details: list[Reason] = field(default_factory=list)  # every signal, with its impact and Chinese text
-
-    @property
-    def reasons_zh(self) -> list[str]:
-        top = {r for r in self.reasons}
-        return [d.text_zh for d in self.details if d.text in top]
+    reasons: list[Reason]  # the top reasons, worst first
+    details: list[Reason] = field(default_factory=list)  # every signal, with its impact
 
 
 @dataclass
@@ -133,43 +129,39 @@ def score(o: Opportunity, f: Facts, cfg: ScoringConfig, today: date, tz: str, me
     """`o` is an Opportunity or anything with its fields (a Core row: bulk scoring skips the ORM)."""
     if o.stage not in OPEN_STAGES:
         won = o.stage == "won"
-        return Score(o.id, 100 if won else 0, [o.stage], [Reason(o.stage, o.stage, "已赢单" if won else "已输单", 0.0)])
+        closed = Reason(o.stage, f"score_{'won' if won else 'lost'}", {}, 0.0)
+        return Score(o.id, 100 if won else 0, [closed], [closed])
     local = ZoneInfo(tz)
-    sig: list[tuple[str, float, str, str]] = []
+    sig: list[tuple[str, float, str, dict]] = []  # (signal, strength in [-1, 1], message key, its parameters)
     if f.last_contact is None:
-        sig.append(("recency", -1.0, "no contact logged", "没有任何联系记录"))
+        sig.append(("recency", -1.0, "score_recency_none", {}))
     else:
         d = (today - f.last_contact.astimezone(local).date()).days
-        recency = (f"no contact for {d} days" if d > cfg.quiet_days // 2 else "contacted today" if d == 0
-                   else f"contacted {d} day{'' if d == 1 else 's'} ago")
-        sig.append(("recency", _ramp(d / cfg.quiet_days), recency,
-                    f"{d} 天未联系" if d > cfg.quiet_days // 2 else "今天联系过" if d == 0 else f"{d} 天前联系过"))
+        key = "score_recency_quiet" if d > cfg.quiet_days // 2 else "score_recency_today" if d == 0 else "score_recency_ago"
+        sig.append(("recency", _ramp(d / cfg.quiet_days), key, {"n": d}))
     n = f.touches_30d
-    sig.append(("frequency", _clamp(n / 2 - 1), f"{n} touch{'' if n == 1 else 'es'} in 30 days", f"30 天内联系 {n} 次"))
+    sig.append(("frequency", _clamp(n / 2 - 1), "score_frequency", {"n": n}))
     typical = cfg.typical_stage_days.get(o.stage, 21) or 21
     ratio = max((today - o.stage_changed_at.astimezone(local).date()).days, 0) / typical
-    sig.append(("stage_age", _ramp(ratio), f"stage age {ratio:.1f}x typical", f"阶段停留时长为常规的 {ratio:.1f} 倍"))
+    sig.append(("stage_age", _ramp(ratio), "score_stage_age", {"ratio": ratio}))
     people = min(f.contacts_60d, 3) + (1 if f.met_60d else 0)
-    sig.append(("engagement", _clamp(people / 2 - 1),
-                f"{f.contacts_60d} contact{'' if f.contacts_60d == 1 else 's'} engaged in 60 days" + (", met in person" if f.met_60d else ", no meeting"),
-                f"60 天内接触 {f.contacts_60d} 位联系人" + ("，有面谈" if f.met_60d else "，没有面谈")))
+    sig.append(("engagement", _clamp(people / 2 - 1), "score_engagement_met" if f.met_60d else "score_engagement_no_meeting",
+                {"n": f.contacts_60d}))
     if median_amount > 0 and o.amount > 0:
         r = o.amount / median_amount
-        sig.append(("amount", _clamp(math.log2(r) / 2), f"amount {r:.1f}x median", f"金额为中位数的 {r:.1f} 倍"))
-    sig.append(("next_step", 1.0, "next step set", "已有下一步") if o.next_step.strip() else ("next_step", -1.0, "no next step", "没有下一步计划"))
+        sig.append(("amount", _clamp(math.log2(r) / 2), "score_amount", {"ratio": r}))
+    sig.append(("next_step", 1.0, "score_next_step_set", {}) if o.next_step.strip() else ("next_step", -1.0, "score_next_step_none", {}))
     if o.close_date is None:
-        sig.append(("close_date", -0.5, "no close date", "没有预计成交日期"))
+        sig.append(("close_date", -0.5, "score_close_date_none", {}))
     elif o.close_date < today:
-        late = (today - o.close_date).days
-        sig.append(("close_date", -1.0, f"close date passed {late} days ago", f"预计成交日期已过 {late} 天"))
+        sig.append(("close_date", -1.0, "score_close_date_passed", {"days": (today - o.close_date).days}))
     if f.overdue_tasks:
-        sig.append(("overdue_tasks", -min(f.overdue_tasks / 2, 1.0), f"{f.overdue_tasks} overdue task{'' if f.overdue_tasks == 1 else 's'}",
-                    f"{f.overdue_tasks} 个待办已逾期"))
-    details = [Reason(code, en, zh, round(cfg.weights.get(code, 0.0) * s, 1)) for code, s, en, zh in sig]
+        sig.append(("overdue_tasks", -min(f.overdue_tasks / 2, 1.0), "score_overdue_tasks", {"n": f.overdue_tasks}))
+    details = [Reason(code, key, params, round(cfg.weights.get(code, 0.0) * s, 1)) for code, s, key, params in sig]
     value = cfg.stage_base.get(o.stage, 30) + sum(r.impact for r in details)
     ranked = sorted(details, key=lambda r: r.impact)
     top = [r for r in ranked if r.impact <= -1][:3] or [r for r in reversed(ranked) if r.impact >= 1][:2]
-    return Score(o.id, int(round(max(0.0, min(100.0, value)))), [r.text for r in top], ranked)
+    return Score(o.id, int(round(max(0.0, min(100.0, value)))), top, ranked)
 
 
 def medians(amounts: Iterable[tuple[str, float]]) -> dict[str, float]:
@@ -213,7 +205,7 @@ def calibration(engine: Engine, tenant: str, closed: Sequence[Opportunity], cfg:
         before = Opportunity(**{**o.model_dump(), "stage": stage, "stage_changed_at": since})
         f = load_facts(engine, tenant, day_end(as_of_day, tz), [before])[o.id]
         s = score(before, f, cfg, as_of_day, tz, med.get(o.currency, 0.0))
-        rows.append({"opportunity_id": o.id, "outcome": o.stage, "score": s.value, "reasons": s.reasons})
+        rows.append({"opportunity_id": o.id, "outcome": o.stage, "score": s.value, "reasons": s.reasons})  # Reasons: bot/ words them
     won = [r["score"] for r in rows if r["outcome"] == "won"]
     lost = [r["score"] for r in rows if r["outcome"] == "lost"]
     bands = []

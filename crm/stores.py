@@ -4,7 +4,8 @@ visits to their stores.
 Visits are logged from structured fields (display OK, stock issues, competitor promotions seen,
 order amount, notes: the agent extracts them from a rep's plain words). The summary ranks what
 needs the supervisor: problems that came back at the same store first, then failed displays,
-stock problems, orders well below the store's usual, then competitor activity.
+stock problems, orders well below the store's usual, then competitor activity. Each problem is a code
+and its parameters; bot/ words the summary from the message catalogue (store_report_*).
 """
 from __future__ import annotations
 
@@ -23,8 +24,6 @@ ORDER_DROP = 0.8  # an order below 80% of the store's average over USUAL_DAYS is
 USUAL_DAYS = 90
 _ITEMS = re.compile(r"[；;。\n]+")
 _RANK = {"repeat": 0, "display": 1, "stock": 2, "order_drop": 3, "competitor": 4}
-_LABEL = {"zh": {"display": "陈列不合格", "order_drop": "订单偏低", "repeat": "反复出现"},
-          "en": {"display": "display not to plan", "order_drop": "low order", "repeat": "recurring"}}
 
 
 @dataclass(frozen=True)
@@ -32,7 +31,8 @@ class Problem:
     kind: str  # repeat | display | stock | order_drop | competitor
     store_id: str
     store: str
-    text: str
+    code: str  # display | display_again | stock | stock_again | order_drop | competitor (message store_report_<code>)
+    params: dict[str, object]  # item (the rep's words), times and days (a repeat), amount and usual (an order)
     visit_id: str
     rep_id: str
 
@@ -41,32 +41,11 @@ class Problem:
 class StoreSummary:
     supervisor_id: str
     day: date
-    lang: str = "zh"
     visits: int = 0
     stores_visited: list[str] = field(default_factory=list)
     order_total: float = 0.0
     problems: list[Problem] = field(default_factory=list)
     not_visited: list[str] = field(default_factory=list)  # their stores nobody visited in the look-back window
-
-    def text(self) -> str:
-        zh = self.lang != "en"
-        head = (f"【门店日报】{self.day:%m月%d日}：{self.visits} 次拜访，{len(self.stores_visited)} 家门店，订单合计 ¥{self.order_total:,.0f}" if zh
-                else f"Store report {self.day:%b %d}: {self.visits} visit{'' if self.visits == 1 else 's'}, "
-                f"{len(self.stores_visited)} store{'' if len(self.stores_visited) == 1 else 's'}, orders ¥{self.order_total:,.0f}")
-        lines = [head]
-        key = [p for p in self.problems if p.kind != "competitor"]
-        comp = [p for p in self.problems if p.kind == "competitor"]
-        if key:
-            lines.append("重点问题：" if zh else "Key problems:")
-            lines += [f"{i}. {p.store}：{p.text}" if zh else f"{i}. {p.store}: {p.text}" for i, p in enumerate(key, 1)]
-        if comp:
-            lines.append("竞品动态：" if zh else "Competitor activity:")
-            lines += [f"- {p.store}：{p.text}" if zh else f"- {p.store}: {p.text}" for p in comp]
-        if not key and not comp:
-            lines.append("各门店没有发现问题。" if zh else "No problems found at any store.")
-        if self.not_visited:
-            lines.append("近期未拜访：" + "、".join(self.not_visited) if zh else "Not visited lately: " + ", ".join(self.not_visited))
-        return "\n".join(lines)
 
 
 def _short(store: Store) -> str:
@@ -74,12 +53,12 @@ def _short(store: Store) -> str:
     return store.name[store.name.find(city) + len(city):] if city and city in store.name else store.name
 
 
-def supervisor_summary(engine: Engine, tenant: str, supervisor_id: str, day: date, tz: str, *, lang: str = "zh",
+def supervisor_summary(engine: Engine, tenant: str, supervisor_id: str, day: date, tz: str, *,
                        lookback_days: int = 14) -> StoreSummary:
     start, end = day_bounds(day, tz)
     since = day_bounds(day - timedelta(days=lookback_days), tz)[0]
     usual_since = day_bounds(day - timedelta(days=USUAL_DAYS), tz)[0]
-    out = StoreSummary(supervisor_id, day, lang)
+    out = StoreSummary(supervisor_id, day)
     with Session(engine) as s:
         stores = {st.id: st for st in s.execute(select(Store).where(Store.tenant == tenant, Store.supervisor_id == supervisor_id)).scalars()}
         visits = list(s.execute(select(StoreVisit).where(StoreVisit.tenant == tenant, StoreVisit.store_id.in_(stores),
@@ -87,7 +66,6 @@ def supervisor_summary(engine: Engine, tenant: str, supervisor_id: str, day: dat
                                 .order_by(StoreVisit.visited_at)).scalars())
     today = [v for v in visits if v.visited_at >= start]
     earlier = [v for v in visits if v.visited_at < start]
-    labels = _LABEL["en" if lang == "en" else "zh"]
     out.visits = len(today)
     out.stores_visited = sorted({_short(stores[v.store_id]) for v in today})
     out.order_total = sum(v.order_amount or 0 for v in today)
@@ -99,23 +77,23 @@ def supervisor_summary(engine: Engine, tenant: str, supervisor_id: str, day: dat
         before = [e for e in earlier if e.store_id == v.store_id]
         recent = [e for e in before if e.visited_at >= since]
 
-        def add(kind: str, text: str, v: StoreVisit = v, name: str = name) -> None:
-            out.problems.append(Problem(kind, v.store_id, name, text, v.id, v.rep_id))
+        def add(kind: str, code: str, params: dict[str, object], v: StoreVisit = v, name: str = name) -> None:
+            out.problems.append(Problem(kind, v.store_id, name, code, params, v.id, v.rep_id))
 
         if v.display_ok is False:
             again = sum(e.display_ok is False for e in recent)
-            add("repeat" if again else "display", labels["display"] + (f"（近{lookback_days}天第{again + 1}次）" if again and lang != "en"
-                                                                     else f" ({again + 1}x in {lookback_days} days)" if again else ""))
+            if again:
+                add("repeat", "display_again", {"times": again + 1, "days": lookback_days})
+            else:
+                add("display", "display", {})
         for item in (i.strip() for i in _ITEMS.split(v.stock_issues or "") if i.strip()):
             seen = any(_same_item(item, e.stock_issues) for e in recent)
-            add("repeat" if seen else "stock", item + (f"（{labels['repeat']}）" if seen and lang != "en" else f" ({labels['repeat']})" if seen else ""))
+            add("repeat" if seen else "stock", "stock_again" if seen else "stock", {"item": item})
         usual = [e.order_amount for e in before if e.order_amount]
         if v.order_amount is not None and usual and v.order_amount < ORDER_DROP * (sum(usual) / len(usual)):
-            avg = sum(usual) / len(usual)
-            add("order_drop", f"{labels['order_drop']} ¥{v.order_amount:,.0f}（平时约 ¥{avg:,.0f}）" if lang != "en"
-                else f"{labels['order_drop']} ¥{v.order_amount:,.0f} (usually ¥{avg:,.0f})")
+            add("order_drop", "order_drop", {"amount": v.order_amount, "usual": sum(usual) / len(usual)})
         if (v.competitor_promo or "").strip():
-            add("competitor", v.competitor_promo.strip())
+            add("competitor", "competitor", {"item": v.competitor_promo.strip()})
     out.problems.sort(key=lambda p: (_RANK[p.kind], p.store))
     return out
 

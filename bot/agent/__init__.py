@@ -21,6 +21,7 @@ from bot.agent.answer import Answer, Answerer
 from bot.agent.compare import Comparer
 from bot.agent.crmlog import CrmLogger, Scope
 from bot.agent.draft import Drafter
+from bot.agent.facts import day_item
 from bot.agent.llm import ModelUnavailable
 from bot.agent.pending import Pending, PendingStore
 from bot.agent.storevisit import StoreVisits
@@ -280,7 +281,7 @@ class Agent:
         for title, items in (("my_day_meetings", day.meetings_today), ("my_day_due_today", day.due_today),
                              ("my_day_overdue", day.overdue), ("my_day_stalled", day.stale_deals)):
             if items:
-                parts.append(self.prompts.msg(title, lang) + "：\n" + "\n".join(f"• {i.text}" for i in items[:8]))
+                parts.append(self.prompts.msg(title, lang) + "：\n" + "\n".join(f"• {day_item(self.prompts, i, lang)}" for i in items[:8]))
         return Reply(text="\n\n".join(parts), kind="answer")
 
     def why(self, person: Person, conversation_key: str) -> Reply:

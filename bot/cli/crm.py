@@ -109,7 +109,7 @@ def sync(
     from crm.sync import outbox
 
     with opened(logs=not as_json) as cp:
-        deliverer = sync_deliverer(cp.engine)
+        deliverer = sync_deliverer(cp.engine, cp.agent.prompts)
         if deliverer is None:
             raise CliError("no external CRM is configured: add [crm_sync.webhook] (url, secret) or [crm_sync.hubspot] (token) "
                            "to copilot.toml", 1)
@@ -150,11 +150,14 @@ def score(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Score open opportunities (0-100), best first, each with its top reasons."""
+    from bot.agent.facts import reasons
+
     with opened() as cp:
         day = today_in(cp.settings.timezone, on)
         ranked = cp.crm.score_many(cp.settings.tenant, day, rep)
+        m = cp.agent.prompts
     rows = [{"opportunity_id": o.id, "name": o.name, "owner_id": o.owner_id, "stage": o.stage, "amount": o.amount, "currency": o.currency,
-             "score": s.value, "reasons": s.reasons, "reasons_zh": s.reasons_zh} for o, s in ranked]
+             "score": s.value, "reasons": reasons(m, s.reasons, "en"), "reasons_zh": reasons(m, s.reasons, "zh")} for o, s in ranked]
     if as_json:
         emit(rows)
         return
@@ -174,6 +177,7 @@ def score_report(
     from sqlalchemy import select
     from sqlmodel import Session
 
+    from bot.agent.facts import reasons
     from crm.models import Opportunity
     from crm.scoring import calibration
 
@@ -183,6 +187,8 @@ def score_report(
             opps = list(s.execute(select(Opportunity).where(Opportunity.tenant == tenant)).scalars())
         rep = calibration(cp.engine, tenant, [o for o in opps if o.stage in ("won", "lost")], cp.crm.scoring, cp.settings.timezone,
                           opps, horizon)
+        for row in rep["rows"]:
+            row["reasons"] = reasons(cp.agent.prompts, row["reasons"], "en")
     if as_json:
         emit(rep)
         return

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from bot.agent import facts
 from bot.people.directory import Person
 from bot.prompts import Prompts, ui_lang
 from connectors.message import Reply
@@ -44,8 +45,9 @@ def digest(m: Prompts, p: Person, day: MyDay) -> Reply:
         text.append(m.msg("digest_section", lang, title=title, count=len(items)))
         md.append(f"**{title}**")
         for it in items[:8]:
-            text.append(f"- {it.text}")
-            md.append(f"- {it.text}")
+            line = facts.day_item(m, it, lang)
+            text.append(f"- {line}")
+            md.append(f"- {line}")
     tail = m.msg("digest_tail", lang)
     text.append(tail)
     md.append(f"> {tail}")
@@ -101,6 +103,6 @@ def health_alert(m: Prompts, manager: Person, rep: Person, row: HealthDay, role:
                                "streak_start": str(row.streak_start), "score": row.score})
 
 
-def store_summary(p: Person, summary: StoreSummary) -> Reply:
-    text = summary.text()
+def store_summary(m: Prompts, p: Person, summary: StoreSummary) -> Reply:
+    text = facts.store_report(m, summary, ui_lang(p.language))
     return _reply(text, text, {"nudge": "store_summary", "day": str(summary.day), "problems": len(summary.problems)})

@@ -27,13 +27,14 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from bot.agent import facts as wording
 from bot.agent.publishing import Publishing
 from bot.agent.tables import AgentTurn
 from bot.people.directory import Directory, Person
 from bot.pipeline.inbox import OWNER
 from bot.pipeline.outbox import Outbox
 from bot.proactive import nudges
-from bot.prompts import Prompts
+from bot.prompts import Prompts, ui_lang
 from bot.settings import Settings, toml_section
 from connectors.message import Reply, Target
 from connectors.sql import insert_ignore
@@ -248,7 +249,7 @@ class Scheduler:
             idle = (local.date() - last.astimezone(local.tzinfo).date()).days
             if idle >= self.cfg.idle_days and not self._logged("idle", o.id, last.date().isoformat()):
                 score = self.crm.score_opportunity(self.tenant, o.id, local.date())
-                reasons = score.reasons if p.language == "en" else score.reasons_zh
+                reasons = wording.reasons(self.prompts, score.reasons, ui_lang(p.language))
                 self._send(p, "idle", o.id, last.date().isoformat(), nudges.idle(self.prompts, p, o, idle, reasons), sent)
             if o.competitor and self.content is not None and not self._logged("content_none", o.id, str(local.date())):
                 self._content(p, o, local.date(), sent)
@@ -306,11 +307,11 @@ class Scheduler:
     def _store_summary(self, p: Person, day: date, sent: Counter) -> None:
         if self._logged("store_summary", p.id, str(day)):
             return
-        summary = supervisor_summary(self.engine, self.tenant, p.id, day, p.timezone, lang=p.language)
+        summary = supervisor_summary(self.engine, self.tenant, p.id, day, p.timezone)
         if not summary.visits:
             log_sent(self.engine, self.tenant, "store_summary", p.id, str(day), p.id, detail="no visits")
             return
-        self._send(p, "store_summary", p.id, str(day), nudges.store_summary(p, summary), sent)
+        self._send(p, "store_summary", p.id, str(day), nudges.store_summary(self.prompts, p, summary), sent)
 
 
 # wiring -------------------------------------------------------------------------------------------
@@ -319,20 +320,22 @@ def _secret(v: str) -> str:
     return os.environ.get(v[4:], "") if v.startswith("env:") else v
 
 
-def sync_sinks(engine: Engine) -> list[SyncConnector]:
-    """The external CRMs configured in [crm_sync.webhook] and [crm_sync.hubspot] of copilot.toml."""
+def sync_sinks(engine: Engine, prompts: Prompts) -> list[SyncConnector]:
+    """The external CRMs configured in [crm_sync.webhook] and [crm_sync.hubspot] of copilot.toml. HubSpot notes
+    are worded in the hubspot section's `language` ("zh" unless "en")."""
     conf = toml_section("crm_sync")
     sinks: list[SyncConnector] = []
     if (w := conf.get("webhook") or {}).get("url"):
         sinks.append(WebhookSink(w["url"], _secret(w.get("secret", "")), timeout=float(w.get("timeout", 10))))
     if (h := conf.get("hubspot") or {}).get("token"):
-        sinks.append(HubSpotSink(_secret(h["token"]), IdMap(engine, "hubspot"), base_url=h.get("base_url", "https://api.hubapi.com"),
+        sinks.append(HubSpotSink(_secret(h["token"]), IdMap(engine, "hubspot"), labels=prompts.catalogue(h.get("language", "zh")),
+                                 base_url=h.get("base_url", "https://api.hubapi.com"),
                                  pipeline=h.get("pipeline", "default"), stages=h.get("stages")))
     return sinks
 
 
-def sync_deliverer(engine: Engine) -> Deliverer | None:
-    sinks = sync_sinks(engine)
+def sync_deliverer(engine: Engine, prompts: Prompts) -> Deliverer | None:
+    sinks = sync_sinks(engine, prompts)
     conf = toml_section("crm_sync")
     return Deliverer(engine, sinks, max_attempts=int(conf.get("max_attempts", 8)),
                      retry_base=float(conf.get("retry_base_seconds", 2.0))) if sinks else None
@@ -355,4 +358,4 @@ def build_scheduler(settings: Settings, engine: Engine, outbox: Outbox, director
     crm = CRM(engine, tz=s.timezone, stale_days=cfg.idle_days, scoring=ScoringConfig.from_dict(toml_section("scoring")))
     return Scheduler(engine, outbox, directory, crm, s.tenant, s.timezone, owner=f"{OWNER}:{uuid.uuid4().hex[:6]}", prompts=prompts, cfg=cfg,
                      health=crm_health.HealthConfig.from_dict(toml_section("health")), content=battlecards(retriever),
-                     sync=sync_deliverer(engine), daily=[lambda day: publishing.nudge_owners(s.tenant, day)])
+                     sync=sync_deliverer(engine, prompts), daily=[lambda day: publishing.nudge_owners(s.tenant, day)])

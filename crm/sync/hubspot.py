@@ -7,17 +7,23 @@ was lost (a crash between HubSpot's answer and our write) is found again through
 `copilot_id` property this sink creates on companies, contacts and deals, or, for a contact, by
 the email HubSpot reports as taken (409). A record whose company HubSpot has not seen yet is
 preceded by that company. Stores have no HubSpot object: their visits become notes on the account.
+People read those notes: their words come from the message catalogue (`labels`, the hubspot_* messages of
+one language, handed in by the bot; this package imports nothing of it).
 """
 from __future__ import annotations
 
 import asyncio
 import re
+from typing import Mapping
 
 import aiohttp
 
 from crm.match import surname
 from crm.sync import IdMap, Lookup, SyncError
 from crm.sync.outbox import Claimed
+
+NOTE_LABELS = ("hubspot_visit", "hubspot_display_ok", "hubspot_display_bad", "hubspot_display_unchecked", "hubspot_field",
+               "hubspot_stock", "hubspot_promo", "hubspot_order", "hubspot_notes")  # the messages a store-visit note needs
 
 OBJECT = {"account": "companies", "contact": "contacts", "opportunity": "deals", "activity": "notes", "store_visit": "notes", "task": "tasks"}
 UNIQUE_PROPERTY = "copilot_id"
@@ -33,10 +39,14 @@ _EXISTING = re.compile(r"Existing ID:\s*(\d+)")
 
 
 class HubSpotSink:
-    def __init__(self, token: str, ids: IdMap, *, base_url: str = "https://api.hubapi.com", name: str = "hubspot",
-                 pipeline: str = "default", stages: dict[str, str] | None = None, timeout: float = 15.0) -> None:
+    def __init__(self, token: str, ids: IdMap, *, labels: Mapping[str, str], base_url: str = "https://api.hubapi.com",
+                 name: str = "hubspot", pipeline: str = "default", stages: dict[str, str] | None = None, timeout: float = 15.0) -> None:
         if not token:
             raise ValueError("HubSpot needs a private app access token")
+        missing = [k for k in NOTE_LABELS if k not in labels]
+        if missing:
+            raise ValueError(f"HubSpot notes need the messages {', '.join(missing)}")
+        self.labels = {k: labels[k] for k in NOTE_LABELS}
         self.token, self.ids, self.name = token, ids, name
         self.base = base_url.rstrip("/")
         self.pipeline, self.stages = pipeline, {**STAGES, **(stages or {})}
@@ -140,9 +150,12 @@ class HubSpotSink:
             body = f"[{d.get('kind', '')}] {d.get('summary', '')}\n— {d.get('rep_id', '')}"
             return {"hs_timestamp": d["occurred_at"], "hs_note_body": body}
         if entity == "store_visit":
-            parts = [f"门店拜访 {d.get('store_id', '')}", f"陈列{'合格' if d.get('display_ok') else '不合格' if d.get('display_ok') is False else '未检查'}"]
-            parts += [f"{label}：{d[k]}" for k, label in (("stock_issues", "缺货/库存"), ("competitor_promo", "竞品促销"),
-                                                        ("order_amount", "订单金额"), ("notes", "备注")) if d.get(k) not in (None, "")]
+            w = self.labels
+            display = "hubspot_display_ok" if d.get("display_ok") else "hubspot_display_bad" if d.get("display_ok") is False else "hubspot_display_unchecked"
+            parts = [w["hubspot_visit"].format(store=d.get("store_id", "")), w[display]]
+            parts += [w["hubspot_field"].format(label=w[label], value=d[k]) for k, label in (
+                ("stock_issues", "hubspot_stock"), ("competitor_promo", "hubspot_promo"), ("order_amount", "hubspot_order"), ("notes", "hubspot_notes"))
+                if d.get(k) not in (None, "")]
             return {"hs_timestamp": d["visited_at"], "hs_note_body": "\n".join(parts)}
         if entity == "task":
             return {"hs_task_subject": d["title"], "hs_timestamp": d.get("due_at") or d.get("created_at"),

@@ -9,6 +9,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlmodel import Session
 
+from bot.agent.facts import day_item, reasons
+from bot.prompts import Prompts
+from bot.settings import PROMPTS_DIR
 from crm.models import Activity, CrmWrite, StageChange, SyncDelivery, SyncEvent
 from crm.service import CRM, CRMError, NotFound
 from crm.sync.outbox import register_sinks
@@ -16,6 +19,7 @@ from tests.fakes.crm_db import db_url, engine, sample  # noqa: F401  (fixtures)
 
 SH = ZoneInfo("Asia/Shanghai")
 TODAY = date(2026, 11, 25)
+WORDS = Prompts(PROMPTS_DIR)  # crm returns facts; the bot words them from the catalogue
 
 
 def count(engine, model, **where) -> int:  # noqa: F811
@@ -79,12 +83,14 @@ def test_account_context_and_open_opportunities(crm):
 
 def test_my_day(crm):
     day = crm.my_day("default", "zhangwei", TODAY, "Asia/Shanghai")
-    assert ids(day.due_today) == ["task-004"] and day.due_today[0].text.startswith("18:00 确认苏州精工")
+    assert ids(day.due_today) == ["task-004"] and day_item(WORDS, day.due_today[0], "zh").startswith("18:00 确认苏州精工")
+    assert day.due_today[0].code == "due" and day.due_today[0].params["time"] == "18:00"
     assert ids(day.overdue) == ["task-005", "task-006"] and day.overdue[0].days == 15
-    assert ids(day.stale_deals) == ["opp-015", "opp-012"] and "19 天" in day.stale_deals[1].text
+    assert day_item(WORDS, day.overdue[0], "zh").endswith(" · 逾期 15 天") and day_item(WORDS, day.overdue[0], "en").endswith(" · 15 days overdue")
+    assert ids(day.stale_deals) == ["opp-015", "opp-012"] and "19 天" in day_item(WORDS, day.stale_deals[1], "zh")
+    assert day_item(WORDS, day.stale_deals[1], "en").endswith(": idle for 19 days")
     tom = crm.my_day("default", "tom", date(2026, 11, 26), "Asia/Shanghai")
-    assert ids(tom.due_today) == ["task-015"] and tom.overdue == []
-    assert "idle" not in " ".join(i.text for i in tom.stale_deals)
+    assert ids(tom.due_today) == ["task-015"] and tom.overdue == [] and tom.stale_deals == []
     wf = crm.my_day("default", "wangfang", date(2026, 11, 26), "Asia/Shanghai")
     assert "task-014" in ids(wf.meetings_today)  # 上门拜访 is a meeting
 
@@ -172,10 +178,12 @@ def test_store_visit_and_find_stores(crm):
 
 def test_scores_explain_themselves(crm):
     quiet = crm.score_opportunity("default", "opp-012", TODAY)  # proposal, last contact Nov 6, two overdue tasks
-    assert quiet.reasons[:2] == ["no contact for 19 days", "stage age 2.8x typical"]
-    assert "2 overdue tasks" in quiet.reasons and "19 天未联系" in quiet.reasons_zh
+    assert [r.code for r in quiet.reasons[:2]] == ["recency", "stage_age"] and quiet.reasons[0].params == {"n": 19}
+    assert reasons(WORDS, quiet.reasons, "en")[:2] == ["no contact for 19 days", "stage age 2.8x typical"]
+    assert "2 overdue tasks" in reasons(WORDS, quiet.reasons, "en") and "19 天未联系" in reasons(WORDS, quiet.reasons, "zh")
     hot = crm.score_opportunity("default", "opp-001", TODAY)  # negotiation, touched 5 days ago, next step set
-    assert hot.value > quiet.value + 40 and all(r.impact >= 0 for r in hot.details if r.text in hot.reasons)
-    assert crm.score_opportunity("default", "opp-004", TODAY).value == 100  # won
+    assert hot.value > quiet.value + 40 and all(r.impact >= 0 for r in hot.reasons)
+    won = crm.score_opportunity("default", "opp-004", TODAY)
+    assert won.value == 100 and reasons(WORDS, won.reasons, "zh") == ["已赢单"] and reasons(WORDS, won.reasons, "en") == ["won"]
     ranked = crm.score_many("default", TODAY, rep_id="zhangwei")
     assert [o.id for o, _ in ranked] == ["opp-001", "opp-003", "opp-012", "opp-015"]  # best first

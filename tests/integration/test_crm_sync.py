@@ -11,6 +11,8 @@ import pytest
 from sqlalchemy import delete, update
 from sqlmodel import Session
 
+from bot.prompts import Prompts
+from bot.settings import PROMPTS_DIR
 from crm.io import Importer
 from crm.models import ExternalId, SyncDelivery
 from crm.service import CRM
@@ -104,7 +106,7 @@ async def hubspot(engine, aiohttp_server):  # noqa: F811
     load_sample(engine)
     fake = FakeHubSpot()
     server = await aiohttp_server(fake.app())
-    sink = HubSpotSink("pat-test", IdMap(engine, "hubspot"), base_url=f"http://127.0.0.1:{server.port}")
+    sink = HubSpotSink("pat-test", IdMap(engine, "hubspot"), labels=Prompts(PROMPTS_DIR).catalogue("zh"), base_url=f"http://127.0.0.1:{server.port}")
     d = Deliverer(engine, [sink], retry_base=0.01)
     yield fake, d
     await d.aclose()
