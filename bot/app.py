@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
+from pydantic import SecretStr
 from sqlalchemy.engine import Engine
 
 from bot.settings import Settings, toml_section
@@ -63,9 +64,18 @@ def open_database(settings: Settings) -> Engine:
     return engine
 
 
+def model_embedder(settings: Settings):
+    """The configured embedder; an `openai:` endpoint gets its own key and the egress guard (bot.agent.egress)."""
+    from bot.agent.egress import guarded_client
+
+    spec = settings.embed_model.strip()
+    client = guarded_client(settings) if spec.startswith("openai:") else None
+    return make_embedder(spec, api_key=settings.embed_api_key.get_secret_value(), http_client=client)
+
+
 def open_knowledge(settings: Settings, engine: Engine | None = None) -> Knowledge:
     engine = engine or open_database(settings)
-    embedder = CachedEmbedder(make_embedder(settings.embed_model, api_key=settings.llm_api_key), settings.embed_cache_path, settings.embed_batch)
+    embedder = CachedEmbedder(model_embedder(settings), settings.embed_cache_path, settings.embed_batch)
     vectors = VectorIndex(settings.chroma_dir, embedder.model_id, embedder.dim)
     rerank = settings.rerank_model
     reranker = CrossEncoderReranker(rerank[3:] if rerank.startswith("st:") else rerank) if rerank else None
@@ -83,7 +93,7 @@ def write_sample_embeddings(settings: Settings) -> Path:
 
     out = settings.knowledge_dir / SAMPLE_EMBEDDINGS
     with tempfile.TemporaryDirectory() as tmp:
-        s = settings.model_copy(update={"data_dir": Path(tmp), "embed_cache": None, "database_url": ""})
+        s = settings.model_copy(update={"data_dir": Path(tmp), "embed_cache": None, "database_url": SecretStr("")})
         engine = open_database(s)
         knowledge = open_knowledge(s, engine)
         try:

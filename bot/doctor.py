@@ -74,7 +74,7 @@ async def llm_check(settings: Settings) -> Check:
     url = settings.llm_base_url.rstrip("/") + "/models"
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as s:
-            async with s.get(url, headers={"Authorization": f"Bearer {settings.llm_api_key}"}) as r:
+            async with s.get(url, headers={"Authorization": f"Bearer {settings.llm_api_key.get_secret_value()}"}) as r:
                 if r.status == 401:
                     return Check("model", False, f"{url}: 401 unauthorized", "set COPILOT_LLM_API_KEY")
                 if r.status >= 400:

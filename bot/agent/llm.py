@@ -10,15 +10,14 @@
 """
 from __future__ import annotations
 
-import ipaddress
 import logging
 import re
-import socket
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 from urllib.parse import urlparse
 
+from bot.agent.egress import EgressPolicy, guarded_client
 from bot.settings import Settings
 
 log = logging.getLogger("copilot.llm")
@@ -29,17 +28,9 @@ class ModelUnavailable(RuntimeError):
 
 
 def host_allowed(settings: Settings) -> bool:
-    """With COPILOT_LLM_ALLOW_EXTERNAL=false only loopback or allow-listed hosts may see data."""
-    host = (urlparse(settings.llm_base_url).hostname or "").lower()
-    if settings.llm_allow_external or host in {h.lower() for h in settings.llm_allowed_hosts}:
-        return True
-    if host == "localhost":
-        return True
-    try:
-        addrs = {ai[4][0] for ai in socket.getaddrinfo(host, None)}
-    except OSError:
-        return False
-    return bool(addrs) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addrs)
+    """With COPILOT_LLM_ALLOW_EXTERNAL=false only loopback or allow-listed hosts may see data (the same
+    policy the model clients' transport enforces on the address it connects to: bot.agent.egress)."""
+    return EgressPolicy.of(settings).allows_url(settings.llm_base_url)
 
 
 # PII masking ------------------------------------------------------------------------------------
@@ -53,12 +44,24 @@ _PII = [
 
 @dataclass
 class Masker:
-    """Replaces PII with stable placeholders (⟦PHONE_1⟧) and restores them in the model's reply."""
+    """Replaces PII with stable placeholders (⟦PHONE_1⟧) and restores them in the model's reply; with
+    `for_account`, also the names of the account's contacts (⟦NAME_1⟧) and its amounts (⟦AMOUNT_1⟧)."""
 
     forward: dict[str, str] = field(default_factory=dict)
     back: dict[str, str] = field(default_factory=dict)
+    terms: list[tuple[str, str]] = field(default_factory=list)  # (kind, literal), longest first
+
+    @classmethod
+    def for_account(cls, names: Iterable[str] = (), amounts: Iterable[float | int | str] = ()) -> Masker:
+        terms = [("NAME", n.strip()) for n in names if n and len(n.strip()) >= 2]
+        for a in amounts:
+            terms += [("AMOUNT", v) for v in _amount_forms(a)]
+        return cls(terms=sorted(set(terms), key=lambda kv: -len(kv[1])))
 
     def mask(self, text: str) -> str:
+        for kind, value in self.terms:
+            if value in text:
+                text = text.replace(value, self._token(kind, value))
         for kind, rx in _PII:
             text = rx.sub(lambda m, k=kind: self._token(k, m.group(0)), text)
         return text
@@ -75,6 +78,52 @@ class Masker:
         for token, value in self.back.items():
             text = text.replace(token, value)
         return text
+
+
+def _amount_forms(amount: float | int | str) -> list[str]:
+    """How an amount may be written: 1200000, 1,200,000, 1200000.00, 120万, 120 万."""
+    try:
+        value = float(str(amount).replace(",", ""))
+    except ValueError:
+        return []
+    if value < 1000:
+        return []  # small numbers are everywhere (counts, days): masking them would garble the prompt
+    whole = int(value)
+    forms = {f"{whole:,}", f"{value:,.2f}", f"{value:.2f}"} | ({str(whole)} if value == whole else {str(value)})
+    if whole % 10_000 == 0:
+        wan = f"{whole // 10_000}"
+        forms |= {f"{wan}万", f"{wan} 万"}
+    elif whole >= 10_000:
+        forms |= {f"{value / 10_000:g}万"}
+    return sorted(forms, key=len, reverse=True)
+
+
+# untrusted output ---------------------------------------------------------------------------------
+_MD_IMAGE = re.compile(r"!\[([^\]]*)\]\(\s*<?([^)\s>]*)>?(?:\s+\"[^\"]*\")?\s*\)")
+_MD_LINK = re.compile(r"(?<!!)\[([^\]]*)\]\(\s*<?([^)\s>]*)>?(?:\s+\"[^\"]*\")?\s*\)")
+_HTML_TAG = re.compile(r"<\s*(img|a|iframe|image|svg|script|object|embed|link|meta)\b[^>]*>(?:\s*</\s*\1\s*>)?", re.I)
+_REF_DEF = re.compile(r"^\s*\[[^\]]+\]:\s*\S+.*$", re.M)
+_BARE_URL = re.compile(r"(?:https?|ftp)://[^\s<>()\[\]\"'`]+|\bwww\.[^\s<>()\[\]\"'`]+", re.I)
+
+
+def _host(url: str) -> str:
+    return (urlparse(url if "://" in url else "http://" + url).hostname or "").lower()
+
+
+def strip_untrusted(text: str, allowed_hosts: Iterable[str] = ()) -> str:
+    """Model output before any channel sees it: images are removed (a chat client fetches them: a planted
+    instruction could carry data out in the URL), and links to hosts not on the allow-list (our own
+    public_url and COPILOT_OUTPUT_LINK_HOSTS) keep their text but lose their target."""
+    allowed = {h.lower() for h in allowed_hosts if h}
+
+    def ok(url: str) -> bool:
+        return _host(url) in allowed
+
+    text = _MD_IMAGE.sub(lambda m: m.group(0) if ok(m.group(2)) else (m.group(1) or ""), text)
+    text = _MD_LINK.sub(lambda m: m.group(0) if ok(m.group(2)) else m.group(1), text)
+    text = _HTML_TAG.sub("", text)
+    text = _REF_DEF.sub(lambda m: m.group(0) if any(ok(u) for u in _BARE_URL.findall(m.group(0))) else "", text)
+    return _BARE_URL.sub(lambda m: m.group(0) if ok(m.group(0)) else "", text)
 
 
 @dataclass
@@ -103,7 +152,8 @@ class ChatModel:
             from langchain_openai import ChatOpenAI
 
             s = self.settings
-            self._llm = ChatOpenAI(base_url=s.llm_base_url, api_key=s.llm_api_key or "not-needed", model=s.llm_model,
+            self._llm = ChatOpenAI(base_url=s.llm_base_url, api_key=s.llm_api_key.get_secret_value() or "not-needed", model=s.llm_model,
+                                   http_client=guarded_client(s, s.llm_timeout),
                                    timeout=s.llm_timeout, max_retries=s.llm_retries, temperature=0.2, stream_usage=True)
         return self._llm
 
@@ -147,17 +197,21 @@ class ChatModel:
                  for c in (getattr(msg, "tool_calls", None) or [])]
         if not content.strip() and not calls:
             raise ModelUnavailable("the model returned an empty answer")
-        return ModelReply(masker.unmask(content).strip(), calls, tokens, latency)
+        return ModelReply(strip_untrusted(masker.unmask(content), self.link_hosts).strip(), calls, tokens, latency)
 
-    @staticmethod
-    def _stream(llm, messages, masker: Masker, on_text: Callable[[str], None]):
+    @property
+    def link_hosts(self) -> list[str]:
+        """Hosts whose links and images may appear in model output: ours (public_url) and the allow-list."""
+        return [_host(self.settings.base_url), *self.settings.output_link_hosts]
+
+    def _stream(self, llm, messages, masker: Masker, on_text: Callable[[str], None]):
         full = None
         last = 0.0
         for chunk in llm.stream(messages):
             full = chunk if full is None else full + chunk
             now = time.monotonic()
             if now - last > 0.15 and isinstance(full.content, str):
-                on_text(masker.unmask(full.content))
+                on_text(strip_untrusted(masker.unmask(full.content), self.link_hosts))
                 last = now
         if full is None:
             raise ModelUnavailable("the model streamed nothing")

@@ -58,7 +58,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except Exception as exc:
         logging.getLogger("copilot").debug("unhandled", exc_info=True)
-        print(f"copilot: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        from bot.ops.logs import Redactor, secret_values
+
+        print(f"copilot: internal error: {type(exc).__name__}: {Redactor(secret_values())(str(exc))}", file=sys.stderr)
         sys.exit(1)
 
 

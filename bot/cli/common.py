@@ -63,10 +63,10 @@ def load_settings(**overrides: Any) -> Settings:
 
 
 def _configured(settings: Settings | None, logs: bool) -> Settings:
-    from bot.ops.logs import configure
+    from bot.ops.logs import configure, secret_values
 
     s = settings or load_settings()
-    configure(s.log_level if logs else "WARNING", s.log_json)
+    configure(s.log_level if logs else "WARNING", s.log_json, secret_values(s))
     return s
 
 

@@ -128,11 +128,11 @@ def nudge_owners() -> None:
 @kb.command("reembed")
 def reembed() -> None:
     """Rebuild the vector index with the configured COPILOT_EMBED_MODEL (after changing models)."""
-    from rag.embed import make_embedder
+    from bot.app import model_embedder
     from rag.index import VectorIndex
 
     s = load_settings()
-    model = make_embedder(s.embed_model, api_key=s.llm_api_key)
+    model = model_embedder(s)
     VectorIndex.rebuild(s.chroma_dir, model.model_id, model.dim)
     with opened(s) as cp:
         n = cp.knowledge.ingestor.reembed_live()

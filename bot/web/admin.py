@@ -27,7 +27,7 @@ def admin_routes(settings: Settings, engine: Engine, directory: Directory, publi
         if not s.admin_token:
             raise web.HTTPForbidden(text="the admin API is disabled: set COPILOT_ADMIN_TOKEN")
         got = request.headers.get("Authorization", "")
-        if not hmac.compare_digest(got.encode(), f"Bearer {s.admin_token}".encode()):
+        if not hmac.compare_digest(got.encode(), f"Bearer {s.admin_token.get_secret_value()}".encode()):
             raise web.HTTPUnauthorized(text="missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
     def person(rep_id: str | None) -> Person:

@@ -32,6 +32,8 @@ class FakeOpenAI:
     def __init__(self, default: Callable[[dict], Step] | None = None, model: str = "qwen2.5-7b-instruct") -> None:
         self.script: list[Step] = []
         self.requests: list[dict] = []
+        self.auth: list[str] = []  # the Authorization header of every request (chat and embeddings)
+        self.embedded: list[str] = []  # every text sent to /v1/embeddings
         self.default = default or (lambda body: Step(text="NOT_IN_KB"))
         self.model = model
         self.arrived = asyncio.Event()
@@ -41,14 +43,32 @@ class FakeOpenAI:
 
     def app(self) -> web.Application:
         app = web.Application()
-        app.add_routes([web.post("/v1/chat/completions", self._chat), web.get("/v1/models", self._models)])
+        app.add_routes([web.post("/v1/chat/completions", self._chat), web.get("/v1/models", self._models),
+                        web.post("/v1/embeddings", self._embeddings)])
         return app
+
+    async def _embeddings(self, request: web.Request) -> web.Response:
+        """A deterministic 8-dimension embedding per text (its character codes folded), as OpenAI returns it."""
+        body = await request.json()
+        self.auth.append(request.headers.get("Authorization", ""))
+        texts = body.get("input") or []
+        texts = [texts] if isinstance(texts, str) else texts
+        self.embedded.extend(texts)
+        data = []
+        for i, text in enumerate(texts):
+            vec = [0.0] * 8
+            for j, ch in enumerate(text):
+                vec[j % 8] += (ord(ch) % 97) / 97
+            data.append({"object": "embedding", "index": i, "embedding": [v + 0.01 for v in vec]})
+        return web.json_response({"object": "list", "data": data, "model": body.get("model"),
+                                  "usage": {"prompt_tokens": len(texts), "total_tokens": len(texts)}})
 
     async def _models(self, _: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": self.model, "object": "model"}]})
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
+        self.auth.append(request.headers.get("Authorization", ""))
         self.requests.append(body)
         self.arrived.set()
         step = self.script.pop(0) if self.script else self.default(body)
