@@ -33,7 +33,7 @@ $(TEST_STAMP): pyproject.toml | $(PY)
 
 run: setup
 	@echo "==> starting the copilot (the first start loads the sample users and knowledge; Ctrl-C stops it)"
-	@$(VENV)/bin/copilot serve
+	@COPILOT_DEMO=true $(VENV)/bin/copilot serve
 
 # the import rules (contracts in pyproject.toml), the linter, then every test
 test: setup-test

@@ -83,7 +83,12 @@ class Settings(BaseSettings):
     log_json: bool = False
     log_level: str = "INFO"
     admin_token: SecretStr = SecretStr("")  # bearer token for /admin/*; empty = admin API disabled
-    web_chat: bool = True
+    web_chat: bool = True  # the web chat at / (false: not mounted; `copilot chat` still works)
+    demo: bool = False  # `make run`: load the sample people, CRM and knowledge on a first start
+    session_idle_hours: float = 12.0  # a web session unused this long is over
+    session_max_days: float = 7.0  # and every session is over this long after sign-in
+    signin_link_minutes: float = 15.0  # the first start's one-time admin link
+    login_attempts_per_minute: int = 5  # per account (per client address: 6 times as many)
     shutdown_grace: float = 10.0  # on Ctrl-C / SIGTERM: seconds to finish the messages in flight (the rest resume at the next start)
 
     @field_validator("data_dir", "knowledge_dir", "prompts_dir", mode="after")

@@ -47,6 +47,7 @@ def make_engine(url: str) -> Engine:
 def register_tables() -> None:
     """Import every module that declares tables, so SQLModel.metadata holds the whole schema."""
     import bot.agent.tables
+    import bot.auth.tables
     import bot.ops.tables
     import bot.people.tables
     import bot.pipeline.tables  # noqa: F401

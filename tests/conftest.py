@@ -89,6 +89,66 @@ async def gateway(copilot, aiohttp_client):
     return client
 
 
+PASSWORD = "test-password-1"  # what `login` sets for the person it signs in
+
+
+async def sign_in(client, username: str, password: str = PASSWORD, *, token: str = "") -> None:
+    """Sign `client` (an aiohttp TestClient, or a ClientSession with a base_url and a cookie jar that keeps cookies for
+    127.0.0.1) in through the /login form, as a browser does; its later requests carry the session's CSRF token."""
+    import re
+
+    r = await client.get("/login", params={"token": token} if token else None)
+    page = await r.text()
+    assert r.status == 200, page
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+    form = {"csrf": csrf, "token": token} if token else {"csrf": csrf, "username": username, "password": password}
+    r = await client.post("/login", data=form, allow_redirects=False)
+    assert r.status == 303, await r.text()
+    r = await client.get("/api/me")
+    assert r.status == 200, await r.text()
+    session = getattr(client, "session", client)  # a TestClient wraps its ClientSession
+    session.headers["X-CSRF-Token"] = (await r.json())["csrf"]
+
+
+@pytest.fixture
+def login(gateway, aiohttp_client):
+    """`client = await login("zhangwei")`: a new client of the gateway's server, signed in as that person through
+    the /login form (after `copilot user add`'s path gave them a password): what a browser does, no backdoor."""
+    async def make(rep_id: str):
+        cp = gateway.copilot
+        role = cp.directory.get(cp.settings.tenant, rep_id).role
+        await asyncio.to_thread(cp.auth.add_user, rep_id, role, cp.settings.tenant, PASSWORD)
+        client = await aiohttp_client(gateway.server)
+        await sign_in(client, rep_id)
+        return client
+
+    return make
+
+
+def user_add(env: dict, name: str, role: str, password: str = PASSWORD) -> str:
+    """`copilot user add NAME --role ROLE --password-stdin` on the data dir of `env` (a server may be running on it)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "bot.cli", "user", "add", name, "--role", role, "--password-stdin"], env=env,
+                          input=password + "\n", capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stderr
+
+
+async def web_session(base: str, name: str, password: str = PASSWORD, *, token: str = ""):
+    """An aiohttp ClientSession on a running `copilot serve` at `base`, signed in as `name` (close it after use)."""
+    import aiohttp
+
+    session = aiohttp.ClientSession(base_url=base, cookie_jar=aiohttp.CookieJar(unsafe=True))  # unsafe: keep cookies for 127.0.0.1
+    try:
+        await sign_in(session, name, password, token=token)
+    except BaseException:
+        await session.close()
+        raise
+    return session
+
+
 async def replies_for(client, conversation: str, n: int = 1, timeout: float = 30.0) -> list[dict]:
     """Wait until `n` replies have arrived in a web-chat conversation; return all of them."""
     got: list[dict] = []

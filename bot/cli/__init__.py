@@ -7,7 +7,7 @@ import sys
 import click
 import typer
 
-from bot.cli import core, crm, email, inbox, kb, report, reps, wecom  # noqa: F401  (registers commands)
+from bot.cli import core, crm, email, inbox, kb, report, reps, user, wecom  # noqa: F401  (registers commands)
 from bot.cli.common import CliError, app
 
 

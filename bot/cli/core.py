@@ -29,6 +29,7 @@ def serve(
     from bot.web.gateway import create_web_app
 
     s = load_settings(host=host, port=port)
+    link = _sign_in_ready(s)  # before anything heavy: a public address without sign-in is refused at once
     grace = max(0.0, s.shutdown_grace)
     loop = asyncio.new_event_loop()
     # blocking work (model calls, embedding, SQL) runs on these threads; at exit they get the grace, not forever
@@ -37,6 +38,8 @@ def serve(
     try:
         with opened(s, logs=True, platforms=True) as cp:
             _first_start(cp)
+            if link:
+                _admin_link(cp)
             application = create_web_app(cp)
             unfinished, deadline = loop.run_until_complete(_serve(cp, application, s, grace))
     finally:
@@ -93,9 +96,54 @@ async def _serve(cp, application, s, grace: float) -> tuple[int, float]:
     return unfinished, deadline
 
 
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _sign_in_ready(s) -> bool:
+    """Whether this start prints a one-time admin link (no admin has a password yet). On an address other
+    than loopback that is refused: anyone who can reach it would meet an unprotected first sign-in."""
+    from bot.cli.user import opened_auth
+
+    with opened_auth(s) as (_, auth):
+        configured = auth.has_admin_password(s.tenant)
+    if not configured and not _is_loopback(s.host):
+        raise CliError(f"refusing to listen on {s.host}: sign-in is not configured (no admin has a password yet). "
+                       "Set one first: `copilot user add admin --role admin --password-stdin`, or serve on 127.0.0.1.")
+    return not configured
+
+
+def _admin_link(cp) -> None:
+    """No admin has a password yet: a one-time sign-in link for a local admin (like a notebook server's token URL)."""
+    from bot.auth.service import AuthError
+
+    s = cp.settings
+    admins = cp.directory.by_role(s.tenant, "admin")
+    try:
+        admin = admins[0] if admins else cp.auth.add_user("admin", "admin", s.tenant)
+    except AuthError as exc:
+        raise CliError(f"cannot create the local admin: {exc}", 1) from None
+    token = cp.auth.one_time_token(s.tenant, admin.id)
+    typer.echo(f"Sign in as {admin.id} (admin) with this one-time link, valid once for {s.signin_link_minutes:g} min:\n"
+               f"  {s.base_url}/login?token={token}\n"
+               f"  then set a password: copilot user add {admin.id} --role admin --password-stdin", err=True)
+
+
 def _first_start(cp) -> None:
-    """On an empty data dir: the sample users, CRM records and knowledge, so everything works at once."""
+    """Demo mode (COPILOT_DEMO=true, as `make run` sets) on an empty data dir: the sample users, CRM records and
+    knowledge, so everything works at once. Otherwise the copilot starts empty."""
     if not cp.needs_samples():
+        return
+    if not cp.settings.demo:
+        typer.echo("Starting with an empty knowledge base: add documents with `copilot ingest PATH`, people with "
+                   "`copilot user add` (COPILOT_DEMO=true loads the sample people and knowledge instead).", err=True)
         return
     if not cp.settings.knowledge_dir.is_dir():  # installed from a wheel: the sample knowledge stays in the source tree
         typer.echo(f"No sample knowledge at {cp.settings.knowledge_dir}: starting with an empty knowledge base "

@@ -1,4 +1,6 @@
-"""The admin HTTP API (bearer token, COPILOT_ADMIN_TOKEN): knowledge uploads, drafts, approvals, report.
+"""The admin HTTP API: knowledge uploads, drafts, approvals, report. Scripts send the bearer token
+(COPILOT_ADMIN_TOKEN); a browser signed in as an admin uses its session (the web edge checked its CSRF token and
+origin) and acts as that admin.
 
 Uploads take the same path as the CLI and chat (`Publishing.upload` → `Ingestor.ingest_bytes`): an
 upload `as` a rep becomes a draft; as an enablement user, manager or admin it is published.
@@ -17,6 +19,7 @@ from sqlmodel import Session
 from bot.agent.publishing import Publishing
 from bot.people.directory import Directory, DirectoryError, Person
 from bot.settings import Settings
+from bot.web.session import PERSON
 from connectors.http import read_form
 
 
@@ -24,13 +27,20 @@ def admin_routes(settings: Settings, engine: Engine, directory: Directory, publi
     s = settings
 
     def authorize(request: web.Request) -> None:
+        signed_in = request.get(PERSON)
+        if signed_in is not None:  # no bearer header: the session middleware signed this person in
+            if signed_in.role != "admin":
+                raise web.HTTPForbidden(text="the admin API is for admins")
+            return
         if not s.admin_token:
             raise web.HTTPForbidden(text="the admin API is disabled: set COPILOT_ADMIN_TOKEN")
         got = request.headers.get("Authorization", "")
         if not hmac.compare_digest(got.encode(), f"Bearer {s.admin_token.get_secret_value()}".encode()):
             raise web.HTTPUnauthorized(text="missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
-    def person(rep_id: str | None) -> Person:
+    def person(rep_id: str | None, request: web.Request) -> Person:
+        if request.get(PERSON) is not None:
+            return request[PERSON]  # a signed-in admin acts as themselves
         if not rep_id:
             return Person("admin-api", "admin API", "admin", "", s.tenant, s.timezone, "en")
         try:
@@ -45,7 +55,7 @@ def admin_routes(settings: Settings, engine: Engine, directory: Directory, publi
         fields, files = await read_form(request, s.max_upload_bytes)
         if not files:
             raise web.HTTPBadRequest(text="no file in the upload")
-        who = await asyncio.to_thread(person, fields.get("as"))
+        who = await asyncio.to_thread(person, fields.get("as"), request)
         results = []
         for name, _, data in files:
             reply = await asyncio.to_thread(publishing.upload, who, name, data, f"upload:{who.id}/{name}")
@@ -71,7 +81,7 @@ def admin_routes(settings: Settings, engine: Engine, directory: Directory, publi
             version_id = int(request.match_info["version_id"])
         except ValueError:
             raise web.HTTPBadRequest(text="version id must be a number") from None
-        who = await asyncio.to_thread(person, request.query.get("as"))
+        who = await asyncio.to_thread(person, request.query.get("as"), request)
         reply = await asyncio.to_thread(publishing.decide, who, version_id, request.match_info["decision"] == "approve")
         ok = bool(reply.meta.get("decision"))
         return web.json_response({"ok": ok, "message": reply.text}, status=200 if ok else 409)

@@ -2,7 +2,8 @@
 channel's routes on the parts the app factory built. It builds nothing itself.
 
 Bad input gets a clear JSON error and a 4xx; nothing a client sends produces a stack trace.
-Bodies over the limit are refused before they are read.
+Bodies over the limit are refused before they are read. Every route but the explicit public list of
+bot/web/session.py needs a signed-in session (and, to change anything, this site's origin and CSRF token).
 """
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ from typing import TYPE_CHECKING, Awaitable, Callable
 
 from aiohttp import web
 
+from bot.pipeline.ratelimit import RateLimiter
 from bot.web.admin import admin_routes
 from bot.web.documents import document_routes
+from bot.web.session import session_middleware
+from bot.web.signin import signin_routes
 from connectors.channel import Throttled
 
 if TYPE_CHECKING:
@@ -69,10 +73,15 @@ def create_web_app(app: App, *, owns_app: bool = False) -> web.Application:
     """The web server of a built app; starting it starts the app, stopping it stops the app (and, when
     the server `owns_app`, releases its stores)."""
     s = app.settings
-    web_app = web.Application(middlewares=[error_middleware(s.max_body_bytes, s.max_upload_bytes)],
+    web_app = web.Application(middlewares=[error_middleware(s.max_body_bytes, s.max_upload_bytes),
+                                           session_middleware(app.auth, s.tenant, s.public_url)],
                               client_max_size=s.max_body_bytes)  # uploads stream (multipart), checked against max_upload_bytes
     web_app.add_routes(health_routes(app))
     web_app.add_routes(document_routes(app.links, app.knowledge.retriever, app.agent.prompts))
+    per_minute = max(1, s.login_attempts_per_minute)
+    web_app.add_routes(signin_routes(app.auth, app.agent.prompts, tenant=s.tenant, public_url=s.public_url, demo=s.demo,
+                                     per_account=RateLimiter(per_minute, burst=per_minute),
+                                     per_address=RateLimiter(6 * per_minute, burst=6 * per_minute)))
     web_app.add_routes(admin_routes(s, app.engine, app.directory, app.publishing))
     web_app.add_routes(app.channels.routes(app.intake.sink))
 

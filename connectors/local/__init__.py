@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from connectors.channel import ChannelContext
-from connectors.local.connector import History, LocalConnector, Users
+from connectors.local.connector import History, Identity, LocalConnector
 
 __all__ = ["LocalConnector", "build"]
 
 
-def build(ctx: ChannelContext, *, history: History, users: Users) -> LocalConnector:
-    """The web chat: always there. `history` and `users` are the core's (replies of a conversation, the people to chat as)."""
-    return LocalConnector(history, users, tenant=ctx.tenant, uploads=Path(ctx.data_dir) / "uploads", max_upload=ctx.max_download)
+def build(ctx: ChannelContext, *, history: History, identity: Identity, web_chat: bool = True) -> LocalConnector:
+    """The web chat: always there (its page and API only when `web_chat`). `history` and `identity` are the core's
+    (the replies of a conversation; the signed-in sender of a request, or None)."""
+    return LocalConnector(history, identity, tenant=ctx.tenant, uploads=Path(ctx.data_dir) / "uploads", max_upload=ctx.max_download,
+                          web_chat=web_chat)

@@ -1,6 +1,10 @@
 """The web chat connector: the page at /, messages in over POST /api/chat, replies out by waking the
 page that long-polls /api/replies (the reply itself is durable in the outbox already).
 
+Who is writing is never read from the request's fields: `identity(request)`, handed in by the factory, gives
+the sender the gateway verified (the signed-in session), or None (401). A person sees only their own
+conversations (parse.own).
+
 A real connector in every respect (messages go through the durable inbox and the worker pool;
 replies come back through the outbox), so tests run the whole pipeline without a platform.
 """
@@ -17,21 +21,22 @@ from aiohttp import web
 
 from connectors.channel import Check, Sink
 from connectors.http import read_form
-from connectors.local.parse import CHANNEL, ID, PayloadError, parse
+from connectors.local.parse import CHANNEL, ID, NotYours, PayloadError, own, parse
 from connectors.message import Attachment, Reply, Target
 
 WEB = Path(__file__).parent / "web"
 History = Callable[[str, str, int], Awaitable[list[dict]]]  # (tenant, conversation id, after id) -> replies
-Users = Callable[[], Awaitable[list[dict]]]
+Identity = Callable[[web.Request], "tuple[str, str] | None"]  # request -> (sender id, display name) the gateway verified
 
 
 class LocalConnector:
     name = CHANNEL
 
-    def __init__(self, history: History, users: Users, *, tenant: str = "default", uploads: Path | None = None,
-                 max_upload: int = 25 * 1024 * 1024) -> None:
+    def __init__(self, history: History, identity: Identity, *, tenant: str = "default", uploads: Path | None = None,
+                 max_upload: int = 25 * 1024 * 1024, web_chat: bool = True) -> None:
         self.history = history
-        self.users = users
+        self.identity = identity
+        self.web_chat = web_chat
         self.tenant = tenant
         self.uploads = uploads
         self.max_upload = max_upload
@@ -40,16 +45,26 @@ class LocalConnector:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # receive ---------------------------------------------------------------------------------
-    def routes(self, sink: Sink) -> list[web.RouteDef]:
-        async def page(_: web.Request) -> web.StreamResponse:
-            return web.FileResponse(WEB / "index.html")
+    def sender(self, request: web.Request) -> tuple[str, str]:
+        who = self.identity(request)
+        if who is None:
+            raise web.HTTPUnauthorized(text="sign in first")
+        return who
 
-        async def users(_: web.Request) -> web.Response:
-            return web.json_response(await self.users())
+    def routes(self, sink: Sink) -> list[web.RouteDef]:
+        if not self.web_chat:
+            return []
+
+        async def page(request: web.Request) -> web.StreamResponse:
+            self.sender(request)
+            return web.FileResponse(WEB / "index.html", headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY"})
 
         async def post(request: web.Request) -> web.Response:
+            sender, name = self.sender(request)
             if request.content_type.startswith("multipart/"):
                 fields, attachment = await self._read_upload(request)
+            elif request.content_type != "application/json":
+                raise web.HTTPUnsupportedMediaType(text="send the message as application/json (or a file as multipart/form-data)")
             else:
                 try:
                     fields = await request.json()
@@ -57,17 +72,25 @@ class LocalConnector:
                     raise web.HTTPBadRequest(text="body is not valid JSON") from None
                 attachment = None
             try:
-                msg = parse(fields, attachment, tenant=self.tenant)
+                msg = parse(fields, attachment, tenant=self.tenant, sender=sender, sender_name=name)
             except PayloadError as exc:
                 raise web.HTTPBadRequest(text=str(exc)) from None
+            except NotYours as exc:
+                raise web.HTTPForbidden(text=str(exc)) from None
             acc = await sink(msg)  # Throttled propagates: the gateway answers 429 with Retry-After
-            return web.json_response({"inbox_id": acc.inbox_id, "duplicate": acc.duplicate, "conversation": msg.conversation_id},
+            return web.json_response({"inbox_id": acc.inbox_id, "duplicate": acc.duplicate,
+                                      "conversation": str(fields.get("conversation") or f"web-{sender}")},
                                      status=200 if acc.duplicate else 202)
 
         async def replies(request: web.Request) -> web.Response:
+            sender, _ = self.sender(request)
             conv = request.query.get("conversation", "")
             if not ID.match(conv):
                 raise web.HTTPBadRequest(text="conversation must be 1-128 letters, digits or .:@_-")
+            try:
+                conv = own(sender, conv)
+            except NotYours as exc:
+                raise web.HTTPForbidden(text=str(exc)) from None
             try:
                 after = int(request.query.get("after", "0"))
                 wait = min(float(request.query.get("wait", "25")), 60.0)
@@ -89,7 +112,6 @@ class LocalConnector:
 
         return [
             web.get("/", page),
-            web.get("/api/users", users),
             web.post("/api/chat", post),
             web.get("/api/replies", replies),
         ]

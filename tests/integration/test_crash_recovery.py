@@ -16,6 +16,7 @@ pytestmark = pytest.mark.slow
 
 
 async def start(env: dict, port: int) -> asyncio.subprocess.Process:
+    env = {"COPILOT_DEMO": "true", **env}  # the sample people and knowledge, as `make run` has them
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot.cli", "serve", "--port", str(port),
                                                 env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
     async with aiohttp.ClientSession() as s:
