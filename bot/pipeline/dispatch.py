@@ -4,7 +4,9 @@ The database is the source of truth; in-memory queues only say what to look at n
 every unfinished row is rescheduled (this is how a killed process resumes), and a sweeper picks up
 rows whose lease expired elsewhere. A failing message is retried with exponential backoff while
 its conversation waits (order is kept); after `max_attempts` it goes to the dead-letter state and
-the sender gets an apology, so every message is answered exactly once.
+the sender gets an apology, so every message is answered exactly once. A handler that runs past
+`handler_timeout` is a failed attempt (its lease is renewed only until then); attempts are counted when
+a row is claimed, so a message that kills the process every time is dead-lettered too.
 """
 from __future__ import annotations
 
@@ -26,7 +28,8 @@ Handler = Callable[[InboundMessage], Awaitable[list[Reply]]]
 
 class Dispatcher:
     def __init__(self, inbox: Inbox, handler: Handler, metrics: Metrics, *, apology: str, workers: int = 4, lease: float = 60.0,
-                 max_attempts: int = 4, retry_base: float = 2.0, on_replies: Callable[[list[int]], None] | None = None) -> None:
+                 max_attempts: int = 4, retry_base: float = 2.0, on_replies: Callable[[list[int]], None] | None = None,
+                 handler_timeout: float = 120.0) -> None:
         """`apology`: what the sender of a message that failed for good is told (the message `apology`)."""
         self.apology = Reply(text=apology, kind="error")
         self.inbox = inbox
@@ -36,6 +39,7 @@ class Dispatcher:
         self.lease = lease
         self.max_attempts = max_attempts
         self.retry_base = retry_base
+        self.handler_timeout = handler_timeout
         self.on_replies = on_replies or (lambda ids: None)
         self._convs: dict[str, deque[int]] = {}
         self._busy: set[str] = set()
@@ -128,23 +132,25 @@ class Dispatcher:
         claimed = await asyncio.to_thread(self.inbox.claim, inbox_id, self.lease)
         if claimed is None:
             return None
-        msg, attempts = claimed
+        msg, attempt = claimed
+        if attempt > self.max_attempts:  # every earlier attempt ended the process (or its lease) mid-message
+            log.error("message %s dead: %d attempts never finished", inbox_id, attempt - 1)
+            return await self._dead(inbox_id, msg, f"{attempt - 1} attempts never finished (the process died or lost the lease)")
         started = time.perf_counter()
         renew = asyncio.create_task(self._renew(inbox_id))
         try:
-            replies = await self.handler(msg)
+            replies = await asyncio.wait_for(self.handler(msg), self.handler_timeout)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            if isinstance(exc, asyncio.TimeoutError):
+                exc = TimeoutError(f"the handler took longer than {self.handler_timeout:g} s")
             self.metrics.failed.labels(msg.channel).inc()
-            if attempts + 1 >= self.max_attempts:
-                log.error("message %s dead after %d attempts: %s", inbox_id, attempts + 1, exc)
-                ids = await asyncio.to_thread(self.inbox.complete, inbox_id, msg, [self.apology], status="dead", error=repr(exc))
-                self.metrics.dead.labels(msg.channel).inc()
-                self.on_replies(ids)
-                return None
-            delay = self.retry_base * (2**attempts)
-            log.warning("message %s failed (attempt %d), retry in %.1fs: %r", inbox_id, attempts + 1, delay, exc)
+            if attempt >= self.max_attempts:
+                log.error("message %s dead after %d attempts: %s", inbox_id, attempt, exc)
+                return await self._dead(inbox_id, msg, repr(exc))
+            delay = self.retry_base * (2 ** (attempt - 1))
+            log.warning("message %s failed (attempt %d), retry in %.1fs: %r", inbox_id, attempt, delay, exc)
             await asyncio.to_thread(self.inbox.retry_later, inbox_id, repr(exc), delay)
             return delay
         finally:
@@ -155,8 +161,18 @@ class Dispatcher:
         self.on_replies(ids)
         return None
 
+    async def _dead(self, inbox_id: int, msg: InboundMessage, error: str) -> None:
+        """Dead letter: the sender is told (the apology), in the same transaction that closes the row."""
+        ids = await asyncio.to_thread(self.inbox.complete, inbox_id, msg, [self.apology], status="dead", error=error)
+        self.metrics.dead.labels(msg.channel).inc()
+        self.on_replies(ids)
+        return None
+
     async def _renew(self, inbox_id: int) -> None:
-        while True:
+        """Keep the lease while the handler is within its timeout, never longer."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + self.handler_timeout
+        while loop.time() + self.lease / 3 < end:
             await asyncio.sleep(self.lease / 3)
             await asyncio.to_thread(self.inbox.renew, inbox_id, self.lease)
 

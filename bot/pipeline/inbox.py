@@ -149,13 +149,16 @@ class Inbox:
 
     # worker side (sync, run in threads) -------------------------------------------------------
     def claim(self, inbox_id: int, lease: float) -> tuple[InboundMessage, int] | None:
-        """Take the row under a lease: one UPDATE .. RETURNING; None when it is finished or leased elsewhere."""
+        """Take the row under a lease: one UPDATE .. RETURNING; None when it is finished or leased elsewhere.
+
+        The attempt is counted here, as it starts (returned: this attempt's number, from 1), so a message that
+        kills the process every time still reaches the dead letters after `max_attempts` restarts."""
         now = time.time()
         t = InboxRow.__table__
         stmt = (
             update(t)
             .where(t.c.id == inbox_id, (t.c.status == "queued") | ((t.c.status == "processing") & ((t.c.lease_until < now) | (t.c.lease_owner == OWNER))))
-            .values(status="processing", lease_owner=OWNER, lease_until=now + lease)
+            .values(status="processing", lease_owner=OWNER, lease_until=now + lease, attempts=t.c.attempts + 1)
             .returning(t.c.payload, t.c.attempts)
         )
         with self.engine.begin() as conn:
@@ -184,7 +187,7 @@ class Inbox:
         t = InboxRow.__table__
         with self.engine.begin() as conn:
             conn.execute(update(t).where(t.c.id == inbox_id, t.c.lease_owner == OWNER)
-                         .values(status="queued", attempts=t.c.attempts + 1, not_before=time.time() + delay,
+                         .values(status="queued", not_before=time.time() + delay,
                                  lease_owner="", lease_until=0.0, error=error[:2000]))
 
     def unfinished(self) -> list[Work]:
