@@ -63,6 +63,11 @@ def open_database(settings: Settings) -> Engine:
     return engine
 
 
+def data_dirs(settings: Settings) -> list[str]:
+    """What ingestion never takes as documents: the data folder names/paths of the settings and our own data directory."""
+    return [*settings.knowledge_data_dirs, str(settings.data_dir)]
+
+
 def open_knowledge(settings: Settings, engine: Engine | None = None) -> Knowledge:
     engine = engine or open_database(settings)
     embedder = CachedEmbedder(make_embedder(settings.embed_model, api_key=settings.llm_api_key), settings.embed_cache_path, settings.embed_batch)
@@ -70,7 +75,7 @@ def open_knowledge(settings: Settings, engine: Engine | None = None) -> Knowledg
     rerank = settings.rerank_model
     reranker = CrossEncoderReranker(rerank[3:] if rerank.startswith("st:") else rerank) if rerank else None
     retriever = Retriever(engine, vectors, embedder, t2s=settings.traditional_to_simplified, reranker=reranker)
-    return Knowledge(engine, embedder, vectors, retriever, Ingestor(engine, vectors, embedder))
+    return Knowledge(engine, embedder, vectors, retriever, Ingestor(engine, vectors, embedder, data_dirs=data_dirs(settings)))
 
 
 def write_sample_embeddings(settings: Settings) -> Path:

@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     embed_cache: Path | None = None  # default: data_dir/embeddings.db
     embed_batch: int = 16
     rerank_model: str = ""
+    # folder names (anywhere below an ingested folder) and paths that hold data, never ingested as documents
+    knowledge_data_dirs: list[str] = Field(default_factory=lambda: ["crm", "eval"])
     traditional_to_simplified: bool = True
     # e5 cosine the best passage must reach for an answer to count as grounded, for Chinese and for
     # English questions (measured on tests/data: see docs/retrieval.md)

@@ -20,6 +20,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from rag.chunk import chunk_blocks
+from rag.datafiles import DEFAULT_DATA_DIRS, DataFolders, crm_export_reason
 from rag.embed import CachedEmbedder
 from rag.formats import SUFFIXES, IngestError, ParsedDoc
 from rag.index import VectorIndex
@@ -68,11 +69,14 @@ def _tags(v) -> str:
 
 
 class Ingestor:
-    def __init__(self, engine: Engine, vectors: VectorIndex, embedder: CachedEmbedder, sandbox: Sandbox | None = None) -> None:
-        """`sandbox`: where files are parsed (a child process with limits; one with default limits if not given)."""
+    def __init__(self, engine: Engine, vectors: VectorIndex, embedder: CachedEmbedder, sandbox: Sandbox | None = None,
+                 data_dirs: Iterable[str | Path] = DEFAULT_DATA_DIRS) -> None:
+        """`sandbox`: where files are parsed (a child process with limits; one with default limits if not given);
+        `data_dirs`: folder names and paths that hold data, never ingested (rag.datafiles)."""
         self.engine = engine
         self.vectors = vectors
         self.embedder = embedder
+        self.data = DataFolders(data_dirs)
         self.sandbox = sandbox or Sandbox()
 
     def close(self) -> None:
@@ -90,8 +94,20 @@ class Ingestor:
         exclude: tuple[str, ...] = (),
     ) -> list[IngestResult]:
         results = []
+        paths = [Path(p) for p in paths]
+        given = set(paths)
         for root, path in expand(paths, exclude):
             rel = path.relative_to(root).as_posix() if path != root else path.name
+            walked = path not in given
+            if walked and self.data.reason(path, root) is not None:
+                continue  # a data folder inside a walked folder (knowledge/crm): not a document, nothing to report
+            data_reason = self.data.reason(root / path.name) if walked else self.data.reason(path)
+            if data_reason is not None:  # named explicitly, or the walked folder is itself a data folder
+                res = IngestResult(rel, reason=data_reason, code="data_folder")
+                results.append(res)
+                if on_file:
+                    on_file(res)
+                continue
             try:
                 data = path.read_bytes()
             except OSError as exc:
@@ -115,6 +131,10 @@ class Ingestor:
         progress: Callable[[int], None] | None = None,
     ) -> IngestResult:
         res = IngestResult(name)
+        refused = crm_export_reason(data, name)
+        if refused is not None:
+            res.reason, res.code = refused, "crm_export"
+            return res
         try:
             parsed = self.sandbox.parse(data, name)
             return self._ingest(parsed, name, uploader, audience, source or name, progress)
