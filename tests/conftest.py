@@ -111,18 +111,23 @@ async def sign_in(client, username: str, password: str = PASSWORD, *, token: str
 
 
 @pytest.fixture
-def login(gateway, aiohttp_client):
-    """`client = await login("zhangwei")`: a new client of the gateway's server, signed in as that person through
-    the /login form (after `copilot user add`'s path gave them a password): what a browser does, no backdoor."""
-    async def make(rep_id: str):
-        cp = gateway.copilot
+def login_to(aiohttp_client):
+    """`client = await login_to(server_client, cp, "zhangwei")`: a new client of that test server, signed in as the
+    person through the /login form after `copilot user add`'s path gave them a password: what a browser does."""
+    async def make(server_client, cp, rep_id: str):
         role = cp.directory.get(cp.settings.tenant, rep_id).role
         await asyncio.to_thread(cp.auth.add_user, rep_id, role, cp.settings.tenant, PASSWORD)
-        client = await aiohttp_client(gateway.server)
+        client = await aiohttp_client(server_client.server)
         await sign_in(client, rep_id)
         return client
 
     return make
+
+
+@pytest.fixture
+def login(gateway, login_to):
+    """`client = await login("zhangwei")`: a new client of the `gateway` fixture's server, signed in as that person."""
+    return lambda rep_id: login_to(gateway, gateway.copilot, rep_id)
 
 
 def user_add(env: dict, name: str, role: str, password: str = PASSWORD) -> str:
