@@ -52,14 +52,20 @@ def admin_routes(settings: Settings, engine: Engine, directory: Directory, publi
         authorize(request)
         if not request.content_type.startswith("multipart/"):
             raise web.HTTPBadRequest(text="send the files as multipart/form-data (field 'file', optional field 'as')")
-        fields, files = await read_form(request, s.max_upload_bytes)
+        # each file at most max_upload_bytes, the whole body at most 4 files' worth, spooled to disk as it arrives
+        fields, files = await read_form(request, s.max_upload_bytes, total=4 * s.max_upload_bytes)
         if not files:
             raise web.HTTPBadRequest(text="no file in the upload")
-        who = await asyncio.to_thread(person, fields.get("as"), request)
         results = []
-        for name, _, data in files:
-            reply = await asyncio.to_thread(publishing.upload, who, name, data, f"upload:{who.id}/{name}")
-            results.append(reply.meta["ingest"])
+        try:
+            who = await asyncio.to_thread(person, fields.get("as"), request)
+            for up in files:
+                data = await asyncio.to_thread(up.read)
+                reply = await asyncio.to_thread(publishing.upload, who, up.name, data, f"upload:{who.id}/{up.name}")
+                results.append(reply.meta["ingest"])
+        finally:
+            for up in files:
+                up.close()
         status = 200 if all(r["status"] != "error" for r in results) else 207
         return web.json_response({"results": results}, status=status)
 

@@ -119,9 +119,12 @@ class LocalConnector:
     async def _read_upload(self, request: web.Request) -> tuple[dict, Attachment]:
         if self.uploads is None:
             raise web.HTTPBadRequest(text="file upload is not enabled")
-        fields, files = await read_form(request, self.max_upload)
+        fields, files = await read_form(request, self.max_upload, max_parts=8)  # the body spooled, its total capped
+        for extra in files[1:]:
+            extra.close()
         attachment = None
-        for name, mime, data in files[:1]:
+        for up in files[:1]:
+            name, mime, data = up.name, up.content_type, await asyncio.to_thread(up.read)
             digest = hashlib.sha256(data).hexdigest()
             self.uploads.mkdir(parents=True, exist_ok=True)
             (self.uploads / digest).write_bytes(data)
