@@ -73,10 +73,10 @@ class LocalConnector:
                 attachment = None
             try:
                 msg = parse(fields, attachment, tenant=self.tenant, sender=sender, sender_name=name)
-            except PayloadError as exc:
-                raise web.HTTPBadRequest(text=str(exc)) from None
             except NotYours as exc:
                 raise web.HTTPForbidden(text=str(exc)) from None
+            except PayloadError as exc:
+                raise web.HTTPBadRequest(text=str(exc)) from None
             acc = await sink(msg)  # Throttled propagates: the gateway answers 429 with Retry-After
             return web.json_response({"inbox_id": acc.inbox_id, "duplicate": acc.duplicate,
                                       "conversation": str(fields.get("conversation") or f"web-{sender}")},

@@ -21,7 +21,7 @@ class PayloadError(ValueError):
     """Not a chat message (answered with 400)."""
 
 
-class NotYours(PermissionError):
+class NotYours(PayloadError):
     """A conversation of another person (answered with 403)."""
 
 

@@ -223,25 +223,41 @@ class ConsoleRig(Rig):
     channel, shows_cards = "console", False
     CONV = "contract"
 
+    def __init__(self, copilot, client, connector, anonymous) -> None:
+        super().__init__(copilot, client, connector)
+        self.anonymous = anonymous  # a client of the same server without a session
+
     @classmethod
     async def open(cls, make_app, aiohttp_client, **_):
         from bot.web.gateway import create_web_app
+        from tests.conftest import PASSWORD, sign_in
 
         copilot = make_app()
-        return cls(copilot, await aiohttp_client(create_web_app(copilot)), copilot.channels.get("console"))
+        anonymous = await aiohttp_client(create_web_app(copilot))
+        copilot.auth.add_user(REP, "rep", copilot.settings.tenant, PASSWORD)
+        client = await aiohttp_client(anonymous.server)
+        await sign_in(client, REP)  # the web chat's credentials: a signed-in session
+        return cls(copilot, client, copilot.channels.get("console"), anonymous)
+
+    def row_key(self, msg_id: str) -> str:
+        return f"{REP}/{msg_id}"  # message ids are the sender's own
 
     async def deliver(self, text: str, msg_id: str):
-        return await self.client.post("/api/chat", json={"as": REP, "text": text, "conversation": self.CONV, "id": msg_id})
+        return await self.client.post("/api/chat", json={"text": text, "conversation": self.CONV, "id": msg_id})
 
-    async def refused(self, text: str, msg_id: str) -> None:
-        return None  # the web chat is the local channel: no platform signs its requests
+    async def refused(self, text: str, msg_id: str) -> str:
+        r = await self.anonymous.post("/api/chat", json={"as": REP, "text": text, "conversation": self.CONV, "id": msg_id})
+        assert r.status == 401, r.status
+        return (await r.json())["error"]
 
     async def texts(self) -> list[str]:
         r = await self.client.get("/api/replies", params={"conversation": self.CONV, "after": "0", "wait": "0"})
         return [row["reply"]["text"] for row in (await r.json())["replies"]]
 
     def target(self) -> Target:
-        return Target(channel="console", tenant=self.tenant, conversation_id=self.CONV, user_id=REP)
+        from connectors.local.parse import own
+
+        return Target(channel="console", tenant=self.tenant, conversation_id=own(REP, self.CONV), user_id=REP)
 
 
 RIGS: dict[str, type[Rig]] = {"wecom": WeComRig, "dingtalk": DingTalkRig, "email": EmailRig, "console": ConsoleRig}
@@ -283,7 +299,7 @@ def parse_cases() -> list[tuple[str, Callable[[], InboundMessage | None], dict[s
     for c in tomllib.loads((FIXTURES / "console" / "messages.toml").read_text("utf-8"))["case"]:
         body = {**c["body"], **({"text": "x" * c["long_text"]} if "long_text" in c else {})}
         want = {"error": c["error"]} if "error" in c else {**c["expect"], "channel": "console"}
-        cases.append((f"console-{c['name']}", lambda body=body: console_parse(body, tenant="default"), want))
+        cases.append((f"console-{c['name']}", lambda body=body, c=c: console_parse(body, tenant="default", sender=c["sender"]), want))
     return cases
 
 
