@@ -46,7 +46,9 @@ class Publishing:
     def _describe(self, person: Person, name: str, res: IngestResult) -> str:
         lang = ui_lang(person.language)
         if res.status == "error":
-            return self.prompts.msg("kb_not_ingested", lang, name=name, reason=res.reason)
+            key = f"kb_refused_{res.code}"  # the catalogue's words for the refusal, where it has them
+            reason = self.prompts.msg(key, lang) if res.code and self.prompts.has(key) else res.reason
+            return self.prompts.msg("kb_not_ingested", lang, name=name, reason=reason)
         if res.status == "draft":
             return self.prompts.msg("kb_saved_draft", lang, name=name, version=res.version)
         if res.status == "unchanged":

@@ -175,5 +175,7 @@ async def test_a_question_asked_while_hostile_files_are_uploaded_is_answered(cop
         for name, (_, code) in ATTACKS.items():
             if code:
                 assert notes[name]["meta"]["ingest"]["status"] == "error" and name in notes[name]["text"], notes[name]
+                # the uploader reads the catalogue's sentence for the refusal, not the parser's words
+                assert copilot.agent.prompts.msg(f"kb_refused_{code}", "zh") in notes[name]["text"], notes[name]
     finally:
         await copilot.aclose()
