@@ -55,6 +55,7 @@ class Knowledge:
     ingestor: Ingestor
 
     def close(self) -> None:
+        self.ingestor.close()  # the file-parsing worker processes
         self.embedder.close()
 
 
