@@ -214,6 +214,7 @@ def build_app(settings: Settings, *, platforms: bool = False, channels: Iterable
     from bot.agent import Agent
     from bot.agent.answer import Answerer
     from bot.agent.correspondence import Correspondence
+    from bot.agent.delivery import Delivery
     from bot.agent.llm import ChatModel
     from bot.agent.pending import PendingStore
     from bot.agent.publishing import Publishing
@@ -253,21 +254,26 @@ def build_app(settings: Settings, *, platforms: bool = False, channels: Iterable
     local = web_chat.build(channel_context(s, "console", engine), history=reply_history(engine, "console"), identity=signed_in,
                            web_chat=s.web_chat)
     chans = Channels([local, *(channel_connectors(s, engine) if platforms else ()), *channels], labels=prompts.labels("channel_"))
-    outbox = Outbox(engine, chans, metrics, retry_base=s.retry_base_seconds, yield_to=lambda: inbox.quiet(0.05), only=deliver_only)
+    pending = PendingStore(engine)
+    reach = lambda rep_id: directory.target_for(rep_id, chans.names())
+    # after the platform answered: a draft is "sent ✓" and logged only once delivered, a dead letter is told to the
+    # rep, a confirmation a crash left executing returns to pending (its enqueue is the outbox's, built next)
+    delivery = Delivery(pending, crm, prompts, lambda *a: outbox.enqueue(*a), reach, stale_after=s.confirm_stale_seconds)
+    outbox = Outbox(engine, chans, metrics, retry_base=s.retry_base_seconds, yield_to=lambda: inbox.quiet(0.05), only=deliver_only,
+                    on_sent=delivery.sent, on_dead=delivery.dead)
 
     links = LinkSigner(secret, s.base_url)
     model = ChatModel(s, audit, audit.usage)
     answerer = Answerer(knowledge.retriever, prompts, floor=s.score_floor, floor_en=s.score_floor_en, stale_days=s.stale_days,
                         model=model, link=lambda h, v: links.url(h.doc_id, v.tenant, v.role, v.team, h.chunk_id))
-    reach = lambda rep_id: directory.target_for(rep_id, chans.names())
     publishing = Publishing(engine, knowledge.ingestor, directory, outbox.enqueue, reach, prompts, stale_days=s.stale_days)
-    agent = Agent(answerer=answerer, prompts=prompts, crm=crm, pending=PendingStore(engine), directory=directory, engine=engine,
+    agent = Agent(answerer=answerer, prompts=prompts, crm=crm, pending=pending, directory=directory, engine=engine,
                   enqueue=outbox.enqueue, can_email=lambda: "email" in chans, publishing=publishing)
     mail = Correspondence(directory, crm, agent.pending, outbox.enqueue, reach, prompts)
     router = Router(directory, agent, prompts, fetch=chans.fetch, ingest_file=publishing.upload, mail=mail, preview=chans.preview)
     dispatcher = Dispatcher(inbox, router.handle, metrics, apology=prompts.both("apology"), workers=s.workers, lease=s.lease_seconds,
                             max_attempts=s.max_attempts, retry_base=s.retry_base_seconds, on_replies=outbox.wake,
-                            handler_timeout=s.handler_timeout)
+                            handler_timeout=s.handler_timeout, housekeeping=delivery.sweep)
     intake = Intake(inbox, RateLimiter(s.rate_limit_per_minute), metrics, dispatcher.notify)
     scheduler = build_scheduler(s, engine, outbox, directory, knowledge.retriever, publishing, prompts) if proactive else None
     return App(settings=s, engine=engine, knowledge=knowledge, metrics=metrics, audit=audit, directory=directory, crm=crm,

@@ -83,6 +83,7 @@ class Settings(BaseSettings):
     max_attempts: int = 4
     handler_timeout: float = 120.0  # seconds one message may take; past it the attempt fails (retried, then dead-lettered)
     retry_base_seconds: float = 2.0
+    confirm_stale_seconds: float = 300.0  # a confirmation still executing after this long (a crash) returns to pending
     log_json: bool = False
     log_level: str = "INFO"
     admin_token: SecretStr = SecretStr("")  # bearer token for /admin/*; empty = admin API disabled

@@ -177,15 +177,21 @@ class Drafter:
                 "to": [pl["email"]], "cc": [person.email] if person.email else [], "subject": pl["subject"],
                 "from_name": person.name, "reply_to": person.email, "in_reply_to": pl.get("in_reply_to", ""),
                 "references": pl.get("references", [])}})
-            self.enqueue(target, reply, f"draft:{p.id}")
         summary = m.msg("draft_sent_summary_email" if pl["channel"] == "email" else "draft_sent_summary_chat", lang, subject=pl["subject"])
-        self.crm.log_activity(person.tenant, account_id=pl["account_id"], contact_id=pl.get("contact_id") or None, opportunity_id=None,
-                              rep_id=person.id, kind="email" if pl["channel"] == "email" else "chat", occurred_at=now,
-                              summary=summary, source=f"pending:{p.id}", idempotency_key=f"{p.id}:sent", actor=person.id)
         outcome = "sent_unchanged" if pl["body"] == pl["original_body"] else "sent_edited"
-        self.pending.finish(p.id, "done", {"outcome": outcome})
         if pl["channel"] == "email":
-            return Reply(text=m.msg("draft_sent", lang, email=pl["email"]), kind="notice")
+            # not "sent" yet: the outbox tells the rep and logs the activity once the mail server accepted it
+            # (bot.agent.delivery), or tells the rep it failed and reopens the draft
+            reply.meta["draft"] = {"pending": p.id, "rep_id": person.id, "tenant": person.tenant, "lang": lang, "email": pl["email"],
+                                   "account_id": pl["account_id"], "contact_id": pl.get("contact_id") or None, "summary": summary}
+            sends = int(pl.get("sends") or 0)
+            self.enqueue(target, reply, f"draft:{p.id}" + (f":{sends}" if sends else ""))
+            self.pending.finish(p.id, "done", {"outcome": outcome})
+            return Reply(text=m.msg("draft_sending", lang, email=pl["email"]), kind="notice")
+        self.crm.log_activity(person.tenant, account_id=pl["account_id"], contact_id=pl.get("contact_id") or None, opportunity_id=None,
+                              rep_id=person.id, kind="chat", occurred_at=now,
+                              summary=summary, source=f"pending:{p.id}", idempotency_key=f"{p.id}:sent", actor=person.id)
+        self.pending.finish(p.id, "done", {"outcome": outcome})
         return Reply(text=m.msg("draft_logged", lang), kind="notice")
 
     def discard(self, person: Person, p: Pending) -> Reply:

@@ -80,6 +80,9 @@ class Masker:
         return text
 
 
+WAN = "万"  # ten thousand: how amounts are written in Chinese (120万), to mask them in every form
+
+
 def _amount_forms(amount: float | int | str) -> list[str]:
     """How an amount may be written: 1200000, 1,200,000, 1200000.00, 120万, 120 万."""
     try:
@@ -92,9 +95,9 @@ def _amount_forms(amount: float | int | str) -> list[str]:
     forms = {f"{whole:,}", f"{value:,.2f}", f"{value:.2f}"} | ({str(whole)} if value == whole else {str(value)})
     if whole % 10_000 == 0:
         wan = f"{whole // 10_000}"
-        forms |= {f"{wan}万", f"{wan} 万"}
+        forms |= {f"{wan}{WAN}", f"{wan} {WAN}"}
     elif whole >= 10_000:
-        forms |= {f"{value / 10_000:g}万"}
+        forms |= {f"{value / 10_000:g}{WAN}"}
     return sorted(forms, key=len, reverse=True)
 
 

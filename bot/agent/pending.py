@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select, update
@@ -27,6 +28,9 @@ class Pending:
     kind: str
     payload: dict[str, Any]
     status: str
+
+    def _replace_status(self, status: str) -> Pending:
+        return Pending(self.id, self.tenant, self.rep_id, self.conversation_key, self.kind, self.payload, status)
 
 
 def _of(row) -> Pending:
@@ -77,6 +81,29 @@ class PendingStore:
         t = PendingRow.__table__
         with self.engine.begin() as conn:
             conn.execute(update(t).where(t.c.id == pid).values(status=status, result=json.dumps(result or {}, ensure_ascii=False, default=str)))
+
+    def reopen(self, pid: str, payload: dict | None = None) -> bool:
+        """A decided item back to pending (its work failed for good: the person may decide again)."""
+        t = PendingRow.__table__
+        values: dict[str, Any] = {"status": "pending", "decided_at": None}
+        if payload is not None:
+            values["payload"] = json.dumps(payload, ensure_ascii=False, default=str)
+        with self.engine.begin() as conn:
+            return conn.execute(update(t).where(t.c.id == pid, t.c.status.in_(("executing", "done"))).values(**values)).rowcount == 1
+
+    def reopen_stale(self, older_than: float) -> list[Pending]:
+        """Items left `executing` longer than `older_than` seconds (the process died between claim and finish)
+        return to pending, each by a conditional update (two sweepers reopen it once); the ones reopened."""
+        t = PendingRow.__table__
+        cutoff = utcnow() - timedelta(seconds=older_than)
+        out = []
+        with self.engine.begin() as conn:
+            rows = conn.execute(select(t).where(t.c.status == "executing", t.c.decided_at < cutoff).limit(100)).all()
+            for row in rows:
+                if conn.execute(update(t).where(t.c.id == row.id, t.c.status == "executing")
+                                .values(status="pending", decided_at=None)).rowcount == 1:
+                    out.append(_of(row)._replace_status("pending"))
+        return out
 
     def update_payload(self, pid: str, payload: dict) -> None:
         t = PendingRow.__table__

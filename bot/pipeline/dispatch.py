@@ -29,8 +29,10 @@ Handler = Callable[[InboundMessage], Awaitable[list[Reply]]]
 class Dispatcher:
     def __init__(self, inbox: Inbox, handler: Handler, metrics: Metrics, *, apology: str, workers: int = 4, lease: float = 60.0,
                  max_attempts: int = 4, retry_base: float = 2.0, on_replies: Callable[[list[int]], None] | None = None,
-                 handler_timeout: float = 120.0) -> None:
-        """`apology`: what the sender of a message that failed for good is told (the message `apology`)."""
+                 handler_timeout: float = 120.0, housekeeping: Callable[[], object] | None = None) -> None:
+        """`apology`: what the sender of a message that failed for good is told (the message `apology`);
+        `housekeeping`: run (in a thread) on every sweep, e.g. returning stale confirmations to pending."""
+        self.housekeeping = housekeeping
         self.apology = Reply(text=apology, kind="error")
         self.inbox = inbox
         self.handler = handler
@@ -185,6 +187,8 @@ class Dispatcher:
                 for w in await asyncio.to_thread(self.inbox.unfinished):
                     if w.not_before <= now:
                         self.notify(w.id, w.conversation_key)
+                if self.housekeeping is not None:
+                    await asyncio.to_thread(self.housekeeping)
                 counts = await asyncio.to_thread(self.inbox.counts)
                 self.metrics.inbox_depth.set(counts.get("queued", 0) + counts.get("processing", 0))
             except asyncio.CancelledError:

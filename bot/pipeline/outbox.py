@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import time
+from typing import Callable
 
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection, Engine
@@ -29,7 +30,13 @@ CLAIM_SECONDS = 120.0
 
 class Outbox:
     def __init__(self, engine: Engine, channels: Channels, metrics: Metrics, *, max_attempts: int = 6,
-                 retry_base: float = 2.0, concurrency: int = 8, yield_to=None, only: set[str] | None = None) -> None:
+                 retry_base: float = 2.0, concurrency: int = 8, yield_to=None, only: set[str] | None = None,
+                 on_sent: Callable[[Target, Reply, str], None] | None = None,
+                 on_dead: Callable[[Target, Reply, str, str], None] | None = None) -> None:
+        """`on_sent(target, reply, dedupe_key)`: after the platform accepted a row (before it is marked sent, so a
+        crash repeats it: it must be idempotent); `on_dead(target, reply, dedupe_key, error)`: a row failed for good."""
+        self.on_sent = on_sent
+        self.on_dead = on_dead
         self.engine = engine
         self.channels = channels
         self.metrics = metrics
@@ -193,9 +200,20 @@ class Outbox:
                 self.metrics.send_failed.labels(row.channel).inc()
                 log.warning("send %s to %s failed (attempt %d%s): %s", row.id, row.channel, attempts, ", dead" if dead else "", exc)
             await asyncio.to_thread(self._mark_failed, row.id, "dead" if dead else "pending", attempts, time.time() + delay, str(exc))
+            if dead and self.on_dead is not None:
+                await self._hook(self.on_dead, target, reply, row.dedupe_key, str(exc))
             return None if dead else False
         self.metrics.sent.labels(row.channel).inc()
+        if self.on_sent is not None:
+            await self._hook(self.on_sent, target, reply, row.dedupe_key)
         return True
+
+    @staticmethod
+    async def _hook(fn, *args) -> None:
+        try:
+            await asyncio.to_thread(fn, *args)
+        except Exception:  # a failing follow-up never undoes or repeats the delivery itself
+            log.exception("delivery follow-up failed for %s", args[2])
 
     def _mark_failed(self, row_id: int, status: str, attempts: int, not_before: float, error: str) -> None:
         t = OutboundRow.__table__

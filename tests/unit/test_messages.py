@@ -29,6 +29,7 @@ ALLOWED_CONSTANTS = {
     ("bot/agent/__init__.py", "INTENTS"): "phrases that route a plain-words request to a job",
     ("bot/agent/compare.py", "ASPECTS"): "battlecard section headings and the words that ask about them (shown via compare_aspect_*)",
     ("bot/agent/draft.py", "SECTIONS"): "words in the headings of playbook template sections",
+    ("bot/agent/llm.py", "WAN"): "the ten-thousand unit in written amounts (120万), matched to mask amounts, never shown",
 }
 # Single literals (file, the literal contains): operator tools, not the chat.
 ALLOWED_LITERALS = {
