@@ -88,7 +88,7 @@ def run_mode(cp, scenarios: list[dict], model_clock: list[float]) -> dict:
 
     results, latencies = [], []
     for sc in scenarios:
-        person = cp.directory.get(sc["as"])
+        person = cp.directory.get("default", sc["as"])
         conv_id = f"bench-{sc['id']}-{time.monotonic_ns()}"
         conv = conversation_key("console", person.tenant, conv_id)
         fails = []

@@ -49,6 +49,11 @@ class MailFacts(BaseModel):
     references: tuple[str, ...] = ()
     to: tuple[str, ...] = ()
     cc: tuple[str, ...] = ()
+    # Whether the receiving mail server vouched for the From address (RFC 8601 Authentication-Results from
+    # the configured authserv-id: dmarc=pass or an aligned dkim=pass), and why. Unverified mail is a
+    # customer's at most, whatever its From says; mail stored before this existed loads as unverified.
+    sender_verified: bool = False
+    sender_check: str = ""
 
 
 class InboundMessage(BaseModel):

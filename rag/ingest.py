@@ -60,6 +60,7 @@ class Uploader:
     id: str = "cli"
     role: str = "admin"
     tenant: str = "default"
+    may_publish: bool = True  # False: a draft whoever it is (files that came by email wait for approval)
 
 
 def _tags(v) -> str:
@@ -172,7 +173,7 @@ class Ingestor:
                       lang=str(meta.get("lang") or language(" ".join(d.text for d in drafts[:5]))))
         content_hash = hashlib.sha256(json.dumps([fields, embed_texts], ensure_ascii=False, sort_keys=True).encode()).hexdigest()
         tenant = uploader.tenant
-        publish = uploader.role in PUBLISHERS
+        publish = uploader.role in PUBLISHERS and uploader.may_publish
 
         with Session(self.engine) as s:
             doc = s.exec(select(Document).where(Document.tenant == tenant, Document.doc_id == doc_id)).first()

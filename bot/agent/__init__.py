@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine
 
 from bot.agent.answer import Answer, Answerer
 from bot.agent.compare import Comparer
-from bot.agent.crmlog import CrmLogger, Scope
+from bot.agent.crmlog import CrmLogger, Scope, scope_of
 from bot.agent.draft import Drafter
 from bot.agent.facts import day_item
 from bot.agent.llm import ModelUnavailable
@@ -106,13 +106,12 @@ class Agent:
         self.model = answerer.model
         retriever = answerer.retriever
         self.logger = CrmLogger(crm, pending, prompts, self.model, self.scope)
-        self.drafter = Drafter(crm, retriever, pending, prompts, self.model, enqueue, can_email)
+        self.drafter = Drafter(crm, retriever, pending, prompts, self.model, enqueue, can_email, self.scope)
         self.comparer = Comparer(retriever, prompts, answerer.stale_days, lambda h, v: self.answerer.link(h, v))
         self.stores = StoreVisits(crm, pending, prompts)
 
     def scope(self, person: Person) -> Scope:
-        team = {p.id for p in self.directory.list(person.tenant) if p.team == person.team} if person.role == "manager" else set()
-        return Scope(person, team)
+        return scope_of(self.directory, person)
 
     # entry points --------------------------------------------------------------------------------
     def handle(self, person: Person, msg: InboundMessage, on_text=None) -> list[Reply]:

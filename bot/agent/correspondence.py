@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+from bot.agent.crmlog import scope_of
 from bot.agent.extract import topics
 from bot.agent.pending import PendingStore
 from bot.people.directory import Directory, Person
@@ -28,8 +29,14 @@ class Correspondence:
         self.enqueue = enqueue
 
     def is_customer_mail(self, msg: InboundMessage) -> bool:
-        """Mail from someone outside the directory: a customer (or a robot), never a user of the copilot."""
-        return msg.from_outside and msg.mail is not None and self.directory.resolve(msg.channel, msg.tenant, msg.sender_id) is None
+        """Mail from someone outside the directory, or whose sender the receiving server did not verify
+        (a From header is whatever the sender typed): a customer's at most, never a user's request."""
+        if not (msg.from_outside and msg.mail is not None):
+            return False
+        if not msg.mail.sender_verified:
+            log.info("mail from %s is not verified (%s): customer correspondence at most", msg.sender_id, msg.mail.sender_check or "no verdict")
+            return True
+        return self.directory.resolve(msg.channel, msg.tenant, msg.sender_id) is None
 
     def receive(self, msg: InboundMessage) -> list[Reply]:
         """A customer's (or an automatic) email: log it and tell the rep; never answer the sender."""
@@ -65,13 +72,15 @@ class Correspondence:
         return []
 
     def _rep(self, msg: InboundMessage, account) -> Person | None:
+        """The rep to tell: a To/Cc person whose scope holds the account (a rep Cc'd on a colleague's
+        customer gets nothing of that account), else the account's owner."""
         for addr in [*msg.mail.to, *msg.mail.cc] if msg.mail is not None else []:
             person = self.directory.resolve("email", msg.tenant, addr)
-            if person is not None:
+            if person is not None and account is not None and scope_of(self.directory, person).allows(account.owner_id):
                 return person
         if account is not None and account.owner_id:
             try:
-                return self.directory.get(account.owner_id)
+                return self.directory.get(msg.tenant, account.owner_id)
             except Exception:
                 return None
         return None

@@ -35,6 +35,12 @@ class Scope:
         return owner_id == self.person.id
 
 
+def scope_of(directory, person: Person) -> Scope:
+    """A person's Scope: a manager's team is everyone of their tenant with the same team."""
+    team = {p.id for p in directory.list(person.tenant) if p.team == person.team} if person.role == "manager" else set()
+    return Scope(person, team)
+
+
 def confirm_buttons(prompts: Prompts, pid: str, lang: str, confirm: str = "button_confirm", edit: str = "button_edit",
                     reject: str = "button_cancel") -> list[Button]:
     """Confirm / edit / reject buttons; the labels are message keys."""

@@ -18,7 +18,7 @@ from bot.agent.pending import Pending, PendingStore
 from bot.people.directory import Person
 from bot.prompts import Prompts, ui_lang
 from connectors.message import Reply, Target
-from crm.service import CRM, AccountContext
+from crm.service import CRM, AccountContext, NotFound
 from rag.retrieve import Retriever, Viewer
 
 # situation -> words in the heading of a playbook template's section, (zh, en): matched against the knowledge
@@ -41,7 +41,8 @@ def situation(ctx: AccountContext, now: datetime) -> str:
 
 class Drafter:
     def __init__(self, crm: CRM, retriever: Retriever, pending: PendingStore, prompts: Prompts, model: ChatModel | None,
-                 enqueue, can_email) -> None:
+                 enqueue, can_email, scope_of) -> None:
+        self.scope_of = scope_of  # Person -> Scope: every CRM read checks it, drafts included
         self.crm = crm
         self.retriever = retriever
         self.pending = pending
@@ -88,6 +89,12 @@ class Drafter:
         """`text` is the rep's request. `thread`: the customer email this answers (message_id, references,
         subject, text): the reply is threaded, and the customer's words go to the model as data, never as
         the request (a customer cannot instruct the copilot)."""
+        try:
+            owner = self.crm.account_context(person.tenant, account_id, limit=0).account.owner_id
+        except NotFound:
+            owner = None
+        if owner is None or not self.scope_of(person).allows(owner):
+            return Reply(text=self.prompts.msg("crm_account_not_found", ui_lang(person.language)), kind="notice"), {}
         f = self.facts(person, account_id, text, now)
         channel = "chat" if re.search(r"微信|企微|钉钉|消息|chat|message|wechat", text, re.I) else "email"
         request = text

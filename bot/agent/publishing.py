@@ -37,8 +37,10 @@ class Publishing:
         self.stale_days = stale_days
 
     # uploads -------------------------------------------------------------------------------------
-    def upload(self, person: Person, name: str, data: bytes, source: str = "") -> Reply:
-        res = self.ingestor.ingest_bytes(data, name, Uploader(person.id, person.role, person.tenant), source=source or f"chat:{person.id}/{name}")
+    def upload(self, person: Person, name: str, data: bytes, source: str = "", draft: bool = False) -> Reply:
+        """`draft`: saved for approval whoever sent it (files that came by email)."""
+        res = self.ingestor.ingest_bytes(data, name, Uploader(person.id, person.role, person.tenant, may_publish=not draft),
+                                         source=source or f"chat:{person.id}/{name}")
         if res.status == "draft" and res.version_id:
             self._ask_approvers(person, res)
         return Reply(text=self._describe(person, name, res), kind="notice", meta={"ingest": res.to_json()})
@@ -114,7 +116,7 @@ class Publishing:
                 continue
             try:
                 target = self.reach(r.owner)
-                owner = self.directory.get(r.owner)
+                owner = self.directory.get(tenant, r.owner)
             except Exception:
                 continue
             lang = ui_lang(owner.language)

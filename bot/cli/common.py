@@ -124,7 +124,7 @@ def person_for(settings: Settings, directory, rep_id: str | None, channel: str |
             raise CliError(f"unknown user {rep_id!r} on channel {channel}: add it with `copilot reps add`")
         return p
     try:
-        return directory.get(rep_id)
+        return directory.get(settings.tenant, rep_id)
     except DirectoryError as exc:
         raise CliError(str(exc)) from None
 

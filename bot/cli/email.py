@@ -13,9 +13,10 @@ email_app = typer.Typer(help="The email channel: inspect messages as the copilot
 app.add_typer(email_app, name="email")
 
 
-def seen(path: Path) -> dict:
+def seen(path: Path, authserv_id: str = "") -> dict:
     """One file as the email connector reads it; raises ValueError with a one-line reason."""
     from connectors.email import UnparseableEmail, parse_email
+    from connectors.email.authres import check_sender
     from connectors.email.parse import addresses, platform_id, thread_root
 
     if not path.exists():
@@ -33,9 +34,12 @@ def seen(path: Path) -> dict:
     except Exception as exc:
         raise ValueError(f"cannot be parsed: {type(exc).__name__}: {exc}") from None
     pid = platform_id(p, raw)
+    sender = check_sender(p.auth_results, p.from_addr, (authserv_id,))
     return {
         "file": str(path),
         "from": {"name": p.from_name, "address": p.from_addr},
+        "sender_verified": sender.verified,
+        "sender_check": sender.reason,
         "to": [{"name": n, "address": a} for n, a in p.to],
         "cc": [{"name": n, "address": a} for n, a in p.cc],
         "reply_to": addresses(p.reply_to),
@@ -60,7 +64,8 @@ def _human(d: dict) -> str:
         return ", ".join(f"{i['name']} <{i['address']}>" if i["name"] else i["address"] for i in items)
 
     rows = [
-        ("file", d["file"]), ("from", people([d["from"]])), ("to", people(d["to"])), ("cc", people(d["cc"])),
+        ("file", d["file"]), ("from", people([d["from"]])),
+        ("sender", ("verified: " if d["sender_verified"] else "not verified: ") + d["sender_check"]), ("to", people(d["to"])), ("cc", people(d["cc"])),
         ("reply-to", ", ".join(d["reply_to"])), ("subject", d["subject"]), ("date", d["date"] or ""),
         ("message-id", d["message_id"] or ""), ("in-reply-to", d["in_reply_to"] or ""),
         ("references", " ".join(d["references"])), ("thread", d["thread_id"]),
@@ -79,14 +84,16 @@ def _human(d: dict) -> str:
 def parse(
     files: List[Path] = typer.Argument(..., help="Message files (.eml, RFC 5322 bytes)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON line per file (always, for several files)."),
+    authserv_id: str = typer.Option("", "--authserv-id", envvar="COPILOT_EMAIL_AUTHSERV_ID",
+                                    help="The receiving server's authserv-id: only its Authentication-Results verify a sender."),
 ) -> None:
-    """Show what the copilot sees in each message: sender, recipients, subject, date, ids, thread, text,
-    attachments. Exit 0 when every file parsed; 2 (one line per bad file on stderr) otherwise."""
+    """Show what the copilot sees in each message: sender (and whether the receiving server verified it),
+    recipients, subject, date, ids, thread, text, attachments. Exit 0 when every file parsed; 2 (one line per bad file on stderr) otherwise."""
     bad = 0
     lines = as_json or len(files) > 1
     for i, path in enumerate(files):
         try:
-            d = seen(path)
+            d = seen(path, authserv_id)
         except ValueError as exc:
             bad += 1
             print(f"copilot: error: {path}: {exc}", file=sys.stderr)

@@ -38,7 +38,7 @@ def link_members(directory, tenant: str, members: list[dict], dry_run: bool = Fa
     """Link or create; returns the counts and what happened to whom."""
     people = directory.list(tenant)
     by_email = {p.email.lower(): p for p in people if p.email}
-    by_id = {p.id.lower(): p for p in people}
+    by_id = {p.id: p for p in people}  # exact: a member "Admin" is not the rep "admin"
     summary = {"members": len(members), "already_linked": 0, "linked_by_email": 0, "linked_by_id": 0, "created": 0, "changes": []}
     for m in members:
         uid = str(m["userid"])
@@ -48,7 +48,7 @@ def link_members(directory, tenant: str, members: list[dict], dry_run: bool = Fa
         emails = [str(m.get(k) or "").strip().lower() for k in ("email", "biz_mail")]
         person = next((by_email[e] for e in emails if e and e in by_email), None)
         how = "email" if person else "id"
-        person = person or by_id.get(uid.lower())
+        person = person or by_id.get(uid)
         if person is not None:
             summary[f"linked_by_{how}"] += 1
             summary["changes"].append(f"linked {uid} → {person.id} (by {how})")
@@ -61,18 +61,14 @@ def link_members(directory, tenant: str, members: list[dict], dry_run: bool = Fa
         if not dry_run:
             directory.add(rep_id, str(m.get("name") or uid), "rep", tenant=tenant, channel="wecom", platform_user_id=uid,
                           email=next((e for e in emails if e), ""))
-            by_id[rep_id] = directory.get(rep_id)
+            by_id[rep_id] = directory.get(tenant, rep_id)
     return summary
 
 
 def _free_id(directory, base: str, tenant: str) -> str:
     """A rep id nobody has, in any tenant (ids are global: the same WeCom id in two corps is two people)."""
-    from bot.people.directory import DirectoryError
-
     for candidate in (base, f"{base}-{tenant}", *(f"{base}-{tenant}-{i}" for i in range(2, 1000))):
-        try:
-            directory.get(candidate)
-        except DirectoryError:
+        if not directory.exists(candidate):
             return candidate
     raise CliError(f"no free rep id for {base}")
 

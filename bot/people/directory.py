@@ -52,7 +52,11 @@ class Directory:
         if not rep_id.strip():
             raise DirectoryError("a rep id cannot be empty")
         with Session(self.engine) as s:
-            rep = s.get(Rep, rep_id) or Rep(id=rep_id, name=name)
+            rep = s.get(Rep, rep_id)
+            if rep is not None and rep.tenant != tenant:  # ids are global: never move a person between tenants
+                raise DirectoryError(f"{rep_id!r} already exists in tenant {rep.tenant!r}; a person cannot be moved to "
+                                     f"tenant {tenant!r}: choose another id")
+            rep = rep or Rep(id=rep_id, name=name)
             rep.name, rep.role, rep.team, rep.tenant = name or rep.name, role, team, tenant
             rep.email = email or rep.email
             rep.timezone, rep.language = timezone or rep.timezone, language or rep.language
@@ -63,7 +67,7 @@ class Directory:
             s.commit()
         self._cache.clear()
         self.link(rep_id, channel, platform_user_id or (email if channel == "email" else rep_id), tenant=tenant)
-        return self.get(rep_id)
+        return self.get(tenant, rep_id)
 
     def link(self, rep_id: str, channel: str, platform_user_id: str, *, tenant: str = "default") -> None:
         if not platform_user_id:
@@ -78,12 +82,22 @@ class Directory:
             s.commit()
         self._cache.clear()
 
-    def get(self, rep_id: str) -> Person:
+    def get(self, tenant: str, rep_id: str) -> Person:
+        """The active person `rep_id` of `tenant`; a person of another tenant is unknown here."""
+        rep = self._rep(rep_id)
+        if rep is None or rep.tenant != tenant:
+            raise DirectoryError(f"unknown rep {rep_id!r}: add it with `copilot reps add {rep_id} --name ... --role rep`")
+        return Person.of(rep)
+
+    def exists(self, rep_id: str) -> bool:
+        """Whether the id is taken in any tenant (ids are global), active or not."""
+        with Session(self.engine) as s:
+            return s.get(Rep, rep_id) is not None
+
+    def _rep(self, rep_id: str) -> Rep | None:
         with Session(self.engine) as s:
             rep = s.get(Rep, rep_id)
-            if rep is None or not rep.active:
-                raise DirectoryError(f"unknown rep {rep_id!r}: add it with `copilot reps add {rep_id} --name ... --role rep`")
-            return Person.of(rep)
+            return rep if rep is not None and rep.active else None
 
     def resolve(self, channel: str, tenant: str, platform_user_id: str) -> Person | None:
         key = (channel, tenant, platform_user_id)
@@ -113,7 +127,10 @@ class Directory:
     def target_for(self, rep_id: str, channels: Collection[str] = ()) -> Target:
         """Where to reach a person unprompted: their preferred chat channel when this deployment runs it
         (`channels`), else the web console (their conversation `web-<id>`)."""
-        person = self.get(rep_id)
+        rep = self._rep(rep_id)
+        if rep is None:
+            raise DirectoryError(f"unknown rep {rep_id!r}")
+        person = Person.of(rep)
         ids = self.identities(rep_id)
         if person.preferred_channel != "console" and person.preferred_channel in channels:
             for i in ids:

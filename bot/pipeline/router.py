@@ -1,8 +1,8 @@
 """From an inbox message to replies: who is asking, what kind of message, which job.
 
 Resolves the sender in the rep directory (unknown people are recorded for an admin and told so),
-answers platform events, sends files from enablement users to the ingestion path and text to the
-agent. Runs the synchronous agent in a thread so the event loop keeps acknowledging.
+answers platform events, sends files to the ingestion path (by email: only a verified enablement
+person's, and only as drafts to approve) and text to the agent. Runs the synchronous agent in a thread so the event loop keeps acknowledging.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from rag.text import language
 log = logging.getLogger("copilot.router")
 
 Fetch = Callable[[InboundMessage, Attachment], Awaitable[bytes]]
-IngestFile = Callable[[Person, str, bytes], Reply]  # Publishing.upload
+IngestFile = Callable[..., Reply]  # Publishing.upload(person, name, data, draft=False)
 
 
 class Router:
@@ -74,6 +74,10 @@ class Router:
         if person is None:
             return [Reply(text=self.prompts.msg("unknown_user", "zh"), kind="notice")]
         replies = []
+        by_mail = msg.mail is not None  # nothing from email is published without approval
+        if by_mail and not (person.role == "enablement" and msg.mail.sender_verified):
+            log.info("attachments mailed by %s (%s) are never ingested", person.id, person.role)
+            return [Reply(text=self.prompts.msg("mail_files_not_ingested", person.language), kind="notice")]
         for att in msg.attachments:
             if self.fetch is None or self.ingest_file is None:
                 replies.append(Reply(text=self.prompts.msg("unsupported", person.language), kind="notice"))
@@ -88,5 +92,5 @@ class Router:
                 log.warning("cannot fetch %s from %s: %s", att.name, msg.channel, exc)
                 replies.append(Reply(text=self.prompts.msg("download_failed", person.language, name=att.name), kind="notice"))
                 continue
-            replies.append(await asyncio.to_thread(self.ingest_file, person, att.name, data))
+            replies.append(await asyncio.to_thread(self.ingest_file, person, att.name, data, draft=by_mail))
         return replies

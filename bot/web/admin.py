@@ -44,7 +44,7 @@ def admin_routes(settings: Settings, engine: Engine, directory: Directory, publi
         if not rep_id:
             return Person("admin-api", "admin API", "admin", "", s.tenant, s.timezone, "en")
         try:
-            return directory.get(rep_id)
+            return directory.get(s.tenant, rep_id)
         except DirectoryError as exc:
             raise web.HTTPBadRequest(text=str(exc)) from None
 

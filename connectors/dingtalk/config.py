@@ -28,13 +28,14 @@ class DingTalkApp(BaseModel):
     app_key: str = ""
     app_secret: str = ""
     robot_code: str = ""  # empty: the app key (an internal app's robot code usually equals it)
+    corp_id: str = ""  # the corp's CorpId (ding...): messages naming another corp are refused; empty: not checked (doctor says so)
     mode: Literal["http", "stream"] = "http"
     api_base: str = DEFAULT_API
     oapi_base: str = DEFAULT_OAPI
 
     @model_validator(mode="after")
     def _tidy(self) -> "DingTalkApp":
-        for name in ("app_key", "app_secret", "robot_code"):
+        for name in ("app_key", "app_secret", "robot_code", "corp_id"):
             object.__setattr__(self, name, getattr(self, name).strip())
         object.__setattr__(self, "api_base", self.api_base.rstrip("/") or DEFAULT_API)
         object.__setattr__(self, "oapi_base", self.oapi_base.rstrip("/") or DEFAULT_OAPI)

@@ -8,6 +8,7 @@ Imports only the channel core and its own modules.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -21,11 +22,12 @@ from connectors.channel import ChannelContext, Check, SendError, Sink
 from connectors.config import ConfigProblem
 from connectors.dingtalk.client import DOWNLOAD_PATH, DingTalkAPIError, DingTalkClient, WebhookExpired
 from connectors.dingtalk.config import DingTalkApp, load_apps
-from connectors.dingtalk.crypto import SignatureError, verify
-from connectors.dingtalk.parse import CHANNEL, PayloadError, parse
+from connectors.dingtalk.crypto import MAX_SKEW_MS, SignatureError, verify
+from connectors.dingtalk.parse import CHANNEL, ForeignCorp, PayloadError, parse
 from connectors.dingtalk.render import MAX_CHARS, Part, render
 from connectors.dingtalk.stream import StreamReceiver
 from connectors.message import Attachment, Reply, Target
+from connectors.replay import SeenSignatures
 
 log = logging.getLogger("copilot.dingtalk")
 WEBHOOK_MARGIN_MS = 10_000  # don't start a send on a webhook that expires within seconds
@@ -47,6 +49,9 @@ class DingTalkConnector:
         self.max_download = max_download
         self.stream_options = stream_options or {}
         self._progress: OrderedDict[str, int] = OrderedDict()  # reply key -> parts already delivered
+        # HTTP callbacks' signatures within the timestamp window, with the body each one came with: in-process
+        # memory (connectors/replay.py). The sign is HMAC(timestamp), so the app and the timestamp name it.
+        self.seen = SeenSignatures(MAX_SKEW_MS / 1000)
 
     @classmethod
     def build(cls, ctx: ChannelContext, **kw: Any) -> "DingTalkConnector | None":
@@ -65,23 +70,36 @@ class DingTalkConnector:
                 raise web.HTTPServiceUnavailable(text=f"DingTalk app {key!r} is misconfigured; run `copilot doctor`")
             if app is None:
                 raise web.HTTPNotFound(text=f"no DingTalk app {key!r} is configured here")
+            ts, sig = request.headers.get("timestamp"), request.headers.get("sign")
             try:
-                verify(request.headers.get("timestamp"), request.headers.get("sign"), app.app_secret)
+                verify(ts, sig, app.app_secret)
             except SignatureError as exc:
                 raise web.HTTPForbidden(text=f"DingTalk signature check failed: {exc}") from None
+            raw = await request.read()
+            # The sign covers the timestamp only, not the body: a signature is good for one body, once.
+            key, digest = f"{app.key}|{ts}", hashlib.sha256(raw).hexdigest()
+            before = self.seen.seen(key)
+            if before is not None and before != digest:
+                log.warning("%s: a used signature came with another body from %s: refused", app.label, request.remote)
+                raise web.HTTPForbidden(text="DingTalk signature check failed: this signature was already used for another request")
             try:
-                data = json.loads(await request.read())
+                data = json.loads(raw)
             except (ValueError, UnicodeDecodeError):
                 raise web.HTTPBadRequest(text="body is not valid JSON") from None
             try:
-                msg = parse(data, tenant=app.tenant, robot_code=app.robot_code)
+                msg = parse(data, tenant=app.tenant, robot_code=app.robot_code, corp_id=app.corp_id)
+            except ForeignCorp as exc:
+                log.warning("%s: callback from %s refused: %s", app.label, request.remote, exc)
+                raise web.HTTPForbidden(text=str(exc)) from None
             except PayloadError as exc:
                 raise web.HTTPBadRequest(text=str(exc)) from None
             if msg is None:
+                self.seen.remember(key, int(ts) / 1000, digest)
                 return web.json_response({"ignored": "group message that does not @ the robot"})
             # durable before DingTalk hears 200: its retries are duplicates. Throttled propagates: the
             # gateway answers 429 and DingTalk's retry brings the message back
             acc = await sink(msg)
+            self.seen.remember(key, int(ts) / 1000, digest)  # the same request again is a retry; another body is refused
             return web.json_response({"inbox_id": acc.inbox_id, "duplicate": acc.duplicate})
 
         return [web.post("/dingtalk/callback", callback), web.post("/dingtalk/{app}/callback", callback)]
@@ -93,7 +111,7 @@ class DingTalkConnector:
 
             async def on_message(data: dict, app: DingTalkApp = app) -> None:
                 try:
-                    msg = parse(data, tenant=app.tenant, robot_code=app.robot_code)
+                    msg = parse(data, tenant=app.tenant, robot_code=app.robot_code, corp_id=app.corp_id)
                 except PayloadError as exc:
                     log.warning("%s: Stream message dropped: %s", app.label, exc)
                     return
@@ -184,6 +202,10 @@ class DingTalkConnector:
                 fix = f"copy Client ID (AppKey) and Client Secret from {CONSOLE} → 凭证与基础信息 into {where}"
             return [Check(f"{name} credentials", False, str(exc), fix)]
         checks = [Check(f"{name} credentials", True, f"app {app.app_key}: access token OK (tenant {app.tenant})")]
+        if not app.corp_id:
+            where = "COPILOT_DINGTALK_CORP_ID" if app.key == "default" else f"corp_id of [[dingtalk.apps]] key={app.key}"
+            checks.append(Check(f"{name} corp id", False, "corp_id is not configured: the corp a message names (senderCorpId, "
+                                "chatbotCorpId) is not checked", f"set {where} to the CorpId (ding...) from {CONSOLE} → 凭证与基础信息"))
         checks.append(await self._doctor_robot(app, client))
         try:
             oapi = await client.oapi_summary()

@@ -25,6 +25,10 @@ class PayloadError(ValueError):
     """The body is not a robot message (answered with 400; never retried into the inbox)."""
 
 
+class ForeignCorp(PayloadError):
+    """The message names another corp than the app's (answered with 403)."""
+
+
 def clean_text(text: str) -> str:
     return _LEADING.sub("", text or "").rstrip()[:_MAX_TEXT]
 
@@ -34,9 +38,15 @@ def click_text(label: str, key: str, ref: str) -> str:
     return f"{label.replace('#', '')[:24]} #{key}:{ref}"
 
 
-def parse(data: Any, *, tenant: str, robot_code: str) -> InboundMessage | None:
+def parse(data: Any, *, tenant: str, robot_code: str, corp_id: str = "") -> InboundMessage | None:
+    """`corp_id`: the app's corp; when set, senderCorpId and chatbotCorpId must both be it (a signature only
+    proves the app's secret signed a timestamp, not what the body says)."""
     if not isinstance(data, dict):
         raise PayloadError("body must be a JSON object")
+    if corp_id:
+        for field in ("chatbotCorpId", "senderCorpId"):
+            if _str(data, field) != corp_id:
+                raise ForeignCorp(f"{field} {_str(data, field)[:80]!r} is not this app's corp")
     msg_id = _str(data, "msgId")
     conv = _str(data, "conversationId")
     sender = _str(data, "senderStaffId") or _str(data, "senderId")

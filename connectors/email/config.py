@@ -54,6 +54,10 @@ class Mailbox(BaseModel):
     sent_folder: str = ""
     confirm_wait: float = 60.0  # seconds to let our own copy arrive before deciding it was not sent
     auto_replies_per_thread: int = 5  # automatic replies per thread per 24 h
+    # The receiving server's authserv-id (RFC 8601): only its Authentication-Results header can make a
+    # sender a directory person (authres.py). Empty: nobody is verified, all mail is a customer's at most.
+    # COPILOT_EMAIL_AUTHSERV_ID applies to every mailbox that sets none.
+    authserv_id: str = ""
 
     @model_validator(mode="before")
     @classmethod
@@ -100,7 +104,7 @@ class Mailbox(BaseModel):
 
 
 SPEC = AccountSpec(platform="email", list_key="mailboxes", model=Mailbox, present=("imap_host",),
-                   env_extra=("imap_ssl", "imap_starttls"), own_tenant=False, default_in_toml=True,
+                   inherit=("authserv_id",), env_extra=("imap_ssl", "imap_starttls"), own_tenant=False, default_in_toml=True,
                    key_pattern=r"^[\w.-]{1,40}$", key_help="1-40 letters, digits, '.', '_' or '-'")
 
 

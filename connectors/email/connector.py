@@ -102,6 +102,11 @@ class EmailConnector:
         for mb in self.mailboxes.values():
             checks.append(await self._imap_check(mb))
             checks.append(await self._smtp_check(mb))
+            checks.append(Check(f"email {mb.key} sender verification", bool(mb.authserv_id),
+                                f"senders are verified by the Authentication-Results of {mb.authserv_id}" if mb.authserv_id else
+                                "authserv_id is not set: no sender is verified, every mail is handled as a customer's",
+                                "" if mb.authserv_id else "set COPILOT_EMAIL_AUTHSERV_ID (or authserv_id of the mailbox) to the "
+                                "authserv-id your receiving mail server writes in Authentication-Results (docs/email.md)"))
         bad = self.files.unparsed_files()
         checks.append(Check("email unparsed messages", not bad,
                             f"{len(bad)} kept under {self.files.unparsed}" + (f" (latest {bad[-1].name})" if bad else ""),

@@ -57,6 +57,8 @@ class ParsedEmail:
     headers: dict[str, str]
     auto_reason: str | None
     defects: list[str]
+    # Every Authentication-Results value, topmost first (authres.py decides which one to trust).
+    auth_results: tuple[str, ...] = ()
 
     def to_json(self) -> dict:
         return {
@@ -73,7 +75,7 @@ class ParsedEmail:
                 for a in self.attachments
             ],
             "headers": dict(self.headers), "auto_reason": self.auto_reason,
-            "defects": list(self.defects),
+            "defects": list(self.defects), "auth_results": list(self.auth_results),
         }
 
 
@@ -396,4 +398,5 @@ def parse_email(raw: bytes) -> ParsedEmail:
         headers=headers,
         auto_reason=auto_reason(headers, from_addr, subject, msg.get_content_type()),
         defects=reader.defects,
+        auth_results=tuple(decode_header(str(v))[0].strip() for k, v in msg.raw_items() if k.lower() == "authentication-results"),
     )

@@ -1,6 +1,7 @@
 """A mail (raw RFC 5322 bytes, decoded by mime.py) -> the copilot's `InboundMessage`.
 
-The typed facts the core acts on: `mail` (subject, thread ids, recipients), `auto_reply_forbidden`
+The typed facts the core acts on: `mail` (subject, thread ids, recipients, whether the receiving server
+verified the sender: authres.py), `auto_reply_forbidden`
 (RFC 3834: out of office, bulk, lists...) and `from_outside` (a sender may be a customer). The
 reply context keeps only what this connector needs to answer (mailbox, threading, who to answer).
 Imports the channel core and this package only.
@@ -12,6 +13,7 @@ from datetime import datetime, timezone
 
 from connectors.message import Attachment, InboundMessage, MailFacts
 
+from .authres import check_sender
 from .config import Mailbox
 from .files import Files
 from .mime import ParsedEmail, parse_email
@@ -45,6 +47,7 @@ def parse(parsed: ParsedEmail, raw: bytes, mb: Mailbox, files: Files, *, uid: in
     )
     received = parsed.date or internal_date or datetime.now(timezone.utc)
     text = parsed.new_text.strip() or parsed.body_text.strip() or parsed.subject.strip()
+    sender = check_sender(parsed.auth_results, parsed.from_addr, (mb.authserv_id,))
     return InboundMessage(
         channel="email",
         tenant=mb.tenant,
@@ -59,16 +62,18 @@ def parse(parsed: ParsedEmail, raw: bytes, mb: Mailbox, files: Files, *, uid: in
         auto_reply_forbidden=parsed.auto_reason or "",
         from_outside=True,
         mail=MailFacts(subject=parsed.subject, message_id=parsed.message_id or "", references=tuple(parsed.references),
-                       to=tuple(addresses(parsed.to)), cc=tuple(addresses(parsed.cc))),
+                       to=tuple(addresses(parsed.to)), cc=tuple(addresses(parsed.cc)),
+                       sender_verified=sender.verified, sender_check=sender.reason),
         raw={**parsed.to_json(), "mailbox": mb.key, "uid": uid, "uidvalidity": uidvalidity},
-        reply_context={  # what render.py needs to answer: the mailbox, the thread, who to write to
+        # What render.py needs to answer: the mailbox, the thread, who to write to. An answer goes to the
+        # From address the receiving server verified, never to Reply-To (anyone can write one).
+        reply_context={
             "mailbox": mb.key,
             "message_id": parsed.message_id or "",
             "references": list(parsed.references),
             "subject": parsed.subject,
             "from": parsed.from_addr.strip().lower(),
             "from_name": parsed.from_name,
-            "reply_to": addresses(parsed.reply_to),
             "no_reply": parsed.auto_reason or "",  # render.py refuses to answer it, whatever the core decided
         },
     )

@@ -87,7 +87,8 @@ def render(target: Target, reply: Reply, key: str, mb: Mailbox) -> Outgoing:
     if meta.get("to"):
         to = _pairs(meta["to"])
     else:
-        to = _pairs(ctx.get("reply_to")) or _pairs(ctx.get("from")) or _pairs(target.user_id if "@" in target.user_id else "")
+        # The verified sender's own address, never a Reply-To (a forged mail could name any collector there).
+        to = _pairs(ctx.get("from")) or _pairs(target.user_id if "@" in target.user_id else "")
     to = _dedupe(to, own)
     cc = _dedupe(_pairs(meta.get("cc")), own | {a.lower() for _, a in to})
     if not to and not cc:

@@ -16,6 +16,7 @@ from aiohttp import web
 from connectors.channel import Check, SendError, Sink
 from connectors.config import ConfigProblem
 from connectors.message import Attachment, Reply, Target
+from connectors.replay import SeenSignatures
 from connectors.wecom.client import WeComClient, WeComError
 from connectors.wecom.config import DEFAULT_KEY, CorpConfig
 from connectors.wecom.crypto import BadSignature, CallbackRejected, WeComCrypto, check_query
@@ -23,6 +24,7 @@ from connectors.wecom.parse import CHANNEL, parse
 from connectors.wecom.render import TEXT_LIMIT, render
 
 log = logging.getLogger("copilot.wecom")
+WINDOW = 300  # seconds: a callback's timestamp must be this close to now (WeCom signs it, and sends at once)
 
 
 class WeComConnector:
@@ -46,6 +48,15 @@ class WeComConnector:
             else:
                 self.crypto[c.key] = WeComCrypto(c.token, c.aes_key, c.corp_id)
         self.clients = {c.key: WeComClient(c) for c in corps}
+        # (corp, timestamp, nonce, signature) of the callbacks stored within the window: in-process memory
+        # (connectors/replay.py), so a captured callback sent again inside the window is not processed twice
+        self.seen = SeenSignatures(WINDOW)
+
+    def _fresh(self, corp: CorpConfig, timestamp: str, request: web.Request) -> None:
+        if not self.seen.in_window(int(timestamp)):
+            log.warning("wecom %s: callback from %s refused: timestamp %s is more than %d s from now", corp.key, request.remote,
+                        timestamp, WINDOW)
+            raise web.HTTPForbidden(text=f"timestamp is more than {WINDOW} s from now: a stale or replayed callback")
 
     # receive ---------------------------------------------------------------------------------
     def routes(self, sink: Sink) -> list[web.RouteDef]:
@@ -54,6 +65,7 @@ class WeComConnector:
             q = request.query
             try:
                 sig, ts, nonce = check_query(q.get("msg_signature"), q.get("timestamp"), q.get("nonce"))
+                self._fresh(corp, ts, request)
                 echo = crypto.verify_url(sig, ts, nonce, q.get("echostr", "").replace(" ", "+"))
             except BadSignature as exc:
                 log.warning("wecom %s: URL verification refused from %s: %s", corp.key, request.remote, exc)
@@ -70,6 +82,7 @@ class WeComConnector:
                 sig, ts, nonce = check_query(q.get("msg_signature"), q.get("timestamp"), q.get("nonce"))
             except CallbackRejected as exc:
                 raise web.HTTPBadRequest(text=str(exc)) from None
+            self._fresh(corp, ts, request)
             body = await self._read(request)
             if body is None:
                 return web.json_response({"error": f"request body too large (limit {self.max_body} bytes)"}, status=413)
@@ -82,10 +95,16 @@ class WeComConnector:
             except CallbackRejected as exc:
                 log.info("wecom %s: bad callback from %s: %s", corp.key, request.remote, exc)
                 raise web.HTTPBadRequest(text=str(exc)) from None
+            key = f"{corp.key}|{ts}|{nonce}|{sig}"
+            if self.seen.seen(key) is not None:  # signed, in the window, and already stored: acknowledged, not processed again
+                log.warning("wecom %s: a callback already received came again from %s (timestamp %s, nonce %s)", corp.key,
+                            request.remote, ts, nonce)
+                return web.Response(text="")
             if msg is not None:
                 # durable before we answer; a failure here is a 500 and WeCom retries. Throttled propagates:
                 # the gateway answers 429 and WeCom's retry brings the message back
                 await sink(msg)
+            self.seen.remember(key, int(ts))  # only once stored: a retry of a callback that failed still gets in
             return web.Response(text="")  # an empty 200: no passive reply, the answer goes via message/send
 
         return [

@@ -47,6 +47,8 @@ class Sent:
 
 
 class FakeDingTalk:
+    _last_ts = 0  # the last callback timestamp handed out (ms): each request gets a later one
+
     def __init__(self, stream: FakeStreamServer | None = None, *, token_ttl: int = 7200) -> None:
         self.stream = stream
         self.token_ttl = token_ttl
@@ -113,8 +115,12 @@ class FakeDingTalk:
 
     @staticmethod
     def signed_headers(secret: str, timestamp_ms: int | None = None) -> dict:
-        """The headers DingTalk puts on a robot callback (computed here, independently of the connector)."""
-        ts = str(int(time.time() * 1000) if timestamp_ms is None else timestamp_ms)
+        """The headers DingTalk puts on a robot callback (computed here, independently of the connector): a fresh
+        timestamp per request (the sign covers only the timestamp, so the connector takes a sign once)."""
+        if timestamp_ms is None:
+            timestamp_ms = max(int(time.time() * 1000), FakeDingTalk._last_ts + 1)
+            FakeDingTalk._last_ts = timestamp_ms
+        ts = str(timestamp_ms)
         mac = hmac.new(secret.encode(), f"{ts}\n{secret}".encode(), hashlib.sha256).digest()
         return {"timestamp": ts, "sign": base64.b64encode(mac).decode(), "Content-Type": "application/json"}
 

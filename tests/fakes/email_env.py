@@ -21,7 +21,23 @@ CNMAIL = Path(__file__).resolve().parents[2].parent / "shared" / "cnmail"
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "email"
 _users = itertools.count(1)
 
-__all__ = ["CNMAIL", "FIXTURES", "Collector", "Imap", "dovecot", "imap_user", "mailbox", "tls_files"]
+__all__ = ["AUTHSERV", "CNMAIL", "FIXTURES", "Collector", "Imap", "dovecot", "imap_user", "mailbox", "tls_files", "verdict"]
+
+# The receiving server's authserv-id in the tests (every test mailbox trusts it): the Dovecot here delivers
+# what a test appends as is, so a test plays the receiving MTA and prepends its verdict with `verdict()`.
+AUTHSERV = "mx.seller.example.cn"
+
+
+def verdict(domain: str, *, dmarc: str = "pass", dkim: str = "", authserv: str = AUTHSERV) -> bytes:
+    """The Authentication-Results line a receiving server writes (RFC 8601), to prepend to a raw mail:
+    dmarc=pass for `domain` by default; `dkim="pass:d.example"` adds a DKIM result with header.d."""
+    parts = [authserv]
+    if dkim:
+        result, _, signer = dkim.partition(":")
+        parts.append(f"dkim={result} header.d={signer or domain} header.s=s1")
+    if dmarc:
+        parts.append(f"dmarc={dmarc} (p=reject) header.from={domain}")
+    return ("Authentication-Results: " + ";\r\n ".join(parts) + "\r\n").encode()
 
 
 @pytest.fixture(scope="session")
@@ -58,7 +74,7 @@ class Imap:
     def mailbox(self, **kw) -> Mailbox:
         base = dict(imap_host="127.0.0.1", imap_port=self.server.port, imap_security="none", username=self.address,
                     password=self.password, address=self.address, timeout=5.0, idle_seconds=30.0, poll_seconds=30.0,
-                    backfill_days=1, confirm_wait=0.0)
+                    backfill_days=1, confirm_wait=0.0, authserv_id=AUTHSERV)
         base.update(kw)
         return Mailbox(**base)
 

@@ -183,7 +183,9 @@ class EmailRig(Rig):
         return f"<{msg_id}@yunfan.example.com>"
 
     async def deliver(self, text: str, msg_id: str) -> None:
-        raw = (f"From: =?utf-8?B?5byg5Lyf?= <{REP_MAIL}>\r\nTo: {self.imap.address}\r\nSubject: =?utf-8?B?6Zeu6aKY?=\r\n"
+        from tests.fakes.email_env import verdict
+
+        raw = verdict("yunfan.example.com") + (f"From: =?utf-8?B?5byg5Lyf?= <{REP_MAIL}>\r\nTo: {self.imap.address}\r\nSubject: =?utf-8?B?6Zeu6aKY?=\r\n"
                f"Message-ID: {self.row_key(msg_id)}\r\nDate: Mon, 4 Mar 2024 10:00:00 +0800\r\n"
                f"Content-Type: text/plain; charset=utf-8\r\n\r\n{text}\r\n").encode()
         await self.imap.append(raw)
@@ -192,11 +194,11 @@ class EmailRig(Rig):
         """Mail carries no signature the copilot could check; the mailbox's login is what is refused: a watcher
         with a wrong password hands nothing over and says why (the mail stays for the right one)."""
         from connectors.email.connector import EmailConnector
-        from tests.fakes.email_env import Collector, Imap, email_context
+        from tests.fakes.email_env import Collector, Imap, email_context, verdict
 
         locked = Imap(self.imap.server, f"locked-{self.imap.address}", "the-right-password")
         self.imap.server.add_user(locked.address, locked.password)
-        await locked.append(f"From: {REP_MAIL}\r\nSubject: hi\r\nMessage-ID: <{msg_id}@yunfan.example.com>\r\n\r\n{text}\r\n".encode())
+        await locked.append(verdict("yunfan.example.com") + f"From: {REP_MAIL}\r\nSubject: hi\r\nMessage-ID: <{msg_id}@yunfan.example.com>\r\n\r\n{text}\r\n".encode())
         sink = Collector()
         conn = EmailConnector([locked.mailbox(key="wrong", password="not-the-password")], email_context(self.settings))
         await conn.start(sink)
@@ -291,7 +293,7 @@ def parse_cases() -> list[tuple[str, Callable[[], InboundMessage | None], dict[s
         c = json.loads(path.read_text("utf-8"))
         want = None if c["expect"] is None else {**c["expect"], "channel": "dingtalk", "platform_msg_id": c["payload"]["msgId"]}
         cases.append((f"dingtalk-{path.stem}", lambda c=c: dingtalk_parse(c["payload"], tenant="default", robot_code=APP), want))
-    mb = Mailbox(imap_host="h", username="copilot@seller.example.cn", tenant="default")
+    mb = Mailbox(imap_host="h", username="copilot@seller.example.cn", tenant="default", authserv_id="mx.seller.example.cn")
     for c in tomllib.loads((FIXTURES / "email" / "expected.toml").read_text("utf-8"))["case"]:
         raw = (FIXTURES / "email" / c["file"]).read_bytes()
         cases.append((f"email-{c['file']}", lambda raw=raw: parse_bytes(raw, mb, Files(Path(tempfile.mkdtemp()))),

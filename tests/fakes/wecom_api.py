@@ -232,7 +232,7 @@ A = dict(corp_id="ww6a1f0c0d2b3e0001", token="Tok1A2b3C4d", aes_key="abcdefghijk
 B = dict(corp_id="ww6a1f0c0d2b3e0002", token="Tok9Z8y7X6w", aes_key="ZYXWVUTSRQPONMLKJIHGFEDCBA9876543210zyxwvut", agent_id=1000005, secret="secret-B")
 USERS_A = [
     {"userid": "ZhangWei", "name": "张伟", "email": "zhangwei@yunfan.example.com", "department": [2]},
-    {"userid": "ChenJing", "name": "陈静", "department": [3]},
+    {"userid": "ChenJing", "name": "陈静", "email": "chenjing@yunfan.example.com", "department": [3]},
     {"userid": "LiJun", "name": "李军", "department": [2]},
     {"userid": "Stranger", "name": "路人", "department": [9]},
     {"userid": "NewHire", "name": "新同事", "email": "newhire@yunfan.example.com", "department": [2]},

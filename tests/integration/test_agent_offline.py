@@ -20,7 +20,7 @@ class Chat:
     """One rep's conversation with the agent (what the router does for a text message)."""
 
     def __init__(self, cp, rep_id: str, conv: str = "t") -> None:
-        self.cp, self.person, self.conv, self.n = cp, cp.directory.get(rep_id), conv, 0
+        self.cp, self.person, self.conv, self.n = cp, cp.directory.get("default", rep_id), conv, 0
 
     def say(self, text: str):
         self.n += 1
@@ -181,7 +181,7 @@ def test_store_visit_from_plain_words(copilot):
 
 
 def test_group_messages_never_carry_crm_data_or_manager_content(copilot):
-    manager = copilot.directory.get("lina")
+    manager = copilot.directory.get("default", "lina")
 
     def group(text: str, n: int):
         msg = InboundMessage(channel="console", conversation_id="grp", sender_id="lina", text=text, platform_msg_id=f"g{n}",

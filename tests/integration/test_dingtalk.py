@@ -41,7 +41,8 @@ async def fake(aiohttp_server):
 @pytest.fixture
 def use_app(monkeypatch, fake):
     def configure(mode: str = "http", secret: str = SECRET, robot: str = "") -> None:
-        for k, v in dict(APP_KEY=APP, APP_SECRET=secret, MODE=mode, API_BASE=fake.base, OAPI_BASE=fake.base, ROBOT_CODE=robot).items():
+        for k, v in dict(APP_KEY=APP, APP_SECRET=secret, MODE=mode, API_BASE=fake.base, OAPI_BASE=fake.base, ROBOT_CODE=robot,
+                         CORP_ID=fake.apps[APP].corp_id).items():  # messages naming another corp are refused
             monkeypatch.setenv(f"COPILOT_DINGTALK_{k}", v)
 
     return configure

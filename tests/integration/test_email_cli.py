@@ -103,9 +103,10 @@ def test_compose_threads_and_marks_automatic_mail():
     target = Target(channel="email", conversation_id="<r@a.cn>", user_id="wang@c.cn", context=ctx)
     out = render(target, Reply(text="您好 https://kb.example/doc?a=1&b=2"), "k1", mb)
     m = out.message
-    assert m["To"] == "buyer@c.cn" and m["Subject"] == "Re: 报价" and m["In-Reply-To"] == "<p@c.cn>"
+    assert m["To"] == "wang@c.cn"  # the verified sender's own address, never the Reply-To (issue 21)
+    assert m["Subject"] == "Re: 报价" and m["In-Reply-To"] == "<p@c.cn>"
     assert m["References"] == "<r@a.cn> <q@a.cn> <p@c.cn>" and m["Auto-Submitted"] == "auto-replied"
-    assert out.recipients == ["buyer@c.cn", "copilot@acme.cn"] and out.thread == "<r@a.cn>"
+    assert out.recipients == ["wang@c.cn", "copilot@acme.cn"] and out.thread == "<r@a.cn>"
     assert '<a href="https://kb.example/doc?a=1&amp;b=2">' in m.get_body(("html",)).get_content()
     again = render(target, Reply(text="改过的", kind="draft", meta={"email": {
         "to": ["王总 <wang@c.cn>"], "cc": [["Li", "li@acme.cn"]], "subject": "Re: Re: 报价", "from_name": "张伟"}}), "k1", mb)

@@ -167,7 +167,7 @@ async def test_rep_upload_is_a_draft_until_approved_once(copilot):
     from bot.pipeline.tables import OutboundRow
     from connectors.message import Action
 
-    rep = copilot.directory.get("zhangwei")
+    rep = copilot.directory.get("default", "zhangwei")
     reply = copilot.publishing.upload(rep, "east.md", "---\nid: east-card\ntitle: 华东竞品速记\n---\n# 速记\n\n白虎竞品的报价比我们低百分之三十。\n".encode())
     assert reply.meta["ingest"]["status"] == "draft" and "草稿" in reply.text
     everyone = [Viewer("default", r, "华东区") for r in ("rep", "manager", "enablement", "admin")]
@@ -177,7 +177,7 @@ async def test_rep_upload_is_a_draft_until_approved_once(copilot):
     assert asks and all('"kb_approve"' in a.reply for a in asks)  # enablement was asked, with buttons
     ref = '"ref":"' + asks[0].reply.split('"ref":"')[1].split('"')[0]
     version_ref = ref.split('"ref":"')[1]
-    chenjing = copilot.directory.get("chenjing")
+    chenjing = copilot.directory.get("default", "chenjing")
     [denied] = copilot.agent.act(rep, Action(key="kb_approve", ref=version_ref))
     assert "只有" in denied.text
     [ok] = copilot.agent.act(chenjing, Action(key="kb_approve", ref=version_ref))
@@ -214,7 +214,8 @@ async def test_admin_upload_api(gateway):
     bad = await gateway.post("/admin/kb/upload", data=form("x.exe", b"MZ\x00\x00"), headers={"Authorization": "Bearer s3cret"})
     assert bad.status == 207 and "unsupported" in (await bad.json())["results"][0]["reason"]
     cp.settings.admin_token = ""
-    assert (await gateway.get("/admin/kb/drafts")).status == 403
+    assert (await gateway.get("/admin/kb/drafts", headers={"Authorization": "Bearer s3cret"})).status == 403  # the token API is off
+    assert (await gateway.get("/admin/kb/drafts")).status == 401  # and without a session nobody is let in
 
 
 def test_managers_only_document_never_reaches_a_rep_by_search_or_link(kb):

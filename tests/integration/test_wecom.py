@@ -174,7 +174,7 @@ async def test_a_file_from_an_enablement_user_lands_in_the_knowledge_base(wecom)
     assert r.status == 200
     [m] = await wecom.fake.wait_sent(to(A, "ChenJing"), timeout=30)
     assert "已导入" in content(m)
-    rep = wecom.copilot.directory.get("zhangwei")
+    rep = wecom.copilot.directory.get("default", "zhangwei")
     hits = wecom.copilot.knowledge.retriever.search("极光物流的实施周期多长", viewer_of(rep), k=3)
     assert hits and "极光物流" in hits[0].title
 
@@ -187,7 +187,7 @@ async def test_a_file_from_a_rep_becomes_a_draft_and_is_not_served(wecom):
     await post(wecom, A, file_xml(A, "ZhangWei", media, "远山仓储竞品速览.md", "7450000000000000011"))
     [m] = await wecom.fake.wait_sent(to(A, "ZhangWei"), timeout=30)
     assert "草稿" in content(m) and "赋能" in content(m)
-    hits = wecom.copilot.knowledge.retriever.search("远山仓储的实施周期", viewer_of(wecom.copilot.directory.get("lijun")), k=5)
+    hits = wecom.copilot.knowledge.retriever.search("远山仓储的实施周期", viewer_of(wecom.copilot.directory.get("default", "lijun")), k=5)
     assert all("远山仓储" not in h.title for h in hits)
 
 

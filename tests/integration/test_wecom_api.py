@@ -89,7 +89,9 @@ async def test_sync_users_links_by_email_then_id_and_creates_the_rest(copilot, f
     t = copilot.settings.tenant
     summary = link_members(copilot.directory, t, members)
     assert summary["members"] == 5
-    assert (summary["linked_by_email"], summary["linked_by_id"], summary["created"]) == (1, 2, 2)  # zhangwei; chenjing, lijun; 2 new
+    # zhangwei, chenjing by email; ids match exactly only (issue 21): "LiJun" is not the rep "lijun", so a new rep
+    assert (summary["linked_by_email"], summary["linked_by_id"], summary["created"]) == (2, 0, 3)
+    assert copilot.directory.resolve("wecom", t, "LiJun").id != "lijun"
     assert copilot.directory.resolve("wecom", t, "ZhangWei").id == "zhangwei"
     assert copilot.directory.resolve("wecom", t, "ChenJing").role == "enablement"
     assert copilot.directory.resolve("wecom", t, "NewHire").role == "rep"
