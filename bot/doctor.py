@@ -37,7 +37,10 @@ async def run_checks(settings: Settings) -> list[Check]:
         checks.append(Check("database", True, settings.db_url.split("@")[-1]))
         checks.append(Check("embedding model", True, f"{cp.knowledge.embedder.model_id} ({cp.knowledge.embedder.dim} dims)"))
         n = cp.knowledge.vectors.count()
-        checks.append(Check("knowledge index", n > 0, f"{n} passages", "" if n else "copilot ingest knowledge/  (or start `copilot serve` once)"))
+        if cp.knowledge.vectors.broken:  # the channels keep answering from keyword search meanwhile
+            checks.append(Check("knowledge index", False, f"{cp.knowledge.vectors.broken} — run `copilot kb rebuild`", "copilot kb rebuild"))
+        else:
+            checks.append(Check("knowledge index", n > 0, f"{n} passages", "" if n else "copilot ingest knowledge/  (or start `copilot serve` once)"))
         people = cp.directory.list()
         checks.append(Check("rep directory", bool(people), f"{len(people)} people", "" if people else "copilot reps add ID --name NAME --role rep"))
         checks.append(await llm_check(settings))

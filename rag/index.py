@@ -11,6 +11,7 @@ is refused with a clear message (`copilot kb reembed` rebuilds it), so vectors a
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 from pathlib import Path
 from typing import Sequence
@@ -20,6 +21,7 @@ import numpy as np
 from rag.store import SEE_ALL
 
 PREFIX = "kb-"
+log = logging.getLogger("copilot.index")
 
 
 class ModelMismatch(RuntimeError):
@@ -39,17 +41,37 @@ def readable(meta: dict, role: str, team: str) -> bool:
 
 
 class VectorIndex:
+    """`broken`: why the store could not be read (empty when it is fine). A broken store does not take the
+    copilot down: dense search returns nothing (retrieval runs on BM25), new vectors are skipped, `copilot
+    doctor` says so, and `copilot kb rebuild` refills it from the stored passages."""
+
     def __init__(self, path: Path, model_id: str, dim: int) -> None:
+        self.path = path
+        self.model_id = model_id
+        self.dim = dim
+        self.broken = ""
+        self._parts: dict[str, object] = {}  # collection name -> collection
+        self._meta: dict[str, dict] = {}
+        self._lock = threading.Lock()
+        try:
+            self._open(path, model_id)
+        except ModelMismatch:
+            raise
+        except Exception as exc:
+            self._degrade(exc)
+
+    def _degrade(self, exc: Exception) -> None:
+        self.broken = f"vector store at {self.path} unreadable: {type(exc).__name__}: {exc}"
+        self._parts.clear()
+        self._meta.clear()
+        log.error("%s: answering from keyword search (BM25) until `copilot kb rebuild`", self.broken)
+
+    def _open(self, path: Path, model_id: str) -> None:
         import chromadb
         from chromadb.config import Settings as ChromaSettings
 
         path.mkdir(parents=True, exist_ok=True)
         self._client = chromadb.PersistentClient(path=str(path), settings=ChromaSettings(anonymized_telemetry=False))
-        self.model_id = model_id
-        self.dim = dim
-        self._parts: dict[str, object] = {}  # collection name -> collection
-        self._meta: dict[str, dict] = {}
-        self._lock = threading.Lock()
         for col in self._client.list_collections():
             if not col.name.startswith(PREFIX):
                 continue
@@ -63,11 +85,16 @@ class VectorIndex:
             self._meta[col.name] = meta
 
     @classmethod
-    def rebuild(cls, path: Path, model_id: str, dim: int) -> "VectorIndex":
-        """Drop every knowledge collection so the index is refilled with another model."""
+    def rebuild(cls, path: Path, model_id: str, dim: int, *, wipe: bool = False) -> "VectorIndex":
+        """Drop every knowledge collection so the index is refilled with another model; `wipe`: remove the whole
+        store first (an unreadable one: nothing in it can be trusted, the passages are in the database)."""
+        import shutil
+
         import chromadb
         from chromadb.config import Settings as ChromaSettings
 
+        if wipe:
+            shutil.rmtree(path, ignore_errors=True)
         client = chromadb.PersistentClient(path=str(path), settings=ChromaSettings(anonymized_telemetry=False))
         for col in client.list_collections():
             if col.name.startswith(PREFIX):
@@ -88,9 +115,15 @@ class VectorIndex:
         return [self._parts[n] for n, m in self._meta.items() if m["tenant"] == tenant and readable(m, role, team)]
 
     def count(self) -> int:
-        return sum(c.count() for c in self._parts.values())
+        try:
+            return sum(c.count() for c in self._parts.values())
+        except Exception as exc:
+            self._degrade(exc)
+            return 0
 
     def add(self, ids: Sequence[str], vectors: np.ndarray, *, tenant: str, roles: frozenset[str], team: str, version_id: int) -> None:
+        if self.broken:
+            return  # the passages are stored and found by BM25; `copilot kb rebuild` adds their vectors
         col = self._partition(tenant, roles, team)
         meta = {"version_id": version_id}
         for i in range(0, len(ids), 1000):
@@ -111,24 +144,31 @@ class VectorIndex:
         """(chunk id, cosine similarity, version id) over the partitions the viewer may read, best first."""
         out: list[tuple[str, float, int]] = []
         q = vector.reshape(1, -1)
-        for col in self._readable(tenant, role, team):
-            size = col.count()
-            if not size:
-                continue
-            res = col.query(query_embeddings=q, n_results=min(n, size), include=["distances", "metadatas"])
-            out += [(i, 1.0 - float(d), int(m["version_id"])) for i, d, m in zip(res["ids"][0], res["distances"][0], res["metadatas"][0])]
+        try:
+            for col in self._readable(tenant, role, team):
+                size = col.count()
+                if not size:
+                    continue
+                res = col.query(query_embeddings=q, n_results=min(n, size), include=["distances", "metadatas"])
+                out += [(i, 1.0 - float(d), int(m["version_id"])) for i, d, m in zip(res["ids"][0], res["distances"][0], res["metadatas"][0])]
+        except Exception as exc:
+            self._degrade(exc)
+            return []
         out.sort(key=lambda t: -t[1])
         return out[:n]
 
     def vectors(self, tenant: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
         want = list(ids)
-        for name, col in self._parts.items():
-            if not want:
-                break
-            if self._meta[name]["tenant"] != tenant:
-                continue
-            res = col.get(ids=want, include=["embeddings"])
-            out.update({i: np.asarray(v, dtype=np.float32) for i, v in zip(res["ids"], res["embeddings"])})
-            want = [i for i in want if i not in out]
+        try:
+            for name, col in self._parts.items():
+                if not want:
+                    break
+                if self._meta[name]["tenant"] != tenant:
+                    continue
+                res = col.get(ids=want, include=["embeddings"])
+                out.update({i: np.asarray(v, dtype=np.float32) for i, v in zip(res["ids"], res["embeddings"])})
+                want = [i for i in want if i not in out]
+        except Exception as exc:
+            self._degrade(exc)
         return out

@@ -221,6 +221,14 @@ class Retriever:
             missing = [snap.ids[p] for p in order[: depth] if p not in cos]
             for cid, vec in self.vectors.vectors(viewer.tenant, missing).items():
                 cos[snap.pos[cid]] = float(vec @ qvec)
+            if self.vectors.broken:  # no vector store: the relevance of the BM25 results from the (cached) embeddings
+                head = [p for p in order[: min(depth, 20)] if p not in cos]
+                if head:
+                    from rag.ingest import embed_text
+
+                    vecs = self.embedder.embed_passages([embed_text(snap.meta[p]["title"], snap.meta[p]["heading"], snap.meta[p]["text"])
+                                                         for p in head])
+                    cos.update({p: float(v @ qvec) for p, v in zip(head, vecs)})
         if self.reranker is not None and order:
             head = order[: min(len(order), 20)]
             scores = self.reranker.score(q, [snap.meta[p]["text"] for p in head])

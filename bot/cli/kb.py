@@ -125,6 +125,22 @@ def nudge_owners() -> None:
     typer.echo(f"{n} owner messages queued (delivered by `copilot serve`)")
 
 
+@kb.command("rebuild")
+def rebuild() -> None:
+    """Rebuild the vector index from the passages stored in the database (an unreadable or lost chroma/ folder)."""
+    from bot.app import model_embedder
+    from rag.index import VectorIndex
+
+    s = load_settings()
+    model = model_embedder(s)
+    VectorIndex.rebuild(s.chroma_dir, model.model_id, model.dim, wipe=True)
+    with opened(s) as cp:
+        if cp.knowledge.vectors.broken:
+            raise CliError(f"{cp.knowledge.vectors.broken}: check the folder's permissions and disk space", 1)
+        n = cp.knowledge.ingestor.reembed_live()
+    typer.echo(f"rebuilt the vector index at {s.chroma_dir}: {n} passages")
+
+
 @kb.command("reembed")
 def reembed() -> None:
     """Rebuild the vector index with the configured COPILOT_EMBED_MODEL (after changing models)."""
