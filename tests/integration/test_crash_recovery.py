@@ -9,7 +9,7 @@ import sys
 import aiohttp
 import pytest
 
-from tests.conftest import EMBED_CACHE, free_port
+from tests.conftest import EMBED_CACHE, free_port, user_add, web_session
 from tests.fakes.openai_server import FakeOpenAI, Step
 
 pytestmark = pytest.mark.slow
@@ -41,12 +41,13 @@ async def test_killed_mid_message_is_answered_exactly_once_after_restart(tmp_pat
     env = {**os.environ, "COPILOT_DATA_DIR": str(tmp_path / "data"), "COPILOT_EMBED_CACHE": str(EMBED_CACHE),
            "COPILOT_CONFIG": str(tmp_path / "absent.toml"), "COPILOT_LLM_BASE_URL": str(server.make_url("/v1")),
            "COPILOT_LLM_TIMEOUT": "300", "COPILOT_LEASE_SECONDS": "600"}
-    body = {"as": "zhangwei", "text": "星图软件的实施周期一般多长？", "conversation": "crash", "id": "crash-1"}
+    body = {"text": "星图软件的实施周期一般多长？", "conversation": "crash", "id": "crash-1"}
     base = f"http://127.0.0.1:{port}"
 
     proc = await start(env, port)
     try:
-        async with aiohttp.ClientSession() as s:
+        await asyncio.to_thread(user_add, env, "zhangwei", "rep")  # a password, to sign in with
+        async with await web_session(base, "zhangwei") as s:
             async with s.post(base + "/api/chat", json=body) as r:
                 assert r.status == 202
             await asyncio.wait_for(fake.arrived.wait(), 60)  # the worker is now inside the message
@@ -54,7 +55,7 @@ async def test_killed_mid_message_is_answered_exactly_once_after_restart(tmp_pat
         await proc.wait()
 
         proc = await start(env, port)  # same data dir; the lease (600 s) has not expired: the dead pid frees it
-        async with aiohttp.ClientSession() as s:
+        async with await web_session(base, "zhangwei") as s:
             async with s.post(base + "/api/chat", json=body) as r:  # the platform retries meanwhile
                 assert r.status == 200 and (await r.json())["duplicate"] is True
             replies = []

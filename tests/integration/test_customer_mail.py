@@ -38,13 +38,13 @@ def mail(msg_id: str, sender: str, text: str, auto: str = "") -> InboundMessage:
                           reply_context={"mailbox": "default", "message_id": mid, "subject": "Re: 报价方案", "from": sender})
 
 
-async def test_customer_mail_is_logged_and_the_rep_drafts_a_threaded_reply(make_app, aiohttp_client):
+async def test_customer_mail_is_logged_and_the_rep_drafts_a_threaded_reply(make_app, aiohttp_client, login_to):
     from bot.web.gateway import create_web_app
     from crm.models import Activity
 
     outbox = RecordingMail()
     copilot = make_app(channels=[outbox])
-    client = await aiohttp_client(create_web_app(copilot))
+    client = await login_to(await aiohttp_client(create_web_app(copilot)), copilot, "zhangwei")
     customer = mail("m1", "wangjianguo@hdmg.example.com", "张经理好，我们比较关注价格，能否再给一个三年期的报价？\n\n-----原始邮件-----")
     await copilot.intake.sink(customer)
     await copilot.intake.sink(customer)  # the same mail seen twice (two mailboxes, a resync)
@@ -55,12 +55,12 @@ async def test_customer_mail_is_logged_and_the_rep_drafts_a_threaded_reply(make_
     assert len(logged) == 1 and logged[0].kind == "email" and logged[0].account_id == "acc-001" and logged[0].rep_id == "zhangwei"
     assert outbox.sent == []  # nothing went back to the customer
 
-    await client.post("/api/chat", json={"as": "zhangwei", "text": "1", "conversation": "web-zhangwei", "id": "c1"})
+    await client.post("/api/chat", json={"text": "1", "conversation": "web-zhangwei", "id": "c1"})
     got = await replies_for(client, "web-zhangwei", 2)
     draft = got[1]["reply"]
     assert draft["kind"] == "draft" and "Re: 报价方案" in draft["text"] and "Re: Re:" not in draft["text"]
     assert outbox.sent == []  # a draft is not a send
-    await client.post("/api/chat", json={"as": "zhangwei", "text": "1", "conversation": "web-zhangwei", "id": "c2"})
+    await client.post("/api/chat", json={"text": "1", "conversation": "web-zhangwei", "id": "c2"})
     await replies_for(client, "web-zhangwei", 3)
     for _ in range(50):
         if outbox.sent:

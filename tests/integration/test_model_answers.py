@@ -103,7 +103,7 @@ async def test_token_budget_per_conversation(model_copilot):
     assert "模型暂时不可用" in second.text and len(fake.requests) == 1
 
 
-async def test_the_web_chat_shows_the_answer_while_the_model_writes_it(make_settings, aiohttp_server, aiohttp_client):
+async def test_the_web_chat_shows_the_answer_while_the_model_writes_it(make_settings, aiohttp_server, aiohttp_client, login_to):
     from bot.app import build_app
     from bot.web.gateway import create_web_app
 
@@ -111,10 +111,10 @@ async def test_the_web_chat_shows_the_answer_while_the_model_writes_it(make_sett
     server = await aiohttp_server(fake.app())
     cp = build_app(make_settings(llm_base_url=str(server.make_url("/v1")), llm_timeout=20.0))
     cp.load_samples()
-    client = await aiohttp_client(create_web_app(cp))
+    client = await login_to(await aiohttp_client(create_web_app(cp)), cp, "zhangwei")
     fake.add(Step(tool_calls=[{"name": "answer_question", "arguments": {"question": QUESTION}}]),
              Step(text="星图软件的标准实施周期是四到六个月，涉及财务一体化的项目常常更久 [1]。", chunk_delay=0.12))
-    await client.post("/api/chat", json={"as": "zhangwei", "text": QUESTION, "conversation": "stream", "id": "s1"})
+    await client.post("/api/chat", json={"text": QUESTION, "conversation": "stream", "id": "s1"})
     partials, final, plen = [], None, 0
     for _ in range(100):
         r = await client.get("/api/replies", params={"conversation": "stream", "after": "0", "wait": "5", "plen": str(plen)})

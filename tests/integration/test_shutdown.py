@@ -7,10 +7,9 @@ import os
 import signal
 import time
 
-import aiohttp
 import pytest
 
-from tests.conftest import EMBED_CACHE, free_port
+from tests.conftest import EMBED_CACHE, free_port, user_add, web_session
 from tests.fakes.openai_server import FakeOpenAI, Step
 from tests.integration.test_crash_recovery import start
 
@@ -39,12 +38,13 @@ async def test_sigterm_drains_for_at_most_the_grace_and_exits_0(tmp_path, aiohtt
     env = {**os.environ, "COPILOT_DATA_DIR": str(tmp_path / "data"), "COPILOT_EMBED_CACHE": str(EMBED_CACHE),
            "COPILOT_CONFIG": str(tmp_path / "absent.toml"), "COPILOT_LLM_BASE_URL": str(server.make_url("/v1")),
            "COPILOT_LLM_TIMEOUT": "300", "COPILOT_SHUTDOWN_GRACE": str(GRACE)}
-    body = {"as": "zhangwei", "text": "星图软件的实施周期一般多长？", "conversation": "stop", "id": "stop-1"}
+    body = {"text": "星图软件的实施周期一般多长？", "conversation": "stop", "id": "stop-1"}
     base = f"http://127.0.0.1:{port}"
 
     proc = await start(env, port)
     try:
-        async with aiohttp.ClientSession() as s:
+        await asyncio.to_thread(user_add, env, "zhangwei", "rep")  # a password, to sign in with
+        async with await web_session(base, "zhangwei") as s:
             async with s.post(base + "/api/chat", json=body) as r:
                 assert r.status == 202
             await asyncio.wait_for(fake.arrived.wait(), 60)  # a worker is inside the message
@@ -56,7 +56,7 @@ async def test_sigterm_drains_for_at_most_the_grace_and_exits_0(tmp_path, aiohtt
         assert took >= GRACE - 0.5  # it did wait for the message
 
         proc = await start(env, port)  # the unfinished message is answered after the restart, once
-        async with aiohttp.ClientSession() as s:
+        async with await web_session(base, "zhangwei") as s:
             replies = []
             for _ in range(120):
                 async with s.get(base + "/api/replies", params={"conversation": "stop", "after": "0", "wait": "1"}) as r:
@@ -85,8 +85,9 @@ async def test_a_message_that_finishes_within_the_grace_is_answered_before_exit(
     base = f"http://127.0.0.1:{port}"
     proc = await start(env, port)
     try:
-        async with aiohttp.ClientSession() as s:
-            async with s.post(base + "/api/chat", json={"as": "zhangwei", "text": "星图软件的实施周期一般多长？",
+        await asyncio.to_thread(user_add, env, "zhangwei", "rep")
+        async with await web_session(base, "zhangwei") as s:
+            async with s.post(base + "/api/chat", json={"text": "星图软件的实施周期一般多长？",
                                                         "conversation": "soon", "id": "soon-1"}) as r:
                 assert r.status == 202
             await asyncio.wait_for(fake.arrived.wait(), 60)
