@@ -203,7 +203,10 @@ async def test_a_reps_product_question_by_email_gets_an_emailed_answer_with_cita
     conn = EmailConnector([mb], email_context(settings))
     copilot = make_app(channels=[conn])
     client = await aiohttp_client(create_web_app(copilot))
-    question = ("From: =?utf-8?B?5byg5Lyf?= <ZhangWei@yunfan.example.com>\r\nTo: " + imap_user.address +
+    from tests.fakes.email_env import verdict
+
+    # the receiving server vouched for the sender (issue 21): without its verdict this would be a customer's mail
+    question = verdict("yunfan.example.com") + ("From: =?utf-8?B?5byg5Lyf?= <ZhangWei@yunfan.example.com>\r\nTo: " + imap_user.address +
                 "\r\nSubject: =?utf-8?B?5pif5Zu+5a6e5pa95ZGo5pyf?=\r\nMessage-ID: <ask-1@yunfan.example.com>\r\n"
                 "Date: Mon, 4 Mar 2024 10:00:00 +0800\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
                 "星图软件的实施周期一般多长？\r\n").encode()
