@@ -20,7 +20,7 @@ import aiohttp
 from aiohttp import web
 from sqlalchemy import create_engine
 
-from bench.gateway import console_request, unique_ids, wait_answered
+from bench.gateway import console_request, sign_in, unique_ids, wait_answered
 from bench.load import ChildServer, LoadResult, free_port, run_load
 
 APP, SECRET = "benchhttpapp", "bench-http-secret-0123456789abcdef"
@@ -132,14 +132,15 @@ async def bench_dingtalk(total: int = 2000, concurrency: int = 50, data_root: Pa
             await asyncio.to_thread(_link, db_url, ["default", "streamapp"])
             await stream.wait_connected(STREAM_APP, timeout=30)
             warm = 200
-            await run_load(console_request(base, conv_prefix="warm"), total=warm, concurrency=concurrency)
+            headers = await sign_in(base)  # the web chat's requests carry a signed-in session
+            await run_load(console_request(base, conv_prefix="warm", headers=headers), total=warm, concurrency=concurrency)
             await run_load(http_request(fake, base, "warm-http"), total=warm, concurrency=concurrency)
             await stream_load(fake, stream, "warm-stream", total=warm, concurrency=concurrency)
             # console before and after the DingTalk runs: the baseline is both, so neither order nor drift favours a mode
-            first = await run_load(console_request(base, conv_prefix="bench1"), total=total // 2, concurrency=concurrency)
+            first = await run_load(console_request(base, conv_prefix="bench1", headers=headers), total=total // 2, concurrency=concurrency)
             http = await run_load(http_request(fake, base, "http"), total=total, concurrency=concurrency)
             streamed = await stream_load(fake, stream, "stream", total=total, concurrency=concurrency)
-            second = await run_load(console_request(base, conv_prefix="bench2"), total=total - total // 2, concurrency=concurrency)
+            second = await run_load(console_request(base, conv_prefix="bench2", headers=headers), total=total - total // 2, concurrency=concurrency)
             console = _merge(first, second)
             console_unique = unique_ids(total // 2) + unique_ids(total - total // 2) + unique_ids(warm)
             check = await wait_answered(db_url, console_unique + 2 * (unique_ids(total) + unique_ids(warm)))

@@ -4,6 +4,7 @@ was answered exactly once (duplicates included)."""
 from __future__ import annotations
 
 import asyncio
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -12,16 +13,32 @@ import aiohttp
 from sqlalchemy import create_engine, func, select, text
 
 from bench.load import ChildServer, free_port, run_load
+from bench.target import BENCH_PASSWORD, BENCH_USER
 from bot.pipeline.tables import InboxRow, OutboundRow
 
 
-def console_request(base: str, dup_every: int = 20, conv_prefix: str = "bench"):
-    """POST /api/chat; every `dup_every`-th request repeats an earlier message id (a platform retry)."""
+async def sign_in(base: str) -> dict[str, str]:
+    """Sign in once through the /login form; the headers every request then carries (session cookie, CSRF token)."""
+    from yarl import URL
+
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:
+        page = await (await s.get(base + "/login")).text()
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+        async with s.post(base + "/login", data={"csrf": csrf, "username": BENCH_USER, "password": BENCH_PASSWORD}, allow_redirects=False) as r:
+            assert r.status == 303, await r.text()
+        me = await (await s.get(base + "/api/me")).json()
+        cookie = s.cookie_jar.filter_cookies(URL(base))["copilot_session"].value
+    return {"Cookie": f"copilot_session={cookie}", "X-CSRF-Token": me["csrf"]}
+
+
+def console_request(base: str, dup_every: int = 20, conv_prefix: str = "bench", headers: dict[str, str] | None = None):
+    """POST /api/chat (with a signed-in session's `headers`); every `dup_every`-th request repeats an earlier
+    message id (a platform retry)."""
 
     async def request(session: aiohttp.ClientSession, n: int) -> int:
         mid = n - 1 if dup_every and n % dup_every == 0 and n else n
-        body = {"as": "bench", "text": "/help", "conversation": f"{conv_prefix}-{mid % 200}", "id": f"{conv_prefix}-{mid}"}
-        async with session.post(base + "/api/chat", json=body) as r:
+        body = {"text": "/help", "conversation": f"{conv_prefix}-{mid % 200}", "id": f"{conv_prefix}-{mid}"}
+        async with session.post(base + "/api/chat", json=body, headers=headers) as r:
             await r.read()
             return r.status
 
@@ -55,14 +72,16 @@ async def bench_console(total: int = 3000, concurrency: int = 50, data_root: Pat
     root = Path(data_root or tempfile.mkdtemp(prefix="copilot-bench-"))
     port_b, port_c = free_port(), free_port()
     async with ChildServer("bench.target", ["bare", "--port", str(port_b)], f"http://127.0.0.1:{port_b}/healthz"):
-        await run_load(console_request(f"http://127.0.0.1:{port_b}", conv_prefix="warm"), total=300, concurrency=concurrency)
-        bare = await run_load(console_request(f"http://127.0.0.1:{port_b}"), total=total, concurrency=concurrency)
+        same = {"Cookie": "copilot_session=" + "x" * 160, "X-CSRF-Token": "x" * 32}  # the bare handler reads the same bytes
+        await run_load(console_request(f"http://127.0.0.1:{port_b}", conv_prefix="warm", headers=same), total=300, concurrency=concurrency)
+        bare = await run_load(console_request(f"http://127.0.0.1:{port_b}", headers=same), total=total, concurrency=concurrency)
     data = root / "console"
     env = {"COPILOT_DATA_DIR": str(data), "COPILOT_RATE_LIMIT_PER_MINUTE": "0", "COPILOT_CONFIG": str(root / "absent.toml")}
     async with ChildServer("bench.target", ["copilot", "--port", str(port_c)], f"http://127.0.0.1:{port_c}/healthz", env):
-        warm = console_request(f"http://127.0.0.1:{port_c}", conv_prefix="warm")
+        headers = await sign_in(f"http://127.0.0.1:{port_c}")
+        warm = console_request(f"http://127.0.0.1:{port_c}", conv_prefix="warm", headers=headers)
         await run_load(warm, total=300, concurrency=concurrency)
-        real = await run_load(console_request(f"http://127.0.0.1:{port_c}"), total=total, concurrency=concurrency)
+        real = await run_load(console_request(f"http://127.0.0.1:{port_c}", headers=headers), total=total, concurrency=concurrency)
         check = await wait_answered(f"sqlite:///{data / 'copilot.db'}", unique_ids(total) + unique_ids(300))
     return {
         "bare": bare.summary(), "console": real.summary(),

@@ -7,6 +7,8 @@ import json
 
 from aiohttp import web
 
+BENCH_USER, BENCH_PASSWORD = "bench", "bench-password-1"  # the copilot target's web chat user (the load signs in once)
+
 
 def bare_app() -> web.Application:
     async def handle(request: web.Request) -> web.Response:
@@ -30,7 +32,7 @@ def copilot_app(extra: str = ""):
     s = Settings()
     configure("WARNING")
     cp = build_app(s, platforms=True)
-    cp.directory.add("bench", "Bench Rep", "rep", tenant=s.tenant)
+    cp.auth.add_user(BENCH_USER, "rep", s.tenant, BENCH_PASSWORD)
     return create_web_app(cp)
 
 

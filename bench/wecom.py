@@ -21,7 +21,7 @@ import aiohttp
 from aiohttp import web
 from sqlalchemy import create_engine, insert
 
-from bench.gateway import console_request, unique_ids, wait_answered
+from bench.gateway import console_request, sign_in, unique_ids, wait_answered
 from bench.load import ChildServer, free_port, run_load
 from bot.people.tables import Identity
 from connectors.wecom.crypto import WeComCrypto
@@ -109,14 +109,15 @@ async def bench_wecom(total: int = 3000, concurrency: int = 50, rounds: int = 3,
             link_senders(db_url)
             expected = 0
             # warm both paths, then measure each with the other's work drained
-            await run_load(console_request(base, conv_prefix="warm"), total=warm_n, concurrency=concurrency)
+            headers = await sign_in(base)  # the web chat's requests carry a signed-in session
+            await run_load(console_request(base, conv_prefix="warm", headers=headers), total=warm_n, concurrency=concurrency)
             await run_load(wecom_request(base, warm_callbacks), total=warm_n, concurrency=concurrency)
             expected += 2 * unique_ids(warm_n)
             await wait_answered(db_url, expected)
             runs: dict[str, list] = {"console": [], "wecom": []}
             for r in range(rounds):  # alternate which channel goes first: the machine's noise hits both alike
                 for channel in (("console", "wecom") if r % 2 == 0 else ("wecom", "console")):
-                    req = console_request(base, conv_prefix=f"r{r}") if channel == "console" else \
+                    req = console_request(base, conv_prefix=f"r{r}", headers=headers) if channel == "console" else \
                         wecom_request(base, build_callbacks(crypto, total, str(r + 10)))
                     runs[channel].append(await run_load(req, total=total, concurrency=concurrency))
                     expected += unique_ids(total)

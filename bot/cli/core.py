@@ -11,7 +11,7 @@ from typing import Iterator, List, Optional
 
 import typer
 
-from bot.cli.common import CliError, app, emit, load_settings, opened, opened_knowledge, person_for
+from bot.cli.common import CliError, _configured, app, emit, load_settings, opened, opened_knowledge, person_for
 
 
 @app.command()
@@ -28,7 +28,7 @@ def serve(
 
     from bot.web.gateway import create_web_app
 
-    s = load_settings(host=host, port=port)
+    s = _configured(load_settings(host=host, port=port), True)  # logging first: the sign-in check below opens the database
     link = _sign_in_ready(s)  # before anything heavy: a public address without sign-in is refused at once
     grace = max(0.0, s.shutdown_grace)
     loop = asyncio.new_event_loop()
