@@ -66,7 +66,7 @@ class DingTalkClient:
         async with self._lock:  # single flight: the waiters reuse what the first one fetched
             if self._token and time.monotonic() < self._token_until:
                 return self._token
-            data = await self._post(self.app.api_base + TOKEN_PATH, {"appKey": self.app.app_key, "appSecret": self.app.app_secret})
+            data = await self._post(self.app.api_base + TOKEN_PATH, {"appKey": self.app.app_key, "appSecret": self.app.app_secret.get_secret_value()})
             token, ttl = str(data.get("accessToken") or ""), float(data.get("expireIn") or 7200)
             if not token:
                 raise DingTalkAPIError("DingTalk returned no accessToken", retryable=True)
@@ -158,7 +158,7 @@ class DingTalkClient:
     # stream mode -----------------------------------------------------------------------------
     async def open_stream(self, topics: list[str], version: str) -> tuple[str, str]:
         """Ask the Stream gateway for a websocket endpoint and a one-time ticket (valid about 90 s)."""
-        body = {"clientId": self.app.app_key, "clientSecret": self.app.app_secret,
+        body = {"clientId": self.app.app_key, "clientSecret": self.app.app_secret.get_secret_value(),
                 "subscriptions": [{"type": "CALLBACK", "topic": t} for t in topics],
                 "ua": f"dingtalk-sdk-python/v{version}-union copilot", "localIp": _local_ip()}
         data = await self._post(self.app.api_base + STREAM_OPEN_PATH, body)
@@ -171,7 +171,7 @@ class DingTalkClient:
     def _sdk(self):
         from dingtalk.client import AppKeyClient
 
-        client = AppKeyClient(self.app.key, self.app.app_key, self.app.app_secret, timeout=self.timeout)
+        client = AppKeyClient(self.app.key, self.app.app_key, self.app.app_secret.get_secret_value(), timeout=self.timeout)
         client.API_BASE_URL = self.app.oapi_base + "/"
         return client
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, SecretStr, model_validator
 
 from connectors.config import AccountSpec, ConfigProblem, Issue, load_accounts
 
@@ -26,7 +26,7 @@ class DingTalkApp(BaseModel):
     key: str = "default"  # "default" for the env app; the [[dingtalk.apps]] key otherwise (also the URL segment)
     tenant: str = "default"
     app_key: str = ""
-    app_secret: str = ""
+    app_secret: SecretStr = SecretStr("")  # revealed (get_secret_value) only where used, never in a repr or log
     robot_code: str = ""  # empty: the app key (an internal app's robot code usually equals it)
     corp_id: str = ""  # the corp's CorpId (ding...): messages naming another corp are refused; empty: not checked (doctor says so)
     mode: Literal["http", "stream"] = "http"
@@ -35,8 +35,9 @@ class DingTalkApp(BaseModel):
 
     @model_validator(mode="after")
     def _tidy(self) -> "DingTalkApp":
-        for name in ("app_key", "app_secret", "robot_code", "corp_id"):
+        for name in ("app_key", "robot_code", "corp_id"):
             object.__setattr__(self, name, getattr(self, name).strip())
+        object.__setattr__(self, "app_secret", SecretStr(self.app_secret.get_secret_value().strip()))
         object.__setattr__(self, "api_base", self.api_base.rstrip("/") or DEFAULT_API)
         object.__setattr__(self, "oapi_base", self.oapi_base.rstrip("/") or DEFAULT_OAPI)
         if not self.robot_code:

@@ -72,7 +72,7 @@ class DingTalkConnector:
                 raise web.HTTPNotFound(text=f"no DingTalk app {key!r} is configured here")
             ts, sig = request.headers.get("timestamp"), request.headers.get("sign")
             try:
-                verify(ts, sig, app.app_secret)
+                verify(ts, sig, app.app_secret.get_secret_value())
             except SignatureError as exc:
                 raise web.HTTPForbidden(text=f"DingTalk signature check failed: {exc}") from None
             raw = await request.read()

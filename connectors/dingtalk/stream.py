@@ -51,7 +51,7 @@ class StreamReceiver:
         self.client = client
         self.backoff_base, self.backoff_max, self.stable_after = backoff_base, backoff_max, stable_after
         self.heartbeat = heartbeat
-        self.sdk = DingTalkStreamClient(Credential(app.app_key, app.app_secret), logger=log)
+        self.sdk = DingTalkStreamClient(Credential(app.app_key, app.app_secret.get_secret_value()), logger=log)
         self.sdk.register_callback_handler(ChatbotMessage.TOPIC, _RobotMessages(on_message))
         self.sdk.pre_start()
         self.connected = asyncio.Event()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ssl
 from typing import Any, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from connectors.config import AccountSpec, ConfigProblem, load_accounts
 
@@ -29,13 +29,13 @@ class Mailbox(BaseModel):
     imap_port: int = 0  # 0: the usual port for imap_security
     imap_security: Security = "ssl"
     username: str
-    password: str = Field("", repr=False)
+    password: SecretStr = SecretStr("")  # revealed (get_secret_value) only at login, never in a repr or log
     folder: str = "INBOX"
     smtp_host: str = ""  # empty: this mailbox only receives
     smtp_port: int = 0
     smtp_security: Security = "starttls"
     smtp_username: str = ""  # empty: same as username
-    smtp_password: str = Field("", repr=False)  # empty: same as password
+    smtp_password: SecretStr = SecretStr("")  # empty: same as password
     address: str = ""  # the copilot's own address; empty: username when it is an address
     aliases: tuple[str, ...] = ()  # other addresses that are the copilot too (never processed)
     from_name: str = ""  # display name on outgoing mail unless the reply names one
@@ -93,7 +93,8 @@ class Mailbox(BaseModel):
 
     @property
     def smtp_pass(self) -> str:
-        return self.smtp_password or self.password
+        """The SMTP password, revealed: only for the login itself."""
+        return (self.smtp_password or self.password).get_secret_value()
 
     def tls_context(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=self.ca_file or None)

@@ -103,7 +103,7 @@ class ImapSession:
             if isinstance(exc, aioimaplib.AioImapException):
                 raise ImapError(f"IMAP {mb.imap_host}:{mb.imap_port_}: {exc}", "protocol") from exc
             raise connect_error(exc, mb.imap_host, mb.imap_port_, mb.imap_security, "IMAP", mb.timeout) from exc
-        res = await self._call(self.client.login(mb.username, mb.password))
+        res = await self._call(self.client.login(mb.username, mb.password.get_secret_value()))
         if res.result != "OK":
             await self.close()
             reason = _text(res.lines[-1:]) if res.lines else res.result

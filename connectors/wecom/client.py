@@ -145,7 +145,7 @@ class WeComClient:
         async with self._lock:
             if self._token and self._token != stale and time.monotonic() < self._expires:
                 return self._token  # someone else refreshed it while we waited
-            data = await self._request("GET", "/cgi-bin/gettoken", params={"corpid": self.corp.corp_id, "corpsecret": self.corp.secret})
+            data = await self._request("GET", "/cgi-bin/gettoken", params={"corpid": self.corp.corp_id, "corpsecret": self.corp.secret.get_secret_value()})
             token, expires_in = data.get("access_token"), data.get("expires_in", 7200)
             if not isinstance(token, str) or not token or not isinstance(expires_in, int):
                 raise WeComError(-2, "gettoken answered without access_token", "/cgi-bin/gettoken")

@@ -20,7 +20,7 @@ import binascii
 import re
 from typing import Any, Mapping
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SecretStr
 
 from connectors.config import AccountSpec, ConfigProblem, Issue, load_accounts
 
@@ -36,10 +36,10 @@ class CorpConfig(BaseModel):
     key: str = DEFAULT_KEY
     tenant: str = "default"
     corp_id: str = ""
-    token: str = ""
-    aes_key: str = ""
+    token: SecretStr = SecretStr("")  # secrets: revealed (get_secret_value) only where used, never in a repr or log
+    aes_key: SecretStr = SecretStr("")
     agent_id: int = 0
-    secret: str = ""
+    secret: SecretStr = SecretStr("")
     api_base: str = DEFAULT_API_BASE
     markdown: bool = True
     # outbound pacing. WeCom drops (silently) more than 30 messages a minute or 1000 an hour from one
@@ -67,11 +67,11 @@ class CorpConfig(BaseModel):
         if not self.agent_id:
             out.append(("agent_id", "is empty", f"set {self.setting('agent_id')} to the app's AgentId ({CONSOLE})"))
         if self.aes_key:
-            problem = aes_key_problem(self.aes_key)
+            problem = aes_key_problem(self.aes_key.get_secret_value())
             if problem:
                 out.append(("aes_key", problem, f"copy the EncodingAESKey again from 接收消息 → 设置API接收 into {self.setting('aes_key')} "
                                                 "(43 letters and digits; click 随机获取 to make a new one)"))
-        if self.token and not re.fullmatch(r"[A-Za-z0-9]{1,32}", self.token):
+        if self.token and not re.fullmatch(r"[A-Za-z0-9]{1,32}", self.token.get_secret_value()):
             out.append(("token", "must be 1-32 letters or digits", f"copy the Token again into {self.setting('token')}"))
         return out
 

@@ -46,7 +46,7 @@ class WeComConnector:
             if issues:
                 self.broken[c.key] = "; ".join(p for p, _ in issues)
             else:
-                self.crypto[c.key] = WeComCrypto(c.token, c.aes_key, c.corp_id)
+                self.crypto[c.key] = WeComCrypto(c.token.get_secret_value(), c.aes_key.get_secret_value(), c.corp_id)
         self.clients = {c.key: WeComClient(c) for c in corps}
         # (corp, timestamp, nonce, signature) of the callbacks stored within the window: in-process memory
         # (connectors/replay.py), so a captured callback sent again inside the window is not processed twice

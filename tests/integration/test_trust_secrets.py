@@ -58,3 +58,35 @@ def test_copilot_serve_stderr_holds_no_secret(tmp_path):
     assert proc.returncode != 0 and "Traceback" in err and "OperationalError" in err, err[-2000:]
     for secret in (ADMIN, LLM_KEY, DB_PASSWORD):
         assert secret not in err, secret
+
+
+def test_connector_accounts_hold_their_secrets_as_secretstr(tmp_path, monkeypatch, capsys):
+    from connectors.dingtalk.config import load_apps
+    from connectors.email.config import load_mailboxes
+    from connectors.wecom.config import load_corps
+
+    aes = "A" * 43
+    env = {"COPILOT_WECOM_CORP_ID": "ww1", "COPILOT_WECOM_TOKEN": "wxTok3n991", "COPILOT_WECOM_AES_KEY": aes,
+           "COPILOT_WECOM_SECRET": "corp-secret-7731", "COPILOT_WECOM_AGENT_ID": "1000002",
+           "COPILOT_DINGTALK_APP_KEY": "dingkey", "COPILOT_DINGTALK_APP_SECRET": " ding-secret-5521 ",
+           "COPILOT_EMAIL_IMAP_HOST": "127.0.0.1", "COPILOT_EMAIL_USERNAME": "bot@x.example", "COPILOT_EMAIL_PASSWORD": "mail-pw-8812"}
+    [corp], _ = load_corps("default", {}, env)
+    [app], _ = load_apps("default", {}, env)
+    [mb], _ = load_mailboxes("default", {}, env)
+    shown = " ".join(repr(x) + str(x.model_dump()) for x in (corp, app, mb))
+    for secret in ("wxTok3n991", aes, "corp-secret-7731", "ding-secret-5521", "mail-pw-8812"):
+        assert secret not in shown, secret
+    assert corp.secret.get_secret_value() == "corp-secret-7731" and app.app_secret.get_secret_value() == "ding-secret-5521"
+    assert mb.smtp_pass == "mail-pw-8812"  # revealed only for the login
+
+    # and the log filter knows every COPILOT_*SECRET/TOKEN/PASSWORD/KEY value of the environment
+    from bot.ops.logs import configure, secret_values
+
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("COPILOT_CONFIG", str(tmp_path / "absent.toml"))
+    configure("INFO", False, secret_values())
+    logging.getLogger("copilot.test").error("login with %s failed for %s", "mail-pw-8812", corp)
+    err = capsys.readouterr().err
+    assert "login with" in err and "mail-pw-8812" not in err and "corp-secret-7731" not in err
+    logging.getLogger().handlers.clear()
