@@ -53,6 +53,11 @@ class Prompts:
         """Every message of one language (prompts/messages.<lang>.toml), key -> text with {placeholders}."""
         return dict(self._messages[ui_lang(lang)])
 
+    def labels(self, prefix: str) -> dict[str, dict[str, str]]:
+        """The messages whose keys start with `prefix`, per language: e.g. "channel_" for the connectors'
+        labels (ChannelContext.labels), which cannot read this catalogue themselves."""
+        return {lang: {k: v for k, v in m.items() if k.startswith(prefix)} for lang, m in self._messages.items()}
+
     def has(self, key: str) -> bool:
         return any(key in m for m in self._messages.values())
 

@@ -15,6 +15,7 @@ from typing import Any, Awaitable, Callable, Literal, Mapping, Protocol, runtime
 from aiohttp import web
 from sqlalchemy.engine import Engine
 
+from connectors.labels import Labels
 from connectors.message import Attachment, InboundMessage, Reply, Target
 
 
@@ -38,6 +39,7 @@ class ChannelContext:
     data_dir: Path = Path("data")  # where a connector may keep files (attachments, unparsed mail)
     max_download: int = 25 * 1024 * 1024  # the largest file a connector fetches
     engine: Engine | None = None  # the copilot's database, for connectors that keep state in tables
+    labels: Labels = field(default_factory=dict)  # the channel_* messages per language (connectors/labels.py); {}: the shipped ones
 
 
 @dataclass(frozen=True)

@@ -126,6 +126,7 @@ class Reply(BaseModel):
     kind: Literal["answer", "notice", "confirm", "error", "draft", "nudge"] = "answer"
     grounded: bool | None = None
     mention_sender: bool = False  # in groups: @ the asker
+    lang: str = "zh"  # the reader's language ("zh" or "en"): the labels a channel adds (sources, "回复 1 确认") follow it
     meta: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -1,34 +1,36 @@
 """Text every client can show: a reply rendered as plain text (citations, and buttons as typed
-choices: the one fallback for platforms without cards), and long text split under a platform's limit."""
+choices: the one fallback for platforms without cards), and long text split under a platform's limit.
+The words added ("回复 …", "Reply …") are labels from the message catalogue, in the reply's language."""
 from __future__ import annotations
 
 import re
 from typing import Callable
 
+from connectors.labels import Labels, every, label
 from connectors.message import Button, Reply
 
-_CJK = re.compile(r"[\u3400-\u9fff]")
 
-
-def fallback_line(buttons: list[Button], zh: bool | None = None) -> str:
-    """The typed alternative to buttons, e.g. "回复 1 确认 / 2 修改 / 3 取消" (Chinese unless every label
-    is not, when `zh` is not given)."""
+def fallback_line(buttons: list[Button], lang: str = "zh", labels: Labels | None = None) -> str:
+    """The typed alternative to buttons in `lang`, e.g. "回复 1 确认 / 2 修改 / 3 取消", "Reply 1 Confirm"."""
     choices = " / ".join(f"{b.reply or i + 1} {b.label}" for i, b in enumerate(buttons))
-    if zh is None:
-        zh = any(_CJK.search(b.label) for b in buttons)
-    return f"回复 {choices}" if zh else f"Reply {choices}"
+    return label(labels, lang, "channel_reply_choices", choices=choices)
 
 
-def has_fallback(text: str, buttons: list[Button]) -> bool:
+def has_fallback(text: str, buttons: list[Button], labels: Labels | None = None) -> bool:
     """Whether the text already tells the reader what to type (the agent often writes the line itself)."""
     first = buttons[0].reply or "1" if buttons else ""
-    return bool(buttons) and (f"回复 {first}" in text or f"Reply {first}" in text)
+    return bool(buttons) and any(line in text for line in every(labels, "channel_reply_choices", choices=first))
 
 
-def render_text(reply: Reply, *, numbered_buttons: bool = True) -> str:
-    """Plain-text rendering with citations and a typed fallback for buttons."""
+def has_sources(text: str, labels: Labels | None = None) -> bool:
+    """Whether the text lists its sources itself ("[来源]", "Sources:")."""
+    return any(tag in text for tag in every(labels, "channel_sources_tag"))
+
+
+def render_text(reply: Reply, *, numbered_buttons: bool = True, labels: Labels | None = None) -> str:
+    """Plain-text rendering with citations and a typed fallback for buttons, labelled in the reply's language."""
     parts = [reply.text.rstrip()]
-    if reply.citations and "[来源]" not in reply.text and "Sources:" not in reply.text:
+    if reply.citations and not has_sources(reply.text, labels):
         lines = []
         for c in reply.citations:
             line = f"[{c.n}] {c.title}"
@@ -40,8 +42,8 @@ def render_text(reply: Reply, *, numbered_buttons: bool = True) -> str:
                 line += f" {c.url}"
             lines.append(line)
         parts.append("\n".join(lines))
-    if reply.buttons and numbered_buttons and not has_fallback(reply.text, reply.buttons):
-        parts.append(fallback_line(reply.buttons))
+    if reply.buttons and numbered_buttons and not has_fallback(reply.text, reply.buttons, labels):
+        parts.append(fallback_line(reply.buttons, reply.lang, labels))
     return "\n\n".join(p for p in parts if p)
 
 
@@ -54,9 +56,9 @@ def measure(unit: str) -> Callable[[str], int]:
     return utf8_len if unit == "bytes" else len
 
 
-def text_parts(reply: Reply, limit: int, unit: str = "chars") -> list[str]:
+def text_parts(reply: Reply, limit: int, unit: str = "chars", labels: Labels | None = None) -> list[str]:
     """A reply for a text-only platform: rendered as plain text, then split under its limit."""
-    return split_message(render_text(reply), limit, measure(unit))
+    return split_message(render_text(reply, labels=labels), limit, measure(unit))
 
 
 _LEVELS = (

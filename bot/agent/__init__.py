@@ -85,6 +85,11 @@ def answer_reply(ans: Answer) -> Reply:
     return Reply(text=ans.text, citations=ans.citations, grounded=ans.grounded, kind="answer" if ans.grounded else "notice")
 
 
+def _in(lang: str, replies: list[Reply]) -> list[Reply]:
+    """The replies with their reader's language, unless one was set already (Reply.lang)."""
+    return [r if "lang" in r.model_fields_set else r.model_copy(update={"lang": lang}) for r in replies]
+
+
 @dataclass
 class Turn:
     job: str
@@ -115,7 +120,12 @@ class Agent:
 
     # entry points --------------------------------------------------------------------------------
     def handle(self, person: Person, msg: InboundMessage, on_text=None) -> list[Reply]:
-        """`on_text`: where a channel that can show an answer while it is written wants the text so far."""
+        """`on_text`: where a channel that can show an answer while it is written wants the text so far. Each
+        reply carries its reader's language (the question's, else the person's): the channel labels follow it."""
+        bare = _CMD.sub(r"\2", msg.text.strip()).strip()
+        return _in(ui_lang(language(bare)) if bare else ui_lang(person.language), self._handle(person, msg, on_text))
+
+    def _handle(self, person: Person, msg: InboundMessage, on_text=None) -> list[Reply]:
         text = msg.text.strip()
         now = msg.received_at.astimezone(ZoneInfo(person.timezone or "Asia/Shanghai"))
         key = "m" + hashlib.sha1(f"{msg.channel}|{msg.tenant}|{msg.platform_msg_id}".encode()).hexdigest()[:15]
@@ -225,7 +235,10 @@ class Agent:
         return None
 
     def act(self, person: Person, action: Action, conversation_key: str = "", at: datetime | None = None) -> list[Reply]:
-        """A button click: resolves its pending item exactly once."""
+        """A button click: resolves its pending item exactly once; the replies are in the person's language."""
+        return _in(ui_lang(person.language), self._act(person, action, conversation_key, at))
+
+    def _act(self, person: Person, action: Action, conversation_key: str = "", at: datetime | None = None) -> list[Reply]:
         now = (at or datetime.now().astimezone()).astimezone(ZoneInfo(person.timezone or "Asia/Shanghai"))
         if action.key in ("kb_approve", "kb_reject") and self.publishing is not None and action.ref.startswith("kbv:"):
             return [self.publishing.decide(person, int(action.ref[4:]), action.key == "kb_approve")]

@@ -66,7 +66,7 @@ class Correspondence:
                      "subject": subject, "message_id": mail.message_id,
                      "references": list(mail.references) + ([mail.message_id] if mail.message_id else [])})
         text = m.msg("mail_notify", lang, who=who, account=account.name, subject=subject, about=about, excerpt=excerpt)
-        self.enqueue(target, Reply(text=text, kind="nudge", buttons=[
+        self.enqueue(target, Reply(text=text, kind="nudge", lang=lang, buttons=[
             Button(key="confirm", label=m.msg("button_draft_reply", lang), ref=p.id, reply="1"),
             Button(key="reject", label=m.msg("button_ignore", lang), ref=p.id, reply="3")]), f"mail-notify:{msg.platform_msg_id}")
         return []

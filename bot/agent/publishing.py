@@ -63,7 +63,7 @@ class Publishing:
             target = self.reach(p.id)
             m, lang = self.prompts, ui_lang(p.language)
             text = m.msg("kb_needs_approval", lang, uploader=uploader.name, name=res.name, doc_id=res.doc_id, version=res.version, chunks=res.chunks)
-            reply = Reply(text=text, kind="confirm", buttons=[
+            reply = Reply(text=text, kind="confirm", lang=lang, buttons=[
                 Button(key=APPROVE, label=m.msg("button_approve", lang), ref=ref, reply="1"),
                 Button(key=REJECT, label=m.msg("button_reject", lang), ref=ref, reply="2")])
             self.enqueue(target, reply, f"kb-approval:{res.version_id}:{p.id}")

@@ -13,6 +13,7 @@ from typing import Callable, Iterable
 from aiohttp import web
 
 from connectors.channel import BackgroundReceiver, Check, Closable, Connector, Diagnosable, FileFetcher, HttpReceiver, Previewer, RichSender, Sink, TextSender
+from connectors.labels import Labels
 from connectors.message import Attachment, InboundMessage, Reply, Target
 from connectors.text import text_parts
 
@@ -28,7 +29,9 @@ class CannotFetch(LookupError):
 
 
 class Channels:
-    def __init__(self, connectors: Iterable[Connector]) -> None:
+    def __init__(self, connectors: Iterable[Connector], labels: Labels | None = None) -> None:
+        """`labels`: the words the text fallback adds (the catalogue's channel_* messages; None: the shipped ones)."""
+        self.labels = labels
         connectors = list(connectors)
         for c in connectors:
             if not isinstance(c, (RichSender, TextSender)):
@@ -53,7 +56,7 @@ class Channels:
             await c.send(target, reply, key)
             return
         assert isinstance(c, TextSender)  # checked at construction
-        parts = text_parts(reply, c.text_limit, c.text_unit)
+        parts = text_parts(reply, c.text_limit, c.text_unit, self.labels)
         for i, part in enumerate(parts):
             # each part its own key, so a platform that deduplicates drops only the parts a retry repeats
             await c.send_text(target, part, key if len(parts) == 1 else f"{key}#{i + 1}")

@@ -26,6 +26,7 @@ from connectors.dingtalk.crypto import MAX_SKEW_MS, SignatureError, verify
 from connectors.dingtalk.parse import CHANNEL, ForeignCorp, PayloadError, parse
 from connectors.dingtalk.render import MAX_CHARS, Part, render
 from connectors.dingtalk.stream import StreamReceiver
+from connectors.labels import Labels
 from connectors.message import Attachment, Reply, Target
 from connectors.replay import SeenSignatures
 
@@ -39,7 +40,7 @@ class DingTalkConnector:
     text_limit, text_unit = MAX_CHARS, "chars"
 
     def __init__(self, apps: list[DingTalkApp], problems: list[ConfigProblem] | None = None, *, public_url: str = "",
-                 max_download: int = 25 * 1024 * 1024, stream_options: dict[str, Any] | None = None) -> None:
+                 max_download: int = 25 * 1024 * 1024, stream_options: dict[str, Any] | None = None, labels: Labels | None = None) -> None:
         self.apps = {a.key: a for a in apps}
         self.by_tenant = {a.tenant: a for a in apps}
         self.problems = list(problems or [])
@@ -48,6 +49,7 @@ class DingTalkConnector:
         self.public_url = public_url.rstrip("/")
         self.max_download = max_download
         self.stream_options = stream_options or {}
+        self.labels = labels  # the words it adds (connectors/labels.py); None: the shipped catalogue's
         self._progress: OrderedDict[str, int] = OrderedDict()  # reply key -> parts already delivered
         # HTTP callbacks' signatures within the timestamp window, with the body each one came with: in-process
         # memory (connectors/replay.py). The sign is HMAC(timestamp), so the app and the timestamp name it.
@@ -59,7 +61,7 @@ class DingTalkConnector:
         apps, problems = load_apps(ctx.tenant, ctx.section)
         if not apps and not problems:
             return None
-        return cls(apps, problems, public_url=ctx.public_url, max_download=ctx.max_download, **kw)
+        return cls(apps, problems, public_url=ctx.public_url, max_download=ctx.max_download, labels=ctx.labels or None, **kw)
 
     # receive -----------------------------------------------------------------------------------
     def routes(self, sink: Sink) -> list[web.RouteDef]:
@@ -131,7 +133,7 @@ class DingTalkConnector:
             raise SendError(f"no DingTalk app serves tenant {target.tenant!r}", retryable=False)
         ctx = target.context or {}
         staff = str(ctx.get("senderStaffId") or target.user_id)
-        parts = render(reply, group=target.is_group, staff_id=staff, nick=str(ctx.get("senderNick") or ""))
+        parts = render(reply, group=target.is_group, staff_id=staff, nick=str(ctx.get("senderNick") or ""), labels=self.labels)
         client = self.clients[app.key]
         use_webhook = self._webhook_usable(app, ctx)
         for i, part in enumerate(parts):

@@ -5,6 +5,7 @@ Each part is rendered twice: as a session-webhook body (`msgtype`) and as a robo
 the user's click back as a chat message (`dtmd://dingtalkclient/sendMessage`), which parse.py
 reads as an action. In groups the robot only hears messages that @ it, so a click there would be
 lost: group confirmations are markdown with the typed fallback ("回复 1 确认 / 2 修改 / 3 取消").
+The words added are catalogue labels (connectors/labels.py) in the reply's language.
 """
 from __future__ import annotations
 
@@ -13,12 +14,12 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from connectors.dingtalk.parse import click_text
+from connectors.labels import Labels, label
 from connectors.message import Button, Reply
-from connectors.text import fallback_line, has_fallback, split_message
+from connectors.text import fallback_line, has_fallback, has_sources, split_message
 
 MAX_CHARS = 3800  # per message; longer replies are split between paragraphs
 MAX_BUTTONS = 5  # sampleActionCard2..5 on the robot API
-_CJK = re.compile(r"[\u4e00-\u9fff]")
 
 
 @dataclass(frozen=True)
@@ -28,18 +29,17 @@ class Part:
     param: dict  # robot API msgParam
 
 
-def render(reply: Reply, *, group: bool, staff_id: str = "", nick: str = "") -> list[Part]:
-    zh = bool(_CJK.search(reply.text)) or not reply.text.isascii()
+def render(reply: Reply, *, group: bool, staff_id: str = "", nick: str = "", labels: Labels | None = None) -> list[Part]:
     chunks = split_message(_markdown_body(reply), MAX_CHARS)
-    tail = _citations(reply, zh)
-    if reply.buttons and not has_fallback(reply.text, reply.buttons):  # unless the text has it
-        tail += ("\n\n" if tail else "") + fallback_line(reply.buttons, zh)
+    tail = _citations(reply, labels)
+    if reply.buttons and not has_fallback(reply.text, reply.buttons, labels):  # unless the text has it
+        tail += ("\n\n" if tail else "") + fallback_line(reply.buttons, reply.lang, labels)
     if tail:
         if len(chunks[-1]) + len(tail) + 2 > MAX_CHARS:
             chunks.append(tail)
         else:
             chunks[-1] = f"{chunks[-1]}\n\n{tail}" if chunks[-1] else tail
-    title = _title(reply.text)
+    title = _title(reply.text, label(labels, reply.lang, "channel_app_name"))
     parts = []
     for i, text in enumerate(chunks):
         last = i == len(chunks) - 1
@@ -80,20 +80,20 @@ def _markdown_body(reply: Reply) -> str:
     return "\n".join(line.rstrip() + "  " if line.strip() else "" for line in reply.text.strip().split("\n")).strip()
 
 
-def _citations(reply: Reply, zh: bool) -> str:
-    if not reply.citations or "[来源]" in reply.text or "Sources:" in reply.text:
+def _citations(reply: Reply, labels: Labels | None) -> str:
+    if not reply.citations or has_sources(reply.text, labels):
         return ""
-    lines = ["**来源**" if zh else "**Sources**"]
+    lines = [f"**{label(labels, reply.lang, 'channel_sources')}**"]
     for c in reply.citations:
         name = f"[{c.title}]({c.url})" if c.url else c.title
         line = f"[{c.n}] {name}" + (f" v{c.version}" if c.version else "") + (f" · {c.updated}" if c.updated else "")
         if c.stale_days:
-            line += f" · ⚠ {c.stale_days} 天未更新" if zh else f" · ⚠ not updated for {c.stale_days} days"
+            line += " · " + label(labels, reply.lang, "channel_stale", days=c.stale_days)
         lines.append(line)
     return "  \n".join(lines)
 
 
-def _title(text: str) -> str:
-    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "Sales Copilot")
+def _title(text: str, default: str) -> str:
+    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), default)
     first = re.sub(r"[*#>`\[\]]", "", first)
-    return first[:24] or "Sales Copilot"
+    return first[:24] or default

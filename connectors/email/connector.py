@@ -35,6 +35,7 @@ class EmailConnector:
         if ctx.engine is None:
             raise ValueError("the email channel keeps its cursors in the copilot's database: pass an engine")
         self.engine = ctx.engine
+        self.labels = ctx.labels or None  # the words it adds (connectors/labels.py); None: the shipped catalogue's
         self.state = EmailState(self.engine)
         self.files = Files(Path(ctx.data_dir))
         self.sender = Sender(self.state, self.find_copy)
@@ -68,7 +69,7 @@ class EmailConnector:
 
     async def send(self, target: Target, reply: Reply, key: str) -> None:
         mb = self.mailbox_for(target, reply)
-        out = render(target, reply, key, mb)
+        out = render(target, reply, key, mb, self.labels)
         outcome = await self.sender.send(mb, out, key)
         log.info("email %s via %s: %s %s", key, mb.key, outcome, out.message_id)
 

@@ -14,6 +14,7 @@ from email.message import EmailMessage
 from email.utils import formataddr, formatdate, getaddresses
 
 from connectors.channel import SendError
+from connectors.labels import Labels, label
 from connectors.message import Reply, Target
 from connectors.text import render_text
 
@@ -74,7 +75,7 @@ def _dedupe(pairs: list[tuple[str, str]], drop: set[str]) -> list[tuple[str, str
     return out
 
 
-def render(target: Target, reply: Reply, key: str, mb: Mailbox) -> Outgoing:
+def render(target: Target, reply: Reply, key: str, mb: Mailbox, labels: Labels | None = None) -> Outgoing:
     """Raises SendError(retryable=False) when the reply must not go out at all."""
     ctx = target.context or {}
     meta = reply.meta.get("email") if isinstance(reply.meta.get("email"), dict) else {}
@@ -110,7 +111,7 @@ def render(target: Target, reply: Reply, key: str, mb: Mailbox) -> Outgoing:
     elif ctx.get("subject") or parent:
         subject = reply_subject(ctx.get("subject", ""))
     else:
-        subject = (reply.text.strip().splitlines() or ["Sales Copilot"])[0][:78]
+        subject = (reply.text.strip().splitlines() or [label(labels, reply.lang, "channel_app_name")])[0][:78]
 
     msg = EmailMessage()
     msg_id = message_id_for(key, mb)
@@ -133,7 +134,7 @@ def render(target: Target, reply: Reply, key: str, mb: Mailbox) -> Outgoing:
         # RFC 3834: other robots must not answer us; Exchange honours the second header.
         msg["Auto-Submitted"] = "auto-replied"
         msg["X-Auto-Response-Suppress"] = "All"
-    text = render_text(reply)
+    text = render_text(reply, labels=labels)
     msg.set_content(text, charset="utf-8")
     msg.add_alternative(_html(text), subtype="html", charset="utf-8")
 

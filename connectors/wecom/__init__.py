@@ -19,4 +19,5 @@ def build(ctx: ChannelContext) -> WeComConnector | None:
     wrong, and the other corps keep working.
     """
     corps, problems = load_corps(ctx.tenant, ctx.section)
-    return WeComConnector(corps, problems=problems, max_file=min(ctx.max_download, 20 * 1024 * 1024)) if corps or problems else None
+    return WeComConnector(corps, problems=problems, max_file=min(ctx.max_download, 20 * 1024 * 1024),
+                          labels=ctx.labels or None) if corps or problems else None

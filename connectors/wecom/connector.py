@@ -15,6 +15,7 @@ from aiohttp import web
 
 from connectors.channel import Check, SendError, Sink
 from connectors.config import ConfigProblem
+from connectors.labels import Labels, label
 from connectors.message import Attachment, Reply, Target
 from connectors.replay import SeenSignatures
 from connectors.wecom.client import WeComClient, WeComError
@@ -32,12 +33,13 @@ class WeComConnector:
     text_limit, text_unit = TEXT_LIMIT, "bytes"  # text and markdown content: WeCom cuts the rest silently
 
     def __init__(self, corps: list[CorpConfig], *, problems: list[ConfigProblem] | None = None, max_body: int = 64 * 1024,
-                 max_file: int = 20 * 1024 * 1024, inline_wait: float = 5.0) -> None:
+                 max_file: int = 20 * 1024 * 1024, inline_wait: float = 5.0, labels: Labels | None = None) -> None:
         self.corps = {c.key: c for c in corps}
         self.by_tenant = {c.tenant: c for c in corps}
         self.max_body = max_body  # a callback is a few KB
         self.max_file = max_file  # WeCom's own limit for a file is 20 MB
         self.inline_wait = inline_wait  # pacing waits up to this long in place, then the outbox retries later
+        self.labels = labels  # the words it adds (connectors/labels.py); None: the shipped catalogue's
         self.problems = list(problems or [])
         self.crypto: dict[str, WeComCrypto] = {}
         self.broken: dict[str, str] = {}
@@ -160,8 +162,8 @@ class WeComConnector:
             if corp.duplicate_check_seconds > 0 else {}
         code = (target.context or {}).get("response_code")
         if code:  # the answer to a card click: grey out the card's buttons so it is not clicked again
-            await self._close_card(client, corp, user, str(code))
-        for payload in render(reply, markdown=corp.markdown, seed=key):
+            await self._close_card(client, corp, user, str(code), reply.lang)
+        for payload in render(reply, markdown=corp.markdown, seed=key, labels=self.labels):
             await self._pace(client, user)
             try:
                 await client.send({"touser": user, "agentid": corp.agent_id, **payload, **check})
@@ -169,8 +171,8 @@ class WeComConnector:
                 # parts already sent go again on the retry: WeCom's duplicate check drops them
                 raise SendError(str(exc), retryable=exc.retryable, retry_after=exc.retry_after) from None
 
-    async def _close_card(self, client: WeComClient, corp: CorpConfig, user: str, response_code: str) -> None:
-        body = {"userids": [user], "agentid": corp.agent_id, "response_code": response_code, "button": {"replace_name": "已处理"}}
+    async def _close_card(self, client: WeComClient, corp: CorpConfig, user: str, response_code: str, lang: str) -> None:
+        body = {"userids": [user], "agentid": corp.agent_id, "response_code": response_code, "button": {"replace_name": label(self.labels, lang, "channel_card_done")}}
         try:
             await client.call("POST", "/cgi-bin/message/update_template_card", body=body)
         except WeComError as exc:  # a response_code works once (72 h): a retried send finds it used, which is fine

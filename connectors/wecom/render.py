@@ -6,19 +6,20 @@
   part numbered "(1/3)", the citations kept whole at the end;
 - confirmations (Reply.buttons) get a numbered text line ("回复 1 确认 / 2 修改 / 3 取消") that works
   in every client, and a button_interaction template card whose task_id carries the pending id.
+The words added (the choices line, "来源", the card's title) are catalogue labels in the reply's language.
 """
 from __future__ import annotations
 
 import hashlib
 import re
 
+from connectors.labels import Labels, label
 from connectors.message import Citation, Reply
-from connectors.text import fallback_line, has_fallback, render_text, split_message, utf8_len
+from connectors.text import fallback_line, has_fallback, has_sources, render_text, split_message, utf8_len
 
 TEXT_LIMIT = 2048  # bytes, for text and markdown content
 _MARK_RESERVE = 16  # room for the "(12/34)\n" part marker
 _TASK_SAFE = re.compile(r"^[A-Za-z0-9_\-]{1,100}$")
-_CJK = re.compile(r"[\u3400-\u9fff]")
 
 
 def split_text(text: str, limit: int = TEXT_LIMIT) -> list[str]:
@@ -56,7 +57,7 @@ def ref_of_task(task: str) -> str:
     return ""
 
 
-def template_card(reply: Reply, seed: str) -> dict | None:
+def template_card(reply: Reply, seed: str, labels: Labels | None = None) -> dict | None:
     buttons = reply.buttons[:6]
     refs = {b.ref for b in buttons}
     keys = [b.key for b in buttons]
@@ -65,15 +66,14 @@ def template_card(reply: Reply, seed: str) -> dict | None:
     tid = task_id(refs.pop(), seed)
     if tid is None:
         return None
-    zh = any(_CJK.search(b.label) for b in buttons) or bool(_CJK.search(reply.text))
-    title = ("草稿待确认" if reply.kind == "draft" else "请确认") if zh else ("Draft to approve" if reply.kind == "draft" else "Please confirm")
+    title = label(labels, reply.lang, "channel_card_draft" if reply.kind == "draft" else "channel_card_confirm")
     summary = reply.text.strip().split("\n\n")[0]
     if len(summary) > 150:
         summary = summary[:149] + "…"
     return {"msgtype": "template_card", "template_card": {
         "card_type": "button_interaction",
-        "source": {"desc": "销售助手" if zh else "Sales Copilot"},
-        "main_title": {"title": title, "desc": fallback_line(buttons)[:44]},
+        "source": {"desc": label(labels, reply.lang, "channel_app_name")},
+        "main_title": {"title": title, "desc": fallback_line(buttons, reply.lang, labels)[:44]},
         "sub_title_text": summary,
         "task_id": tid,
         "button_list": [{"text": b.label[:10], "style": 1 if i == 0 else 2, "key": b.key} for i, b in enumerate(buttons)],
@@ -81,28 +81,27 @@ def template_card(reply: Reply, seed: str) -> dict | None:
 
 
 # the whole reply -------------------------------------------------------------------------------
-def render(reply: Reply, *, markdown: bool, seed: str, limit: int = TEXT_LIMIT) -> list[dict]:
+def render(reply: Reply, *, markdown: bool, seed: str, limit: int = TEXT_LIMIT, labels: Labels | None = None) -> list[dict]:
     """The messages to send, in order: the text (split), then the card when there are buttons."""
     if markdown:
-        body = _markdown(reply)
+        body = _markdown(reply, labels)
     else:
-        body = render_text(reply, numbered_buttons=False)
-    if reply.buttons and not has_fallback(body, reply.buttons):  # unless the agent wrote it
-        body = f"{body.rstrip()}\n\n{fallback_line(reply.buttons)}"
+        body = render_text(reply, numbered_buttons=False, labels=labels)
+    if reply.buttons and not has_fallback(body, reply.buttons, labels):  # unless the agent wrote it
+        body = f"{body.rstrip()}\n\n{fallback_line(reply.buttons, reply.lang, labels)}"
     kind = "markdown" if markdown else "text"
     out = [{"msgtype": kind, kind: {"content": part}} for part in split_text(body, limit)]
-    card = template_card(reply, seed) if reply.buttons else None
+    card = template_card(reply, seed, labels) if reply.buttons else None
     if card is not None:
         out.append(card)
     return out
 
 
-def _markdown(reply: Reply) -> str:
+def _markdown(reply: Reply, labels: Labels | None) -> str:
     text = (reply.markdown or reply.text).rstrip()
-    if not reply.citations or "[来源]" in text or "Sources:" in text:
+    if not reply.citations or has_sources(text, labels):
         return text
-    zh = bool(_CJK.search(reply.text))
-    lines = [f"> **{'来源' if zh else 'Sources'}**"] + [f"> {_cite_md(c)}" for c in reply.citations]
+    lines = [f"> **{label(labels, reply.lang, 'channel_sources')}**"] + [f"> {_cite_md(c)}" for c in reply.citations]
     return text + "\n\n" + "\n".join(lines)
 
 

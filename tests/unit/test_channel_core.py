@@ -99,11 +99,11 @@ def test_the_terminal_prints_the_text_rendering():
     assert out == ["要写入吗？\n\n回复 1 确认"] and term.delivered.is_set()
 
 
-def test_fallback_line_speaks_the_labels_language():
+def test_fallback_line_speaks_the_replys_language():
     zh = [Button(key="confirm", label="确认", ref="p", reply="1"), Button(key="reject", label="取消", ref="p", reply="3")]
-    assert fallback_line(zh) == "回复 1 确认 / 3 取消"
-    assert fallback_line([Button(key="confirm", label="Confirm", ref="p")]) == "Reply 1 Confirm"
-    assert fallback_line([Button(key="confirm", label="Confirm", ref="p")], zh=True) == "回复 1 Confirm"
+    assert fallback_line(zh) == "回复 1 确认 / 3 取消"  # Chinese unless the reply is English
+    assert fallback_line([Button(key="confirm", label="Confirm", ref="p")], "en") == "Reply 1 Confirm"
+    assert fallback_line([Button(key="confirm", label="Confirm", ref="p")], "zh") == "回复 1 Confirm"
 
 
 def test_typed_channel_facts_default_and_old_inbox_rows_still_load():
