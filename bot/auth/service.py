@@ -29,6 +29,7 @@ from connectors.message import utcnow
 from crm.models import Rep
 
 MIN_PASSWORD = 8
+EPOCH_TTL = 1.0  # seconds a session counter read is reused
 
 
 class AuthError(ValueError):
@@ -66,6 +67,9 @@ class Auth:
         self.idle, self.absolute, self.link_ttl = idle, absolute, link_ttl
         self._hasher = PasswordHasher()
         self._dummy = self._hasher.hash(secrets.token_hex(16))  # verified against for unknown names: same cost
+        # epochs read in the last second: a request costs no query then (this process's sign-outs and new passwords
+        # forget theirs at once; another process's, e.g. `copilot user add`, count within a second)
+        self._epochs: dict[str, tuple[float, int]] = {}
 
     # people and passwords -------------------------------------------------------------------
     def add_user(self, rep_id: str, role: str, tenant: str, password: str | None = None) -> Person:
@@ -96,6 +100,7 @@ class Auth:
             row.tenant, row.updated_at = tenant, utcnow()
             s.add(row)
             s.commit()
+        self._epochs.pop(rep_id, None)
         return person
 
     def has_admin_password(self, tenant: str) -> bool:
@@ -161,9 +166,17 @@ class Auth:
 
     # sessions -------------------------------------------------------------------------------
     def epoch(self, rep_id: str) -> int:
+        now = time.monotonic()
+        cached = self._epochs.get(rep_id)
+        if cached is not None and cached[0] > now:
+            return cached[1]
         with Session(self.engine) as s:
             row = s.get(Login, rep_id)
-        return row.epoch if row is not None else 0
+        epoch = row.epoch if row is not None else 0
+        if len(self._epochs) > 10_000:
+            self._epochs.clear()
+        self._epochs[rep_id] = (now + EPOCH_TTL, epoch)
+        return epoch
 
     def revoke(self, rep_id: str, tenant: str) -> None:
         """Void every session of this person (sign-out)."""
@@ -173,6 +186,7 @@ class Auth:
             row.updated_at = utcnow()
             s.add(row)
             s.commit()
+        self._epochs.pop(rep_id, None)
 
     def issue(self, person: Person, now: float | None = None, *, by: str = "") -> str:
         now = time.time() if now is None else now

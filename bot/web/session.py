@@ -62,15 +62,24 @@ def same_origin(request: web.Request, public_url: str) -> bool:
 
 def session_middleware(auth: Auth, tenant: str, public_url: str):
     options = cookie_options(public_url, auth.absolute)
+    people: dict[str, tuple[float, Person]] = {}  # read in the last second (a role change counts within a second)
 
     def load(cookie: str) -> tuple[WebSession, Person] | None:
         ses = auth.read(cookie)
         if ses is None or ses.tenant != tenant:
             return None
+        now = _now()
+        cached = people.get(ses.rep_id)
+        if cached is not None and cached[0] > now:
+            return ses, cached[1]
         try:
-            return ses, auth.directory.get(tenant, ses.rep_id)
+            person = auth.directory.get(tenant, ses.rep_id)
         except DirectoryError:  # removed or deactivated since sign-in
             return None
+        if len(people) > 10_000:
+            people.clear()
+        people[ses.rep_id] = (now + 1.0, person)
+        return ses, person
 
     @web.middleware
     async def sessions(request: web.Request, handler: Handler) -> web.StreamResponse:
