@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 
 from bot.agent.crmlog import confirm_buttons
 from bot.agent.extract import topics
-from bot.agent.llm import ChatModel, ModelUnavailable
+from bot.agent.llm import ChatModel, Masker, ModelUnavailable
 from bot.agent.pending import Pending, PendingStore
 from bot.people.directory import Person
 from bot.prompts import Prompts, ui_lang
@@ -147,12 +147,20 @@ class Drafter:
             template=template, channel=channel, language=self.prompts.msg("language_name", f["lang"]), rep=person.name,
             instructions=instructions)
         try:
-            out = self.model.complete(system, user, actor=person.id, conversation="", job="draft")
+            out = self.model.complete(system, user, actor=person.id, conversation="", job="draft", masker=self._masker(person, f["account_id"]))
             data = json.loads(re.search(r"\{.*\}", out.text, re.S).group(0))
             subject, body = str(data.get("subject", "")).strip(), str(data.get("body", "")).strip()
         except (ModelUnavailable, AttributeError, ValueError):
             return None
         return (subject, body) if body else None
+
+    def _masker(self, person: Person, account_id: str) -> Masker:
+        """The account's contact names and deal amounts never reach the model: placeholders, restored in its answer."""
+        try:
+            ctx = self.crm.account_context(person.tenant, account_id, limit=0)
+        except NotFound:
+            return Masker()
+        return Masker.for_account(names=[c.name for c in ctx.contacts], amounts=[o.amount for o in ctx.open_opportunities])
 
     def render(self, pid: str, pl: dict, person: Person) -> Reply:
         m, lang = self.prompts, ui_lang(person.language)
@@ -219,7 +227,8 @@ class Drafter:
             system, user = self.prompts.prompt("redraft").render(body=pl["body"], subject=pl["subject"], change=text,
                                                                  language=self.prompts.msg("language_name", pl["lang"]))
             try:
-                out = self.model.complete(system, user, actor=person.id, conversation="", job="redraft")
+                out = self.model.complete(system, user, actor=person.id, conversation="", job="redraft",
+                                          masker=self._masker(person, pl["account_id"]))
                 data = json.loads(re.search(r"\{.*\}", out.text, re.S).group(0))
                 new_body = str(data.get("body", "")).strip() or None
                 pl["subject"] = str(data.get("subject", "")).strip() or pl["subject"]

@@ -125,3 +125,31 @@ async def test_account_names_and_amounts_are_masked(model_copilot):
     assert "王建国" not in sent and "120万" not in sent and "1,200,000" not in sent
     assert "⟦NAME_1⟧" in sent and "⟦AMOUNT_" in sent
     assert out.text.startswith("请联系王建国确认")
+
+
+async def test_a_model_draft_sees_no_contact_name_or_amount(make_settings, aiohttp_server):
+    from datetime import datetime, timezone
+
+    from bot.app import build_app
+    from connectors.message import InboundMessage
+    from tests.fakes.openai_server import policy, system_text
+
+    fake = FakeOpenAI(default=policy)
+    server = await aiohttp_server(fake.app())
+    cp = build_app(make_settings(llm_base_url=str(server.make_url("/v1")), llm_timeout=3.0, llm_retries=0))
+    cp.load_samples()
+    try:
+        ctx = cp.crm.account_context("default", "acc-001", limit=0)
+        names = [c.name for c in ctx.contacts]
+        amounts = [o.amount for o in ctx.open_opportunities if o.amount >= 1000]
+        assert "王建国" in names and amounts
+        msg = InboundMessage(channel="console", conversation_id="mask", sender_id="zhangwei", text="/draft 华东医疗集团",
+                             platform_msg_id="mask-1", received_at=datetime.now(timezone.utc))
+        [draft] = await asyncio.to_thread(cp.agent.handle, cp.directory.get("default", "zhangwei"), msg)
+        [body] = [b for b in fake.requests if "write a follow-up" in system_text(b)]
+        sent = user_text(body) + system_text(body)
+        assert not any(n in sent for n in names) and "⟦NAME_1⟧" in sent
+        assert not any(f"{int(a):,}" in sent or str(int(a)) in sent for a in amounts)
+        assert draft.kind == "draft" and "王建国" in draft.text  # restored in what the rep sees
+    finally:
+        cp.close()
