@@ -145,6 +145,7 @@ async def bench_imap(messages: int = 500) -> dict:
     binary, why = ensure_dovecot(install=False)
     if binary is None:
         return {"skipped": why}
+    from bot.app import channel_context
     from bot.pipeline.inbox import Inbox
     from bot.settings import Settings
     from bot.storage import init_db, make_engine
@@ -190,7 +191,7 @@ async def bench_imap(messages: int = 500) -> dict:
                 done.set()
             return acc
 
-        conn = EmailConnector(settings, [mb], engine=engine)
+        conn = EmailConnector([mb], channel_context(settings, "email", engine))
         started = time.perf_counter()
         await conn.start(sink)
         try:
