@@ -230,3 +230,52 @@ def test_sessions_expire_when_idle_and_absolutely(copilot):
     assert auth.read(touched, t0 + auth.absolute + 1) is None  # but never past the absolute limit
     body, _, sig = cookie.partition(".")
     assert auth.read(body + "." + sig[:-2] + "AA", t0) is None  # a tampered cookie
+
+
+async def test_the_cookie_is_secure_behind_https_and_the_web_chat_can_be_switched_off(make_app, make_settings, aiohttp_client):
+    from bot.web.gateway import create_web_app
+
+    cp = make_app(make_settings(public_url="https://copilot.example.com", web_chat=False))
+    server = await aiohttp_client(create_web_app(cp))
+    await asyncio.to_thread(cp.auth.add_user, "zhangwei", "rep", "default", PASSWORD)
+    r = await server.get("/login")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', await r.text()).group(1)
+    form_cookie = next(v for v in r.headers.getall("Set-Cookie") if v.startswith("copilot_form="))
+    assert "Secure" in form_cookie  # a browser sends it back over https only: the test client is told it by hand
+    r = await server.post("/login", data={"csrf": csrf, "username": "zhangwei", "password": PASSWORD}, allow_redirects=False,
+                          headers={"Origin": "https://copilot.example.com",  # the public origin counts as this site's
+                                   "Cookie": form_cookie.split(";", 1)[0]})
+    assert r.status == 303
+    header = next(v for v in r.headers.getall("Set-Cookie") if v.startswith("copilot_session="))
+    assert "Secure" in header and "HttpOnly" in header
+    cookie = header.split(";", 1)[0].split("=", 1)[1]
+    client = await aiohttp_client(server.server, cookies={"copilot_session": cookie})
+    assert (await client.get("/api/me")).status == 200
+    assert (await client.get("/")).status == 404  # COPILOT_WEB_CHAT=false: no page, no chat API
+    assert (await client.get("/api/replies", params={"conversation": "web-zhangwei"})).status == 404
+
+
+def test_copilot_user_add_checks_its_input_and_prints_a_one_time_link(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import user_add
+
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("COPILOT_")}, "COPILOT_DATA_DIR": str(tmp_path / "data"),
+           "COPILOT_CONFIG": str(tmp_path / "absent.toml")}
+
+    def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "bot.cli", "user", "add", *args], env=env, input=stdin, capture_output=True,
+                              text=True, timeout=120)
+
+    bad = run("wangwu", "--role", "boss")
+    assert bad.returncode == 2 and "role must be one of" in bad.stderr
+    short = run("wangwu", "--role", "rep", "--password-stdin", stdin="short\n")
+    assert short.returncode == 2 and "at least 8 characters" in short.stderr
+    empty = run("wangwu", "--role", "rep", "--password-stdin", stdin="")
+    assert empty.returncode == 2 and "no password on stdin" in empty.stderr
+    linked = run("wangwu", "--role", "rep")
+    assert linked.returncode == 0 and re.search(r"http://127\.0\.0\.1:8080/login\?token=\S{40,}", linked.stdout), linked.stdout
+    assert "password set" in user_add(env, "wangwu", "manager")  # a password, and a new role
+    assert "Traceback" not in bad.stderr + short.stderr + linked.stderr
