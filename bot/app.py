@@ -258,7 +258,11 @@ def build_app(settings: Settings, *, platforms: bool = False, channels: Iterable
     reach = lambda rep_id: directory.target_for(rep_id, chans.names())
     # after the platform answered: a draft is "sent ✓" and logged only once delivered, a dead letter is told to the
     # rep, a confirmation a crash left executing returns to pending (its enqueue is the outbox's, built next)
-    delivery = Delivery(pending, crm, prompts, lambda *a: outbox.enqueue(*a), reach, stale_after=s.confirm_stale_seconds)
+    def who(target):  # a reply's target -> the directory person it was for (their id and language)
+        p = directory.resolve(target.channel, target.tenant, target.user_id) if target.user_id else None
+        return (p.id, p.language) if p is not None else None
+
+    delivery = Delivery(pending, crm, prompts, lambda *a: outbox.enqueue(*a), reach, stale_after=s.confirm_stale_seconds, who=who)
     outbox = Outbox(engine, chans, metrics, retry_base=s.retry_base_seconds, yield_to=lambda: inbox.quiet(0.05), only=deliver_only,
                     on_sent=delivery.sent, on_dead=delivery.dead)
 

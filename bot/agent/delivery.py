@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from typing import Callable
 
 from bot.agent.pending import PendingStore
-from bot.prompts import Prompts
+from bot.prompts import Prompts, ui_lang
 from connectors.message import Reply, Target
 from crm.service import CRM
 
@@ -21,7 +21,9 @@ log = logging.getLogger("copilot.delivery")
 
 class Delivery:
     def __init__(self, pending: PendingStore, crm: CRM, prompts: Prompts, enqueue: Callable[..., int | None],
-                 reach: Callable[[str], Target], *, stale_after: float = 300.0) -> None:
+                 reach: Callable[[str], Target], *, stale_after: float = 300.0,
+                 who: Callable[[Target], tuple[str, str] | None] = lambda target: None) -> None:
+        self.who = who  # a reply's target -> (rep id, language) when it is a person of the directory
         self.pending = pending
         self.crm = crm
         self.prompts = prompts
@@ -43,12 +45,33 @@ class Delivery:
         """`reply` will never be delivered: a draft send is reopened (the rep may send it again) and the rep told why."""
         d = reply.meta.get("draft")
         if not isinstance(d, dict):
+            self._tell_undelivered(target, reply, key, error)
             return
         p = self.pending.get(d["pending"])
         if p is not None:
             self.pending.reopen(p.id, {**p.payload, "sends": int(p.payload.get("sends") or 0) + 1})
         self._tell(d["rep_id"], self.prompts.msg("draft_send_failed", d.get("lang", "zh"), email=d["email"], error=error[:200]),
                    f"{key}:dead")
+
+    def _tell_undelivered(self, target: Target, reply: Reply, key: str, error: str) -> None:
+        """A reply to a person of the directory died: they are told where they can still read it (their preferred
+        channel, or the web chat when that is the channel that failed). Notices about notices are not sent."""
+        if key.endswith((":dead", ":undelivered")) or reply.kind == "notice" and key.startswith("stale:"):
+            return
+        found = self.who(target)
+        if found is None:
+            return
+        rep_id, lang = found
+        try:
+            there = self.reach(rep_id)
+        except Exception:
+            return
+        if (there.channel, there.conversation_id) == (target.channel, target.conversation_id):
+            there = Target(channel="console", tenant=target.tenant, conversation_id=f"web-{rep_id}", user_id=rep_id)
+            if (there.channel, there.conversation_id) == (target.channel, target.conversation_id):
+                return  # the web chat itself never fails a send: nothing better to do
+        text = self.prompts.msg("reply_undelivered", ui_lang(lang), channel=target.channel, error=error[:200]) + "\n\n" + reply.text
+        self.enqueue(there, Reply(text=text, kind="notice"), f"{key}:undelivered"[:200])
 
     def sweep(self) -> int:
         """Confirmations stuck `executing` (a crash between claim and finish) return to pending; each rep is told."""

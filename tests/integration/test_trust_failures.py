@@ -135,3 +135,30 @@ def _conversation_keys(cp) -> list[str]:
     t = PendingRow.__table__
     with cp.engine.connect() as conn:
         return [r[0] for r in conn.execute(select(t.c.conversation_key).distinct()).all()]
+
+
+class Pigeon:
+    """A chat platform whose every send is refused for good (a revoked app, a user who left)."""
+
+    name = "pigeon"
+
+    async def send(self, target: Target, reply: Reply, key: str) -> None:
+        raise SendError("errcode 81013: user not in the app's visible range", retryable=False)
+
+
+async def test_a_dead_reply_is_told_to_the_rep_in_the_web_chat(make_app):
+    from bot.pipeline.tables import OutboundRow
+
+    cp = make_app(channels=[Pigeon()])
+    cp.directory.link("zhangwei", "pigeon", "pz-1", tenant="default")
+    await cp.start()
+    try:
+        await cp.intake.sink(InboundMessage(channel="pigeon", conversation_id="pz-1", sender_id="pz-1", sender_name="张伟",
+                                            text="星图软件的实施周期一般多长？", platform_msg_id="pg-1", received_at=datetime.now(timezone.utc)))
+        told = await until(lambda: [t for t in texts(cp) if "没能通过 pigeon 送达" in t])
+        assert "81013" in told[0] and "星图" in told[0]  # the answer itself, where the rep can read it
+        with Session(cp.engine) as s:
+            dead = s.execute(select(OutboundRow).where(OutboundRow.channel == "pigeon")).scalars().all()
+        assert dead and all(r.status == "dead" for r in dead)
+    finally:
+        await cp.aclose()
