@@ -202,6 +202,7 @@ class Scheduler:
 
     def _send(self, p: Person, kind: str, subject: str, period: str, reply: Reply, sent: Counter, tier: int = 0) -> None:
         key = f"nudge:{self.tenant}:{kind}:{subject}:{period}"
+        reply = reply.model_copy(update={"lang": ui_lang(p.language)})  # written in the recipient's language: so are the labels
         self.outbox.enqueue(self._target(p), reply, key)  # the dedupe key makes a second enqueue a no-op
         if log_sent(self.engine, self.tenant, kind, subject, period, p.id, tier):
             sent[kind] += 1

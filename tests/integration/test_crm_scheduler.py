@@ -132,7 +132,9 @@ def test_quiet_hours_and_the_morning_digest_sent_once(sample_engine):
     assert len(zw) == 1 and Target.model_validate_json(zw[0].target).conversation_id == "web-zhangwei"
     text = Reply.model_validate_json(zw[0].reply).text
     assert "早上好，张伟" in text and "提交华东医疗集团最终报价" not in text and "电话跟进鼎盛医药报价反馈" in text
-    assert "Good morning, Tom Chen" in texts([r for r in digests if ":tom:" in r.dedupe_key])[0]
+    [tom] = [r for r in digests if ":tom:" in r.dedupe_key]
+    assert "Good morning, Tom Chen" in texts([tom])[0]
+    assert Reply.model_validate_json(tom.reply).lang == "en" and Reply.model_validate_json(zw[0].reply).lang == "zh"  # what the channels label
     before = len(outbound(engine))
     assert run(sched, at(2026, 11, 26, 9, 30)) == {}  # everything already said is not said again
     assert len(outbound(engine)) == before

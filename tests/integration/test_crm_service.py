@@ -187,3 +187,27 @@ def test_scores_explain_themselves(crm):
     assert won.value == 100 and reasons(WORDS, won.reasons, "zh") == ["已赢单"] and reasons(WORDS, won.reasons, "en") == ["won"]
     ranked = crm.score_many("default", TODAY, rep_id="zhangwei")
     assert [o.id for o, _ in ranked] == ["opp-001", "opp-003", "opp-012", "opp-015"]  # best first
+
+
+def test_the_store_report_and_hubspot_notes_are_worded_in_the_readers_language(crm):
+    from bot.agent.facts import store_report
+    from crm.stores import supervisor_summary
+    from crm.sync import IdMap
+    from crm.sync.hubspot import HubSpotSink
+
+    crm.log_store_visit("default", store_id="store-003", rep_id="wangfang", visited_at=datetime(2026, 11, 25, 10, tzinfo=SH), display_ok=False,
+                        stock_issues="鲜奶缺货", competitor_promo="对面超市酸奶买一送一", order_amount=5000, notes="", source="m1",
+                        idempotency_key="v1", actor="wangfang")
+    summary = supervisor_summary(crm.engine, "default", "zhaoqiang", TODAY, "Asia/Shanghai")
+    assert [p.code for p in summary.problems][:1] == ["display_again"] and summary.problems[0].params == {"times": 2, "days": 14}
+    zh, en = store_report(WORDS, summary, "zh"), store_report(WORDS, summary, "en")
+    assert zh.startswith("【门店日报】11月25日：1 次拜访，1 家门店，订单合计 ¥5,000") and "南山店：陈列不合格（近14天第2次）" in zh
+    assert en.startswith("Store report Nov 25: 1 visit, 1 store, orders ¥5,000") and "1. 南山店: display not to plan (2x in 14 days)" in en
+    assert "Competitor activity:\n- 南山店: 对面超市酸奶买一送一" in en and "低" not in en
+    visit = {"id": "sv-1", "store_id": "store-003", "display_ok": False, "stock_issues": "鲜奶缺货", "order_amount": 5000, "visited_at": "2026-11-25T02:00:00Z"}
+    for lang, body in (("zh", "门店拜访 store-003\n陈列不合格\n缺货/库存：鲜奶缺货\n订单金额：5000"),
+                       ("en", "Store visit store-003\nDisplay not to plan\nStock issues: 鲜奶缺货\nOrder amount: 5000")):
+        sink = HubSpotSink("pat", IdMap(crm.engine, "hubspot"), labels=WORDS.catalogue(lang))
+        assert sink._properties("default", "store_visit", visit)["hs_note_body"] == body
+    with pytest.raises(ValueError, match="hubspot_visit"):
+        HubSpotSink("pat", IdMap(crm.engine, "hubspot"), labels={})
