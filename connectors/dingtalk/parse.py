@@ -43,10 +43,6 @@ def parse(data: Any, *, tenant: str, robot_code: str, corp_id: str = "") -> Inbo
     proves the app's secret signed a timestamp, not what the body says)."""
     if not isinstance(data, dict):
         raise PayloadError("body must be a JSON object")
-    if corp_id:
-        for field in ("chatbotCorpId", "senderCorpId"):
-            if _str(data, field) != corp_id:
-                raise ForeignCorp(f"{field} {_str(data, field)[:80]!r} is not this app's corp")
     msg_id = _str(data, "msgId")
     conv = _str(data, "conversationId")
     sender = _str(data, "senderStaffId") or _str(data, "senderId")
@@ -54,6 +50,10 @@ def parse(data: Any, *, tenant: str, robot_code: str, corp_id: str = "") -> Inbo
         raise PayloadError("not a robot message: msgId, conversationId and senderStaffId are required")
     if len(msg_id) > 200 or len(conv) > 200 or len(sender) > 200:
         raise PayloadError("msgId, conversationId and sender ids must be at most 200 characters")
+    if corp_id:
+        for field in ("chatbotCorpId", "senderCorpId"):
+            if _str(data, field) != corp_id:
+                raise ForeignCorp(f"{field} {_str(data, field)[:80]!r} is not this app's corp")
     ctype = _str(data, "conversationType") or "1"
     if ctype not in ("1", "2"):
         raise PayloadError("conversationType must be \"1\" (one-to-one) or \"2\" (group)")
