@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from bot.agent import extract as ex
-from bot.agent.llm import ChatModel, ModelUnavailable
+from bot.agent.llm import ChatModel, Masker, ModelUnavailable
 from bot.agent.pending import Pending, PendingStore
 from bot.people.directory import Person
 from bot.prompts import Prompts, ui_lang
@@ -123,16 +123,18 @@ class CrmLogger:
             "changes": changes,
         }
         if self.model is not None and self.model.configured:
-            fields = self._refine(person, text, now, fields)
+            # the account's contact names and deal amounts go to the model as placeholders, restored in its answer
+            masker = Masker.for_account(names=[c.name for c in ctx.contacts], amounts=[o.amount for o in ctx.open_opportunities])
+            fields = self._refine(person, text, now, fields, masker)
         return fields
 
-    def _refine(self, person: Person, text: str, now: datetime, fields: dict) -> dict:
+    def _refine(self, person: Person, text: str, now: datetime, fields: dict, masker: Masker | None = None) -> dict:
         """Let the model improve the summary and the task title; dates and amounts stay with the rules
         unless the rules found none (a model's date arithmetic is the usual failure)."""
         system, user = self.prompts.prompt("crm_log").render(now=now.strftime("%Y-%m-%d %H:%M %A"), text=text,
                                                              draft=json.dumps(fields, ensure_ascii=False))
         try:
-            out = self.model.complete(system, user, actor=person.id, conversation="", job="crm_log")
+            out = self.model.complete(system, user, actor=person.id, conversation="", job="crm_log", masker=masker)
             data = json.loads(re.search(r"\{.*\}", out.text, re.S).group(0))
         except (ModelUnavailable, AttributeError, ValueError):
             return fields

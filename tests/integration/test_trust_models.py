@@ -153,3 +153,26 @@ async def test_a_model_draft_sees_no_contact_name_or_amount(make_settings, aioht
         assert draft.kind == "draft" and "王建国" in draft.text  # restored in what the rep sees
     finally:
         cp.close()
+
+
+async def test_a_crm_log_sent_to_the_model_names_no_contact(make_settings, aiohttp_server):
+    from datetime import datetime, timezone
+
+    from bot.app import build_app
+    from connectors.message import InboundMessage
+    from tests.fakes.openai_server import policy, system_text
+
+    fake = FakeOpenAI(default=policy)
+    server = await aiohttp_server(fake.app())
+    cp = build_app(make_settings(llm_base_url=str(server.make_url("/v1")), llm_timeout=3.0, llm_retries=0))
+    cp.load_samples()
+    try:
+        msg = InboundMessage(channel="console", conversation_id="mask2", sender_id="zhangwei",
+                             text="今天拜访了华东医疗集团的王建国，他们在意交付，下周二再约", platform_msg_id="mask-2",
+                             received_at=datetime.now(timezone.utc))
+        [reply] = await asyncio.to_thread(cp.agent.handle, cp.directory.get("default", "zhangwei"), msg)
+        [body] = [b for b in fake.requests if "CRM fields" in system_text(b)]
+        assert "王建国" not in user_text(body) and "⟦NAME_1⟧" in user_text(body)
+        assert reply.kind == "confirm" and "王建国" in reply.text
+    finally:
+        cp.close()
