@@ -31,7 +31,8 @@ class Redactor:
     """Masks the configured secret values and common credential patterns in any text."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        self.secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+        # a number (a token budget, an agent id) is no secret, and masking it would garble every count in the log
+        self.secrets = sorted({s for s in secrets if s and len(s) >= 6 and not s.strip().isdigit()}, key=len, reverse=True)
 
     def __call__(self, text: str) -> str:
         for value in self.secrets:
