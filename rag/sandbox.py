@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -105,6 +106,7 @@ class Sandbox:
         self._idle: list[_Worker] = []
         self._lock = threading.Lock()
         self._closed = False
+        weakref.finalize(self, _stop, self._idle)  # a sandbox nobody closed still stops (and reaps) its workers
 
     def parse(self, data: bytes, name: str):
         from rag.formats import Block, ParsedDoc
@@ -149,9 +151,14 @@ class Sandbox:
         """Stop the idle workers (they also end on their own after `idle_seconds`)."""
         with self._lock:
             self._closed = True
-            idle, self._idle = self._idle, []
-        for w in idle:
-            w.kill()
+            idle = self._idle[:]
+            self._idle.clear()
+        _stop(idle)
+
+
+def _stop(workers: list[_Worker]) -> None:
+    for w in workers:
+        w.kill()
 
 
 # the child ----------------------------------------------------------------------------------------
