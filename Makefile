@@ -8,7 +8,7 @@ PIP    := PYTHONWARNINGS=ignore::UserWarning $(PY) -m pip --disable-pip-version-
 RUN_STAMP  := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: setup setup-test run test bench clean sample-embeddings
+.PHONY: setup setup-test run test bench clean sample-embeddings lock
 
 setup: $(RUN_STAMP)
 
@@ -19,17 +19,28 @@ $(PY):
 	@$(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
 
-$(RUN_STAMP): pyproject.toml | $(PY)
-	@echo "==> installing sales-copilot and its dependencies into $(VENV) (no torch; about a minute the first time)"
-	@$(PIP) install -e .
+# the dependencies come from lock files with hashes (`make lock` rewrites them from pyproject.toml): a package
+# whose file does not match its recorded hash is refused; then the project itself, without dependencies
+$(RUN_STAMP): pyproject.toml requirements.lock | $(PY)
+	@echo "==> installing sales-copilot and its locked dependencies into $(VENV) (no torch; about a minute the first time)"
+	@$(PIP) install --require-hashes -r requirements.lock
+	@$(PIP) install --no-deps -e .
 	@touch $@
 
-# torch first and pinned: the CPU wheel; an unpinned torch would pull several GB of CUDA packages
-$(TEST_STAMP): pyproject.toml | $(PY)
-	@echo "==> installing the test tools and the st extra into $(VENV) (CPU torch 2.13.0 first)"
-	@$(PIP) install "torch==2.13.0"
-	@$(PIP) install -e ".[test,st]"
+# torch pinned in the lock: the CPU wheel (2.13.0+cpu); an unpinned torch would pull several GB of CUDA packages
+$(TEST_STAMP): pyproject.toml requirements-test.lock | $(PY)
+	@echo "==> installing the test tools and the st extra into $(VENV) (locked, CPU torch 2.13.0)"
+	@$(PIP) install --require-hashes -r requirements-test.lock
+	@$(PIP) install --no-deps -e .
 	@touch $@ $(RUN_STAMP)
+
+# after changing the dependencies in pyproject.toml: pin every package with its hashes
+lock: | $(PY)
+	@$(PIP) install pip-tools
+	$(VENV)/bin/pip-compile -q --generate-hashes --strip-extras --no-emit-index-url --no-emit-find-links --allow-unsafe \
+		-o requirements.lock pyproject.toml
+	$(VENV)/bin/pip-compile -q --generate-hashes --strip-extras --no-emit-index-url --no-emit-find-links --allow-unsafe \
+		--extra test --extra st -c requirements.lock -o requirements-test.lock pyproject.toml
 
 run: setup
 	@echo "==> starting the copilot (the first start loads the sample users and knowledge; Ctrl-C stops it)"
