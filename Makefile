@@ -25,6 +25,7 @@ $(RUN_STAMP): pyproject.toml requirements.lock | $(PY)
 	@echo "==> installing sales-copilot and its locked dependencies into $(VENV) (no torch; about a minute the first time)"
 	@$(PIP) install --require-hashes -r requirements.lock
 	@$(PIP) install --no-deps -e .
+	@$(PY) -m pip check -q >/dev/null || { echo "requirements.lock misses a dependency of pyproject.toml: run make lock"; exit 1; }
 	@touch $@
 
 # torch pinned in the lock: the CPU wheel (2.13.0+cpu); an unpinned torch would pull several GB of CUDA packages
@@ -32,6 +33,7 @@ $(TEST_STAMP): pyproject.toml requirements-test.lock | $(PY)
 	@echo "==> installing the test tools and the st extra into $(VENV) (locked, CPU torch 2.13.0)"
 	@$(PIP) install --require-hashes -r requirements-test.lock
 	@$(PIP) install --no-deps -e .
+	@$(PY) -m pip check -q >/dev/null || { echo "requirements-test.lock misses a dependency of pyproject.toml: run make lock"; exit 1; }
 	@touch $@ $(RUN_STAMP)
 
 # after changing the dependencies in pyproject.toml: pin every package with its hashes
