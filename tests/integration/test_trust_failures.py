@@ -49,7 +49,7 @@ def texts(cp) -> list[str]:
     return [Reply.model_validate_json(r[0].reply).text for r in rows]
 
 
-async def until(check, timeout: float = 20.0):
+async def until(check, timeout: float = 60.0):  # generous: the machine may be busy
     for _ in range(int(timeout / 0.1)):
         got = check()
         if got:
