@@ -154,6 +154,30 @@ async def web_session(base: str, name: str, password: str = PASSWORD, *, token: 
     return session
 
 
+async def start_serve(env: dict, port: int, *, demo: bool = True):
+    """`copilot serve` as a real subprocess on `port`, returned once /readyz answers 200. `demo`: with the sample
+    people and knowledge, as `make run` has them."""
+    import sys
+
+    import aiohttp
+
+    env = {"COPILOT_DEMO": "true", **env} if demo else env
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot.cli", "serve", "--port", str(port),
+                                                env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    async with aiohttp.ClientSession() as s:
+        for _ in range(600):
+            if proc.returncode is not None:
+                raise AssertionError((await proc.stderr.read()).decode()[-3000:])
+            try:
+                async with s.get(f"http://127.0.0.1:{port}/readyz") as r:
+                    if r.status == 200:
+                        return proc
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.2)
+    raise AssertionError("copilot did not start")
+
+
 async def replies_for(client, conversation: str, n: int = 1, timeout: float = 30.0) -> list[dict]:
     """Wait until `n` replies have arrived in a web-chat conversation; return all of them."""
     got: list[dict] = []

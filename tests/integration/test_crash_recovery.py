@@ -4,33 +4,13 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 
-import aiohttp
 import pytest
 
-from tests.conftest import EMBED_CACHE, free_port, user_add, web_session
+from tests.conftest import EMBED_CACHE, free_port, start_serve, user_add, web_session
 from tests.fakes.openai_server import FakeOpenAI, Step
 
 pytestmark = pytest.mark.slow
-
-
-async def start(env: dict, port: int) -> asyncio.subprocess.Process:
-    env = {"COPILOT_DEMO": "true", **env}  # the sample people and knowledge, as `make run` has them
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot.cli", "serve", "--port", str(port),
-                                                env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-    async with aiohttp.ClientSession() as s:
-        for _ in range(600):
-            if proc.returncode is not None:
-                raise AssertionError((await proc.stderr.read()).decode()[-3000:])
-            try:
-                async with s.get(f"http://127.0.0.1:{port}/readyz") as r:
-                    if r.status == 200:
-                        return proc
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.2)
-    raise AssertionError("copilot did not start")
 
 
 async def test_killed_mid_message_is_answered_exactly_once_after_restart(tmp_path, aiohttp_server):
@@ -44,7 +24,7 @@ async def test_killed_mid_message_is_answered_exactly_once_after_restart(tmp_pat
     body = {"text": "星图软件的实施周期一般多长？", "conversation": "crash", "id": "crash-1"}
     base = f"http://127.0.0.1:{port}"
 
-    proc = await start(env, port)
+    proc = await start_serve(env, port)
     try:
         await asyncio.to_thread(user_add, env, "zhangwei", "rep")  # a password, to sign in with
         async with await web_session(base, "zhangwei") as s:
@@ -54,7 +34,7 @@ async def test_killed_mid_message_is_answered_exactly_once_after_restart(tmp_pat
         proc.send_signal(signal.SIGKILL)
         await proc.wait()
 
-        proc = await start(env, port)  # same data dir; the lease (600 s) has not expired: the dead pid frees it
+        proc = await start_serve(env, port)  # same data dir; the lease (600 s) has not expired: the dead pid frees it
         async with await web_session(base, "zhangwei") as s:
             async with s.post(base + "/api/chat", json=body) as r:  # the platform retries meanwhile
                 assert r.status == 200 and (await r.json())["duplicate"] is True

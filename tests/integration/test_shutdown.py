@@ -9,9 +9,8 @@ import time
 
 import pytest
 
-from tests.conftest import EMBED_CACHE, free_port, user_add, web_session
+from tests.conftest import EMBED_CACHE, free_port, start_serve, user_add, web_session
 from tests.fakes.openai_server import FakeOpenAI, Step
-from tests.integration.test_crash_recovery import start
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +40,7 @@ async def test_sigterm_drains_for_at_most_the_grace_and_exits_0(tmp_path, aiohtt
     body = {"text": "星图软件的实施周期一般多长？", "conversation": "stop", "id": "stop-1"}
     base = f"http://127.0.0.1:{port}"
 
-    proc = await start(env, port)
+    proc = await start_serve(env, port)
     try:
         await asyncio.to_thread(user_add, env, "zhangwei", "rep")  # a password, to sign in with
         async with await web_session(base, "zhangwei") as s:
@@ -55,7 +54,7 @@ async def test_sigterm_drains_for_at_most_the_grace_and_exits_0(tmp_path, aiohtt
         assert "Traceback" not in err
         assert took >= GRACE - 0.5  # it did wait for the message
 
-        proc = await start(env, port)  # the unfinished message is answered after the restart, once
+        proc = await start_serve(env, port)  # the unfinished message is answered after the restart, once
         async with await web_session(base, "zhangwei") as s:
             replies = []
             for _ in range(120):
@@ -83,7 +82,7 @@ async def test_a_message_that_finishes_within_the_grace_is_answered_before_exit(
            "COPILOT_CONFIG": str(tmp_path / "absent.toml"), "COPILOT_LLM_BASE_URL": str(server.make_url("/v1")),
            "COPILOT_SHUTDOWN_GRACE": "20"}
     base = f"http://127.0.0.1:{port}"
-    proc = await start(env, port)
+    proc = await start_serve(env, port)
     try:
         await asyncio.to_thread(user_add, env, "zhangwei", "rep")
         async with await web_session(base, "zhangwei") as s:

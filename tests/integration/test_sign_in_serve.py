@@ -13,8 +13,7 @@ import sys
 import aiohttp
 import pytest
 
-from tests.conftest import EMBED_CACHE, PASSWORD, free_port, replies_for, sign_in, user_add, web_session
-from tests.integration.test_crash_recovery import start
+from tests.conftest import EMBED_CACHE, PASSWORD, free_port, replies_for, sign_in, start_serve, user_add, web_session
 
 pytestmark = pytest.mark.slow
 
@@ -50,7 +49,7 @@ async def stop(proc: asyncio.subprocess.Process) -> None:
 async def test_the_web_edge_of_a_real_server(tmp_path):
     env, port = environment(tmp_path), free_port()
     base = f"http://127.0.0.1:{port}"
-    proc = await start(env, port)  # demo mode: the sample people and knowledge
+    proc = await start_serve(env, port)  # demo mode: the sample people and knowledge
     try:
         link = await one_time_link(proc)
         assert link.startswith(base + "/login?token=")

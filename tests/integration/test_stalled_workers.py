@@ -7,16 +7,14 @@ import asyncio
 import json
 import os
 import signal
-import sys
 import time
 
-import aiohttp
 import pytest
 from sqlalchemy import create_engine, select
 from sqlmodel import Session
 
 from connectors.message import InboundMessage
-from tests.conftest import EMBED_CACHE, free_port
+from tests.conftest import EMBED_CACHE, free_port, start_serve
 from tests.fakes.openai_server import FakeOpenAI, Step
 
 ANSWER = "星图标准实施周期 4–6 个月 [1]。"
@@ -70,23 +68,6 @@ async def test_a_hanging_handler_times_out_while_another_conversation_is_answere
         await cp.aclose()
 
 
-async def start(env: dict, port: int) -> asyncio.subprocess.Process:
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot.cli", "serve", "--port", str(port),
-                                                env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-    async with aiohttp.ClientSession() as s:
-        for _ in range(600):
-            if proc.returncode is not None:
-                raise AssertionError((await proc.stderr.read()).decode()[-3000:])
-            try:
-                async with s.get(f"http://127.0.0.1:{port}/readyz") as r:
-                    if r.status == 200:
-                        return proc
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.2)
-    raise AssertionError("copilot did not start")
-
-
 @pytest.mark.slow
 async def test_a_message_that_kills_the_process_every_time_is_dead_lettered(make_app, make_settings, tmp_path, aiohttp_server):
     fake = FakeOpenAI(default=lambda body: Step(delay=120, text="never delivered [1]"))  # every attempt is "in the model" when killed
@@ -105,7 +86,7 @@ async def test_a_message_that_kills_the_process_every_time_is_dead_lettered(make
     try:
         for attempt in range(1, 4):
             fake.arrived.clear()
-            proc = await start(env, port)
+            proc = await start_serve(env, port, demo=False)
             await asyncio.wait_for(fake.arrived.wait(), 60)  # the worker is inside the message...
             proc.send_signal(signal.SIGKILL)  # ...and the message kills it
             await proc.wait()
@@ -114,7 +95,7 @@ async def test_a_message_that_kills_the_process_every_time_is_dead_lettered(make
 
                 assert s.get(InboxRow, poison.inbox_id).attempts == attempt
         calls = len(fake.requests)
-        proc = await start(env, port)  # the fourth start: three attempts never finished
+        proc = await start_serve(env, port, demo=False)  # the fourth start: three attempts never finished
         await wait_for(lambda: replies(engine, poison.inbox_id), 60)
         [sorry] = replies(engine, poison.inbox_id)
         assert sorry["kind"] == "error"
