@@ -231,7 +231,7 @@ def build_app(settings: Settings, *, platforms: bool = False, channels: Iterable
     from bot.pipeline.router import Router
     from bot.proactive.scheduler import build_scheduler
     from bot.prompts import Prompts
-    from bot.web.links import LinkSigner, load_secret
+    from bot.web.links import KeyRing, LinkSigner, load_secret
     from bot.web.session import PERSON
     from connectors import local as web_chat
     from crm.scoring import ScoringConfig
@@ -266,10 +266,10 @@ def build_app(settings: Settings, *, platforms: bool = False, channels: Iterable
     outbox = Outbox(engine, chans, metrics, retry_base=s.retry_base_seconds, yield_to=lambda: inbox.quiet(0.05), only=deliver_only,
                     on_sent=delivery.sent, on_dead=delivery.dead)
 
-    links = LinkSigner(secret, s.base_url)
+    links = LinkSigner(KeyRing(s.data_dir / "link-keys"), s.base_url, ttl=s.citation_link_hours * 3600)
     model = ChatModel(s, audit, audit.usage)
     answerer = Answerer(knowledge.retriever, prompts, floor=s.score_floor, floor_en=s.score_floor_en, stale_days=s.stale_days,
-                        model=model, link=lambda h, v: links.url(h.doc_id, v.tenant, v.role, v.team, h.chunk_id))
+                        model=model, link=lambda h, v: links.url(h.doc_id, v.tenant, v.role, v.team, h.chunk_id, v.user_id))
     publishing = Publishing(engine, knowledge.ingestor, directory, outbox.enqueue, reach, prompts, stale_days=s.stale_days)
     agent = Agent(answerer=answerer, prompts=prompts, crm=crm, pending=pending, directory=directory, engine=engine,
                   enqueue=outbox.enqueue, can_email=lambda: "email" in chans, publishing=publishing)

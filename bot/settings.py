@@ -91,6 +91,7 @@ class Settings(BaseSettings):
     demo: bool = False  # `make run`: load the sample people, CRM and knowledge on a first start
     session_idle_hours: float = 12.0  # a web session unused this long is over
     session_max_days: float = 7.0  # and every session is over this long after sign-in
+    citation_link_hours: float = 24.0  # how long a citation link opens its passage (bound to its person)
     signin_link_minutes: float = 15.0  # the first start's one-time admin link
     login_attempts_per_minute: int = 5  # per account (per client address: 6 times as many)
     shutdown_grace: float = 10.0  # on Ctrl-C / SIGTERM: seconds to finish the messages in flight (the rest resume at the next start)

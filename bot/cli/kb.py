@@ -1,4 +1,4 @@
-"""copilot kb versions | drafts | approve | reject | retire | report | reembed | nudge-owners."""
+"""copilot kb versions | drafts | approve | reject | retire | report | rebuild | reembed | nudge-owners | rotate-links."""
 from __future__ import annotations
 
 from datetime import date
@@ -153,3 +153,14 @@ def reembed() -> None:
     with opened(s) as cp:
         n = cp.knowledge.ingestor.reembed_live()
     typer.echo(f"re-embedded {n} passages with {model.model_id}")
+
+
+@kb.command("rotate-links")
+def rotate_links(revoke: bool = typer.Option(False, "--revoke", help="Delete the older keys: every citation link made so far stops working.")) -> None:
+    """Sign new citation links with a new key (data_dir/link-keys/); with --revoke, void the links already sent."""
+    from bot.web.links import KeyRing
+
+    s = load_settings()
+    ring = KeyRing(s.data_dir / "link-keys")
+    kid = ring.rotate(revoke=revoke)
+    typer.echo(f"citation links are now signed with key {kid}" + ("; every older link is revoked" if revoke else ""))

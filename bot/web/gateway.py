@@ -77,7 +77,7 @@ def create_web_app(app: App, *, owns_app: bool = False) -> web.Application:
                                            session_middleware(app.auth, s.tenant, s.public_url)],
                               client_max_size=s.max_body_bytes)  # uploads stream (multipart), checked against max_upload_bytes
     web_app.add_routes(health_routes(app))
-    web_app.add_routes(document_routes(app.links, app.knowledge.retriever, app.agent.prompts))
+    web_app.add_routes(document_routes(app.links, app.knowledge.retriever, app.agent.prompts, app.audit))
     per_minute = max(1, s.login_attempts_per_minute)
     web_app.add_routes(signin_routes(app.auth, app.agent.prompts, tenant=s.tenant, public_url=s.public_url, demo=s.demo,
                                      per_account=RateLimiter(per_minute, burst=per_minute),

@@ -84,6 +84,10 @@ def session_middleware(auth: Auth, tenant: str, public_url: str):
     @web.middleware
     async def sessions(request: web.Request, handler: Handler) -> web.StreamResponse:
         if is_public(request.path):
+            if request.path.startswith("/kb/") and request.cookies.get(COOKIE):
+                found = await asyncio.to_thread(load, request.cookies[COOKIE])  # a citation link is bound to its person
+                if found is not None:
+                    request[SESSION], request[PERSON] = found
             return await handler(request)
         if request.path.startswith("/admin/") and request.headers.get("Authorization", "").startswith("Bearer "):
             return await handler(request)  # a script with the admin token (bot/web/admin.py checks it)

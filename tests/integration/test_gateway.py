@@ -113,16 +113,33 @@ async def test_per_sender_rate_limit(make_settings, aiohttp_client, login_to):
     assert r.status == 202  # another sender is not affected
 
 
-async def test_citation_link_opens_the_document_for_its_viewer_only(gateway, login):
+async def test_citation_link_opens_the_passage_for_its_person_only(gateway, login):
+    from bot.web.links import KeyRing
+    from rag.retrieve import Viewer
+
     zhangwei = await login("zhangwei")
     await post(zhangwei, **{"text": "星图软件的实施周期一般多长？", "conversation": "link", "id": "l1"})
     [reply] = await replies_for(zhangwei, "link")
     url = reply["reply"]["citations"][0]["url"]
     path = url.split("://", 1)[1].split("/", 1)[1]
     page = await gateway.get("/" + path)  # a signed link: no session needed
-    assert page.status == 200 and "星图" in await page.text()
+    text = await page.text()
+    assert page.status == 200 and "星图" in text and 'class="cited"' in text and page.headers["Cache-Control"] == "no-store"
+    whole = gateway.copilot.knowledge.retriever.document_hits(Viewer("default", "rep", "华东区"), url.split("/kb/")[1].split("?")[0])
+    assert text.count("<p id=") <= 5 < len(whole)  # the cited passage with its neighbours, not the whole document
     forged = await gateway.get("/" + path.replace("role=rep", "role=admin"))
     assert forged.status == 403
+    assert (await (await login("lijun")).get("/" + path)).status == 403  # bound to zhangwei: another signed-in person is refused
+    assert (await zhangwei.get("/" + path)).status == 200
+    stale = path.replace("exp=", "exp=1").split("&sig=")[0]
+    assert (await gateway.get("/" + stale)).status == 403
+
+    ring = KeyRing(gateway.copilot.settings.data_dir / "link-keys")
+    assert all(p.stat().st_mode & 0o777 == 0o600 for p in ring.folder.glob("*.key"))
+    ring.rotate()
+    assert (await gateway.get("/" + path)).status == 200  # a new key signs; the old one still verifies
+    ring.rotate(revoke=True)
+    assert (await gateway.get("/" + path)).status == 403  # revoked with the old keys
 
 
 async def test_file_sent_in_the_web_chat_goes_to_the_knowledge_base(gateway, login):

@@ -219,14 +219,16 @@ async def test_admin_upload_api(gateway):
 
 
 def test_managers_only_document_never_reaches_a_rep_by_search_or_link(kb):
-    from bot.web.documents import document_html
+    from bot.web.documents import passage_html
 
     for q in ("折扣审批", "七折以下需要谁审批", "discount approval VP floor price"):
         for mode in ("hybrid", "dense", "bm25"):
             assert "pricing-discount-approval" not in [h.doc_id for h in kb.knowledge.retriever.search(q, REP, k=20, per_doc=5, mode=mode)]
     assert kb.knowledge.retriever.document_hits(REP, "pricing-discount-approval") == []
-    assert document_html(kb.knowledge.retriever, "pricing-discount-approval", REP, "", kb.agent.prompts) is None
     manager = Viewer("default", "manager", "华南区")
+    cited = kb.knowledge.retriever.document_hits(manager, "pricing-discount-approval")[0].chunk_id
+    assert passage_html(kb.knowledge.retriever, "pricing-discount-approval", REP, cited, kb.agent.prompts) is None
+    assert passage_html(kb.knowledge.retriever, "pricing-discount-approval", manager, cited, kb.agent.prompts) is not None
     assert "pricing-discount-approval" in [h.doc_id for h in kb.knowledge.retriever.search("折扣审批", manager, k=5)]
 
 
