@@ -270,3 +270,16 @@ def parse_params(raw: str) -> tuple[str, dict[str, str], bool]:
         text, bad = decode_bytes(data, charset)
         params[name], lossy = text, lossy or bad  # RFC 2231 form wins over the plain one
     return main.strip().lower(), params, lossy
+
+
+def unflow(text: str, delsp: bool) -> str:
+    """Undo RFC 3676 format=flowed soft line breaks (Thunderbird, Apple Mail)."""
+    out: list[str] = []
+    for line in text.split("\n"):
+        if out and out[-1].endswith(" ") and out[-1] != "-- " and \
+                len(line) - len(line.lstrip(">")) == len(out[-1]) - len(out[-1].lstrip(">")):
+            prev = out.pop()
+            out.append((prev[:-1] if delsp else prev) + line.lstrip(">").removeprefix(" "))
+        else:
+            out.append(line)
+    return "\n".join(out)

@@ -20,7 +20,7 @@ from email.message import Message
 from email.policy import compat32
 from email.utils import getaddresses, parsedate_to_datetime
 
-from .decode import RAW_8BIT, decode_8bit, decode_base64, decode_bytes, decode_header, parse_params
+from .decode import RAW_8BIT, decode_8bit, decode_base64, decode_bytes, decode_header, parse_params, unflow
 from .htmltext import html_to_text
 from .loopsafe import auto_reason
 from .quote import strip_quoted
@@ -177,19 +177,6 @@ def _is_container(part: Message) -> bool:
     return part.is_multipart() and part.get_content_maintype() == "multipart"
 
 
-def _flowed(text: str, delsp: bool) -> str:
-    """Undo RFC 3676 format=flowed soft line breaks (Thunderbird, Apple Mail)."""
-    out: list[str] = []
-    for line in text.split("\n"):
-        if out and out[-1].endswith(" ") and out[-1] != "-- " and \
-                len(line) - len(line.lstrip(">")) == len(out[-1]) - len(out[-1].lstrip(">")):
-            prev = out.pop()
-            out.append((prev[:-1] if delsp else prev) + line.lstrip(">").removeprefix(" "))
-        else:
-            out.append(line)
-    return "\n".join(out)
-
-
 class _Reader:
     """One message's decoding: picks the body parts, renders them, collects attachments and
     the defects noticed along the way."""
@@ -318,7 +305,7 @@ class _Reader:
                 self.defect("HTML body could not be parsed; tags stripped")
                 return re.sub(r"<[^>]*>", " ", text)
         if ctype_params.get("format", "").lower() == "flowed":
-            text = _flowed(text, ctype_params.get("delsp", "").lower() == "yes")
+            text = unflow(text, ctype_params.get("delsp", "").lower() == "yes")
         return text
 
     # attachments
