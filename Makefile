@@ -53,7 +53,7 @@ test: setup-test
 	@echo "==> import contracts (lint-imports) and ruff"
 	@$(VENV)/bin/lint-imports --no-cache | tail -n 3
 	@$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -p no:cacheprovider --durations=15 tests
 
 # after changing the sample knowledge: rewrite the vectors a first start copies instead of running the model
 sample-embeddings: setup

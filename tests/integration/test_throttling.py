@@ -106,7 +106,11 @@ async def test_mail_over_the_limit_stays_unread_by_the_cursor_and_is_handed_over
     try:
         await sink.wait(3, timeout=15)
         watcher = conn.watchers["default"]
-        cursor = await asyncio.to_thread(conn.state.cursor, "default", "INBOX")
+        for _ in range(100):  # the cursor moves just after the sink took the message
+            cursor = await asyncio.to_thread(conn.state.cursor, "default", "INBOX")
+            if cursor is not None and cursor.last_uid >= 3:
+                break
+            await asyncio.sleep(0.05)
     finally:
         await conn.aclose()
     assert sink.ids() == [f"<t{n}@customer.example.cn>" for n in (1, 2, 3)]  # in order, each once
