@@ -165,6 +165,11 @@ class Auth:
             return None
 
     # sessions -------------------------------------------------------------------------------
+    def is_cached(self, rep_id: str) -> bool:
+        """Whether `epoch(rep_id)` answers from memory (no database query, safe on the event loop)."""
+        cached = self._epochs.get(rep_id)
+        return cached is not None and cached[0] > time.monotonic()
+
     def epoch(self, rep_id: str) -> int:
         now = time.monotonic()
         cached = self._epochs.get(rep_id)
@@ -197,16 +202,27 @@ class Auth:
         now = time.time() if now is None else now
         return self._sign(WebSession(ses.rep_id, ses.tenant, ses.epoch, ses.issued, now, ses.nonce, ses.by))
 
-    def read(self, cookie: str, now: float | None = None) -> WebSession | None:
-        """The session a cookie holds, if its signature, expiries and epoch are all good."""
-        now = time.time() if now is None else now
+    def _unsealed(self, cookie: str) -> WebSession | None:
+        """What a cookie says, if we signed it (nothing checked against time or the database yet)."""
         body, _, sig = (cookie or "").partition(".")
         try:
             if not body or not hmac.compare_digest(_b64(hmac.new(self._key, body.encode(), hashlib.sha256).digest()), sig):
                 return None
             d = json.loads(_unb64(body))
-            ses = WebSession(str(d["u"]), str(d["t"]), int(d["e"]), float(d["i"]), float(d["s"]), str(d["n"]), str(d.get("b", "")))
+            return WebSession(str(d["u"]), str(d["t"]), int(d["e"]), float(d["i"]), float(d["s"]), str(d["n"]), str(d.get("b", "")))
         except (ValueError, KeyError, TypeError):
+            return None
+
+    def peek(self, cookie: str) -> str | None:
+        """The person id a validly signed cookie names (no expiry or revocation checked)."""
+        ses = self._unsealed(cookie)
+        return ses.rep_id if ses is not None else None
+
+    def read(self, cookie: str, now: float | None = None) -> WebSession | None:
+        """The session a cookie holds, if its signature, expiries and epoch are all good."""
+        now = time.time() if now is None else now
+        ses = self._unsealed(cookie)
+        if ses is None:
             return None
         if now - ses.issued > self.absolute or now - ses.seen > self.idle or ses.seen > now + 60:
             return None

@@ -64,6 +64,15 @@ def session_middleware(auth: Auth, tenant: str, public_url: str):
     options = cookie_options(public_url, auth.absolute)
     people: dict[str, tuple[float, Person]] = {}  # read in the last second (a role change counts within a second)
 
+    def in_memory(cookie: str) -> bool:
+        """Whether `load(cookie)` needs no database query: then it runs on the event loop, not in a thread."""
+        rep_id = auth.peek(cookie)
+        cached = people.get(rep_id) if rep_id else None
+        return rep_id is None or (cached is not None and cached[0] > _now() and auth.is_cached(rep_id))
+
+    async def load_async(cookie: str) -> tuple[WebSession, Person] | None:
+        return load(cookie) if in_memory(cookie) else await asyncio.to_thread(load, cookie)
+
     def load(cookie: str) -> tuple[WebSession, Person] | None:
         ses = auth.read(cookie)
         if ses is None or ses.tenant != tenant:
@@ -85,13 +94,13 @@ def session_middleware(auth: Auth, tenant: str, public_url: str):
     async def sessions(request: web.Request, handler: Handler) -> web.StreamResponse:
         if is_public(request.path):
             if request.path.startswith("/kb/") and request.cookies.get(COOKIE):
-                found = await asyncio.to_thread(load, request.cookies[COOKIE])  # a citation link is bound to its person
+                found = await load_async(request.cookies[COOKIE])  # a citation link is bound to its person
                 if found is not None:
                     request[SESSION], request[PERSON] = found
             return await handler(request)
         if request.path.startswith("/admin/") and request.headers.get("Authorization", "").startswith("Bearer "):
             return await handler(request)  # a script with the admin token (bot/web/admin.py checks it)
-        found = await asyncio.to_thread(load, request.cookies.get(COOKIE, ""))
+        found = await load_async(request.cookies.get(COOKIE, ""))
         if found is None:
             if request.method in SAFE_METHODS and request.path == "/":
                 raise web.HTTPSeeOther("/login")
