@@ -264,7 +264,7 @@ def build_app(settings: Settings, *, platforms: bool = False, channels: Iterable
 
     delivery = Delivery(pending, crm, prompts, lambda *a: outbox.enqueue(*a), reach, stale_after=s.confirm_stale_seconds, who=who)
     outbox = Outbox(engine, chans, metrics, retry_base=s.retry_base_seconds, yield_to=lambda: inbox.quiet(0.05), only=deliver_only,
-                    on_sent=delivery.sent, on_dead=delivery.dead)
+                    on_sent=delivery.after_sent, on_dead=delivery.after_dead)
 
     links = LinkSigner(KeyRing(s.data_dir / "link-keys"), s.base_url, ttl=s.citation_link_hours * 3600)
     model = ChatModel(s, audit, audit.usage)

@@ -2,11 +2,12 @@
 mail server accepted it; a dead letter the rep is waiting on is told to the rep (and the draft reopened, so
 nothing is lost); a confirmation left `executing` by a crash returns to pending with a notice.
 
-The factory hands `sent` and `dead` to the outbox (its on_sent / on_dead) and `sweep` to the dispatcher's
-periodic sweeper, at construction.
+The factory hands `after_sent` and `after_dead` to the outbox (its on_sent / on_dead) and `sweep` to the
+dispatcher's periodic sweeper, at construction. A reply that is no draft costs the outbox nothing here.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import datetime, timezone
 from typing import Callable
@@ -30,6 +31,13 @@ class Delivery:
         self.enqueue = enqueue  # (target, reply, dedupe_key)
         self.reach = reach  # rep id -> where to tell them
         self.stale_after = stale_after
+
+    async def after_sent(self, target: Target, reply: Reply, key: str) -> None:
+        if isinstance(reply.meta.get("draft"), dict):  # the only replies whose delivery has a follow-up
+            await asyncio.to_thread(self.sent, target, reply, key)
+
+    async def after_dead(self, target: Target, reply: Reply, key: str, error: str) -> None:
+        await asyncio.to_thread(self.dead, target, reply, key, error)
 
     def sent(self, target: Target, reply: Reply, key: str) -> None:
         """The platform accepted `reply`: a draft send is logged to the CRM and the rep told it went out."""

@@ -12,7 +12,7 @@ import asyncio
 import json
 import logging
 import time
-from typing import Callable
+from typing import Awaitable, Callable
 
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection, Engine
@@ -31,8 +31,8 @@ CLAIM_SECONDS = 120.0
 class Outbox:
     def __init__(self, engine: Engine, channels: Channels, metrics: Metrics, *, max_attempts: int = 6,
                  retry_base: float = 2.0, concurrency: int = 8, yield_to=None, only: set[str] | None = None,
-                 on_sent: Callable[[Target, Reply, str], None] | None = None,
-                 on_dead: Callable[[Target, Reply, str, str], None] | None = None) -> None:
+                 on_sent: Callable[[Target, Reply, str], Awaitable[None]] | None = None,
+                 on_dead: Callable[[Target, Reply, str, str], Awaitable[None]] | None = None) -> None:
         """`on_sent(target, reply, dedupe_key)`: after the platform accepted a row (before it is marked sent, so a
         crash repeats it: it must be idempotent); `on_dead(target, reply, dedupe_key, error)`: a row failed for good."""
         self.on_sent = on_sent
@@ -211,7 +211,7 @@ class Outbox:
     @staticmethod
     async def _hook(fn, *args) -> None:
         try:
-            await asyncio.to_thread(fn, *args)
+            await fn(*args)
         except Exception:  # a failing follow-up never undoes or repeats the delivery itself
             log.exception("delivery follow-up failed for %s", args[2])
 
