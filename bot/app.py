@@ -12,7 +12,7 @@ import gc
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Iterable, Mapping
 
 from pydantic import SecretStr
 from sqlalchemy.engine import Engine
@@ -114,21 +114,24 @@ def write_sample_embeddings(settings: Settings) -> Path:
     return out
 
 
-def channel_context(settings: Settings, name: str, engine: Engine | None = None) -> ChannelContext:
+def channel_context(settings: Settings, name: str, engine: Engine | None = None,
+                    labels: Mapping[str, Mapping[str, str]] | None = None) -> ChannelContext:
     """What the connector called `name` receives: its own [name] section, the shared resources and the words it
-    adds around a reply (the catalogue's channel_* messages)."""
-    from bot.prompts import Prompts
+    adds around a reply (`labels`: the catalogue's channel_* messages, read from the catalogue when not given)."""
+    if labels is None:
+        from bot.prompts import Prompts
 
+        labels = Prompts(settings.prompts_dir).labels("channel_")
     return ChannelContext(section=toml_section(name), tenant=settings.tenant, public_url=settings.base_url,
-                          data_dir=settings.data_dir, max_download=settings.max_upload_bytes, engine=engine,
-                          labels=Prompts(settings.prompts_dir).labels("channel_"))
+                          data_dir=settings.data_dir, max_download=settings.max_upload_bytes, engine=engine, labels=labels)
 
 
-def channel_connectors(settings: Settings, engine: Engine | None = None) -> list[Connector]:
+def channel_connectors(settings: Settings, engine: Engine | None = None,
+                       labels: Mapping[str, Mapping[str, str]] | None = None) -> list[Connector]:
     """The platform channels this deployment configures (the console channel is always added by build_app)."""
     from connectors import dingtalk, email, wecom
 
-    built = [module.build(channel_context(settings, name, engine)) for name, module in
+    built = [module.build(channel_context(settings, name, engine, labels)) for name, module in
              (("dingtalk", dingtalk), ("wecom", wecom), ("email", email))]
     return [c for c in built if c is not None]
 
@@ -251,9 +254,10 @@ def build_app(settings: Settings, *, platforms: bool = False, channels: Iterable
                 link_ttl=s.signin_link_minutes * 60)
     # the web chat's sender is the person the gateway's session middleware put on the request, never a field
     signed_in = lambda request: (p.id, p.name) if (p := request.get(PERSON)) is not None else None
-    local = web_chat.build(channel_context(s, "console", engine), history=reply_history(engine, "console"), identity=signed_in,
+    labels = prompts.labels("channel_")  # read once: every connector and the text fallback use the same words
+    local = web_chat.build(channel_context(s, "console", engine, labels), history=reply_history(engine, "console"), identity=signed_in,
                            web_chat=s.web_chat)
-    chans = Channels([local, *(channel_connectors(s, engine) if platforms else ()), *channels], labels=prompts.labels("channel_"))
+    chans = Channels([local, *(channel_connectors(s, engine, labels) if platforms else ()), *channels], labels=labels)
     pending = PendingStore(engine)
     reach = lambda rep_id: directory.target_for(rep_id, chans.names())
     # after the platform answered: a draft is "sent ✓" and logged only once delivered, a dead letter is told to the
