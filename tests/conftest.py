@@ -178,6 +178,23 @@ async def start_serve(env: dict, port: int, *, demo: bool = True):
     raise AssertionError("copilot did not start")
 
 
+def serve_env(tmp_path: Path, model_url: str, **settings: str) -> dict:
+    """The environment of a `copilot serve` subprocess: its own data dir, the shared embedding cache, no config
+    file, the model at `model_url`, and more COPILOT_* `settings`."""
+    return {**os.environ, "COPILOT_DATA_DIR": str(tmp_path / "data"), "COPILOT_EMBED_CACHE": str(EMBED_CACHE),
+            "COPILOT_CONFIG": str(tmp_path / "absent.toml"), "COPILOT_LLM_BASE_URL": model_url, **settings}
+
+
+async def ask_until_in_flight(env: dict, base: str, body: dict, arrived: asyncio.Event) -> None:
+    """zhangwei (given a password) asks `body` in the web chat of the server at `base`; returns once the model
+    got the call (`arrived`): a worker is then inside the message."""
+    await asyncio.to_thread(user_add, env, "zhangwei", "rep")
+    async with await web_session(base, "zhangwei") as s:
+        async with s.post(base + "/api/chat", json=body) as r:
+            assert r.status == 202
+    await asyncio.wait_for(arrived.wait(), 60)
+
+
 async def replies_for(client, conversation: str, n: int = 1, timeout: float = 30.0) -> list[dict]:
     """Wait until `n` replies have arrived in a web-chat conversation; return all of them."""
     got: list[dict] = []

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 
 import pytest
 
-from tests.conftest import EMBED_CACHE, free_port, start_serve, user_add, web_session
+from tests.conftest import ask_until_in_flight, free_port, replies_for, serve_env, start_serve, web_session
 from tests.fakes.openai_server import FakeOpenAI, Step
 
 pytestmark = pytest.mark.slow
@@ -18,19 +17,13 @@ async def test_killed_mid_message_is_answered_exactly_once_after_restart(tmp_pat
     fake.add(Step(delay=120, text="never delivered [1]"))  # the first model call hangs: the worker is mid-message
     server = await aiohttp_server(fake.app())
     port = free_port()
-    env = {**os.environ, "COPILOT_DATA_DIR": str(tmp_path / "data"), "COPILOT_EMBED_CACHE": str(EMBED_CACHE),
-           "COPILOT_CONFIG": str(tmp_path / "absent.toml"), "COPILOT_LLM_BASE_URL": str(server.make_url("/v1")),
-           "COPILOT_LLM_TIMEOUT": "300", "COPILOT_LEASE_SECONDS": "600"}
+    env = serve_env(tmp_path, str(server.make_url("/v1")), COPILOT_LLM_TIMEOUT="300", COPILOT_LEASE_SECONDS="600")
     body = {"text": "星图软件的实施周期一般多长？", "conversation": "crash", "id": "crash-1"}
     base = f"http://127.0.0.1:{port}"
 
     proc = await start_serve(env, port)
     try:
-        await asyncio.to_thread(user_add, env, "zhangwei", "rep")  # a password, to sign in with
-        async with await web_session(base, "zhangwei") as s:
-            async with s.post(base + "/api/chat", json=body) as r:
-                assert r.status == 202
-            await asyncio.wait_for(fake.arrived.wait(), 60)  # the worker is now inside the message
+        await ask_until_in_flight(env, base, body, fake.arrived)  # the worker is now inside the message
         proc.send_signal(signal.SIGKILL)
         await proc.wait()
 
@@ -38,12 +31,7 @@ async def test_killed_mid_message_is_answered_exactly_once_after_restart(tmp_pat
         async with await web_session(base, "zhangwei") as s:
             async with s.post(base + "/api/chat", json=body) as r:  # the platform retries meanwhile
                 assert r.status == 200 and (await r.json())["duplicate"] is True
-            replies = []
-            for _ in range(120):
-                async with s.get(base + "/api/replies", params={"conversation": "crash", "after": "0", "wait": "1"}) as r:
-                    replies = (await r.json())["replies"]
-                if replies:
-                    break
+            await replies_for(s, "crash", 1, timeout=120)
             await asyncio.sleep(1.5)  # anything doubled would arrive now
             async with s.get(base + "/api/replies", params={"conversation": "crash", "after": "0", "wait": "0"}) as r:
                 replies = (await r.json())["replies"]

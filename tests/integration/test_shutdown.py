@@ -3,13 +3,12 @@ COPILOT_SHUTDOWN_GRACE seconds, says when it is done and exits 0; an unfinished 
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import time
 
 import pytest
 
-from tests.conftest import EMBED_CACHE, free_port, start_serve, user_add, web_session
+from tests.conftest import ask_until_in_flight, free_port, replies_for, serve_env, start_serve, web_session
 from tests.fakes.openai_server import FakeOpenAI, Step
 
 pytestmark = pytest.mark.slow
@@ -34,19 +33,13 @@ async def test_sigterm_drains_for_at_most_the_grace_and_exits_0(tmp_path, aiohtt
     fake.add(Step(delay=120, text="never delivered [1]"))  # the first model call hangs past the grace
     server = await aiohttp_server(fake.app())
     port = free_port()
-    env = {**os.environ, "COPILOT_DATA_DIR": str(tmp_path / "data"), "COPILOT_EMBED_CACHE": str(EMBED_CACHE),
-           "COPILOT_CONFIG": str(tmp_path / "absent.toml"), "COPILOT_LLM_BASE_URL": str(server.make_url("/v1")),
-           "COPILOT_LLM_TIMEOUT": "300", "COPILOT_SHUTDOWN_GRACE": str(GRACE)}
+    env = serve_env(tmp_path, str(server.make_url("/v1")), COPILOT_LLM_TIMEOUT="300", COPILOT_SHUTDOWN_GRACE=str(GRACE))
     body = {"text": "星图软件的实施周期一般多长？", "conversation": "stop", "id": "stop-1"}
     base = f"http://127.0.0.1:{port}"
 
     proc = await start_serve(env, port)
     try:
-        await asyncio.to_thread(user_add, env, "zhangwei", "rep")  # a password, to sign in with
-        async with await web_session(base, "zhangwei") as s:
-            async with s.post(base + "/api/chat", json=body) as r:
-                assert r.status == 202
-            await asyncio.wait_for(fake.arrived.wait(), 60)  # a worker is inside the message
+        await ask_until_in_flight(env, base, body, fake.arrived)  # a worker is inside the message
         rc, took, err = await stop(proc)
         assert rc == 0, err[-2000:]
         assert f"stopping: finishing 1 message in flight (at most {GRACE} s)" in err
@@ -56,12 +49,7 @@ async def test_sigterm_drains_for_at_most_the_grace_and_exits_0(tmp_path, aiohtt
 
         proc = await start_serve(env, port)  # the unfinished message is answered after the restart, once
         async with await web_session(base, "zhangwei") as s:
-            replies = []
-            for _ in range(120):
-                async with s.get(base + "/api/replies", params={"conversation": "stop", "after": "0", "wait": "1"}) as r:
-                    replies = (await r.json())["replies"]
-                if replies:
-                    break
+            replies = await replies_for(s, "stop", 1, timeout=120)
         assert len(replies) == 1 and "4–6 个月" in replies[0]["reply"]["text"]
 
         rc, took, err = await stop(proc)  # nothing in flight: at once
@@ -78,18 +66,11 @@ async def test_a_message_that_finishes_within_the_grace_is_answered_before_exit(
     fake.add(Step(delay=1, text="星图标准实施周期 4–6 个月 [1]。"))
     server = await aiohttp_server(fake.app())
     port = free_port()
-    env = {**os.environ, "COPILOT_DATA_DIR": str(tmp_path / "data"), "COPILOT_EMBED_CACHE": str(EMBED_CACHE),
-           "COPILOT_CONFIG": str(tmp_path / "absent.toml"), "COPILOT_LLM_BASE_URL": str(server.make_url("/v1")),
-           "COPILOT_SHUTDOWN_GRACE": "20"}
+    env = serve_env(tmp_path, str(server.make_url("/v1")), COPILOT_SHUTDOWN_GRACE="20")
     base = f"http://127.0.0.1:{port}"
     proc = await start_serve(env, port)
     try:
-        await asyncio.to_thread(user_add, env, "zhangwei", "rep")
-        async with await web_session(base, "zhangwei") as s:
-            async with s.post(base + "/api/chat", json={"text": "星图软件的实施周期一般多长？",
-                                                        "conversation": "soon", "id": "soon-1"}) as r:
-                assert r.status == 202
-            await asyncio.wait_for(fake.arrived.wait(), 60)
+        await ask_until_in_flight(env, base, {"text": "星图软件的实施周期一般多长？", "conversation": "soon", "id": "soon-1"}, fake.arrived)
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         err = (await asyncio.wait_for(proc.stderr.read(), 25)).decode()
