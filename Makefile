@@ -8,7 +8,7 @@ PIP    := PYTHONWARNINGS=ignore::UserWarning $(PY) -m pip --disable-pip-version-
 RUN_STAMP  := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: setup setup-test run test bench clean sample-embeddings lock
+.PHONY: setup setup-test run test bench clean sample-embeddings lock chromium
 
 setup: $(RUN_STAMP)
 
@@ -34,7 +34,15 @@ $(TEST_STAMP): pyproject.toml requirements-test.lock | $(PY)
 	@$(PIP) install --require-hashes -r requirements-test.lock
 	@$(PIP) install --no-deps -e .
 	@$(PY) -m pip check -q >/dev/null || { echo "requirements-test.lock misses a dependency of pyproject.toml: run make lock"; exit 1; }
+	@$(MAKE) --no-print-directory chromium
 	@touch $@ $(RUN_STAMP)
+
+# the browser tests drive Debian's chromium (Playwright's own browser download does not work offline); a test
+# that finds no /usr/bin/chromium skips and says so
+chromium:
+	@test -x /usr/bin/chromium || { echo "==> installing Debian's chromium for the browser tests"; \
+		(apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1)) \
+		|| echo "chromium could not be installed (not root, or no package registry): the browser tests will skip"; }
 
 # after changing the dependencies in pyproject.toml: pin every package with its hashes
 lock: | $(PY)
