@@ -1,0 +1,40 @@
+"""Browser tests: Playwright for Python driving Debian's chromium (`make setup-test` installs it; Playwright's own
+browser download does not work offline). Without /usr/bin/chromium every test here skips and says why.
+
+Screenshots go to test-output/screenshots/ (kept out of git), named by the test that took them.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+SHOTS = Path(__file__).resolve().parents[2] / "test-output" / "screenshots"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking"]
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """One headless chromium for the whole run; each test opens its own context (cookies, viewport, locale)."""
+    if not CHROMIUM.exists():
+        pytest.skip("no /usr/bin/chromium: `make setup-test` installs Debian's chromium (needs root and the package registry)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def shot(request):
+    """`shot(page, "knowledge")` saves a full-page PNG under test-output/screenshots/ and returns its path."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+
+    def take(page, name: str) -> Path:
+        path = SHOTS / f"{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        return path
+
+    return take
