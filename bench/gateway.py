@@ -76,7 +76,8 @@ async def bench_console(total: int = 3000, concurrency: int = 50, data_root: Pat
         await run_load(console_request(f"http://127.0.0.1:{port_b}", conv_prefix="warm", headers=same), total=300, concurrency=concurrency)
         bare = await run_load(console_request(f"http://127.0.0.1:{port_b}", headers=same), total=total, concurrency=concurrency)
     data = root / "console"
-    env = {"COPILOT_DATA_DIR": str(data), "COPILOT_RATE_LIMIT_PER_MINUTE": "0", "COPILOT_CONFIG": str(root / "absent.toml")}
+    env = {"COPILOT_DATA_DIR": str(data), "COPILOT_RATE_LIMIT_PER_MINUTE": "0", "COPILOT_ADDRESS_REQUESTS_PER_MINUTE": "0",
+           "COPILOT_PERSON_REQUESTS_PER_MINUTE": "0", "COPILOT_CONFIG": str(root / "absent.toml")}
     async with ChildServer("bench.target", ["copilot", "--port", str(port_c)], f"http://127.0.0.1:{port_c}/healthz", env):
         headers = await sign_in(f"http://127.0.0.1:{port_c}")
         warm = console_request(f"http://127.0.0.1:{port_c}", conv_prefix="warm", headers=headers)

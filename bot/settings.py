@@ -94,6 +94,12 @@ class Settings(BaseSettings):
     citation_link_hours: float = 24.0  # how long a citation link opens its passage (bound to its person)
     signin_link_minutes: float = 15.0  # the first start's one-time admin link
     login_attempts_per_minute: int = 5  # per account (per client address: 6 times as many)
+    # the client address of a request is the peer, or, when the peer is one of these proxies (addresses or CIDRs,
+    # e.g. ["127.0.0.1", "10.0.0.0/8"]), the nearest untrusted address of its X-Forwarded-For
+    trusted_proxies: list[str] = Field(default_factory=list)
+    address_requests_per_minute: int = 600  # state-changing requests per client address (platform callbacks excepted); 0 = off
+    address_failures_per_minute: int = 30  # refused requests (401/403) per client address before it is refused for a while
+    person_requests_per_minute: int = 240  # state-changing web requests per signed-in person; 0 = off
     shutdown_grace: float = 10.0  # on Ctrl-C / SIGTERM: seconds to finish the messages in flight (the rest resume at the next start)
 
     @field_validator("data_dir", "knowledge_dir", "prompts_dir", mode="after")

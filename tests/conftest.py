@@ -28,7 +28,7 @@ def make_settings(tmp_path, monkeypatch):
 
     def make(**kw):
         base = dict(data_dir=tmp_path / "data", embed_cache=EMBED_CACHE, rate_limit_per_minute=6000, retry_base_seconds=0.05,
-                    lease_seconds=5.0)
+                    lease_seconds=5.0, address_requests_per_minute=6000, person_requests_per_minute=6000)
         base.update(kw)
         return Settings(**base)
 

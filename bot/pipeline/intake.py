@@ -23,6 +23,10 @@ class Intake:
         self.metrics = metrics
         self.notify = notify  # the dispatcher: a new row to claim
 
+    def admits(self, channel: str, tenant: str, sender_id: str) -> bool:
+        """Whether the sender's next message would be taken now (checked before an upload's body is read)."""
+        return self.limiter.ready(f"{channel}|{tenant}|{sender_id}")
+
     async def sink(self, msg: InboundMessage) -> Accepted:
         started = time.perf_counter()
         if not self.limiter.allow(f"{msg.channel}|{msg.tenant}|{msg.sender_id}"):

@@ -15,12 +15,19 @@ class RateLimiter:
         """Seconds until a refused sender has a token again."""
         return 1.0 / self.rate if self.rate > 0 else 0.0
 
+    def _tokens(self, key: str, now: float) -> float:
+        tokens, last = self._buckets.get(key, (self.capacity, now))
+        return min(self.capacity, tokens + (now - last) * self.rate)
+
+    def ready(self, key: str) -> bool:
+        """Whether `allow(key)` would pass now, without taking a token (a check before costly work)."""
+        return self.rate <= 0 or self._tokens(key, time.monotonic()) >= 1.0
+
     def allow(self, key: str) -> bool:
         if self.rate <= 0:
             return True
         now = time.monotonic()
-        tokens, last = self._buckets.get(key, (self.capacity, now))
-        tokens = min(self.capacity, tokens + (now - last) * self.rate)
+        tokens = self._tokens(key, now)
         if tokens < 1.0:
             self._buckets[key] = (tokens, now)
             return False

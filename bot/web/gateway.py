@@ -15,16 +15,20 @@ from aiohttp import web
 
 from bot.pipeline.ratelimit import RateLimiter
 from bot.web.admin import admin_routes
+from bot.web.console import UPLOAD_PATH as CONSOLE_UPLOAD
+from bot.web.console import console_routes
 from bot.web.documents import document_routes
+from bot.web.edge import address_middleware, parse_networks, person_middleware
 from bot.web.session import session_middleware
 from bot.web.signin import signin_routes
 from connectors.channel import Throttled
+from connectors.local import LocalConnector
 
 if TYPE_CHECKING:
     from bot.app import App
 
 log = logging.getLogger("copilot.gateway")
-UPLOAD_PATHS = ("/admin/kb/upload", "/api/chat")
+UPLOAD_PATHS = ("/admin/kb/upload", "/api/chat", CONSOLE_UPLOAD)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -73,8 +77,14 @@ def create_web_app(app: App, *, owns_app: bool = False) -> web.Application:
     """The web server of a built app; starting it starts the app, stopping it stops the app (and, when
     the server `owns_app`, releases its stores)."""
     s = app.settings
+    per_address = RateLimiter(s.address_requests_per_minute, burst=max(1, s.address_requests_per_minute // 2))
+    failures = RateLimiter(s.address_failures_per_minute, burst=max(1, s.address_failures_per_minute))
+    per_person = RateLimiter(s.person_requests_per_minute, burst=max(1, s.person_requests_per_minute // 2))
+    chat_admits = lambda tenant, person_id: app.intake.admits(LocalConnector.name, tenant, person_id)
     web_app = web.Application(middlewares=[error_middleware(s.max_body_bytes, s.max_upload_bytes),
-                                           session_middleware(app.auth, s.tenant, s.public_url)],
+                                           address_middleware(parse_networks(s.trusted_proxies), per_address, failures),
+                                           session_middleware(app.auth, s.tenant, s.public_url),
+                                           person_middleware(per_person, chat_admits, UPLOAD_PATHS)],
                               client_max_size=s.max_body_bytes)  # uploads stream (multipart), checked against max_upload_bytes
     web_app.add_routes(health_routes(app))
     web_app.add_routes(document_routes(app.links, app.knowledge.retriever, app.agent.prompts, app.audit))
@@ -83,6 +93,7 @@ def create_web_app(app: App, *, owns_app: bool = False) -> web.Application:
                                      per_account=RateLimiter(per_minute, burst=per_minute),
                                      per_address=RateLimiter(6 * per_minute, burst=6 * per_minute)))
     web_app.add_routes(admin_routes(s, app.engine, app.directory, app.publishing))
+    console_routes(web_app, app)
     web_app.add_routes(app.channels.routes(app.intake.sink))
 
     async def lifecycle(_: web.Application):

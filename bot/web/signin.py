@@ -18,6 +18,7 @@ from bot.auth.service import Auth
 from bot.people.directory import DirectoryError
 from bot.pipeline.ratelimit import RateLimiter
 from bot.prompts import Prompts, ui_lang
+from bot.web.edge import ADDRESS
 from bot.web.session import COOKIE, PERSON, SESSION, cookie_options, same_origin
 
 FORM_COOKIE = "copilot_form"
@@ -85,7 +86,7 @@ def signin_routes(auth: Auth, prompts: Prompts, *, tenant: str, public_url: str,
         expected = auth.form_token("form:" + request.cookies.get(FORM_COOKIE, ""))
         if not request.cookies.get(FORM_COOKIE) or not hmac.compare_digest(str(form.get("csrf", "")).encode(), expected.encode()):
             return page(request, nonce, error=prompts.msg("signin_form_expired", lang), status=403)
-        address = request.remote or "unknown"
+        address = request.get(ADDRESS) or request.remote or "unknown"  # behind a trusted proxy: the forwarded client
         if not per_address.allow(address) or (username and not per_account.allow(f"{tenant}/{username}")):
             seconds = max(1, round(max(per_account.retry_after, per_address.retry_after)))
             response = page(request, nonce, error=prompts.msg("signin_throttled", lang, seconds=seconds), status=429)

@@ -17,12 +17,14 @@ async def gateway_server(make_app, make_settings, aiohttp_server):
     return await aiohttp_server(create_web_app(cp))
 
 
-async def send_chunked(port: int, path: str, parts: int, part_size: int, stop_after: int) -> tuple[int, int]:
+async def send_chunked(port: int, path: str, parts: int, part_size: int, stop_after: int, headers: dict | None = None) -> tuple[int, int]:
     """POST a chunked multipart body of `parts` files, `part_size` bytes each, without a Content-Length; stop at
-    the first byte of a response (or after `stop_after` bytes). Returns (status, bytes of body sent)."""
+    the first byte of a response (or after `stop_after` bytes). Returns (status, bytes of body sent). `headers`:
+    instead of the admin token (e.g. a session cookie and its CSRF token)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     boundary = "xXbOuNdArYXx"
-    writer.write((f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {TOKEN}\r\n"
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {"Authorization": f"Bearer {TOKEN}"}).items())
+    writer.write((f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{extra}"
                   f"Content-Type: multipart/form-data; boundary={boundary}\r\nTransfer-Encoding: chunked\r\n\r\n").encode())
     sent = 0
     response = asyncio.ensure_future(reader.readline())
