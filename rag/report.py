@@ -27,6 +27,8 @@ class DocReport:
     thumbs_up: int
     thumbs_down: int
     flags: list[str] = field(default_factory=list)
+    audience: str = "all"
+    team: str = ""
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -62,7 +64,7 @@ def content_report(engine: Engine, tenant: str, today: date | None = None, *, st
             age = None
         r = DocReport(doc.doc_id, ver.title, ver.owner, ver.version, ver.updated, ver.expires, age,
                       served_30.get(doc.id, 0), cited_30.get(doc.id, 0), cited_60.get(doc.id, 0), served_all.get(doc.id, 0),
-                      ups.get(doc.id, 0), downs.get(doc.id, 0))
+                      ups.get(doc.id, 0), downs.get(doc.id, 0), audience=ver.audience, team=ver.team)
         if ver.expires and ver.expires < today.isoformat():
             r.flags.append("expired")
         if age is not None and age > stale_days:

@@ -13,16 +13,12 @@ app.add_typer(kb, name="kb")
 
 
 def _doc_versions(cp, doc_id: str):
-    from sqlalchemy import select
-    from sqlmodel import Session
+    from rag.versions import versions as history
 
-    from rag.store import Document, DocVersion
-
-    with Session(cp.engine) as s:
-        doc = s.execute(select(Document).where(Document.tenant == cp.settings.tenant, Document.doc_id == doc_id)).scalars().first()
-        if doc is None:
-            raise CliError(f"no document {doc_id!r} (see `copilot search` for ids)")
-        return doc, list(s.execute(select(DocVersion).where(DocVersion.document_id == doc.id).order_by(DocVersion.id)).scalars())
+    found = history(cp.engine, cp.settings.tenant, doc_id)
+    if found is None:
+        raise CliError(f"no document {doc_id!r} (see `copilot search` for ids)")
+    return found
 
 
 @kb.command("versions")
@@ -43,15 +39,10 @@ def versions(doc_id: str = typer.Argument(..., help="Document id."), as_json: bo
 @kb.command("drafts")
 def drafts(as_json: bool = typer.Option(False, "--json")) -> None:
     """Uploaded content waiting for approval (never served until approved)."""
-    from sqlalchemy import select
-    from sqlmodel import Session
-
-    from rag.store import Document, DocVersion
+    from rag.versions import drafts as waiting
 
     with opened() as cp:
-        with Session(cp.engine) as s:
-            rows = s.execute(select(DocVersion, Document.doc_id).join(Document, Document.id == DocVersion.document_id)
-                             .where(Document.tenant == cp.settings.tenant, DocVersion.status == "draft").order_by(DocVersion.id)).all()
+        rows = waiting(cp.engine, cp.settings.tenant)
     out = [{"version_id": v.id, "doc_id": d, "title": v.title, "version": v.version, "by": v.ingested_by,
             "ingested_at": v.ingested_at.isoformat(timespec="seconds")} for v, d in rows]
     if as_json:

@@ -10,11 +10,10 @@ from __future__ import annotations
 import asyncio
 import hmac
 from datetime import date
+from typing import Callable
 
 from aiohttp import web
-from sqlalchemy import select
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
 
 from bot.agent.publishing import Publishing
 from bot.people.directory import Directory, DirectoryError, Person
@@ -52,32 +51,17 @@ def admin_routes(settings: Settings, engine: Engine, directory: Directory, publi
         authorize(request)
         if not request.content_type.startswith("multipart/"):
             raise web.HTTPBadRequest(text="send the files as multipart/form-data (field 'file', optional field 'as')")
-        # each file at most max_upload_bytes, the whole body at most 4 files' worth, spooled to disk as it arrives
-        fields, files = await read_form(request, s.max_upload_bytes, total=4 * s.max_upload_bytes)
-        if not files:
-            raise web.HTTPBadRequest(text="no file in the upload")
-        results = []
-        try:
-            who = await asyncio.to_thread(person, fields.get("as"), request)
-            for up in files:
-                data = await asyncio.to_thread(up.read)
-                reply = await asyncio.to_thread(publishing.upload, who, up.name, data, f"upload:{who.id}/{up.name}")
-                results.append(reply.meta["ingest"])
-        finally:
-            for up in files:
-                up.close()
+        replies = await upload_files(request, s.max_upload_bytes, publishing, lambda fields: person(fields.get("as"), request))
+        results = [r.meta["ingest"] for r in replies]
         status = 200 if all(r["status"] != "error" for r in results) else 207
         return web.json_response({"results": results}, status=status)
 
     async def drafts(request: web.Request) -> web.Response:
         authorize(request)
-        from rag.store import Document, DocVersion
+        from rag.versions import drafts as waiting
 
         def load() -> list[dict]:
-            with Session(engine) as ses:
-                rows = ses.execute(select(DocVersion, Document.doc_id).join(Document, Document.id == DocVersion.document_id)
-                                   .where(Document.tenant == s.tenant, DocVersion.status == "draft").order_by(DocVersion.id)).all()
-            return [{"version_id": v.id, "doc_id": d, "title": v.title, "version": v.version, "by": v.ingested_by} for v, d in rows]
+            return [{"version_id": v.id, "doc_id": d, "title": v.title, "version": v.version, "by": v.ingested_by} for v, d in waiting(engine, s.tenant)]
 
         return web.json_response({"drafts": await asyncio.to_thread(load)})
 
@@ -105,3 +89,22 @@ def admin_routes(settings: Settings, engine: Engine, directory: Directory, publi
         web.post(r"/admin/kb/drafts/{version_id}/{decision:approve|reject}", decide),
         web.get("/admin/kb/report", report),
     ]
+
+
+async def upload_files(request: web.Request, limit: int, publishing: Publishing, who: Callable[[dict[str, str]], Person]) -> list:
+    """Every file of a multipart upload through `Publishing.upload` (published or a draft, by who sends it: `who(fields)`,
+    called off the event loop); one Reply each, its meta["ingest"] the per-file result. Each file at most `limit`
+    bytes, the whole body at most 4 files' worth, spooled to disk as it arrives."""
+    fields, files = await read_form(request, limit, total=4 * limit)
+    if not files:
+        raise web.HTTPBadRequest(text="no file in the upload")
+    replies = []
+    try:
+        person = await asyncio.to_thread(who, fields)
+        for up in files:
+            data = await asyncio.to_thread(up.read)
+            replies.append(await asyncio.to_thread(publishing.upload, person, up.name, data, f"upload:{person.id}/{up.name}"))
+    finally:
+        for up in files:
+            up.close()
+    return replies

@@ -102,7 +102,7 @@ def session_middleware(auth: Auth, tenant: str, public_url: str):
             return await handler(request)  # a script with the admin token (bot/web/admin.py checks it)
         found = await load_async(request.cookies.get(COOKIE, ""))
         if found is None:
-            if request.method in SAFE_METHODS and request.path == "/":
+            if request.method in SAFE_METHODS and (request.path in ("/", "/chat") or "text/html" in request.headers.get("Accept", "")):
                 raise web.HTTPSeeOther("/login")
             raise web.HTTPUnauthorized(text="sign in first (POST /login, or open /login in a browser)")
         ses, person = found

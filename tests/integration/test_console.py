@@ -1,0 +1,100 @@
+"""The web console through the real gateway (aiohttp test client): every page renders for the roles it is for, in
+Chinese or English, refuses the others with its 403 page, sends a signed-out browser to /login, and refuses a form
+posted without its CSRF token. The browser tests (tests/browser/test_console.py) drive the same pages in chromium."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+PAGES = ("/console/knowledge", "/console/knowledge/probe?q=%E6%98%9F%E5%9B%BE&role=rep", "/console/knowledge/doc?id=bc-xingtu")
+
+
+def csrf_of(page: str) -> str:
+    return re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+
+
+async def test_admin_sees_every_page_in_both_languages(login):
+    admin = await login("admin")
+    for path in PAGES:
+        for lang, word in (("zh", "退出登录"), ("en", "Sign out")):
+            r = await admin.get(path, params=None, headers={"Accept-Language": lang}) if "?" in path else await admin.get(path, params={"lang": lang})
+            page = await r.text()
+            assert r.status == 200, (path, page[:2000])
+            assert "render;dur=" in r.headers["Server-Timing"]
+            if "?" not in path:
+                assert word in page, (path, lang)
+    r = await admin.get("/console", allow_redirects=False)
+    assert r.status == 303
+
+
+@pytest.mark.parametrize("who, allowed", [
+    ("zhangwei", set()),
+    ("lina", {"/console/dashboard", "/console/conversations"}),
+    ("chenjing", {"/console/knowledge", "/console/conversations"}),
+])
+async def test_each_role_sees_only_its_pages(login, who, allowed):
+    client = await login(who)
+    for path in ("/console/knowledge",):
+        r = await client.get(path)
+        assert r.status == (200 if path in allowed else 403), (who, path)
+        if r.status == 403:
+            assert "/chat" in await r.text()
+
+
+async def test_signed_out_browser_goes_to_login_and_forms_need_the_csrf_token(gateway, login):
+    r = await gateway.get("/console/knowledge", headers={"Accept": "text/html"}, allow_redirects=False)
+    assert r.status == 303 and r.headers["Location"] == "/login"
+    admin = await login("admin")
+    page = await (await admin.get("/console/knowledge")).text()
+    token = csrf_of(page)
+    del admin.session.headers["X-CSRF-Token"]
+    r = await admin.post("/console/knowledge/nudge", data={"flag": ""}, allow_redirects=False)
+    assert r.status == 403
+    r = await admin.post("/console/knowledge/nudge", data={"flag": "", "csrf": token}, allow_redirects=False)
+    assert r.status == 303
+
+
+async def test_knowledge_upload_edit_diff_retire(login):
+    import aiohttp
+
+    admin = await login("chenjing")
+    form = aiohttp.FormData()
+    form.add_field("file", "---\nid: kb-console\ntitle: 控制台测试\n---\n# 报价\n控制台上传的报价说明：专业版每年十二万。\n".encode(), filename="console.md",
+                   content_type="text/markdown")
+    form.add_field("file", b"\x00\x01binary", filename="bad.exe", content_type="application/octet-stream")
+    r = await admin.post("/console/knowledge/upload", data=form, headers={"X-Console-Fragment": "1"})
+    page = await r.text()
+    assert r.status == 207 and "console.md" in page and "bad.exe" in page and "tag-added" in page and "tag-error" in page, page
+    r = await admin.get("/console/knowledge/probe", params={"q": "控制台上传的报价说明", "role": "rep"})
+    assert "kb-console" in await r.text()
+    r = await admin.post("/console/knowledge/doc/edit", data={"id": "kb-console", "audience": "managers", "team": "", "owner": "liuyang",
+                                                              "expires": "2027-01-31", "tags": "报价"}, allow_redirects=False)
+    assert r.status == 303
+    page = await (await admin.get("/console/knowledge/doc", params={"id": "kb-console"})).text()
+    assert "v2" in page and "liuyang" in page and "managers" in page, page
+    r = await admin.get("/console/knowledge/probe", params={"q": "控制台上传的报价说明", "role": "rep"})
+    assert "kb-console" not in await r.text()  # managers only now: a rep's search no longer finds it
+    r = await admin.get("/console/knowledge/probe", params={"q": "控制台上传的报价说明", "role": "manager"})
+    assert "kb-console" in await r.text()
+    r = await admin.post("/console/knowledge/doc/retire", data={"id": "kb-console"}, allow_redirects=False)
+    assert r.status == 303
+    page = await (await admin.get("/console/knowledge/doc", params={"id": "kb-console"})).text()
+    assert "tag-retired" in page
+
+
+async def test_a_draft_is_approved_from_the_console(gateway, login):
+    import asyncio
+
+    cp = gateway.copilot
+    rep = cp.directory.get(cp.settings.tenant, "zhangwei")
+    res = await asyncio.to_thread(cp.publishing.upload, rep, "rep-note.md", "# 现场经验\n客户最关心实施周期，演示时先讲三个月上线案例。\n".encode())
+    assert res.meta["ingest"]["status"] == "draft"
+    enablement = await login("chenjing")
+    page = await (await enablement.get("/console/knowledge")).text()
+    m = re.search(r'action="/console/knowledge/drafts/(\d+)/approve"', page)
+    assert m, page
+    r = await enablement.post(f"/console/knowledge/drafts/{m.group(1)}/approve", allow_redirects=False)
+    assert r.status == 303
+    page = await (await enablement.get("/console/knowledge")).text()
+    assert f"drafts/{m.group(1)}/approve" not in page and "flash ok" in page
