@@ -139,6 +139,31 @@ class Directory:
         console = next((i.platform_user_id for i in ids if i.channel == "console"), rep_id)
         return Target(channel="console", tenant=person.tenant, conversation_id=f"web-{console}", user_id=console)
 
+    def update(self, tenant: str, rep_id: str, *, role: str, team: str) -> Person:
+        """Change a person's role and team (a permission change: the caller audits it)."""
+        if role not in ROLES:
+            raise DirectoryError(f"unknown role {role!r}: use one of {', '.join(ROLES)}")
+        with Session(self.engine) as s:
+            rep = s.get(Rep, rep_id)
+            if rep is None or rep.tenant != tenant or not rep.active:
+                raise DirectoryError(f"unknown rep {rep_id!r}")
+            rep.role, rep.team = role, team.strip()
+            s.add(rep)
+            s.commit()
+        self._cache.clear()
+        return self.get(tenant, rep_id)
+
+    def ignore(self, tenant: str, pending_id: int) -> bool:
+        """Stop listing a sender who waits for approval (they stay unknown to the copilot)."""
+        with Session(self.engine) as s:
+            row = s.get(PendingUser, pending_id)
+            if row is None or row.tenant != tenant or row.status != "pending":
+                return False
+            row.status = "ignored"
+            s.add(row)
+            s.commit()
+        return True
+
     def by_role(self, tenant: str, *roles: str) -> list[Person]:
         return [p for p in self.list(tenant) if p.role in roles]
 

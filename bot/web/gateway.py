@@ -91,7 +91,7 @@ def create_web_app(app: App, *, owns_app: bool = False) -> web.Application:
     per_minute = max(1, s.login_attempts_per_minute)
     web_app.add_routes(signin_routes(app.auth, app.agent.prompts, tenant=s.tenant, public_url=s.public_url, demo=s.demo,
                                      per_account=RateLimiter(per_minute, burst=per_minute),
-                                     per_address=RateLimiter(6 * per_minute, burst=6 * per_minute)))
+                                     per_address=RateLimiter(6 * per_minute, burst=6 * per_minute), audit=app.audit))
     web_app.add_routes(admin_routes(s, app.engine, app.directory, app.publishing))
     console_routes(web_app, app)
     web_app.add_routes(app.channels.routes(app.intake.sink))

@@ -11,6 +11,7 @@ import hmac
 import html
 import json
 import secrets
+from typing import Callable
 
 from aiohttp import web
 
@@ -32,7 +33,12 @@ def lang_of(request: web.Request) -> str:
 
 
 def signin_routes(auth: Auth, prompts: Prompts, *, tenant: str, public_url: str, demo: bool,
-                  per_account: RateLimiter, per_address: RateLimiter) -> list[web.RouteDef]:
+                  per_account: RateLimiter, per_address: RateLimiter, audit: Callable[..., None] | None = None) -> list[web.RouteDef]:
+    async def note(name: str, actor: str, **detail: str) -> None:
+        """A sign-in, a refused one, a sign-out or a switch in the audit trail (kind "signin")."""
+        if audit is not None:
+            await asyncio.to_thread(audit, "signin", name, actor[:64], detail, tenant)
+
     session_cookie = cookie_options(public_url, auth.absolute)
     form_cookie = {**cookie_options(public_url, 3600), "samesite": "Strict"}
 
@@ -95,11 +101,14 @@ def signin_routes(auth: Auth, prompts: Prompts, *, tenant: str, public_url: str,
         if token:
             person = await asyncio.to_thread(auth.redeem, tenant, token)
             if person is None:
+                await note("link_refused", "", remote=address)
                 return page(request, nonce, error=prompts.msg("signin_link_invalid", lang), status=410)
         else:
             person = await asyncio.to_thread(auth.check_password, tenant, username, password)
             if person is None:
+                await note("password_refused", username, remote=address)
                 return page(request, nonce, error=prompts.msg("signin_wrong", lang), status=401)
+        await note("link" if token else "password", person.id, remote=address)
         response = web.HTTPSeeOther("/")
         response.set_cookie(COOKIE, await asyncio.to_thread(auth.issue, person), **session_cookie)
         response.del_cookie(FORM_COOKIE, path="/")
@@ -108,6 +117,7 @@ def signin_routes(auth: Auth, prompts: Prompts, *, tenant: str, public_url: str,
     async def logout(request: web.Request) -> web.Response:
         person = request[PERSON]  # the middleware checked the session, the origin and the CSRF token
         await asyncio.to_thread(auth.revoke, person.id, person.tenant)
+        await note("signout", person.id)
         response = web.HTTPSeeOther("/login")
         response.del_cookie(COOKIE, path="/")
         return response
@@ -144,6 +154,7 @@ def signin_routes(auth: Auth, prompts: Prompts, *, tenant: str, public_url: str,
             person = await asyncio.to_thread(auth.directory.get, tenant, target)
         except DirectoryError as exc:
             raise web.HTTPBadRequest(text=str(exc)) from None
+        await note("switch", admin, to=person.id)
         response = web.json_response({"id": person.id, "name": person.name})
         response.set_cookie(COOKIE, await asyncio.to_thread(lambda: auth.issue(person, by=admin)), **session_cookie)
         return response

@@ -7,7 +7,8 @@ import re
 
 import pytest
 
-PAGES = ("/console/knowledge", "/console/knowledge/probe?q=%E6%98%9F%E5%9B%BE&role=rep", "/console/knowledge/doc?id=bc-xingtu")
+PAGES = ("/console/knowledge", "/console/knowledge/probe?q=%E6%98%9F%E5%9B%BE&role=rep", "/console/knowledge/doc?id=bc-xingtu",
+         "/console/audit", "/console/reps")
 
 
 def csrf_of(page: str) -> str:
@@ -30,12 +31,12 @@ async def test_admin_sees_every_page_in_both_languages(login):
 
 @pytest.mark.parametrize("who, allowed", [
     ("zhangwei", set()),
-    ("lina", {"/console/dashboard", "/console/conversations"}),
+    ("lina", set()),
     ("chenjing", {"/console/knowledge", "/console/conversations"}),
 ])
 async def test_each_role_sees_only_its_pages(login, who, allowed):
     client = await login(who)
-    for path in ("/console/knowledge",):
+    for path in ("/console/knowledge", "/console/audit", "/console/reps"):
         r = await client.get(path)
         assert r.status == (200 if path in allowed else 403), (who, path)
         if r.status == 403:
@@ -98,3 +99,31 @@ async def test_a_draft_is_approved_from_the_console(gateway, login):
     assert r.status == 303
     page = await (await enablement.get("/console/knowledge")).text()
     assert f"drafts/{m.group(1)}/approve" not in page and "flash ok" in page
+
+
+async def test_audit_shows_sign_ins_and_permission_changes_and_exports_csv(gateway, login):
+    import asyncio
+
+    cp = gateway.copilot
+    admin = await login("admin")
+    r = await admin.post("/console/reps/person", data={"id": "lijun", "role": "manager", "team": "华东区"}, allow_redirects=False)
+    assert r.status == 303
+    assert (await asyncio.to_thread(cp.directory.get, cp.settings.tenant, "lijun")).role == "manager"
+    r = await admin.post("/console/reps/person", data={"id": "admin", "role": "rep", "team": ""}, allow_redirects=False)
+    assert (await asyncio.to_thread(cp.directory.get, cp.settings.tenant, "admin")).role == "admin"  # nobody demotes themselves
+    await asyncio.to_thread(cp.directory.note_unknown, "wecom", cp.settings.tenant, "WangWu", "王五")
+    page = await (await admin.get("/console/reps")).text()
+    assert "WangWu" in page and "knowledge index" in page and "password" in page
+    pending = re.search(r'name="pending" value="(\d+)"', page).group(1)
+    r = await admin.post("/console/reps/approve", data={"pending": pending, "id": "wangwu", "name": "王五", "role": "rep", "team": "华东区"},
+                         allow_redirects=False)
+    assert r.status == 303
+    assert (await asyncio.to_thread(cp.directory.resolve, "wecom", cp.settings.tenant, "WangWu")).id == "wangwu"
+    page = await (await admin.get("/console/audit", params=[("kind", "signin"), ("kind", "admin")])).text()
+    assert "permission_change" in page and "person_approved" in page and "password" in page
+    r = await admin.get("/console/audit.csv", params={"kind": "admin", "actor": "admin"})
+    body = (await r.text()).lstrip("\ufeff")
+    assert r.status == 200 and r.headers["Content-Type"].startswith("text/csv")
+    lines = body.splitlines()
+    assert lines[0] == "at,kind,actor,name,detail" and any("permission_change" in x and "lijun" in x for x in lines[1:])
+    assert all(",signin," not in x for x in lines[1:])  # filtered to console changes
