@@ -227,6 +227,7 @@ def build_app(settings: Settings, *, platforms: bool = False, channels: Iterable
     from bot.people.directory import Directory
     from bot.pipeline.channels import Channels
     from bot.pipeline.dispatch import Dispatcher
+    from bot.pipeline.history import chat_timeline
     from bot.pipeline.inbox import Inbox
     from bot.pipeline.intake import Intake
     from bot.pipeline.outbox import Outbox, reply_history
@@ -256,7 +257,7 @@ def build_app(settings: Settings, *, platforms: bool = False, channels: Iterable
     signed_in = lambda request: (p.id, p.name) if (p := request.get(PERSON)) is not None else None
     labels = prompts.labels("channel_")  # read once: every connector and the text fallback use the same words
     local = web_chat.build(channel_context(s, "console", engine, labels), history=reply_history(engine, "console"), identity=signed_in,
-                           web_chat=s.web_chat)
+                           web_chat=s.web_chat, timeline=chat_timeline(engine, "console"), words=prompts.labels("chat_"))
     chans = Channels([local, *(channel_connectors(s, engine, labels) if platforms else ()), *channels], labels=labels)
     pending = PendingStore(engine)
     reach = lambda rep_id: directory.target_for(rep_id, chans.names())

@@ -103,7 +103,7 @@ def session_middleware(auth: Auth, tenant: str, public_url: str):
         found = await load_async(request.cookies.get(COOKIE, ""))
         if found is None:
             if request.method in SAFE_METHODS and (request.path in ("/", "/chat") or "text/html" in request.headers.get("Accept", "")):
-                raise web.HTTPSeeOther("/login")
+                raise web.HTTPSeeOther("/login")  # a browser opening a page: to the sign-in form
             raise web.HTTPUnauthorized(text="sign in first (POST /login, or open /login in a browser)")
         ses, person = found
         if request.method not in SAFE_METHODS:

@@ -1,5 +1,8 @@
-"""The web chat connector: the page at /, messages in over POST /api/chat, replies out by waking the
-page that long-polls /api/replies (the reply itself is durable in the outbox already).
+"""The web chat connector: the page at /chat (its scripts and styles under /chat/assets/, nothing from elsewhere),
+messages in over POST /api/chat, replies out by waking the page that long-polls /api/replies (the reply itself is
+durable in the outbox already; the answer being written is offered as `partial`). GET /api/history gives the
+conversation as the person saw it (their messages, the replies, which buttons are settled), GET /api/chat/ui the
+page's words in the reader's language (a `copilot_lang` cookie the page's switch sets, else the browser's).
 
 Who is writing is never read from the request's fields: `identity(request)`, handed in by the factory, gives
 the sender the gateway verified (the signed-in session), or None (401). A person sees only their own
@@ -15,7 +18,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Mapping
 
 from aiohttp import web
 
@@ -26,6 +29,11 @@ from connectors.message import Attachment, Reply, Target
 
 WEB = Path(__file__).parent / "web"
 History = Callable[[str, str, int], Awaitable[list[dict]]]  # (tenant, conversation id, after id) -> replies
+Timeline = Callable[[str, str], Awaitable[dict]]  # (tenant, conversation id) -> {"items": messages and replies, "after": newest reply id}
+LANG_COOKIE = "copilot_lang"
+PAGE_HEADERS = {"Cache-Control": "no-store", "X-Frame-Options": "DENY", "Referrer-Policy": "same-origin",
+                "Content-Security-Policy": "default-src 'self'; img-src 'self' data: https:; object-src 'none'; base-uri 'none'; "
+                                           "frame-ancestors 'none'; form-action 'self'"}
 Identity = Callable[[web.Request], "tuple[str, str] | None"]  # request -> (sender id, display name) the gateway verified
 
 
@@ -33,8 +41,12 @@ class LocalConnector:
     name = CHANNEL
 
     def __init__(self, history: History, identity: Identity, *, tenant: str = "default", uploads: Path | None = None,
-                 max_upload: int = 25 * 1024 * 1024, web_chat: bool = True) -> None:
+                 max_upload: int = 25 * 1024 * 1024, web_chat: bool = True, timeline: Timeline | None = None,
+                 words: Mapping[str, Mapping[str, str]] | None = None) -> None:
+        """`timeline`: a conversation as its person saw it (GET /api/history); `words`: the page's texts per language."""
         self.history = history
+        self.timeline = timeline
+        self.words = words or {}
         self.identity = identity
         self.web_chat = web_chat
         self.tenant = tenant
@@ -57,7 +69,24 @@ class LocalConnector:
 
         async def page(request: web.Request) -> web.StreamResponse:
             self.sender(request)
-            return web.FileResponse(WEB / "index.html", headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY"})
+            return web.FileResponse(WEB / "index.html", headers=PAGE_HEADERS)
+
+        async def home(request: web.Request) -> web.StreamResponse:
+            raise web.HTTPFound("/chat")
+
+        async def ui(request: web.Request) -> web.Response:
+            self.sender(request)
+            lang = self.lang(request)
+            names = {code: w.get("chat_language", code) for code, w in sorted(self.words.items())}  # each in its own language
+            return web.json_response({"lang": lang, "langs": names, "words": self.words.get(lang, {}),
+                                      "max_upload": self.max_upload, "uploads": self.uploads is not None},
+                                     headers={"Cache-Control": "no-store"})
+
+        async def history(request: web.Request) -> web.Response:
+            sender, _ = self.sender(request)
+            conv = self._own(sender, request.query.get("conversation", ""))
+            body = await self.timeline(self.tenant, conv) if self.timeline else {"items": [], "after": 0}
+            return web.json_response(body, headers={"Cache-Control": "no-store"})
 
         async def post(request: web.Request) -> web.Response:
             sender, name = self.sender(request)
@@ -84,13 +113,7 @@ class LocalConnector:
 
         async def replies(request: web.Request) -> web.Response:
             sender, _ = self.sender(request)
-            conv = request.query.get("conversation", "")
-            if not ID.match(conv):
-                raise web.HTTPBadRequest(text="conversation must be 1-128 letters, digits or .:@_-")
-            try:
-                conv = own(sender, conv)
-            except NotYours as exc:
-                raise web.HTTPForbidden(text=str(exc)) from None
+            conv = self._own(sender, request.query.get("conversation", ""))
             try:
                 after = int(request.query.get("after", "0"))
                 wait = min(float(request.query.get("wait", "25")), 60.0)
@@ -111,10 +134,35 @@ class LocalConnector:
             return web.json_response(body)
 
         return [
-            web.get("/", page),
+            web.get("/", home),
+            web.get("/chat", page),
+            web.static("/chat/assets", WEB, append_version=False),
+            web.get("/api/chat/ui", ui),
+            web.get("/api/history", history),
             web.post("/api/chat", post),
             web.get("/api/replies", replies),
         ]
+
+    @staticmethod
+    def _own(sender: str, conv: str) -> str:
+        if not ID.match(conv):
+            raise web.HTTPBadRequest(text="conversation must be 1-128 letters, digits or .:@_-")
+        try:
+            return own(sender, conv)
+        except NotYours as exc:
+            raise web.HTTPForbidden(text=str(exc)) from None
+
+    def lang(self, request: web.Request) -> str:
+        """The page's language: the reader's choice (cookie), else the browser's first language we have, else the first."""
+        have = sorted(self.words) or ["zh"]
+        chosen = request.cookies.get(LANG_COOKIE, "")
+        if chosen in have:
+            return chosen
+        for part in request.headers.get("Accept-Language", "").split(","):
+            code = part.split(";")[0].strip().lower()[:2]
+            if code in have:
+                return code
+        return "zh" if "zh" in have else have[0]
 
     async def _read_upload(self, request: web.Request) -> tuple[dict, Attachment]:
         if self.uploads is None:

@@ -124,9 +124,9 @@ async def test_citation_link_opens_the_passage_for_its_person_only(gateway, logi
     path = url.split("://", 1)[1].split("/", 1)[1]
     page = await gateway.get("/" + path)  # a signed link: no session needed
     text = await page.text()
-    assert page.status == 200 and "星图" in text and 'class="cited"' in text and page.headers["Cache-Control"] == "no-store"
+    assert page.status == 200 and "星图" in text and 'class="passage cited"' in text and page.headers["Cache-Control"] == "no-store"
     whole = gateway.copilot.knowledge.retriever.document_hits(Viewer("default", "rep", "华东区"), url.split("/kb/")[1].split("?")[0])
-    assert text.count("<p id=") <= 5 < len(whole)  # the cited passage with its neighbours, not the whole document
+    assert text.count('class="passage') <= 5 < len(whole)  # the cited passage with its neighbours, not the whole document
     forged = await gateway.get("/" + path.replace("role=rep", "role=admin"))
     assert forged.status == 403
     assert (await (await login("lijun")).get("/" + path)).status == 403  # bound to zhangwei: another signed-in person is refused

@@ -1,0 +1,221 @@
+"""The web chat (/chat) and the citation page in a real browser, against a real `copilot serve` (demo mode: the sample
+people and knowledge; no model: offline answers), as a new user tries them: keyboard-only sign-in, a question
+answered with its citation links, a CRM proposal confirmed and still settled after a reload, the cited passage
+opened in view, a phone screen, and the English interface of an English browser. One server, one browser."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PASSWORD, free_port, serve_env, user_add
+
+pytestmark = pytest.mark.slow
+
+QUESTION = "星图软件的实施周期一般多长？"  # offline: answered from the battlecard, cited
+LOG = "今天拜访了华东医疗集团王总，关注价格，下周二再约"  # a CRM proposal with confirm / edit / cancel
+COMPARE = "我们和星图在实施周期上怎么比？"  # a comparison table
+PHONE = {"width": 390, "height": 844}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """`copilot serve` in demo mode on a free port; zhangwei (rep) and liuyang (enablement, English) have passwords."""
+    tmp: Path = tmp_path_factory.mktemp("chat-page")
+    port, base = free_port(), ""
+    env = serve_env(tmp, "", COPILOT_DEMO="true", COPILOT_LOGIN_ATTEMPTS_PER_MINUTE="100")
+    with (tmp / "serve.log").open("wb") as errors:
+        proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "serve", "--port", str(port)], env=env,
+                                stdout=subprocess.DEVNULL, stderr=errors)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 120
+            while not ready(base):
+                assert proc.poll() is None and time.monotonic() < deadline, (tmp / "serve.log").read_text()[-3000:]
+                time.sleep(0.2)
+            user_add(env, "zhangwei", "rep")
+            user_add(env, "liuyang", "enablement")
+            yield base
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def ready(base: str) -> bool:
+    try:
+        with urllib.request.urlopen(base + "/readyz", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def open_chat(chromium, base: str, name: str, *, locale: str = "zh-CN", viewport: dict | None = None):
+    """A new browser context signed in as `name` with the keyboard alone, on /chat once its welcome shows."""
+    context = chromium.new_context(locale=locale, viewport=viewport or {"width": 1280, "height": 800})
+    page = context.new_page()
+    page.goto(base + "/chat")
+    assert page.url.startswith(base + "/login")  # not signed in: to the sign-in form
+    page.keyboard.type(name)  # the username field has the focus
+    page.keyboard.press("Tab")
+    page.keyboard.type(PASSWORD)
+    page.keyboard.press("Enter")
+    page.wait_for_url(base + "/chat")
+    page.locator("#welcome h2").wait_for()
+    until(page, "document.querySelector('#log').getAttribute('aria-busy') === 'false'")
+    return context, page
+
+
+def until(page, script: str, timeout: float = 30.0) -> None:
+    """Wait until `script` is true in the page (wait_for_function evaluates strings, which the page's CSP forbids)."""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(script):
+        assert time.monotonic() < deadline, f"still false after {timeout} s: {script}"
+        time.sleep(0.1)
+
+
+def ask(page, text: str):
+    """Type `text` into the focused message box, send it with Enter, and return the reply that answers it."""
+    before = page.locator(".msg.bot:not(.thinking):not(.cursor)").count()
+    page.keyboard.type(text)
+    page.keyboard.press("Enter")
+    reply = page.locator(".msg.bot:not(.thinking):not(.cursor)").nth(before)
+    reply.wait_for(timeout=30_000)
+    return reply
+
+
+def test_keyboard_sign_in_then_an_answer_with_its_citation_links(chromium, server, shot):
+    context, page = open_chat(chromium, server, "zhangwei")
+    try:
+        assert "张伟" in page.locator("#welcome h2").inner_text()
+        assert page.locator("#welcome").get_by_role("button").count() >= 2  # example questions to try
+        assert page.evaluate("document.activeElement.id") == "text"  # ready to type
+        # accessible: the replies are announced, the message box and the file picker have names
+        assert page.locator("#log").get_attribute("aria-live") == "polite" and page.locator("#log").get_attribute("role") == "log"
+        assert page.get_by_label("输入消息").evaluate("e => e.id") == "text"
+        assert page.get_by_label("上传文件").evaluate("e => e.type") == "file"
+        page.evaluate("""window.sawThinking = false; new MutationObserver(() => { if (document.querySelector('.thinking')) window.sawThinking = true; })
+                         .observe(document.querySelector('#log'), {childList: true})""")
+        reply = ask(page, QUESTION)
+        assert page.locator(".msg.me").last.inner_text().endswith(QUESTION)
+        assert page.evaluate("window.sawThinking")  # "thinking…" showed until the answer came
+        links = reply.locator(".cites a")
+        assert links.count() >= 1 and "/kb/" in links.first.get_attribute("href")
+        assert reply.locator("a.ref").count() >= 1  # the [1] in the text links to its passage too
+        assert "[1]" in reply.locator("a.ref").first.inner_text()
+        assert "•" in reply.inner_text() and "<" not in reply.inner_text()
+        # keyboard only: Tab from the message box goes on to the file picker? no: back (Shift+Tab) to the reply's links
+        page.locator(".cites a").last.focus()
+        assert page.evaluate("document.activeElement.closest('.cites') !== null")
+        shot(page, "chat-answer")
+    finally:
+        context.close()
+
+
+def test_a_reload_keeps_the_history_and_a_settled_proposal_stays_settled(chromium, server, shot):
+    context, page = open_chat(chromium, server, "zhangwei")
+    try:
+        proposal = ask(page, LOG)
+        buttons = proposal.locator(".buttons button")
+        assert buttons.count() == 3
+        confirm = buttons.first
+        box, bar = confirm.bounding_box(), page.locator("#f").bounding_box()
+        assert box["y"] + box["height"] <= bar["y"]  # not hidden under the input bar
+        confirm.focus()
+        page.keyboard.press("Enter")
+        done = page.locator(".msg.bot:not(.thinking)").last
+        until(page, "/✓/.test([...document.querySelectorAll('.msg.bot:not(.thinking)')].pop().innerText)")
+        assert "✓" in done.inner_text()
+        mine = page.locator(".msg.me").all_inner_texts()
+        replies = page.locator(".msg.bot:not(.thinking)").count()
+
+        page.reload()
+        until(page, "document.querySelector('#log').getAttribute('aria-busy') === 'false'")
+        assert page.locator(".msg.me").all_inner_texts() == mine  # the person's own messages survive, in order
+        assert page.locator(".msg.bot:not(.thinking)").count() == replies
+        assert any(LOG in m for m in mine)
+        settled = page.locator(".msg.bot", has_text="华东医疗集团").locator(".buttons").last
+        assert settled.locator("button:disabled").count() == 3  # answered: not clickable again
+        assert settled.locator("button[aria-pressed=true]").inner_text() == confirm.inner_text()
+        # the newest proposal after the reload is still open: a new one keeps its buttons
+        again = ask(page, LOG.replace("下周二", "下周三"))
+        assert again.locator(".buttons button:enabled").count() == 3
+        shot(page, "chat-history")
+    finally:
+        context.close()
+
+
+def test_the_citation_link_opens_scrolled_to_the_rendered_passage(chromium, server, shot):
+    context, page = open_chat(chromium, server, "zhangwei", viewport=PHONE)
+    try:
+        reply = ask(page, QUESTION)
+        href = reply.locator(".cites a").first.get_attribute("href").split("#")[0]  # some in-app browsers drop the fragment
+        title = reply.locator(".cites a").first.inner_text().split("] ", 1)[1].split(" › ")[0]
+        doc = context.new_page()
+        doc.goto(href)
+        cited = doc.locator(".cited")
+        assert cited.count() == 1
+        until(doc, "(() => { const r = document.querySelector('.cited').getBoundingClientRect(); return r.top >= 0 && r.top < innerHeight / 2; })()")
+        assert doc.evaluate("scrollY") > 0  # opened scrolled down to it, not at the top
+        assert doc.evaluate("getComputedStyle(document.querySelector('.cited')).backgroundColor") != "rgba(0, 0, 0, 0)"
+        assert doc.locator(".passage li, .passage td").count() >= 2  # the passages' Markdown lists and tables rendered
+        text = "\n".join(doc.locator(".passage").all_inner_texts())
+        assert not re.search(r"^\s*([-*] |#+ |\|)", text, re.M)  # no raw list markers, headings or table rows
+        headings = doc.locator("h2").all_inner_texts()
+        assert headings and all(" › " not in h or not h.startswith(headings[0].split(" › ")[0]) for h in headings[1:])  # no repeated path
+        assert doc.locator("h1").inner_text() == title
+        assert doc.evaluate("document.scrollingElement.scrollWidth") <= PHONE["width"]
+        shot(doc, "citation-page")
+    finally:
+        context.close()
+
+
+def test_a_phone_screen(chromium, server, shot):
+    context, page = open_chat(chromium, server, "zhangwei", viewport=PHONE)
+    try:
+        title = page.locator("#title")
+        assert title.bounding_box()["height"] < 30  # one line
+        reply = ask(page, COMPARE)
+        assert reply.locator("table").count() == 1  # a rendered table, scrolled inside its message
+        width = page.evaluate("document.scrollingElement.scrollWidth")
+        assert width <= PHONE["width"], width
+        for part in ("#text", "#attach", "#send"):
+            box = page.locator(part).bounding_box()
+            assert page.locator(part).is_visible() and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"], part
+            assert box["y"] + box["height"] <= PHONE["height"], part
+        shot(page, "chat-phone")
+    finally:
+        context.close()
+
+
+def test_english_for_an_english_browser_and_the_switch(chromium, server, shot):
+    context, page = open_chat(chromium, server, "liuyang", locale="en-US")
+    try:
+        assert page.evaluate("document.documentElement.lang") == "en"
+        assert page.locator("#send").inner_text() == "Send"
+        assert re.search(r"upload", page.locator("#welcome").inner_text(), re.I)  # enablement: how to upload
+        assert page.get_by_label("Upload a file").evaluate("e => e.type") == "file"
+        assert page.get_by_role("link", name="Console").get_attribute("href") == "/console"
+        page.locator("#file").set_input_files({"name": "demo-note.md", "mimeType": "text/markdown",
+                                               "buffer": "# Demo note\n\nThe demo widget ships in blue.\n".encode()})
+        result = page.locator(".msg.bot:not(.thinking)").last
+        until(page, "[...document.querySelectorAll('.msg.bot:not(.thinking)')].some(e => /demo-note/.test(e.innerText))", 60)
+        assert not re.search(r"[\u4e00-\u9fff]", result.inner_text())  # an English person gets English
+        shot(page, "chat-english")
+        switch = page.locator("#lang")
+        assert switch.inner_text() == "中文"
+        switch.focus()
+        page.keyboard.press("Enter")
+        until(page, "document.documentElement.lang === 'zh-CN'")
+        page.locator("#send").wait_for()
+        assert page.locator("#send").inner_text() == "发送"
+    finally:
+        context.close()
