@@ -244,16 +244,18 @@ class Drafter:
         return self.render(p.id, pl, person)
 
 
-def variant_report(engine, tenant: str) -> list[dict]:
+def variant_report(engine, tenant: str, rep_ids: list[str] | None = None) -> list[dict]:
     """Per draft variant (prompt or template version): proposed, sent unchanged, sent edited, rejected,
-    still open, and the later outcome of the account's deals (won/lost after a sent draft)."""
+    still open, and the later outcome of the account's deals (won/lost after a sent draft). `rep_ids`: only the
+    drafts of these people (a team)."""
     from sqlalchemy import select as sa_select
 
     from bot.agent.tables import PendingRow
     from crm.models import Opportunity
 
     with engine.connect() as c:
-        drafts = c.execute(sa_select(PendingRow).where(PendingRow.tenant == tenant, PendingRow.kind == "send_draft")).all()
+        q = sa_select(PendingRow).where(PendingRow.tenant == tenant, PendingRow.kind == "send_draft")
+        drafts = c.execute(q.where(PendingRow.rep_id.in_(rep_ids)) if rep_ids is not None else q).all()
         opps = c.execute(sa_select(Opportunity.account_id, Opportunity.stage, Opportunity.stage_changed_at)
                          .where(Opportunity.tenant == tenant, Opportunity.stage.in_(("won", "lost")))).all()
     closed: dict[str, list] = {}

@@ -8,7 +8,7 @@ import re
 import pytest
 
 PAGES = ("/console/knowledge", "/console/knowledge/probe?q=%E6%98%9F%E5%9B%BE&role=rep", "/console/knowledge/doc?id=bc-xingtu",
-         "/console/audit", "/console/reps")
+         "/console/audit", "/console/reps", "/console/dashboard", "/console/dashboard?team=%E5%8D%8E%E4%B8%9C%E5%8C%BA&days=30")
 
 
 def csrf_of(page: str) -> str:
@@ -31,12 +31,12 @@ async def test_admin_sees_every_page_in_both_languages(login):
 
 @pytest.mark.parametrize("who, allowed", [
     ("zhangwei", set()),
-    ("lina", set()),
+    ("lina", {"/console/dashboard"}),
     ("chenjing", {"/console/knowledge", "/console/conversations"}),
 ])
 async def test_each_role_sees_only_its_pages(login, who, allowed):
     client = await login(who)
-    for path in ("/console/knowledge", "/console/audit", "/console/reps"):
+    for path in ("/console/knowledge", "/console/audit", "/console/reps", "/console/dashboard"):
         r = await client.get(path)
         assert r.status == (200 if path in allowed else 403), (who, path)
         if r.status == 403:
@@ -127,3 +127,13 @@ async def test_audit_shows_sign_ins_and_permission_changes_and_exports_csv(gatew
     lines = body.splitlines()
     assert lines[0] == "at,kind,actor,name,detail" and any("permission_change" in x and "lijun" in x for x in lines[1:])
     assert all(",signin," not in x for x in lines[1:])  # filtered to console changes
+
+
+async def test_a_manager_sees_only_their_team(login):
+    lina = await login("lina")  # manager of 华东区
+    page = await (await lina.get("/console/dashboard", params={"team": "华南区"})).text()
+    assert "华东区" in page and 'name="team"' not in page  # no team picker: the team is hers
+    assert "王芳" not in page  # 华南区's rep
+    admin = await login("admin")
+    page = await (await admin.get("/console/dashboard", params={"team": "华南区"})).text()
+    assert 'name="team"' in page and "<svg" in page
