@@ -14,6 +14,7 @@ from datetime import datetime
 from bot.agent import extract as ex
 from bot.agent.llm import ChatModel, Masker, ModelUnavailable
 from bot.agent.pending import Pending, PendingStore
+from bot.ops import deadline
 from bot.people.directory import Person
 from bot.prompts import Prompts, ui_lang
 from connectors.message import Button, Reply
@@ -179,6 +180,7 @@ class CrmLogger:
     # decide ------------------------------------------------------------------------------------------
     def confirm(self, person: Person, p: Pending) -> Reply:
         lang = ui_lang(person.language)
+        deadline.check()  # no CRM write for an attempt that was given up
         if not self.pending.claim(p.id):
             return Reply(text=self.prompts.msg("crm_already_logged", lang), kind="notice")
         pl, t = p.payload, person.tenant

@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable
 from urllib.parse import urlparse
 
 from bot.agent.egress import EgressPolicy, guarded_client
+from bot.ops import deadline
 from bot.settings import Settings
 
 log = logging.getLogger("copilot.llm")
@@ -179,8 +180,10 @@ class ChatModel:
         if tools:
             llm = llm.bind_tools(tools)
         started = time.perf_counter()
+        deadline.check()
         try:
             msg = self._stream(llm, messages, masker, on_text) if on_text is not None and not tools else llm.invoke(messages)
+            deadline.check()  # a blocking call that returned after its attempt was given up: its result is not used
         except Exception as exc:
             latency = time.perf_counter() - started
             self.audit("model", job or "complete", actor, {"model": s.llm_model, "error": type(exc).__name__, "latency_ms": round(latency * 1000)})
@@ -211,6 +214,7 @@ class ChatModel:
         full = None
         last = 0.0
         for chunk in llm.stream(messages):
+            deadline.check()  # the attempt was given up: stop reading (closes the stream)
             full = chunk if full is None else full + chunk
             now = time.monotonic()
             if now - last > 0.15 and isinstance(full.content, str):

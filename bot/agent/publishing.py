@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from bot.agent.tables import AgentTurn
+from bot.ops import deadline
 from bot.people.directory import Directory, Person
 from bot.prompts import Prompts, ui_lang
 from connectors.message import Button, Reply
@@ -39,6 +40,7 @@ class Publishing:
     # uploads -------------------------------------------------------------------------------------
     def upload(self, person: Person, name: str, data: bytes, source: str = "", draft: bool = False) -> Reply:
         """`draft`: saved for approval whoever sent it (files that came by email)."""
+        deadline.check()  # nothing published for an attempt that was given up
         res = self.ingestor.ingest_bytes(data, name, Uploader(person.id, person.role, person.tenant, may_publish=not draft),
                                          source=source or f"chat:{person.id}/{name}")
         if res.status == "draft" and res.version_id:

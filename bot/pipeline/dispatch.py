@@ -5,7 +5,8 @@ every unfinished row is rescheduled (this is how a killed process resumes), and 
 rows whose lease expired elsewhere. A failing message is retried with exponential backoff while
 its conversation waits (order is kept); after `max_attempts` it goes to the dead-letter state and
 the sender gets an apology, so every message is answered exactly once. A handler that runs past
-`handler_timeout` is a failed attempt (its lease is renewed only until then); attempts are counted when
+`handler_timeout` is a failed attempt (its lease is renewed only until then, and the work it left running in a
+thread stops at its next check: bot/ops/deadline.py); attempts are counted when
 a row is claimed, so a message that kills the process every time is dead-lettered too.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ import time
 from collections import deque
 from typing import Awaitable, Callable
 
+from bot.ops import deadline
 from bot.ops.metrics import Metrics
 from bot.pipeline.inbox import Inbox
 from connectors.message import InboundMessage, Reply
@@ -140,11 +142,14 @@ class Dispatcher:
             return await self._dead(inbox_id, msg, f"{attempt - 1} attempts never finished (the process died or lost the lease)")
         started = time.perf_counter()
         renew = asyncio.create_task(self._renew(inbox_id))
+        attempt_event, token = deadline.begin()  # the handler's task (and its threads) see this attempt's event
         try:
             replies = await asyncio.wait_for(self.handler(msg), self.handler_timeout)
         except asyncio.CancelledError:
+            attempt_event.set()
             raise
         except Exception as exc:
+            attempt_event.set()  # what still runs in a thread for this attempt stops at its next check
             if isinstance(exc, asyncio.TimeoutError):
                 exc = TimeoutError(f"the handler took longer than {self.handler_timeout:g} s")
             self.metrics.failed.labels(msg.channel).inc()
@@ -157,6 +162,7 @@ class Dispatcher:
             return delay
         finally:
             renew.cancel()
+            deadline.end(token)
         ids = await asyncio.to_thread(self.inbox.complete, inbox_id, msg, replies)
         self.metrics.processed.labels(msg.channel).inc()
         self.metrics.process_latency.labels(msg.channel).observe(time.perf_counter() - started)

@@ -17,6 +17,7 @@ from typing import Awaitable, Callable
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection, Engine
 
+from bot.ops import deadline
 from bot.ops.metrics import Metrics
 from bot.pipeline.channels import Channels
 from bot.pipeline.tables import OutboundRow
@@ -52,6 +53,7 @@ class Outbox:
 
     def enqueue(self, target: Target, reply: Reply, dedupe_key: str, conversation_key: str | None = None) -> int | None:
         """Queue a reply that is not the answer to an inbox row (nudges, notifications). Idempotent on the key."""
+        deadline.check()  # not for an attempt that was given up
         with self.engine.begin() as conn:
             res = conn.execute(insert_ignore(self.engine, OutboundRow.__table__, reply_row(
                 target, reply, dedupe_key, conversation_key=conversation_key)).returning(OutboundRow.__table__.c.id))

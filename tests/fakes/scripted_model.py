@@ -34,6 +34,7 @@ class FakeOpenAI:
         self.requests: list[dict] = []
         self.auth: list[str] = []  # the Authorization header of every request (chat and embeddings)
         self.embedded: list[str] = []  # every text sent to /v1/embeddings
+        self.streamed: list[int] = []  # per streamed answer: the pieces written before it ended (or the client left)
         self.default = default or (lambda body: Step(text="NOT_IN_KB"))
         self.model = model
         self.arrived = asyncio.Event()
@@ -101,9 +102,14 @@ class FakeOpenAI:
         await resp.prepare(request)
         base = {"id": f"chatcmpl-{len(self.requests)}", "object": "chat.completion.chunk", "created": int(time.time()), "model": body.get("model")}
         pieces = [step.text[i : i + 4] for i in range(0, len(step.text), 4)] or [""]
+        self.streamed.append(0)
         for i, piece in enumerate(pieces):
             delta = {"role": "assistant", "content": piece} if i == 0 else {"content": piece}
-            await resp.write(f"data: {json.dumps({**base, 'choices': [{'index': 0, 'delta': delta, 'finish_reason': None}]}, ensure_ascii=False)}\n\n".encode())
+            try:
+                await resp.write(f"data: {json.dumps({**base, 'choices': [{'index': 0, 'delta': delta, 'finish_reason': None}]}, ensure_ascii=False)}\n\n".encode())
+            except ConnectionResetError:  # the client stopped reading and closed the stream
+                return resp
+            self.streamed[-1] = i + 1
             if step.chunk_delay:
                 await asyncio.sleep(step.chunk_delay)
         await resp.write(f"data: {json.dumps({**base, 'choices': [{'index': 0, 'delta': {}, 'finish_reason': 'stop'}]})}\n\n".encode())

@@ -9,6 +9,7 @@ import os
 import signal
 import time
 
+import langchain_openai  # noqa: F401  (imported here, not inside the first model call: the timings below are the model's)
 import pytest
 from sqlalchemy import create_engine, select
 from sqlmodel import Session
@@ -109,3 +110,28 @@ async def test_a_message_that_kills_the_process_every_time_is_dead_lettered(make
             proc.send_signal(signal.SIGTERM)
             await proc.wait()
         engine.dispose()
+
+
+async def test_the_thread_of_a_timed_out_attempt_stops_reading_the_model_and_does_not_answer(make_app, make_settings, aiohttp_server):
+    """The handler's work runs in a thread that cannot be killed: past the timeout it stops at its next check (the
+    next streamed piece), closes the model's stream, and its late answer is neither sent nor stored."""
+    long_answer = "星图软件的标准实施周期是四到六个月" * 18  # 324 characters: 81 pieces, 0.05 s apart = 4 s
+    fake = FakeOpenAI(default=lambda body: Step(text=ANSWER))
+    fake.add(Step(tool_calls=[{"name": "answer_question", "arguments": {"question": "星图软件的实施周期一般多长？"}}]),
+             Step(text=long_answer + " [1]", chunk_delay=0.05))
+    server = await aiohttp_server(fake.app())
+    cp = make_app(make_settings(llm_base_url=str(server.make_url("/v1")), llm_timeout=60, llm_retries=0, handler_timeout=2.0,
+                                max_attempts=2, retry_base_seconds=8.0))
+    await cp.start()
+    try:
+        msg = await cp.intake.sink(question("slow", "s-1"))
+        await wait_for(lambda: "longer than 2 s" in (cp.inbox.get(msg.inbox_id).error or ""), 30)
+        await asyncio.sleep(4.5)  # past the end of the stream, had the thread kept reading
+        pieces = len(long_answer + " [1]") // 4 + 1
+        assert fake.streamed and fake.streamed[0] < pieces * 3 // 4, fake.streamed  # it stopped near the timeout
+        assert not replies(cp.engine, msg.inbox_id)  # the late thread answered nothing
+        await wait_for(lambda: replies(cp.engine, msg.inbox_id), 30)  # the retry answers, once
+        [got] = replies(cp.engine, msg.inbox_id)
+        assert "4–6 个月" in got["text"]
+    finally:
+        await cp.aclose()
