@@ -211,7 +211,8 @@ class Agent:
         evidence = {"passages": [{"doc_id": h.doc_id, "title": h.title, "heading": h.heading, "version": h.version,
                                   "updated": h.updated, "relevance": round(h.relevance or 0, 3), "chunk_id": h.chunk_id} for h in ans.hits],
                     "cited_documents": sorted({h.document_pk for h in ans.hits if h.doc_id in {c.doc_id for c in ans.citations}}),
-                    "grounded": ans.grounded}
+                    "grounded": ans.grounded,
+                    "question": text[:1000], "answer": ans.text[:4000]}  # for the console's review of declined and rated answers
         if ans.hits:
             self.answerer.retriever.record_use(person.tenant, ans.hits, "retrieved", person.id)
             self.answerer.retriever.record_use(person.tenant, [h for h in ans.hits if h.doc_id in {c.doc_id for c in ans.citations}],

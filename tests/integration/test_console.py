@@ -8,7 +8,8 @@ import re
 import pytest
 
 PAGES = ("/console/knowledge", "/console/knowledge/probe?q=%E6%98%9F%E5%9B%BE&role=rep", "/console/knowledge/doc?id=bc-xingtu",
-         "/console/audit", "/console/reps", "/console/dashboard", "/console/dashboard?team=%E5%8D%8E%E4%B8%9C%E5%8C%BA&days=30")
+         "/console/audit", "/console/reps", "/console/dashboard", "/console/dashboard?team=%E5%8D%8E%E4%B8%9C%E5%8C%BA&days=30", "/console/conversations",
+         "/console/conversations?kind=disliked&days=90")
 
 
 def csrf_of(page: str) -> str:
@@ -31,12 +32,12 @@ async def test_admin_sees_every_page_in_both_languages(login):
 
 @pytest.mark.parametrize("who, allowed", [
     ("zhangwei", set()),
-    ("lina", {"/console/dashboard"}),
+    ("lina", {"/console/dashboard", "/console/conversations"}),
     ("chenjing", {"/console/knowledge", "/console/conversations"}),
 ])
 async def test_each_role_sees_only_its_pages(login, who, allowed):
     client = await login(who)
-    for path in ("/console/knowledge", "/console/audit", "/console/reps", "/console/dashboard"):
+    for path in ("/console/knowledge", "/console/audit", "/console/reps", "/console/dashboard", "/console/conversations"):
         r = await client.get(path)
         assert r.status == (200 if path in allowed else 403), (who, path)
         if r.status == 403:
@@ -137,3 +138,44 @@ async def test_a_manager_sees_only_their_team(login):
     admin = await login("admin")
     page = await (await admin.get("/console/dashboard", params={"team": "华南区"})).text()
     assert 'name="team"' in page and "<svg" in page
+
+
+def say(cp, rep_id: str, text: str, n: int):
+    from datetime import datetime, timezone
+
+    from connectors.message import InboundMessage
+
+    person = cp.directory.get(cp.settings.tenant, rep_id)
+    msg = InboundMessage(channel="console", tenant=cp.settings.tenant, conversation_id=f"web-{rep_id}", sender_id=rep_id, text=text,
+                         platform_msg_id=f"console-test-{n}", received_at=datetime.now(timezone.utc))
+    return cp.agent.handle(person, msg)
+
+
+async def test_declined_and_disliked_answers_become_knowledge_entries(gateway, login):
+    import asyncio
+
+    from rag.retrieve import Viewer
+
+    cp = gateway.copilot
+    await asyncio.to_thread(say, cp, "zhangwei", "火星基地的氧气供应商是谁？", 1)  # nothing in the knowledge base
+    await asyncio.to_thread(say, cp, "zhangwei", "蓝海支持 UDI 吗？", 2)
+    await asyncio.to_thread(say, cp, "zhangwei", "👎", 3)
+    await asyncio.to_thread(say, cp, "wangfang", "月球工厂的电费怎么算？", 4)  # another team's rep
+    enablement = await login("chenjing")
+    page = await (await enablement.get("/console/conversations", params={"kind": "declined"})).text()
+    assert "火星基地的氧气供应商是谁？" in page and "月球工厂的电费怎么算？" in page
+    page = await (await enablement.get("/console/conversations", params={"kind": "disliked"})).text()
+    assert "蓝海支持 UDI 吗？" in page and "passage" in page
+    lina = await login("lina")  # 华东区's manager: her team's conversations only
+    page = await (await lina.get("/console/conversations", params={"kind": "declined"})).text()
+    assert "火星基地" in page and "月球工厂" not in page
+    page = await (await enablement.get("/console/conversations", params={"kind": "declined"})).text()
+    turn = re.search(r'<h3 id="q(\d+)">火星基地', page).group(1)
+    r = await enablement.post("/console/conversations/entry", data={"turn": turn, "title": "火星基地的氧气供应商是谁？",
+                                                                    "body": "火星基地的氧气由云帆合作伙伴红星气体供应，合同每年续签。", "audience": "all"},
+                              allow_redirects=False)
+    assert r.status == 303 and f"faq-turn-{turn}" in r.headers["Location"]
+    hits = await asyncio.to_thread(cp.knowledge.retriever.search, "火星基地 氧气 供应商", Viewer("default", "rep"))
+    assert hits and hits[0].doc_id == f"faq-turn-{turn}"
+    page = await (await enablement.get("/console/conversations", params={"kind": "declined"})).text()
+    assert f"faq-turn-{turn}" in page  # marked as done
