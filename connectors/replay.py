@@ -4,9 +4,11 @@ A platform's signature proves who made a request, not when: a captured request c
 callback whose timestamp is outside the window is refused; inside it, each signature is remembered until
 its timestamp leaves the window, so the same signed request is recognised when it comes back.
 
-The memory is in-process (a dict with expiry), which is enough for one `copilot serve`: with several
-processes behind a load balancer a replay could reach another process within the window, where the durable
-inbox still stores a platform message id once. Bounded: past `max_items` the oldest entries go first.
+Remembered in process memory and, when the factory hands over the database (`engine`), in the `replay_seen`
+table too, so that every `copilot serve` behind a load balancer knows what any of them saw: a DingTalk signature
+captured at one process cannot carry another body to another. `claim` is atomic across processes (an insert
+that leaves an existing row alone). Bounded: past `max_items` the oldest memory entries go first; expired rows
+are deleted as new ones come. The calls touch the database: connectors run them in a thread.
 """
 from __future__ import annotations
 
@@ -14,28 +16,86 @@ import heapq
 import time
 from typing import Callable
 
+from sqlalchemy import Column, Float, MetaData, String, Table, delete, select
+from sqlalchemy.engine import Engine
+
+from connectors.sql import insert_ignore
+
+metadata = MetaData()
+seen_table = Table(
+    "replay_seen", metadata,
+    Column("key", String(400), primary_key=True),  # e.g. app|timestamp, or corp|timestamp|nonce|signature
+    Column("what", String(100), nullable=False),  # what the signature came with (a body hash), or ""
+    Column("expires_at", Float, nullable=False, index=True),
+)
+PRUNE_EVERY = 500  # remembered signatures between deletions of the expired rows
+
 
 class SeenSignatures:
-    def __init__(self, window: float, *, max_items: int = 200_000, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, window: float, *, engine: Engine | None = None, max_items: int = 200_000,
+                 clock: Callable[[], float] = time.time) -> None:
         self.window = window  # seconds either side of now
+        self.engine = engine
         self.max_items = max_items
         self.clock = clock
         self._seen: dict[str, tuple[float, str]] = {}  # key -> (expires at, what it signed)
         self._expiry: list[tuple[float, str]] = []  # a heap of (expires at, key)
+        self._writes = 0
+        if engine is not None:
+            metadata.create_all(engine)
 
     def in_window(self, timestamp: float) -> bool:
         return abs(self.clock() - timestamp) <= self.window
 
     def seen(self, key: str) -> str | None:
         """What the signature `key` came with before (e.g. a body hash), or None when it is new."""
-        self._expire(self.clock())
+        now = self.clock()
+        self._expire(now)
         hit = self._seen.get(key)
-        return hit[1] if hit is not None else None
+        if hit is not None or self.engine is None:
+            return hit[1] if hit is not None else None
+        with self.engine.connect() as conn:
+            row = conn.execute(select(seen_table.c.what, seen_table.c.expires_at).where(seen_table.c.key == key)).first()
+        if row is None or row.expires_at < now:
+            return None
+        self._keep(key, row.expires_at, row.what)
+        return row.what
 
     def remember(self, key: str, timestamp: float, what: str = "") -> None:
         """Keep `key` until its timestamp leaves the window."""
-        self._expire(self.clock())
+        self.claim(key, timestamp, what)
+
+    def claim(self, key: str, timestamp: float, what: str = "") -> str | None:
+        """Remember `key` with `what` unless it is known: then return what it came with first (None: it is new).
+        Two processes claiming the same key at once: one of them gets the other's `what`."""
+        now = self.clock()
+        self._expire(now)
         until = timestamp + self.window
+        if self.engine is None:
+            hit = self._seen.get(key)
+            if hit is not None:
+                return hit[1]
+            self._keep(key, until, what)
+            return None
+        with self.engine.begin() as conn:
+            inserted = conn.execute(insert_ignore(conn, seen_table, {"key": key, "what": what, "expires_at": until})).rowcount
+            if not inserted:
+                row = conn.execute(select(seen_table.c.what, seen_table.c.expires_at).where(seen_table.c.key == key)).first()
+                if row is not None and row.expires_at < now:  # an expired row that was not pruned yet: the key is new
+                    conn.execute(seen_table.update().where(seen_table.c.key == key).values(what=what, expires_at=until))
+                    row = None
+            else:
+                row = None
+            self._writes += 1
+            if self._writes % PRUNE_EVERY == 0:
+                conn.execute(delete(seen_table).where(seen_table.c.expires_at < now))
+        if row is not None:
+            self._keep(key, row.expires_at, row.what)
+            return row.what
+        self._keep(key, until, what)
+        return None
+
+    def _keep(self, key: str, until: float, what: str) -> None:
         self._seen[key] = (until, what)
         heapq.heappush(self._expiry, (until, key))
         while len(self._seen) > self.max_items:  # the ones closest to expiring go first

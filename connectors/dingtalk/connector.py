@@ -8,6 +8,7 @@ Imports only the channel core and its own modules.
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -17,6 +18,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from aiohttp import web
+from sqlalchemy.engine import Engine
 
 from connectors.channel import ChannelContext, Check, SendError, Sink
 from connectors.config import ConfigProblem
@@ -40,7 +42,8 @@ class DingTalkConnector:
     text_limit, text_unit = MAX_CHARS, "chars"
 
     def __init__(self, apps: list[DingTalkApp], problems: list[ConfigProblem] | None = None, *, public_url: str = "",
-                 max_download: int = 25 * 1024 * 1024, stream_options: dict[str, Any] | None = None, labels: Labels | None = None) -> None:
+                 max_download: int = 25 * 1024 * 1024, stream_options: dict[str, Any] | None = None, labels: Labels | None = None,
+                 engine: Engine | None = None) -> None:
         self.apps = {a.key: a for a in apps}
         self.by_tenant = {a.tenant: a for a in apps}
         self.problems = list(problems or [])
@@ -51,9 +54,9 @@ class DingTalkConnector:
         self.stream_options = stream_options or {}
         self.labels = labels  # the words it adds (connectors/labels.py); None: the shipped catalogue's
         self._progress: OrderedDict[str, int] = OrderedDict()  # reply key -> parts already delivered
-        # HTTP callbacks' signatures within the timestamp window, with the body each one came with: in-process
-        # memory (connectors/replay.py). The sign is HMAC(timestamp), so the app and the timestamp name it.
-        self.seen = SeenSignatures(MAX_SKEW_MS / 1000)
+        # HTTP callbacks' signatures within the timestamp window, with the body each one came with, shared by every
+        # process through the database (connectors/replay.py). The sign is HMAC(timestamp): the app and the timestamp name it.
+        self.seen = SeenSignatures(MAX_SKEW_MS / 1000, engine=engine)
 
     @classmethod
     def build(cls, ctx: ChannelContext, **kw: Any) -> "DingTalkConnector | None":
@@ -61,7 +64,8 @@ class DingTalkConnector:
         apps, problems = load_apps(ctx.tenant, ctx.section)
         if not apps and not problems:
             return None
-        return cls(apps, problems, public_url=ctx.public_url, max_download=ctx.max_download, labels=ctx.labels or None, **kw)
+        return cls(apps, problems, public_url=ctx.public_url, max_download=ctx.max_download, labels=ctx.labels or None, engine=ctx.engine,
+                   **kw)
 
     # receive -----------------------------------------------------------------------------------
     def routes(self, sink: Sink) -> list[web.RouteDef]:
@@ -79,8 +83,9 @@ class DingTalkConnector:
                 raise web.HTTPForbidden(text=f"DingTalk signature check failed: {exc}") from None
             raw = await request.read()
             # The sign covers the timestamp only, not the body: a signature is good for one body, once.
+            # Claimed before anything else, atomically across processes: the first body wins the signature.
             key, digest = f"{app.key}|{ts}", hashlib.sha256(raw).hexdigest()
-            before = self.seen.seen(key)
+            before = await asyncio.to_thread(self.seen.claim, key, int(ts) / 1000, digest)
             if before is not None and before != digest:
                 log.warning("%s: a used signature came with another body from %s: refused", app.label, request.remote)
                 raise web.HTTPForbidden(text="DingTalk signature check failed: this signature was already used for another request")
@@ -96,12 +101,10 @@ class DingTalkConnector:
             except PayloadError as exc:
                 raise web.HTTPBadRequest(text=str(exc)) from None
             if msg is None:
-                self.seen.remember(key, int(ts) / 1000, digest)
                 return web.json_response({"ignored": "group message that does not @ the robot"})
             # durable before DingTalk hears 200: its retries are duplicates. Throttled propagates: the
             # gateway answers 429 and DingTalk's retry brings the message back
-            acc = await sink(msg)
-            self.seen.remember(key, int(ts) / 1000, digest)  # the same request again is a retry; another body is refused
+            acc = await sink(msg)  # the same request again is a retry (the inbox dedupes it); another body is refused
             return web.json_response({"inbox_id": acc.inbox_id, "duplicate": acc.duplicate})
 
         return [web.post("/dingtalk/callback", callback), web.post("/dingtalk/{app}/callback", callback)]

@@ -20,4 +20,4 @@ def build(ctx: ChannelContext) -> WeComConnector | None:
     """
     corps, problems = load_corps(ctx.tenant, ctx.section)
     return WeComConnector(corps, problems=problems, max_file=min(ctx.max_download, 20 * 1024 * 1024),
-                          labels=ctx.labels or None) if corps or problems else None
+                          labels=ctx.labels or None, engine=ctx.engine) if corps or problems else None

@@ -12,6 +12,7 @@ import asyncio
 import logging
 
 from aiohttp import web
+from sqlalchemy.engine import Engine
 
 from connectors.channel import Check, SendError, Sink
 from connectors.config import ConfigProblem
@@ -33,7 +34,8 @@ class WeComConnector:
     text_limit, text_unit = TEXT_LIMIT, "bytes"  # text and markdown content: WeCom cuts the rest silently
 
     def __init__(self, corps: list[CorpConfig], *, problems: list[ConfigProblem] | None = None, max_body: int = 64 * 1024,
-                 max_file: int = 20 * 1024 * 1024, inline_wait: float = 5.0, labels: Labels | None = None) -> None:
+                 max_file: int = 20 * 1024 * 1024, inline_wait: float = 5.0, labels: Labels | None = None,
+                 engine: Engine | None = None) -> None:
         self.corps = {c.key: c for c in corps}
         self.by_tenant = {c.tenant: c for c in corps}
         self.max_body = max_body  # a callback is a few KB
@@ -50,9 +52,9 @@ class WeComConnector:
             else:
                 self.crypto[c.key] = WeComCrypto(c.token.get_secret_value(), c.aes_key.get_secret_value(), c.corp_id)
         self.clients = {c.key: WeComClient(c) for c in corps}
-        # (corp, timestamp, nonce, signature) of the callbacks stored within the window: in-process memory
-        # (connectors/replay.py), so a captured callback sent again inside the window is not processed twice
-        self.seen = SeenSignatures(WINDOW)
+        # (corp, timestamp, nonce, signature) of the callbacks stored within the window, shared by every process
+        # through the database (connectors/replay.py): a captured callback sent again inside the window is not processed twice
+        self.seen = SeenSignatures(WINDOW, engine=engine)
 
     def _fresh(self, corp: CorpConfig, timestamp: str, request: web.Request) -> None:
         if not self.seen.in_window(int(timestamp)):
@@ -98,7 +100,7 @@ class WeComConnector:
                 log.info("wecom %s: bad callback from %s: %s", corp.key, request.remote, exc)
                 raise web.HTTPBadRequest(text=str(exc)) from None
             key = f"{corp.key}|{ts}|{nonce}|{sig}"
-            if self.seen.seen(key) is not None:  # signed, in the window, and already stored: acknowledged, not processed again
+            if await asyncio.to_thread(self.seen.seen, key) is not None:  # signed, in the window, and already stored: acknowledged, not processed again
                 log.warning("wecom %s: a callback already received came again from %s (timestamp %s, nonce %s)", corp.key,
                             request.remote, ts, nonce)
                 return web.Response(text="")
@@ -106,7 +108,7 @@ class WeComConnector:
                 # durable before we answer; a failure here is a 500 and WeCom retries. Throttled propagates:
                 # the gateway answers 429 and WeCom's retry brings the message back
                 await sink(msg)
-            self.seen.remember(key, int(ts))  # only once stored: a retry of a callback that failed still gets in
+            await asyncio.to_thread(self.seen.remember, key, int(ts))  # only once stored: a retry of a callback that failed still gets in
             return web.Response(text="")  # an empty 200: no passive reply, the answer goes via message/send
 
         return [

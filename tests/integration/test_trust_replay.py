@@ -141,3 +141,23 @@ async def test_doctor_says_when_the_dingtalk_corp_id_is_not_configured(aiohttp_s
         else:
             check = checks["dingtalk[default] corp id"]
             assert not check.ok and "COPILOT_DINGTALK_CORP_ID" in check.fix and "not checked" in check.detail
+
+
+async def test_a_dingtalk_sign_used_at_one_process_is_refused_with_another_body_at_another(dingtalk, aiohttp_client, tmp_path):
+    """Two gateways on one database (two `copilot serve` behind a load balancer): the sign captured from a
+    callback that reached the first cannot carry another body to the second."""
+    from sqlalchemy import create_engine
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'shared.db'}")
+    first, second = (DingTalkConnector([DingTalkApp(app_key=APP, app_secret=SECRET, corp_id=CORP)], engine=engine) for _ in range(2))
+    sink = Sink()
+    one, two = await serve(aiohttp_client, first, sink), await serve(aiohttp_client, second, sink)
+    headers = FakeDingTalk.signed_headers(SECRET)
+    genuine = json.dumps(dingtalk.message(APP, sender="0251120101", text="你好", msg_id="msg-genuine")).encode()
+    assert (await one.post("/dingtalk/callback", data=genuine, headers=headers)).status == 200
+    forged = json.dumps(dingtalk.message(APP, sender="0251120201", text="给我看经理的报表", msg_id="msg-forged")).encode()
+    r = await two.post("/dingtalk/callback", data=forged, headers=headers)
+    assert r.status == 403 and "already used" in await r.text()
+    assert (await two.post("/dingtalk/callback", data=genuine, headers=headers)).status == 200  # a retry at the other process
+    assert [m.platform_msg_id for m in sink.got] == ["msg-genuine", "msg-genuine"]  # the inbox dedupes the retry
+    engine.dispose()
