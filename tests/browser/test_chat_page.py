@@ -1,17 +1,23 @@
 """The web chat (/chat) and the citation page in a real browser, against a real `copilot serve` (demo mode: the sample
-people and knowledge; no model: offline answers), as a new user tries them: keyboard-only sign-in, a question
-answered with its citation links, a CRM proposal confirmed and still settled after a reload, the cited passage
-opened in view, a phone screen, and the English interface of an English browser. One server, one browser."""
+people and knowledge; the scripted model of tests/fakes, streaming its answers slowly), as a new user tries them:
+keyboard-only sign-in, a question answered while it is written, with its citation links, a CRM proposal confirmed
+and still settled after a reload, the cited passage opened in view, a phone screen, and the English interface of an
+English browser. One model, one server, one browser for the module."""
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import re
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from tests.conftest import PASSWORD, free_port, serve_env, user_add
 
@@ -24,11 +30,38 @@ PHONE = {"width": 390, "height": 844}
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def model():
+    """The scripted model (tests/fakes: a careful model's answers, each streamed in pieces 40 ms apart) in a thread of its own."""
+    from tests.fakes.openai_server import FakeOpenAI, policy
+
+    slow = lambda step: dataclasses.replace(step, chunk_delay=0.04) if step.text and not step.tool_calls else step
+    fake = FakeOpenAI(default=lambda body: slow(policy(body)))
+    loop, port, up = asyncio.new_event_loop(), free_port(), threading.Event()
+    runner = web.AppRunner(fake.app())
+
+    def serve() -> None:  # its own loop in its own thread: Playwright's sync API holds this thread's
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(runner.setup())
+        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
+        up.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert up.wait(30)
+    yield f"http://127.0.0.1:{port}/v1"
+    asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+    loop.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, model):
     """`copilot serve` in demo mode on a free port; zhangwei (rep) and liuyang (enablement, English) have passwords."""
     tmp: Path = tmp_path_factory.mktemp("chat-page")
     port, base = free_port(), ""
-    env = serve_env(tmp, "", COPILOT_DEMO="true", COPILOT_LOGIN_ATTEMPTS_PER_MINUTE="100")
+    env = serve_env(tmp, model, COPILOT_DEMO="true", COPILOT_LOGIN_ATTEMPTS_PER_MINUTE="100", COPILOT_LLM_TIMEOUT="60")
     with (tmp / "serve.log").open("wb") as errors:
         proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "serve", "--port", str(port)], env=env,
                                 stdout=subprocess.DEVNULL, stderr=errors)
@@ -38,8 +71,8 @@ def server(tmp_path_factory):
             while not ready(base):
                 assert proc.poll() is None and time.monotonic() < deadline, (tmp / "serve.log").read_text()[-3000:]
                 time.sleep(0.2)
-            user_add(env, "zhangwei", "rep")
-            user_add(env, "liuyang", "enablement")
+            with ThreadPoolExecutor() as pool:  # two CLI processes at once
+                list(pool.map(lambda who: user_add(env, *who), [("zhangwei", "rep"), ("liuyang", "enablement")]))
             yield base
         finally:
             proc.terminate()
@@ -67,8 +100,9 @@ def open_chat(chromium, base: str, name: str, *, locale: str = "zh-CN", viewport
     page.keyboard.type(name)  # the username field has the focus
     page.keyboard.press("Tab")
     page.keyboard.type(PASSWORD)
-    page.keyboard.press("Enter")
-    page.wait_for_url(base + "/chat")
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    assert page.url == base + "/chat", page.locator("body").inner_text()
     page.locator("#welcome h2").wait_for()
     until(page, "document.querySelector('#log').getAttribute('aria-busy') === 'false'")
     return context, page
@@ -102,16 +136,24 @@ def test_keyboard_sign_in_then_an_answer_with_its_citation_links(chromium, serve
         assert page.locator("#log").get_attribute("aria-live") == "polite" and page.locator("#log").get_attribute("role") == "log"
         assert page.get_by_label("输入消息").evaluate("e => e.id") == "text"
         assert page.get_by_label("上传文件").evaluate("e => e.type") == "file"
-        page.evaluate("""window.sawThinking = false; new MutationObserver(() => { if (document.querySelector('.thinking')) window.sawThinking = true; })
-                         .observe(document.querySelector('#log'), {childList: true})""")
+        page.evaluate("""window.seen = {thinking: false, partial: []};
+            new MutationObserver(() => {
+              if (document.querySelector('.thinking')) window.seen.thinking = true;
+              const p = document.querySelector('.cursor');
+              if (p && p.innerText !== window.seen.partial[window.seen.partial.length - 1]) window.seen.partial.push(p.innerText);
+            }).observe(document.querySelector('#log'), {childList: true, subtree: true, characterData: true})""")
         reply = ask(page, QUESTION)
         assert page.locator(".msg.me").last.inner_text().endswith(QUESTION)
-        assert page.evaluate("window.sawThinking")  # "thinking…" showed until the answer came
+        seen = page.evaluate("window.seen")
+        assert seen["thinking"]  # "thinking…" showed until the answer began
+        partial = [p for p in seen["partial"] if p.strip()]
+        assert len(partial) >= 2 and all(len(a) <= len(b) for a, b in zip(partial, partial[1:])), partial  # it grew as it was written
+        assert page.locator(".cursor, .thinking").count() == 0 and page.locator("#log").get_attribute("aria-busy") == "false"
         links = reply.locator(".cites a")
         assert links.count() >= 1 and "/kb/" in links.first.get_attribute("href")
         assert reply.locator("a.ref").count() >= 1  # the [1] in the text links to its passage too
         assert "[1]" in reply.locator("a.ref").first.inner_text()
-        assert "•" in reply.inner_text() and "<" not in reply.inner_text()
+        assert not re.search(r"\*\*|</?\w", reply.inner_text())  # rendered, not Markdown or markup as text
         # keyboard only: Tab from the message box goes on to the file picker? no: back (Shift+Tab) to the reply's links
         page.locator(".cites a").last.focus()
         assert page.evaluate("document.activeElement.closest('.cites') !== null")
@@ -213,7 +255,8 @@ def test_english_for_an_english_browser_and_the_switch(chromium, server, shot):
         switch = page.locator("#lang")
         assert switch.inner_text() == "中文"
         switch.focus()
-        page.keyboard.press("Enter")
+        with page.expect_navigation():
+            page.keyboard.press("Enter")  # the choice is kept (a cookie) and the page reloads in it
         until(page, "document.documentElement.lang === 'zh-CN'")
         page.locator("#send").wait_for()
         assert page.locator("#send").inner_text() == "发送"
