@@ -61,7 +61,8 @@ def server(tmp_path_factory, model):
     """`copilot serve` in demo mode on a free port; zhangwei (rep) and liuyang (enablement, English) have passwords."""
     tmp: Path = tmp_path_factory.mktemp("chat-page")
     port, base = free_port(), ""
-    env = serve_env(tmp, model, COPILOT_DEMO="true", COPILOT_LOGIN_ATTEMPTS_PER_MINUTE="100", COPILOT_LLM_TIMEOUT="60")
+    env = serve_env(tmp, model, COPILOT_DEMO="true", COPILOT_LOGIN_ATTEMPTS_PER_MINUTE="100", COPILOT_LLM_TIMEOUT="60",
+                    COPILOT_MAX_UPLOAD_BYTES=str(2 * 1024 * 1024))
     with (tmp / "serve.log").open("wb") as errors:
         proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "serve", "--port", str(port)], env=env,
                                 stdout=subprocess.DEVNULL, stderr=errors)
@@ -154,9 +155,15 @@ def test_keyboard_sign_in_then_an_answer_with_its_citation_links(chromium, serve
         assert reply.locator("a.ref").count() >= 1  # the [1] in the text links to its passage too
         assert "[1]" in reply.locator("a.ref").first.inner_text()
         assert not re.search(r"\*\*|</?\w", reply.inner_text())  # rendered, not Markdown or markup as text
-        # keyboard only: Tab from the message box goes on to the file picker? no: back (Shift+Tab) to the reply's links
-        page.locator(".cites a").last.focus()
-        assert page.evaluate("document.activeElement.closest('.cites') !== null")
+        # keyboard only, in reading order: the message box, then Send; back from it the file picker, then the reply's links
+        assert page.evaluate("document.activeElement.id") == "text"
+        page.keyboard.press("Tab")
+        assert page.evaluate("document.activeElement.id") == "send"
+        page.keyboard.press("Shift+Tab")
+        page.keyboard.press("Shift+Tab")
+        assert page.evaluate("document.activeElement.id") == "file"
+        page.keyboard.press("Shift+Tab")
+        assert page.evaluate("document.activeElement.closest('.cites') !== null")  # the last source link
         shot(page, "chat-answer")
     finally:
         context.close()
@@ -187,9 +194,12 @@ def test_a_reload_keeps_the_history_and_a_settled_proposal_stays_settled(chromiu
         settled = page.locator(".msg.bot", has_text="华东医疗集团").locator(".buttons").last
         assert settled.locator("button:disabled").count() == 3  # answered: not clickable again
         assert settled.locator("button[aria-pressed=true]").inner_text() == confirm.inner_text()
-        # the newest proposal after the reload is still open: a new one keeps its buttons
-        again = ask(page, LOG.replace("下周二", "下周三"))
-        assert again.locator(".buttons button:enabled").count() == 3
+        # a proposal settled otherwise (a newer one supersedes it) closes while the page is open, without a reload
+        first = ask(page, LOG.replace("下周二", "下周三"))
+        assert first.locator(".buttons button:enabled").count() == 3
+        second = ask(page, LOG.replace("下周二", "下周四"))
+        assert second.locator(".buttons button:enabled").count() == 3
+        until(page, f"document.querySelectorAll('[data-id=\"{first.get_attribute('data-id')}\"] .buttons button:disabled').length === 3")
         shot(page, "chat-history")
     finally:
         context.close()
@@ -251,6 +261,9 @@ def test_english_for_an_english_browser_and_the_switch(chromium, server, shot):
         result = page.locator(".msg.bot:not(.thinking)").last
         until(page, "[...document.querySelectorAll('.msg.bot:not(.thinking)')].some(e => /demo-note/.test(e.innerText))", 60)
         assert not re.search(r"[\u4e00-\u9fff]", result.inner_text())  # an English person gets English
+        page.locator("#file").set_input_files({"name": "big.pdf", "mimeType": "application/pdf", "buffer": b"%PDF" + b"0" * 2_200_000})
+        refused = page.locator(".msg.bot.error[role=alert]").last
+        assert refused.inner_text() == "The file is too large: at most 2 MB."  # in the page's language, not the server's
         shot(page, "chat-english")
         switch = page.locator("#lang")
         assert switch.inner_text() == "中文"

@@ -105,7 +105,7 @@ function settle(group, key) {
 
 function showReply(item, follow = false) {
   const r = item.reply;
-  const d = el("div", {class: "msg bot" + (r.kind === "error" ? " error" : "")}, hidden(t("chat_copilot")));
+  const d = el("div", {class: "msg bot" + (r.kind === "error" ? " error" : ""), "data-id": item.id}, hidden(t("chat_copilot")));
   const body = markdown(r.markdown || r.text);
   linkRefs(body, r.citations || []);
   d.append(...body.childNodes);
@@ -196,7 +196,17 @@ async function poll(gen) {
       if (data.partial && !data.replies.length) showPartial(data.partial);
       if (data.replies.length) clearWaiting();
       for (const rep of data.replies) { after = Math.max(after, rep.id); showReply(rep); }
+      if (data.replies.length && log.querySelector(".buttons button:enabled")) settleAnswered();
     } catch (e) { await sleep(2000); }
+  }
+}
+
+async function settleAnswered() {  // a question settled elsewhere (a typed "1", a newer proposal): its buttons close
+  const r = await fetch(`/api/history?conversation=${encodeURIComponent(conv())}`);
+  if (!r.ok) return;
+  for (const it of (await r.json()).items) {
+    const group = it.done && log.querySelector(`[data-id="${it.id}"] .buttons`);
+    if (group && group.querySelector("button:enabled")) settle(group, it.chosen);
   }
 }
 
