@@ -109,6 +109,17 @@ def open_chat(chromium, base: str, name: str, *, locale: str = "zh-CN", viewport
     return context, page
 
 
+CONTRAST = """selectors => {  // WCAG contrast of each element's text on the first opaque background behind it
+  const lum = c => c.match(/[\\d.]+/g).slice(0, 3).map(v => v / 255).map(v => v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4)
+                   .reduce((sum, v, i) => sum + v * [0.2126, 0.7152, 0.0722][i], 0);
+  const behind = e => { for (; e; e = e.parentElement) { const m = getComputedStyle(e).backgroundColor.match(/[\\d.]+/g);
+                                                         if (m && (m.length < 4 || +m[3] > 0)) return getComputedStyle(e).backgroundColor; }
+                        return "rgb(255, 255, 255)"; };
+  return Object.fromEntries(selectors.map(s => { const e = document.querySelector(s); if (!e) return [s, 0];
+    const [a, b] = [lum(getComputedStyle(e).color), lum(behind(e))]; return [s, (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05)]; }));
+}"""
+
+
 def until(page, script: str, timeout: float = 30.0) -> None:
     """Wait until `script` is true in the page (wait_for_function evaluates strings, which the page's CSP forbids)."""
     deadline = time.monotonic() + timeout
@@ -243,6 +254,9 @@ def test_a_phone_screen(chromium, server, shot):
             box = page.locator(part).bounding_box()
             assert page.locator(part).is_visible() and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"], part
             assert box["y"] + box["height"] <= PHONE["height"], part
+        ratios = page.evaluate(CONTRAST, ["#me", "#lang", "#send", "#welcome p", ".examples button", ".msg.me", ".msg.bot td", ".msg.bot th",
+                                          ".cites a", ".cites li", "#text"])
+        assert all(r >= 4.5 for r in ratios.values()), ratios  # WCAG AA for text
         shot(page, "chat-phone")
     finally:
         context.close()
