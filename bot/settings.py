@@ -97,6 +97,13 @@ class Settings(BaseSettings):
     # the client address of a request is the peer, or, when the peer is one of these proxies (addresses or CIDRs,
     # e.g. ["127.0.0.1", "10.0.0.0/8"]), the nearest untrusted address of its X-Forwarded-For
     trusted_proxies: list[str] = Field(default_factory=list)
+    # sign in with the company's OpenID Connect provider (Keycloak, Azure AD/Entra, Okta, Authing…): the issuer URL
+    # (its /.well-known/openid-configuration), this client's id and secret; the redirect URI to register is
+    # <public_url>/login/oidc/callback. `oidc_claim`: "email" (matched to a person's email) or a claim holding the person id
+    oidc_issuer: str = ""
+    oidc_client_id: str = ""
+    oidc_client_secret: SecretStr = SecretStr("")
+    oidc_claim: str = "email"
     address_requests_per_minute: int = 600  # state-changing requests per client address (platform callbacks excepted); 0 = off
     address_failures_per_minute: int = 30  # refused requests (401/403) per client address before it is refused for a while
     person_requests_per_minute: int = 240  # state-changing web requests per signed-in person; 0 = off

@@ -25,7 +25,7 @@ from bot.people.directory import DirectoryError, Person
 PERSON = web.RequestKey("copilot.person", Person)  # the signed-in Person
 SESSION = web.RequestKey("copilot.session", WebSession)  # their WebSession
 COOKIE = "copilot_session"
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/login"})
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/login", "/login/oidc", "/login/oidc/callback"})
 PUBLIC_PREFIXES = ("/wecom/", "/dingtalk/", "/kb/")  # platform signatures; signed citation links
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 BODY_TYPES = ("application/json", "multipart/form-data", "application/x-www-form-urlencoded")

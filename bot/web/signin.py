@@ -16,7 +16,7 @@ from typing import Callable
 from aiohttp import web
 
 from bot.auth.service import Auth
-from bot.people.directory import DirectoryError
+from bot.people.directory import DirectoryError, Person
 from bot.pipeline.ratelimit import RateLimiter
 from bot.prompts import Prompts, ui_lang
 from bot.web.edge import ADDRESS
@@ -32,8 +32,17 @@ def lang_of(request: web.Request) -> str:
     return ui_lang("en" if first.startswith("en") else "zh")
 
 
+async def start_session(auth: Auth, person: Person, public_url: str) -> web.StreamResponse:
+    """The response that signs `person` in (a new session cookie) and sends the browser to the start page."""
+    response = web.HTTPSeeOther("/")
+    response.set_cookie(COOKIE, await asyncio.to_thread(auth.issue, person), **cookie_options(public_url, auth.absolute))
+    return response
+
+
 def signin_routes(auth: Auth, prompts: Prompts, *, tenant: str, public_url: str, demo: bool,
-                  per_account: RateLimiter, per_address: RateLimiter, audit: Callable[..., None] | None = None) -> list[web.RouteDef]:
+                  per_account: RateLimiter, per_address: RateLimiter, audit: Callable[..., None] | None = None,
+                  sso: str = "") -> list[web.RouteDef]:
+    """`sso`: the path that starts a sign-in at the company's identity provider (bot/web/oidc.py), shown as a link."""
     async def note(name: str, actor: str, **detail: str) -> None:
         """A sign-in, a refused one, a sign-out or a switch in the audit trail (kind "signin")."""
         if audit is not None:
@@ -59,7 +68,8 @@ def signin_routes(auth: Auth, prompts: Prompts, *, tenant: str, public_url: str,
                 '<style>body{font:15px/1.6 sans-serif;max-width:360px;margin:12vh auto;padding:0 16px}label{display:block;margin:10px 0}'
                 'input{display:block;width:100%;padding:6px 8px;font:inherit}button{padding:8px 16px;font:inherit}.error{color:#cf222e}</style>'
                 f'<h1>{t("signin_title")}</h1>{err}<form method="post" action="/login">'
-                f'<input type="hidden" name="csrf" value="{csrf}">{fields}</form></html>')
+                f'<input type="hidden" name="csrf" value="{csrf}">{fields}</form>'
+                + (f'<p><a class="sso" href="{html.escape(sso)}">{t("signin_oidc")}</a></p>' if sso and not token else "") + '</html>')
         response = web.Response(text=body, content_type="text/html", charset="utf-8", status=status,
                                 headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY"})
         if request.cookies.get(FORM_COOKIE) != nonce:
@@ -109,8 +119,7 @@ def signin_routes(auth: Auth, prompts: Prompts, *, tenant: str, public_url: str,
                 await note("password_refused", username, remote=address)
                 return page(request, nonce, error=prompts.msg("signin_wrong", lang), status=401)
         await note("link" if token else "password", person.id, remote=address)
-        response = web.HTTPSeeOther("/")
-        response.set_cookie(COOKIE, await asyncio.to_thread(auth.issue, person), **session_cookie)
+        response = await start_session(auth, person, public_url)
         response.del_cookie(FORM_COOKIE, path="/")
         return response
 
