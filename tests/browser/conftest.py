@@ -14,9 +14,11 @@ SHOTS = Path(__file__).resolve().parents[2] / "test-output" / "screenshots"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking"]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium():
-    """One headless chromium for the whole run; each test opens its own context (cookies, viewport, locale)."""
+    """One headless chromium per test module; each test opens its own context (cookies, viewport, locale). Not one per
+    session: Playwright's sync API runs an event loop while it is open, and the asyncio tests that follow the browser
+    modules need none running."""
     if not CHROMIUM.exists():
         pytest.skip("no /usr/bin/chromium: `make setup-test` installs Debian's chromium (needs root and the package registry)")
     from playwright.sync_api import sync_playwright

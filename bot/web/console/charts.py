@@ -12,6 +12,13 @@ PALETTE = ("#0969da", "#8250df", "#1a7f37", "#bf3989", "#9a6700", "#cf222e", "#0
 FONT = 11
 
 
+def _width(text: str) -> int:
+    """About how many pixels `text` takes at FONT size: Chinese characters are twice as wide as Latin ones."""
+    import unicodedata
+
+    return sum(FONT if unicodedata.east_asian_width(c) in ("W", "F") else FONT * 0.6 for c in text).__ceil__()
+
+
 def _svg(width: int, height: int, label: str, body: list[str]) -> Markup:
     return Markup(f'<svg class="chart" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
                   f'aria-label="{escape(label)}" xmlns="http://www.w3.org/2000/svg"><title>{escape(label)}</title>{"".join(body)}</svg>')
@@ -19,7 +26,7 @@ def _svg(width: int, height: int, label: str, body: list[str]) -> Markup:
 
 def bars(items: list[tuple[str, float]], label: str, *, width: int = 560, fmt: str = "{:g}") -> Markup:
     """One horizontal bar per (name, value), labelled with both."""
-    row, left, right = 24, min(160, 12 + 7 * max((len(n) for n, _ in items), default=4)), 56
+    row, left, right = 24, min(180, 12 + max((_width(n) for n, _ in items), default=28)), 56
     height = max(row * len(items) + 8, 32)
     top = max((v for _, v in items), default=0) or 1
     span = width - left - right

@@ -12,6 +12,7 @@
   if (!form) return;
   const input = form.querySelector("input[type=file]");
   const results = document.getElementById("upload-results");
+  const table = document.getElementById("upload-table");
   const box = document.getElementById("upload-progress");
   const bar = box.querySelector("progress");
   const label = box.querySelector("span");
@@ -27,6 +28,13 @@
   });
   form.addEventListener("submit", function (e) { e.preventDefault(); send(); });
 
+  function refused(name, why) {  // a result row for a request the server refused as a whole (too large, throttled)
+    const tr = document.createElement("tr");
+    tr.className = "result-error";
+    [name, "✗", why].forEach(function (text) { const td = document.createElement("td"); td.textContent = text; tr.appendChild(td); });
+    return tr.outerHTML;
+  }
+
   function one(file) {
     return new Promise(function (resolve) {
       const body = new FormData();
@@ -41,12 +49,9 @@
         if (ct.indexOf("text/html") === 0) { resolve(xhr.responseText); return; }
         let why = xhr.statusText;
         try { why = JSON.parse(xhr.responseText).error || why; } catch (_) { /* not JSON */ }
-        const p = document.createElement("p");
-        p.className = "flash bad";
-        p.textContent = file.name + ": " + why;
-        resolve(p.outerHTML);
+        resolve(refused(file.name, why));
       };
-      xhr.onerror = function () { resolve('<p class="flash bad"></p>'); };
+      xhr.onerror = function () { resolve(refused(file.name, "network error")); };
       xhr.send(body);
     });
   }
@@ -57,6 +62,7 @@
     const button = form.querySelector("button");
     button.disabled = true;
     box.hidden = false;
+    table.hidden = false;
     results.innerHTML = "";
     for (let i = 0; i < files.length; i++) {
       bar.value = 0;
