@@ -132,6 +132,22 @@ class Diagnosable(Protocol):
     async def doctor(self) -> list[Check]: ...
 
 
+class SignInRefused(Exception):
+    """The platform did not confirm who is signing in (the message is for the log, not the browser)."""
+
+
+@runtime_checkable
+class WebSignIn(Protocol):
+    """Signs a browser in to the web console with the platform's own account (its OAuth / QR-code login).
+    The core keeps the state, the session and the directory; the connector speaks the platform's protocol."""
+
+    label: str  # the catalogue key of the button ("signin_with_wecom")
+
+    def signin_url(self, tenant: str, state: str, redirect_uri: str) -> str | None: ...  # None: no account of `tenant` can
+
+    async def signin_user(self, tenant: str, query: Mapping[str, str]) -> str: ...  # the platform user id the directory links
+
+
 @runtime_checkable
 class Previewer(Protocol):
     def preview(self, target: Target, text: str) -> None: ...  # the answer so far; called from a worker thread

@@ -12,7 +12,7 @@ from typing import Callable, Iterable
 
 from aiohttp import web
 
-from connectors.channel import BackgroundReceiver, Check, Closable, Connector, Diagnosable, FileFetcher, HttpReceiver, Previewer, RichSender, Sink, TextSender
+from connectors.channel import BackgroundReceiver, Check, Closable, Connector, Diagnosable, FileFetcher, HttpReceiver, Previewer, RichSender, Sink, TextSender, WebSignIn
 from connectors.labels import Labels
 from connectors.message import Attachment, InboundMessage, Reply, Target
 from connectors.text import text_parts
@@ -40,6 +40,10 @@ class Channels:
 
     def names(self) -> tuple[str, ...]:
         return tuple(self._by_name)
+
+    def with_signin(self) -> dict[str, WebSignIn]:
+        """The connectors that can sign a browser in with the platform's account, by channel name."""
+        return {name: c for name, c in self._by_name.items() if isinstance(c, WebSignIn)}
 
     def __contains__(self, name: object) -> bool:
         return name in self._by_name

@@ -21,6 +21,7 @@ from bot.web.documents import document_routes
 from bot.web.edge import address_middleware, parse_networks, person_middleware
 from bot.web.oidc import START as OIDC_START
 from bot.web.oidc import oidc_provider, oidc_routes
+from bot.web.platform_signin import platform_signin_routes, signin_links
 from bot.web.session import session_middleware
 from bot.web.signin import signin_routes
 from connectors.channel import Throttled
@@ -91,13 +92,15 @@ def create_web_app(app: App, *, owns_app: bool = False) -> web.Application:
     web_app.add_routes(health_routes(app))
     web_app.add_routes(document_routes(app.links, app.knowledge.retriever, app.agent.prompts, app.audit))
     per_minute = max(1, s.login_attempts_per_minute)
-    provider = oidc_provider(s)
+    provider, platforms = oidc_provider(s), app.channels.with_signin()
+    others = ([(OIDC_START, "signin_oidc")] if provider else []) + signin_links(platforms, s.tenant)
     web_app.add_routes(signin_routes(app.auth, app.agent.prompts, tenant=s.tenant, public_url=s.public_url, demo=s.demo,
                                      per_account=RateLimiter(per_minute, burst=per_minute),
-                                     per_address=RateLimiter(6 * per_minute, burst=6 * per_minute), audit=app.audit,
-                                     sso=OIDC_START if provider else ""))
+                                     per_address=RateLimiter(6 * per_minute, burst=6 * per_minute), audit=app.audit, others=others))
     if provider is not None:
         web_app.add_routes(oidc_routes(provider, app.auth, app.agent.prompts, tenant=s.tenant, public_url=s.public_url, audit=app.audit))
+    web_app.add_routes(platform_signin_routes(platforms, app.auth, app.agent.prompts, tenant=s.tenant, base_url=s.base_url,
+                                              public_url=s.public_url, audit=app.audit))
     web_app.add_routes(admin_routes(s, app.engine, app.directory, app.publishing))
     console_routes(web_app, app)
     web_app.add_routes(app.channels.routes(app.intake.sink))

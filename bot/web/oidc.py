@@ -12,10 +12,6 @@ may reach any process of the deployment. The provider's configuration and keys a
 from __future__ import annotations
 
 import asyncio
-import base64
-import hmac
-import html
-import json
 import logging
 import secrets
 import time
@@ -33,7 +29,7 @@ from bot.auth.service import Auth
 from bot.people.directory import DirectoryError, Person
 from bot.prompts import Prompts
 from bot.web.session import cookie_options
-from bot.web.signin import lang_of, start_session
+from bot.web.signin import open_state, refusal_page, seal_state, start_session
 
 log = logging.getLogger("copilot.oidc")
 START, CALLBACK = "/login/oidc", "/login/oidc/callback"
@@ -136,28 +132,8 @@ def oidc_routes(provider: Provider, auth: Auth, prompts: Prompts, *, tenant: str
     async def note(name: str, actor: str, **detail: str) -> None:
         await asyncio.to_thread(audit, "signin", name, actor[:64], detail, tenant)
 
-    def sealed(payload: dict) -> str:
-        body = base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":")).encode()).decode()
-        return body + "." + auth.form_token("oidc:" + body)
-
-    def unsealed(value: str) -> dict | None:
-        body, _, mac = value.partition(".")
-        if not body or not hmac.compare_digest(mac.encode(), auth.form_token("oidc:" + body).encode()):
-            return None
-        try:
-            payload = json.loads(base64.urlsafe_b64decode(body))
-        except ValueError:
-            return None
-        return payload if isinstance(payload, dict) and payload.get("exp", 0) > time.time() else None
     def refused(request: web.Request, key: str, status: int = 403) -> web.Response:
-        lang = lang_of(request)
-        text = html.escape(prompts.msg(key, lang))
-        body = (f'<!doctype html><html lang="{lang}"><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">'
-                f'<title>{html.escape(prompts.msg("signin_title", lang))}</title><p role="alert">{text}</p>'
-                f'<p><a href="/login">{html.escape(prompts.msg("signin_title", lang))}</a></p></html>')
-        response = web.Response(text=body, content_type="text/html", charset="utf-8", status=status, headers={"Cache-Control": "no-store"})
-        response.del_cookie(STATE_COOKIE, path="/")
-        return response
+        return refusal_page(request, prompts, key, status, cookie=STATE_COOKIE)
 
     async def start(request: web.Request) -> web.StreamResponse:
         state, nonce, verifier = secrets.token_urlsafe(24), secrets.token_urlsafe(24), secrets.token_urlsafe(48)
@@ -167,11 +143,11 @@ def oidc_routes(provider: Provider, auth: Auth, prompts: Prompts, *, tenant: str
             log.warning("OIDC provider unreachable or misconfigured: %s", exc)
             return refused(request, "signin_oidc_unavailable", status=503)
         response = web.HTTPSeeOther(url)
-        response.set_cookie(STATE_COOKIE, sealed({"s": state, "n": nonce, "v": verifier, "exp": time.time() + STATE_TTL}), **cookie)
+        response.set_cookie(STATE_COOKIE, seal_state(auth, {"s": state, "n": nonce, "v": verifier, "exp": time.time() + STATE_TTL}), **cookie)
         return response
 
     async def callback(request: web.Request) -> web.StreamResponse:
-        saved = unsealed(request.cookies.get(STATE_COOKIE, ""))
+        saved = open_state(auth, request.cookies.get(STATE_COOKIE, ""))
         if saved is None or not secrets.compare_digest(str(request.query.get("state", "")), str(saved["s"])):
             await note("refused", "", method="oidc", reason="state")
             return refused(request, "signin_form_expired", status=400)

@@ -25,8 +25,8 @@ from bot.people.directory import DirectoryError, Person
 PERSON = web.RequestKey("copilot.person", Person)  # the signed-in Person
 SESSION = web.RequestKey("copilot.session", WebSession)  # their WebSession
 COOKIE = "copilot_session"
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/login", "/login/oidc", "/login/oidc/callback"})
-PUBLIC_PREFIXES = ("/wecom/", "/dingtalk/", "/kb/")  # platform signatures; signed citation links
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/login"})
+PUBLIC_PREFIXES = ("/wecom/", "/dingtalk/", "/kb/", "/login/")  # platform signatures; signed citation links; sign-in elsewhere
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 BODY_TYPES = ("application/json", "multipart/form-data", "application/x-www-form-urlencoded")
 TOUCH_EVERY = 60.0  # re-issue the cookie (idle expiry) at most this often

@@ -11,7 +11,7 @@ import hmac
 import html
 import json
 import secrets
-from typing import Callable
+from typing import Callable, Sequence
 
 from aiohttp import web
 
@@ -32,6 +32,42 @@ def lang_of(request: web.Request) -> str:
     return ui_lang("en" if first.startswith("en") else "zh")
 
 
+def seal_state(auth: Auth, payload: dict) -> str:
+    """A short-lived value (a sign-in's state) as a cookie the server can trust again: JSON signed with its key."""
+    import base64
+
+    body = base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":")).encode()).decode()
+    return body + "." + auth.form_token("state:" + body)
+
+
+def open_state(auth: Auth, value: str) -> dict | None:
+    """What `seal_state` sealed, if the signature holds and its "exp" (unix time) has not passed."""
+    import base64
+    import time
+
+    body, _, mac = (value or "").partition(".")
+    if not body or not hmac.compare_digest(mac.encode(), auth.form_token("state:" + body).encode()):
+        return None
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(body))
+    except ValueError:
+        return None
+    return payload if isinstance(payload, dict) and payload.get("exp", 0) > time.time() else None
+
+
+def refusal_page(request: web.Request, prompts: Prompts, key: str, status: int, *, cookie: str = "") -> web.Response:
+    """Why a sign-in through another site (an identity provider, a platform) did not happen, with a way back;
+    `cookie`: the sign-in's state cookie, removed."""
+    lang = lang_of(request)
+    title = html.escape(prompts.msg("signin_title", lang))
+    body = (f'<!doctype html><html lang="{lang}"><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">'
+            f'<title>{title}</title><p role="alert">{html.escape(prompts.msg(key, lang))}</p><p><a href="/login">{title}</a></p></html>')
+    response = web.Response(text=body, content_type="text/html", charset="utf-8", status=status, headers={"Cache-Control": "no-store"})
+    if cookie:
+        response.del_cookie(cookie, path="/")
+    return response
+
+
 async def start_session(auth: Auth, person: Person, public_url: str) -> web.StreamResponse:
     """The response that signs `person` in (a new session cookie) and sends the browser to the start page."""
     response = web.HTTPSeeOther("/")
@@ -41,8 +77,9 @@ async def start_session(auth: Auth, person: Person, public_url: str) -> web.Stre
 
 def signin_routes(auth: Auth, prompts: Prompts, *, tenant: str, public_url: str, demo: bool,
                   per_account: RateLimiter, per_address: RateLimiter, audit: Callable[..., None] | None = None,
-                  sso: str = "") -> list[web.RouteDef]:
-    """`sso`: the path that starts a sign-in at the company's identity provider (bot/web/oidc.py), shown as a link."""
+                  others: Sequence[tuple[str, str]] = ()) -> list[web.RouteDef]:
+    """`others`: (path, catalogue key) of the other ways to sign in (an identity provider, a platform's account),
+    shown as links under the form."""
     async def note(name: str, actor: str, **detail: str) -> None:
         """A sign-in, a refused one, a sign-out or a switch in the audit trail (kind "signin")."""
         if audit is not None:
@@ -69,7 +106,8 @@ def signin_routes(auth: Auth, prompts: Prompts, *, tenant: str, public_url: str,
                 'input{display:block;width:100%;padding:6px 8px;font:inherit}button{padding:8px 16px;font:inherit}.error{color:#cf222e}</style>'
                 f'<h1>{t("signin_title")}</h1>{err}<form method="post" action="/login">'
                 f'<input type="hidden" name="csrf" value="{csrf}">{fields}</form>'
-                + (f'<p><a class="sso" href="{html.escape(sso)}">{t("signin_oidc")}</a></p>' if sso and not token else "") + '</html>')
+                + ("".join(f'<p><a class="sso" href="{html.escape(path)}">{t(key)}</a></p>' for path, key in others) if not token else "")
+                + '</html>')
         response = web.Response(text=body, content_type="text/html", charset="utf-8", status=status,
                                 headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY"})
         if request.cookies.get(FORM_COOKIE) != nonce:

@@ -19,6 +19,8 @@ import aiohttp
 from connectors.dingtalk.config import DingTalkApp
 
 TOKEN_PATH = "/v1.0/oauth2/accessToken"
+USER_TOKEN_PATH = "/v1.0/oauth2/userAccessToken"
+ME_PATH = "/v1.0/contact/users/me"
 OTO_PATH = "/v1.0/robot/oToMessages/batchSend"
 GROUP_PATH = "/v1.0/robot/groupMessages/send"
 DOWNLOAD_PATH = "/v1.0/robot/messageFiles/download"
@@ -187,6 +189,37 @@ class DingTalkClient:
                 return {"token": True, "members": None, "reason": str(exc)[:200]}
 
         return await asyncio.to_thread(run)
+
+    # web sign-in ----------------------------------------------------------------------------------
+    async def signed_in_userid(self, auth_code: str) -> str:
+        """The corp member who scanned the login QR code: the code becomes a user token (the app's client id and
+        secret vouch for the exchange), the token names the person (unionId), and the app's corp maps that to the
+        member's userid (a person outside the corp has none: an error)."""
+        data = await self._post(self.app.api_base + USER_TOKEN_PATH, {"clientId": self.app.app_key, "clientSecret":
+                                self.app.app_secret.get_secret_value(), "code": auth_code, "grantType": "authorization_code"})
+        user_token = str(data.get("accessToken") or "")
+        if not user_token:
+            raise DingTalkAPIError("DingTalk returned no user accessToken")
+        try:
+            async with self._http().get(self.app.api_base + ME_PATH, headers={"x-acs-dingtalk-access-token": user_token}) as r:
+                text = await r.text()
+                me = _json(text)
+                if r.status >= 400:
+                    raise _api_error(r.status, me, text, None, ME_PATH)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise DingTalkAPIError(f"cannot reach DingTalk: {type(exc).__name__}", retryable=True) from None
+        union_id = str(me.get("unionId") or "")
+        if not union_id:
+            raise DingTalkAPIError("DingTalk named nobody for this sign-in")
+
+        def userid() -> str:
+            found = self._sdk().user.get_userid_by_unionid(union_id)
+            return str(found.get("userid") or "") if isinstance(found, dict) else ""
+
+        try:
+            return await asyncio.to_thread(userid)
+        except Exception as exc:  # dingtalk-sdk raises its own client errors (not a member of this corp, …)
+            raise DingTalkAPIError(f"not a member of this corp: {str(exc)[:120]}") from None
 
     async def user(self, staff_id: str) -> dict:
         """One member's profile (name, mobile, departments) from the old `user/get` endpoint."""

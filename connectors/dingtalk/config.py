@@ -31,6 +31,7 @@ class DingTalkApp(BaseModel):
     corp_id: str = ""  # the corp's CorpId (ding...): messages naming another corp are refused; empty: not checked (doctor says so)
     mode: Literal["http", "stream"] = "http"
     api_base: str = DEFAULT_API
+    login_base: str = "https://login.dingtalk.com"  # the web login (钉钉扫码登录) page
     oapi_base: str = DEFAULT_OAPI
 
     @model_validator(mode="after")

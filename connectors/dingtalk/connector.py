@@ -15,12 +15,12 @@ import logging
 import time
 from collections import OrderedDict
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import urlencode, urlparse
 
 from aiohttp import web
 from sqlalchemy.engine import Engine
 
-from connectors.channel import ChannelContext, Check, SendError, Sink
+from connectors.channel import ChannelContext, Check, SendError, SignInRefused, Sink
 from connectors.config import ConfigProblem
 from connectors.dingtalk.client import DOWNLOAD_PATH, DingTalkAPIError, DingTalkClient, WebhookExpired
 from connectors.dingtalk.config import DingTalkApp, load_apps
@@ -66,6 +66,29 @@ class DingTalkConnector:
             return None
         return cls(apps, problems, public_url=ctx.public_url, max_download=ctx.max_download, labels=ctx.labels or None, engine=ctx.engine,
                    **kw)
+
+    # web sign-in (钉钉扫码登录, or straight through in DingTalk's own browser) ---------------------------
+    label = "signin_with_dingtalk"
+
+    def signin_url(self, tenant: str, state: str, redirect_uri: str) -> str | None:
+        app = self.by_tenant.get(tenant)
+        if app is None:
+            return None
+        query = {"redirect_uri": redirect_uri, "response_type": "code", "client_id": app.app_key, "scope": "openid corpid",
+                 "state": state, "prompt": "consent", **({"corpId": app.corp_id, "org_type": "intern"} if app.corp_id else {})}
+        return f"{app.login_base.rstrip('/')}/oauth2/auth?{urlencode(query)}"
+
+    async def signin_user(self, tenant: str, query) -> str:
+        app, code = self.by_tenant.get(tenant), str(query.get("authCode") or query.get("code") or "")
+        if app is None or not code or len(code) > 512:
+            raise SignInRefused("no DingTalk authCode in the callback")
+        try:
+            user = await self.clients[app.key].signed_in_userid(code)
+        except DingTalkAPIError as exc:
+            raise SignInRefused(f"DingTalk did not confirm the sign-in: {exc}") from None
+        if not user:
+            raise SignInRefused("not a member of the corp")
+        return user
 
     # receive -----------------------------------------------------------------------------------
     def routes(self, sink: Sink) -> list[web.RouteDef]:

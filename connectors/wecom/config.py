@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 from connectors.config import AccountSpec, ConfigProblem, Issue, load_accounts
 
 DEFAULT_API_BASE = "https://qyapi.weixin.qq.com"
+DEFAULT_LOGIN_BASE = "https://login.work.weixin.qq.com"  # the web login (企业微信扫码登录) page
 DEFAULT_KEY = "default"
 CONSOLE = "WeCom admin console → 应用管理 → your app"
 
@@ -41,6 +42,7 @@ class CorpConfig(BaseModel):
     agent_id: int = 0
     secret: SecretStr = SecretStr("")
     api_base: str = DEFAULT_API_BASE
+    login_base: str = DEFAULT_LOGIN_BASE
     markdown: bool = True
     # outbound pacing. WeCom drops (silently) more than 30 messages a minute or 1000 an hour from one
     # app to one member: a bucket of `user_burst` refilled at `user_rate_per_minute` never exceeds
@@ -93,7 +95,7 @@ def aes_key_problem(aes_key: str) -> str:
 
 
 SPEC = AccountSpec(platform="wecom", list_key="corps", model=CorpConfig, present=("corp_id", "token", "aes_key", "secret"),
-                   inherit=("api_base",), validate=lambda c: c.issues())
+                   inherit=("api_base", "login_base"), validate=lambda c: c.issues())
 
 
 def load_corps(tenant: str = "default", section: Mapping[str, Any] | None = None,

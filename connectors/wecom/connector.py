@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from urllib.parse import urlencode
 
 from aiohttp import web
 from sqlalchemy.engine import Engine
 
-from connectors.channel import Check, SendError, Sink
+from connectors.channel import Check, SendError, SignInRefused, Sink
 from connectors.config import ConfigProblem
 from connectors.labels import Labels, label
 from connectors.message import Attachment, Reply, Target
@@ -61,6 +62,30 @@ class WeComConnector:
             log.warning("wecom %s: callback from %s refused: timestamp %s is more than %d s from now", corp.key, request.remote,
                         timestamp, WINDOW)
             raise web.HTTPForbidden(text=f"timestamp is more than {WINDOW} s from now: a stale or replayed callback")
+
+    # web sign-in (企业微信扫码登录, or straight through in WeCom's own browser) ------------------------
+    label = "signin_with_wecom"
+
+    def signin_url(self, tenant: str, state: str, redirect_uri: str) -> str | None:
+        corp = self.by_tenant.get(tenant)
+        if corp is None or corp.key in self.broken or not corp.agent_id:
+            return None
+        query = {"login_type": "CorpApp", "appid": corp.corp_id, "agentid": str(corp.agent_id), "redirect_uri": redirect_uri, "state": state}
+        return f"{corp.login_base.rstrip('/')}/wwlogin/sso/login?{urlencode(query)}"
+
+    async def signin_user(self, tenant: str, query) -> str:
+        """The member who scanned: auth/getuserinfo with the app's token turns the code into their userid."""
+        corp, code = self.by_tenant.get(tenant), str(query.get("code", ""))
+        if corp is None or not code or len(code) > 512:
+            raise SignInRefused("no WeCom code in the callback")
+        try:
+            data = await self.clients[corp.key].call("GET", "/cgi-bin/auth/getuserinfo", params={"code": code})
+        except WeComError as exc:
+            raise SignInRefused(f"WeCom did not confirm the code: {exc}") from None
+        user = str(data.get("userid") or data.get("UserId") or "")
+        if not user:
+            raise SignInRefused("not a member of the corp (WeCom gave an openid, not a userid)")
+        return user
 
     # receive ---------------------------------------------------------------------------------
     def routes(self, sink: Sink) -> list[web.RouteDef]:

@@ -61,6 +61,9 @@ class FakeDingTalk:
         self.files: dict[str, tuple[str, bytes]] = {}  # downloadCode -> (app key, bytes)
         self.urls: dict[str, bytes] = {}
         self.stream_opens = 0
+        self.login_codes: dict[str, tuple[str, str]] = {}  # web login authCode -> (app key, unionId)
+        self.user_tokens: dict[str, str] = {}  # a signed-in person's token -> unionId
+        self.members: dict[tuple[str, str], str] = {}  # (app key, unionId) -> the member's userid in the app's corp
         self.outages: dict[str, int] = {}  # path -> how many more calls answer 503 (a DingTalk hiccup)
         self._changed = asyncio.Event()
 
@@ -153,6 +156,8 @@ class FakeDingTalk:
             web.get("/files/{token}", self._file),
             web.post("/robot/sendBySession", self._webhook),
             web.get("/gettoken", self._oapi_token),
+            web.post("/v1.0/oauth2/userAccessToken", self._user_token), web.get("/v1.0/contact/users/me", self._me),
+            web.get("/user/getUseridByUnionid", self._userid_by_unionid),
             web.get("/user/get_org_user_count", self._oapi_count),
         ])
         return app
@@ -275,6 +280,39 @@ class FakeDingTalk:
         token = secrets.token_hex(16)
         self.tokens[token] = (app.app_key, time.monotonic() + self.token_ttl)
         return web.json_response({"errcode": 0, "errmsg": "ok", "access_token": token, "expires_in": self.token_ttl})
+
+    def login_code(self, app_key: str, union_id: str) -> str:
+        """What DingTalk's login page hands the browser (authCode) after the person `union_id` scanned (once)."""
+        code = f"auth-{len(self.login_codes)}-{secrets.token_hex(4)}"
+        self.login_codes[code] = (app_key, union_id)
+        return code
+
+    async def _user_token(self, request: web.Request) -> web.Response:
+        body = await self._json(request)
+        app = self.apps.get(str(body.get("clientId")))
+        if app is None or body.get("clientSecret") != app.secret:
+            return self._error(400, "invalidClientIdOrSecret", "无效的clientId或者clientSecret")
+        found = self.login_codes.pop(str(body.get("code")), None)
+        if found is None or found[0] != app.app_key or body.get("grantType") != "authorization_code":
+            return self._error(400, "invalidAuthCode", "无效的authCode")
+        token = "u-" + secrets.token_hex(12)
+        self.user_tokens[token] = found[1]
+        return web.json_response({"accessToken": token, "refreshToken": secrets.token_hex(8), "expireIn": 7200, "corpId": app.corp_id})
+
+    async def _me(self, request: web.Request) -> web.Response:
+        union_id = self.user_tokens.get(request.headers.get("x-acs-dingtalk-access-token", ""))
+        if union_id is None:
+            return self._error(401, "InvalidAuthentication", "不合法的access_token")
+        return web.json_response({"nick": union_id, "unionId": union_id, "openId": "o-" + union_id})
+
+    async def _userid_by_unionid(self, request: web.Request) -> web.Response:
+        app_key, until = self.tokens.get(request.query.get("access_token", ""), ("", 0.0))
+        if not app_key or until < time.monotonic():
+            return web.json_response({"errcode": 40014, "errmsg": "不合法的access_token"})
+        userid = self.members.get((app_key, request.query.get("unionid", "")))
+        if userid is None:
+            return web.json_response({"errcode": 60121, "errmsg": "找不到该用户"})
+        return web.json_response({"errcode": 0, "errmsg": "ok", "contactType": 0, "userid": userid})
 
     async def _oapi_count(self, request: web.Request) -> web.Response:
         app_key, until = self.tokens.get(request.query.get("access_token", ""), ("", 0.0))

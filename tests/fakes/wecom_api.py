@@ -55,6 +55,7 @@ class FakeWeCom:
         self._windows: dict[tuple[str, str], deque[float]] = defaultdict(deque)
         self._recent: dict[tuple[str, str, str], float] = {}
         self._changed = asyncio.Condition()
+        self.login_codes: dict[str, tuple[str, str]] = {}  # web login code -> (corp id, userid)
 
     def add_corp(self, corp: FakeCorp) -> FakeCorp:
         self.corps[corp.corp_id] = corp
@@ -70,7 +71,7 @@ class FakeWeCom:
         app.add_routes([
             web.get("/cgi-bin/gettoken", self._gettoken), web.post("/cgi-bin/message/send", self._send),
             web.get("/cgi-bin/media/get", self._media), web.get("/cgi-bin/user/get", self._user_get),
-            web.get("/cgi-bin/user/list", self._user_list), web.get("/cgi-bin/agent/get", self._agent_get),
+            web.get("/cgi-bin/user/list", self._user_list), web.get("/cgi-bin/auth/getuserinfo", self._getuserinfo), web.get("/cgi-bin/agent/get", self._agent_get),
             web.post("/cgi-bin/message/update_template_card", self._update_card),
         ])
         return app
@@ -207,6 +208,21 @@ class FakeWeCom:
             if u["userid"] == request.query.get("userid"):
                 return web.json_response({"errcode": 0, "errmsg": "ok", **u})
         return self._err(60111, "invalid string value `userid`")
+
+    def login_code(self, corp_id: str, userid: str) -> str:
+        """What WeCom's login page hands the browser after `userid` of `corp_id` scanned (valid once, 5 minutes)."""
+        code = f"code-{len(self.login_codes)}-{userid}"
+        self.login_codes[code] = (corp_id, userid)
+        return code
+
+    async def _getuserinfo(self, request: web.Request) -> web.Response:
+        corp, err = self._auth(request)
+        if err is not None:
+            return err
+        found = self.login_codes.pop(request.query.get("code", ""), None)
+        if found is None or found[0] != corp.corp_id:
+            return self._err(40029, "invalid code")
+        return web.json_response({"errcode": 0, "errmsg": "ok", "userid": found[1]})
 
     async def _user_list(self, request: web.Request) -> web.Response:
         corp, err = self._auth(request)
