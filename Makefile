@@ -43,6 +43,9 @@ chromium:
 	@test -x /usr/bin/chromium || { echo "==> installing Debian's chromium for the browser tests"; \
 		(apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1)) \
 		|| echo "chromium could not be installed (not root, or no package registry): the browser tests will skip"; }
+	@fc-list :lang=zh 2>/dev/null | grep -q . || { echo "==> installing CJK and emoji fonts (screenshots of Chinese pages)"; \
+		(apt-get install -y -q fonts-noto-cjk fonts-noto-color-emoji >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && \
+		apt-get install -y -q fonts-noto-cjk fonts-noto-color-emoji >/dev/null 2>&1)) || echo "no CJK fonts: screenshots show boxes for Chinese"; }
 
 # after changing the dependencies in pyproject.toml: pin every package with its hashes
 lock: | $(PY)
