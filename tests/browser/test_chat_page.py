@@ -96,6 +96,8 @@ def open_chat(chromium, base: str, name: str, *, locale: str = "zh-CN", viewport
     """A new browser context signed in as `name` with the keyboard alone, on /chat once its welcome shows."""
     context = chromium.new_context(locale=locale, viewport=viewport or {"width": 1280, "height": 800})
     page = context.new_page()
+    page.requested = []  # every URL the page asked for
+    page.on("request", lambda r: page.requested.append(r.url))
     page.goto(base + "/chat")
     assert page.url.startswith(base + "/login")  # not signed in: to the sign-in form
     page.keyboard.type(name)  # the username field has the focus
@@ -175,6 +177,8 @@ def test_keyboard_sign_in_then_an_answer_with_its_citation_links(chromium, serve
         assert page.evaluate("document.activeElement.id") == "file"
         page.keyboard.press("Shift+Tab")
         assert page.evaluate("document.activeElement.closest('.cites') !== null")  # the last source link
+        assert page.requested and all(u.startswith(server + "/") for u in page.requested)  # every asset from this server
+        assert any(u.endswith("/chat/assets/marked.min.js") for u in page.requested)
         shot(page, "chat-answer")
     finally:
         context.close()
