@@ -252,8 +252,8 @@ def test_a_phone_screen(chromium, server, shot):
         assert title.bounding_box()["height"] < 30  # one line
         reply = ask(page, COMPARE)
         assert reply.locator("table").count() == 1  # a rendered table, scrolled inside its message
-        width = page.evaluate("document.scrollingElement.scrollWidth")
-        assert width <= PHONE["width"], width
+        width, height = page.evaluate("[document.scrollingElement.scrollWidth, document.scrollingElement.scrollHeight]")
+        assert width <= PHONE["width"] and height <= PHONE["height"], (width, height)  # only the conversation scrolls
         for part in ("#text", "#attach", "#send"):
             box = page.locator(part).bounding_box()
             assert page.locator(part).is_visible() and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"], part
