@@ -1,7 +1,9 @@
 """The web chat's history and words on a real loopback server: a conversation as its person saw it (their own
-messages, the replies, a confirmation settled by a typed "1" marked done), nobody else's, and the page's words in
-the reader's language (the switch's cookie first, then the browser's)."""
+messages, the replies, a confirmation settled by a typed "1" and a draft's approval decided elsewhere marked done),
+nobody else's, and the page's words in the reader's language (the switch's cookie first, then the browser's)."""
 from __future__ import annotations
+
+import aiohttp
 
 from tests.conftest import replies_for
 
@@ -29,6 +31,21 @@ async def test_history_of_a_conversation_and_the_pages_words(gateway, login):
     assert (await lijun.get("/api/history", params={"conversation": "web-zhangwei"})).status == 403
     assert (await (await lijun.get("/api/history", params={"conversation": "h"})).json())["items"] == []  # his own "h" is empty
     assert (await gateway.get("/api/history", params={"conversation": "h"})).status == 401
+
+    # a rep's upload is a draft whose approval enablement is asked for in their web chat; decided elsewhere (another
+    # conversation here), the question is settled in theirs too
+    form = aiohttp.FormData()
+    form.add_field("file", b"# Field note\n\nThe demo widget ships in blue.\n", filename="field-note.md", content_type="text/markdown")
+    assert (await zhangwei.post("/api/chat", data=form)).status == 202
+    chenjing = await login("chenjing")
+    [question] = await replies_for(chenjing, "web-chenjing")
+    ref = question["reply"]["buttons"][0]["ref"]
+    assert ref.startswith("kbv:") and question["reply"]["buttons"][0]["key"] == "kb_approve"
+    assert (await (await chenjing.get("/api/history", params={"conversation": "web-chenjing"})).json())["items"][-1]["done"] is False
+    await chenjing.post("/api/chat", json={"text": "ok", "conversation": "elsewhere", "id": "a1", "action": {"key": "kb_approve", "ref": ref}})
+    await replies_for(chenjing, "elsewhere")
+    [asked] = (await (await chenjing.get("/api/history", params={"conversation": "web-chenjing"})).json())["items"]
+    assert asked["id"] == question["id"] and asked["done"] is True and asked["chosen"] == ""
 
     # the page's words: the switch's cookie first, then the browser's languages
     en = await (await zhangwei.get("/api/chat/ui", headers={"Accept-Language": "fr-FR,en;q=0.8"})).json()
