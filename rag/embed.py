@@ -146,9 +146,11 @@ class CachedEmbedder:
     def _key(self, kind: str, text: str) -> str:
         return hashlib.sha256(f"{self.model_id}\0{kind}\0{text}".encode()).hexdigest()
 
-    def _embed(self, kind: str, texts: Sequence[str], progress=None) -> np.ndarray:
+    def _embed(self, kind: str, texts: Sequence[str], progress=None) -> tuple[np.ndarray, np.ndarray]:
+        """The vectors, and which texts the model ran for (a text repeated in `texts` runs once)."""
         keys = [self._key(kind, t) for t in texts]
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        missed = np.zeros(len(texts), dtype=bool)
         found: dict[str, bytes] = {}
         with self._lock:
             for i in range(0, len(keys), 500):
@@ -177,12 +179,13 @@ class CachedEmbedder:
                 self._db.commit()
             for j, (_, idx) in enumerate(part):
                 out[idx] = vecs[j]
+                missed[idx[0]] = True
             if progress:
                 progress(sum(len(v) for _, v in part))
-        return out
+        return out, missed
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
-        return self._embed("q", texts)
+        return self._embed("q", texts)[0]
 
     def seed(self, path: Path) -> int:
         """Add precomputed vectors from a file in this cache's format (the bundled sample knowledge ships one, so
@@ -205,6 +208,10 @@ class CachedEmbedder:
             self._db.execute("VACUUM INTO ?", (str(path),))
 
     def embed_passages(self, texts: Sequence[str], progress=None) -> np.ndarray:
+        return self._embed("p", texts, progress)[0]
+
+    def embed_passages_counted(self, texts: Sequence[str], progress=None) -> tuple[np.ndarray, np.ndarray]:
+        """`embed_passages`, and a mask of the texts the model ran for (the others came from the cache)."""
         return self._embed("p", texts, progress)
 
     def close(self) -> None:

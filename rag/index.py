@@ -159,7 +159,7 @@ class VectorIndex:
 
     def vectors(self, tenant: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
-        want = list(ids)
+        want = list(dict.fromkeys(ids))  # Chroma refuses a repeated id (and that would mark the store broken)
         try:
             for name, col in self._parts.items():
                 if not want:

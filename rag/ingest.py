@@ -5,12 +5,17 @@ Publishing a new version is atomic for readers: the new vectors are added first,
 transaction flips `live` from the old version to the new and bumps the tenant's generation, then
 the old vectors are removed. Any failure before the flip removes what was added: nothing
 half-ingested stays behind.
+
+A folder is embedded in batches across documents (`batch_chunks` passages per model call at least):
+many short documents keep the model as busy as one long one. Each document is still its own version,
+written and published on its own, and reported per file, in order.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+import re
+from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable
@@ -22,15 +27,18 @@ from sqlmodel import Session, select
 from rag.chunk import chunk_blocks
 from rag.datafiles import DEFAULT_DATA_DIRS, DataFolders, crm_export_reason
 from rag.embed import CachedEmbedder
-from rag.formats import SUFFIXES, IngestError, ParsedDoc
+from rag.formats import IngestError, ParsedDoc
 from rag.index import VectorIndex
 from rag.sandbox import Sandbox
 from rag.store import Chunk, Document, DocVersion, KbState, audience_roles
 from rag.text import language, tokenize
+from rag.walk import expand
 
 PUBLISHERS = frozenset({"enablement", "manager", "admin"})
 MAX_CHUNKS = 5_000  # passages per document
 INSERT_BATCH = 500
+_IDENTIFIER = re.compile(r"[A-Za-z_.-]*\d[A-Za-z0-9_.-]*")
+EMBED_BATCH = 64  # passages gathered across documents before the model runs (keeps every core busy)
 
 
 @dataclass
@@ -71,32 +79,42 @@ def _tags(v) -> str:
 
 class Ingestor:
     def __init__(self, engine: Engine, vectors: VectorIndex, embedder: CachedEmbedder, sandbox: Sandbox | None = None,
-                 data_dirs: Iterable[str | Path] = DEFAULT_DATA_DIRS) -> None:
+                 data_dirs: Iterable[str | Path] = DEFAULT_DATA_DIRS, batch_chunks: int = EMBED_BATCH) -> None:
         """`sandbox`: where files are parsed (a child process with limits; one with default limits if not given);
-        `data_dirs`: folder names and paths that hold data, never ingested (rag.datafiles)."""
+        `data_dirs`: folder names and paths that hold data, never ingested (rag.datafiles); `batch_chunks`: passages
+        of several files embedded together (1: one file at a time)."""
         self.engine = engine
         self.vectors = vectors
         self.embedder = embedder
         self.data = DataFolders(data_dirs)
         self.sandbox = sandbox or Sandbox()
+        self.batch_chunks = max(1, batch_chunks)
 
     def close(self) -> None:
         self.sandbox.close()
 
     # entry points ------------------------------------------------------------------------------
-    def ingest_paths(
-        self,
-        paths: Iterable[Path],
-        uploader: Uploader,
-        *,
-        audience: str | None = None,
-        on_file: Callable[[IngestResult], None] | None = None,
-        progress: Callable[[int], None] | None = None,
-        exclude: tuple[str, ...] = (),
-    ) -> list[IngestResult]:
-        results = []
+    def ingest_paths(self, paths: Iterable[Path], uploader: Uploader, *, audience: str | None = None,
+                     on_file: Callable[[IngestResult], None] | None = None, progress: Callable[[int], None] | None = None,
+                     exclude: tuple[str, ...] = ()) -> list[IngestResult]:
+        """Every file under `paths`, one result each, in order (`on_file` hears each as soon as it is decided).
+        Files are parsed one by one; their passages are embedded together once `batch_chunks` are waiting."""
+        results: list[IngestResult | _Pending] = []
+        reported = 0
+        waiting = 0  # passages of the pending files
         paths = [Path(p) for p in paths]
         given = set(paths)
+
+        def flush() -> None:
+            nonlocal reported, waiting
+            self._embed_and_write([r for r in results[reported:] if isinstance(r, _Pending)], progress)
+            for i in range(reported, len(results)):
+                r = results[i]
+                results[i] = r = r.result if isinstance(r, _Pending) else r
+                if on_file:
+                    on_file(r)
+            reported, waiting = len(results), 0
+
         for root, path in expand(paths, exclude):
             rel = path.relative_to(root).as_posix() if path != root else path.name
             walked = path not in given
@@ -104,33 +122,36 @@ class Ingestor:
                 continue  # a data folder inside a walked folder (knowledge/crm): not a document, nothing to report
             data_reason = self.data.reason(root / path.name) if walked else self.data.reason(path)
             if data_reason is not None:  # named explicitly, or the walked folder is itself a data folder
-                res = IngestResult(rel, reason=data_reason, code="data_folder")
-                results.append(res)
-                if on_file:
-                    on_file(res)
-                continue
-            try:
-                data = path.read_bytes()
-            except OSError as exc:
-                res = IngestResult(rel, reason=f"cannot read the file: {exc.strerror}", code="unreadable")
+                res: IngestResult | _Pending = IngestResult(rel, reason=data_reason, code="data_folder")
             else:
-                source = f"{root.name}/{rel}" if path != root else path.name
-                res = self.ingest_bytes(data, rel, uploader, audience=audience, source=source, progress=progress)
+                try:
+                    data = path.read_bytes()
+                except OSError as exc:
+                    res = IngestResult(rel, reason=f"cannot read the file: {exc.strerror}", code="unreadable")
+                else:
+                    source = f"{root.name}/{rel}" if path != root else path.name
+                    res = self._prepare_bytes(data, rel, uploader, audience, source)
+            if res.doc_id and any(isinstance(r, _Pending) and r.doc_id == res.doc_id for r in results[reported:]):
+                flush()  # the same document twice: the second is compared with what the first wrote
+                res = self._prepare_bytes(data, rel, uploader, audience, source)
+            waiting += len(res.texts) if isinstance(res, _Pending) else 0
             results.append(res)
-            if on_file:
-                on_file(res)
-        return results
+            if waiting >= self.batch_chunks or (not waiting and on_file):  # nothing waits before it: report at once
+                flush()
+        flush()
+        return results  # type: ignore[return-value]  # flush() replaced every _Pending
 
-    def ingest_bytes(
-        self,
-        data: bytes,
-        name: str,
-        uploader: Uploader,
-        *,
-        audience: str | None = None,
-        source: str = "",
-        progress: Callable[[int], None] | None = None,
-    ) -> IngestResult:
+    def ingest_bytes(self, data: bytes, name: str, uploader: Uploader, *, audience: str | None = None, source: str = "",
+                     progress: Callable[[int], None] | None = None) -> IngestResult:
+        res = self._prepare_bytes(data, name, uploader, audience, source or name)
+        if isinstance(res, _Pending):
+            self._embed_and_write([res], progress)
+            return res.result
+        return res
+
+    # core --------------------------------------------------------------------------------------
+    def _prepare_bytes(self, data: bytes, name: str, uploader: Uploader, audience: str | None, source: str) -> IngestResult | _Pending:
+        """Parse and chunk: the result when nothing is left to do (refused, unchanged), else what to embed and write."""
         res = IngestResult(name)
         refused = crm_export_reason(data, name)
         if refused is not None:
@@ -138,15 +159,14 @@ class Ingestor:
             return res
         try:
             parsed = self.sandbox.parse(data, name)
-            return self._ingest(parsed, name, uploader, audience, source or name, progress)
+            return self._prepare(parsed, name, uploader, audience, source)
         except IngestError as exc:
             res.reason, res.code = str(exc), exc.code
         except ValueError as exc:  # bad front-matter values (audience, dates)
             res.reason, res.code = str(exc), "front_matter"
         return res
 
-    # core --------------------------------------------------------------------------------------
-    def _ingest(self, parsed: ParsedDoc, name: str, uploader: Uploader, audience: str | None, source: str, progress) -> IngestResult:
+    def _prepare(self, parsed: ParsedDoc, name: str, uploader: Uploader, audience: str | None, source: str) -> IngestResult | _Pending:
         meta = parsed.meta
         doc_id = str(meta.get("id") or name).strip()
         title = str(meta.get("title") or "").strip() or _first_heading(parsed) or Path(name).stem
@@ -189,14 +209,29 @@ class Ingestor:
                     return IngestResult(name, doc_id, "draft", same_draft.version, same_draft.n_chunks, 0,
                                         reason="already waiting for approval", version_id=same_draft.id)
             version = str(meta.get("version") or "").strip() or self._next_version(s, doc)
-
-        before = self.embedder.misses
-        vectors = self.embedder.embed_passages(embed_texts, progress=progress)
-        embedded = self.embedder.misses - before
-        # everything slow happens before the write transaction, which only inserts (SQLite has one writer)
         rows = [dict(ordinal=i, heading=d.heading, kind=d.kind, text=d.text, tokens=" ".join(tokenize(f"{title} {d.heading} {d.text}")),
                      embed_hash=hashlib.sha256(embed_texts[i].encode()).hexdigest()) for i, d in enumerate(drafts)]
+        return _Pending(name, uploader, doc_id, version, content_hash, fields, roles, publish, embed_texts, rows)
 
+    def _embed_and_write(self, batch: list[_Pending], progress) -> None:
+        """Embed the passages of every pending file in one go, then write and publish each file on its own.
+        Everything slow happens before the write transactions, which only insert (SQLite has one writer)."""
+        texts = [t for p in batch for t in p.texts]
+        if not texts:
+            return
+        vectors, missed = self.embedder.embed_passages_counted(texts, progress=progress)
+        at = 0
+        for p in batch:
+            n = len(p.texts)
+            p.vectors, p.embedded = vectors[at : at + n], int(missed[at : at + n].sum())
+            at += n
+            try:
+                p.result = self._write(p)
+            except IngestError as exc:  # this file only (a draft decided meanwhile): the others of the batch go on
+                p.result = IngestResult(p.name, p.doc_id, reason=str(exc), code=exc.code)
+
+    def _write(self, p: _Pending) -> IngestResult:
+        tenant, doc_id, rows, fields, version = p.uploader.tenant, p.doc_id, p.rows, p.fields, p.version
         with Session(self.engine) as s:
             doc = s.exec(select(Document).where(Document.tenant == tenant, Document.doc_id == doc_id)).first()
             if doc is None:
@@ -204,8 +239,8 @@ class Ingestor:
                 s.add(doc)
                 s.flush()
             is_update = doc.live_version_id is not None
-            ver = DocVersion(document_id=doc.id, version=version, status="draft", content_hash=content_hash,
-                             n_chunks=len(drafts), ingested_by=uploader.id, **fields)
+            ver = DocVersion(document_id=doc.id, version=version, status="draft", content_hash=p.content_hash,
+                             n_chunks=len(rows), ingested_by=p.uploader.id, **fields)
             s.add(ver)
             s.flush()
             for r in rows:
@@ -216,9 +251,9 @@ class Ingestor:
             ver_id = ver.id
 
         # keep the vectors for the draft in the cache only; a published version goes live now
-        result = IngestResult(name, doc_id, "draft", version, len(drafts), embedded, version_id=ver_id)
-        if publish:
-            self.publish(ver_id, approver=uploader.id, vectors=vectors, roles=roles)
+        result = IngestResult(p.name, doc_id, "draft", version, len(rows), p.embedded, version_id=ver_id)
+        if p.publish:
+            self.publish(ver_id, approver=p.uploader.id, vectors=p.vectors, roles=p.roles)
             result.status = "updated" if is_update else "added"
         return result
 
@@ -322,13 +357,33 @@ class Ingestor:
         return str(max(nums, default=len(versions)) + 1)
 
 
+@dataclass(eq=False)
+class _Pending:
+    """A parsed, chunked file waiting for its vectors; `result` once written."""
+
+    name: str
+    uploader: Uploader
+    doc_id: str
+    version: str
+    content_hash: str
+    fields: dict
+    roles: frozenset[str]
+    publish: bool
+    texts: list[str]
+    rows: list[dict]
+    vectors: object = None
+    embedded: int = 0
+    result: IngestResult = field(default_factory=lambda: IngestResult(""))
+
+
 class AlreadyDecided(IngestError):
     """A draft that was already published or rejected (e.g. a second click on the same button)."""
 
 
 def embed_text(title: str, heading: str, text: str) -> str:
-    """What is embedded for a passage: its document title and heading path give it context."""
-    return f"{title}\n{heading}\n{text}" if heading else f"{title}\n{text}"
+    """What is embedded for a passage: its document title and heading path give it context. A title that is only an
+    identifier (a file named dev0412.md or IMG_2041.png, no title inside) says nothing about the passage: left out."""
+    return "\n".join(x for x in ("" if _IDENTIFIER.fullmatch(title) else title, heading, text) if x)
 
 
 def _bump(s: Session, tenant: str) -> None:
@@ -342,21 +397,3 @@ def _bump(s: Session, tenant: str) -> None:
 
 def _first_heading(parsed: ParsedDoc) -> str:
     return next((b.text for b in parsed.blocks if b.kind == "heading" and b.text), "")
-
-
-def expand(paths: Iterable[Path], exclude: tuple[str, ...] = ()) -> list[tuple[Path, Path]]:
-    """(root, file) pairs: files as given, directories walked for supported suffixes (sorted),
-    skipping hidden entries and top-level folders named in `exclude`."""
-    out = []
-    for p in paths:
-        p = Path(p)
-        if p.is_dir():
-            out += [(p, f) for f in sorted(p.rglob("*")) if f.is_file() and f.suffix.lower() in SUFFIXES and not _skipped(f, p, exclude)]
-        else:
-            out.append((p.parent, p))
-    return out
-
-
-def _skipped(f: Path, root: Path, exclude: tuple[str, ...]) -> bool:
-    parts = f.relative_to(root).parts
-    return any(part.startswith(".") for part in parts) or (len(parts) > 1 and parts[0] in exclude)

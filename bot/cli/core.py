@@ -165,7 +165,7 @@ def ingest(
     as_json: bool = typer.Option(False, "--json", help="One JSON line per file."),
 ) -> None:
     """Ingest documents into the knowledge base (unchanged content is not re-embedded)."""
-    from rag.ingest import Uploader
+    from rag.ingest import Uploader, expand
     from rag.store import audience_roles
 
     if audience is not None:
@@ -188,8 +188,12 @@ def ingest(
             else:
                 typer.echo(f"{'✓' if r.status != 'draft' else '…'} {r.name}: {r.status} {r.doc_id} v{r.version} ({r.chunks} chunks, {r.embedded} embedded)")
 
-        with _progress("embedding passages", enabled=not as_json) as tick:
-            results = knowledge.ingestor.ingest_paths(paths, uploader, audience=audience, on_file=on_file, progress=tick)
+        with _progress("embedding passages", enabled=not as_json, files=len(expand(paths))) as tick:
+            def on_file_done(r) -> None:
+                on_file(r)
+                tick.file_done()
+
+            results = knowledge.ingestor.ingest_paths(paths, uploader, audience=audience, on_file=on_file_done, progress=tick)
     bad = sum(r.status == "error" for r in results)
     if not as_json:
         typer.echo(f"{len(results) - bad} ingested, {bad} refused", err=True)
@@ -368,21 +372,26 @@ def doctor(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
 
 
 class _Tick:
-    def __init__(self, progress, task) -> None:
-        self.progress, self.task = progress, task
+    def __init__(self, progress, task, files_task=None) -> None:
+        self.progress, self.task, self.files_task = progress, task, files_task
 
     def __call__(self, n: int) -> None:
         if self.progress is not None:
             self.progress.update(self.task, advance=n)
 
+    def file_done(self) -> None:
+        if self.progress is not None and self.files_task is not None:
+            self.progress.update(self.files_task, advance=1)
+
 
 @contextmanager
-def _progress(label: str, enabled: bool = True) -> Iterator[_Tick]:
-    """A rich progress bar on a terminal; silent when piped."""
+def _progress(label: str, enabled: bool = True, files: int | None = None) -> Iterator[_Tick]:
+    """A rich progress bar on a terminal (a count of `label`, and a bar of `files` when given); silent when piped."""
     if not enabled or not sys.stderr.isatty():
         yield _Tick(None, None)
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True) as p:
-        yield _Tick(p, p.add_task(label, total=None))
+        files_task = p.add_task("files", total=files) if files is not None else None
+        yield _Tick(p, p.add_task(label, total=None), files_task)
