@@ -175,7 +175,9 @@ async def test_declined_and_disliked_answers_become_knowledge_entries(gateway, l
                                                                     "body": "火星基地的氧气由云帆合作伙伴红星气体供应，合同每年续签。", "audience": "all"},
                               allow_redirects=False)
     assert r.status == 303 and f"faq-turn-{turn}" in r.headers["Location"]
-    hits = await asyncio.to_thread(cp.knowledge.retriever.search, "火星基地 氧气 供应商", Viewer("default", "rep"))
-    assert hits and hits[0].doc_id == f"faq-turn-{turn}"
+    page = await (await enablement.get(r.headers["Location"])).text()
+    assert "tag-live" in page, page
+    hits = await asyncio.to_thread(cp.knowledge.retriever.search, "火星基地的氧气供应商是谁？", Viewer("default", "rep"))
+    assert hits and hits[0].doc_id == f"faq-turn-{turn}", hits
     page = await (await enablement.get("/console/conversations", params={"kind": "declined"})).text()
     assert f"faq-turn-{turn}" in page  # marked as done

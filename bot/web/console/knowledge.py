@@ -91,7 +91,8 @@ def routes(shell: Shell, app: App) -> list[web.RouteDef]:
     async def nudge(request: web.Request) -> web.Response:
         n = await asyncio.to_thread(app.publishing.nudge_owners, tenant)
         await asyncio.to_thread(shell.note, request, "kb_nudge_owners", {"messages": n})
-        return back(HOME + "?flag=" + form_value(await request.post(), "flag", 20), shell.words(request)("console_kb_nudged", n=n))
+        chosen = form_value(await request.post(), "flag", 20)
+        return back(HOME + (f"?flag={chosen}" if chosen in FILTERS else ""), shell.words(request)("console_kb_nudged", n=n))
 
     @page
     async def probe(request: web.Request) -> web.Response:

@@ -4,6 +4,7 @@ team, or ignore); and each channel's health: the checks `copilot doctor` runs (b
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from bot.app import App
 
 HOME = "/console/reps"
+PERSON_ID = re.compile(r"[A-Za-z0-9._@-]{1,64}")  # also their console login
 CHECKS_TIMEOUT = 15.0  # a platform that does not answer must not hold the page
 
 
@@ -89,6 +91,8 @@ def routes(shell: Shell, app: App) -> list[web.RouteDef]:
         p = found[0]
         rep_id, name = form_value(form, "id", 64), form_value(form, "name", 100) or p.display_name
         role, team = form_value(form, "role", 16), form_value(form, "team", 64)
+        if not PERSON_ID.fullmatch(rep_id):
+            return back(HOME, t("console_reps_bad_id"), ok=False)
         try:
             person = await asyncio.to_thread(lambda: directory.add(rep_id, name, role, team=team, tenant=tenant, channel=p.channel,
                                                                    platform_user_id=p.platform_user_id))

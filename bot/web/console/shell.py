@@ -77,7 +77,7 @@ class Shell:
             "t": lambda key, **kw: self.prompts.msg(key, lang, **kw), "lang": lang, "me": person, "page": page,
             "csrf": self.auth.csrf(request[SESSION]),
             "nav": [(name, path) for name, path, roles in PAGES if person.role in roles],
-            "other_langs": [(code, self.prompts.msg("language_name", code), str(request.rel_url.with_query({"lang": code})))
+            "other_langs": [(code, self.prompts.msg("language_name", code), str(request.rel_url.update_query(lang=code)))
                             for code in LANGS if code != lang],
             "flash": flash,
         }
