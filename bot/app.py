@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from bot.pipeline.inbox import Inbox
     from bot.pipeline.intake import Intake
     from bot.pipeline.outbox import Outbox
+    from bot.pipeline.wakeup import PgWakeup
     from bot.proactive.scheduler import Scheduler
     from bot.web.links import LinkSigner
     from crm.service import CRM
@@ -157,9 +158,12 @@ class App:
     intake: Intake
     dispatcher: Dispatcher
     scheduler: Scheduler | None
+    wakeup: PgWakeup | None = None  # processes on one PostgreSQL tell each other of new and finished messages
 
     async def start(self) -> None:
         await self.outbox.start()
+        if self.wakeup is not None:
+            await self.wakeup.start()
         await self.dispatcher.start()
         if self.scheduler is not None:
             await self.scheduler.start()
@@ -186,6 +190,8 @@ class App:
     async def aclose(self) -> None:
         await self.channels.aclose()
         await self.dispatcher.aclose()
+        if self.wakeup is not None:
+            await self.wakeup.aclose()
         if self.scheduler is not None:
             await self.scheduler.aclose()
         await self.outbox.aclose()
@@ -228,11 +234,12 @@ def build_app(settings: Settings, *, platforms: bool = False, channels: Iterable
     from bot.pipeline.channels import Channels
     from bot.pipeline.dispatch import Dispatcher
     from bot.pipeline.history import chat_timeline
-    from bot.pipeline.inbox import Inbox
+    from bot.pipeline.inbox import OWNER, Inbox
     from bot.pipeline.intake import Intake
     from bot.pipeline.outbox import Outbox, reply_history
     from bot.pipeline.ratelimit import RateLimiter
     from bot.pipeline.router import Router
+    from bot.pipeline.wakeup import PgWakeup
     from bot.proactive.scheduler import build_scheduler
     from bot.prompts import Prompts
     from bot.web.links import KeyRing, LinkSigner, load_secret
@@ -249,7 +256,8 @@ def build_app(settings: Settings, *, platforms: bool = False, channels: Iterable
     audit = Audit(engine, s.tenant)
     directory = Directory(engine)
     crm = CRM(engine, tz=s.timezone, scoring=ScoringConfig.from_dict(toml_section("scoring")))
-    inbox = Inbox(engine)
+    wakeup = PgWakeup.for_engine(engine, OWNER, lambda kind, items: dispatcher.wake(kind, items))
+    inbox = Inbox(engine, signal=wakeup.say if wakeup else None)
     secret = load_secret(s.data_dir)
     auth = Auth(engine, directory, secret, idle=s.session_idle_hours * 3600, absolute=s.session_max_days * 86400,
                 link_ttl=s.signin_link_minutes * 60)
@@ -282,9 +290,9 @@ def build_app(settings: Settings, *, platforms: bool = False, channels: Iterable
     router = Router(directory, agent, prompts, fetch=chans.fetch, ingest_file=publishing.upload, mail=mail, preview=chans.preview)
     dispatcher = Dispatcher(inbox, router.handle, metrics, apology=prompts.both("apology"), workers=s.workers, lease=s.lease_seconds,
                             max_attempts=s.max_attempts, retry_base=s.retry_base_seconds, on_replies=outbox.wake,
-                            handler_timeout=s.handler_timeout, housekeeping=delivery.sweep)
+                            handler_timeout=s.handler_timeout, housekeeping=delivery.sweep, told=wakeup is not None)
     intake = Intake(inbox, RateLimiter(s.rate_limit_per_minute), metrics, dispatcher.notify)
     scheduler = build_scheduler(s, engine, outbox, directory, knowledge.retriever, publishing, prompts) if proactive else None
     return App(settings=s, engine=engine, knowledge=knowledge, metrics=metrics, audit=audit, directory=directory, crm=crm,
                agent=agent, publishing=publishing, links=links, auth=auth, channels=chans, inbox=inbox, outbox=outbox, intake=intake,
-               dispatcher=dispatcher, scheduler=scheduler)
+               dispatcher=dispatcher, scheduler=scheduler, wakeup=wakeup)

@@ -8,6 +8,12 @@ the sender gets an apology, so every message is answered exactly once. A handler
 `handler_timeout` is a failed attempt (its lease is renewed only until then, and the work it left running in a
 thread stops at its next check: bot/ops/deadline.py); attempts are counted when
 a row is claimed, so a message that kills the process every time is dead-lettered too.
+
+Several processes share one inbox: a conversation whose earlier message is unfinished elsewhere waits (the
+inbox's claim says `Waiting`) and is looked at again every `WAIT_POLL` s, or at once when the process that
+finished the earlier one says so (`wake`, fed by bot/pipeline/wakeup.py); a new message accepted by another
+process is taken here when a worker is free. An earlier message whose lease lapsed is taken over by the first
+process that finds it: here at the next look, or at the next sweep (every `lease`/2 s).
 """
 from __future__ import annotations
 
@@ -19,21 +25,25 @@ from typing import Awaitable, Callable
 
 from bot.ops import deadline
 from bot.ops.metrics import Metrics
-from bot.pipeline.inbox import Inbox
+from bot.pipeline.inbox import Inbox, Waiting
 from connectors.message import InboundMessage, Reply
 
 log = logging.getLogger("copilot.dispatch")
 
 ACK_PRIORITY_WAIT = 0.05  # under an ack burst each worker yields up to this long per message
+WAIT_POLL = 0.25  # a conversation waiting for its earlier message at another process looks again this often…
+WAIT_POLL_TOLD = 2.0  # …or this often when processes tell each other (a finished message wakes its waiters at once)
 Handler = Callable[[InboundMessage], Awaitable[list[Reply]]]
 
 
 class Dispatcher:
     def __init__(self, inbox: Inbox, handler: Handler, metrics: Metrics, *, apology: str, workers: int = 4, lease: float = 60.0,
                  max_attempts: int = 4, retry_base: float = 2.0, on_replies: Callable[[list[int]], None] | None = None,
-                 handler_timeout: float = 120.0, housekeeping: Callable[[], object] | None = None) -> None:
+                 handler_timeout: float = 120.0, housekeeping: Callable[[], object] | None = None, told: bool = False) -> None:
         """`apology`: what the sender of a message that failed for good is told (the message `apology`);
-        `housekeeping`: run (in a thread) on every sweep, e.g. returning stale confirmations to pending."""
+        `housekeeping`: run (in a thread) on every sweep, e.g. returning stale confirmations to pending;
+        `told`: other processes announce new and finished messages (`wake`), so waiting conversations poll less."""
+        self.wait_poll = WAIT_POLL_TOLD if told else WAIT_POLL
         self.housekeeping = housekeeping
         self.apology = Reply(text=apology, kind="error")
         self.inbox = inbox
@@ -50,6 +60,8 @@ class Dispatcher:
         self._ready: asyncio.Queue[str] = asyncio.Queue()
         self._tasks: list[asyncio.Task] = []
         self._timers: set[asyncio.TimerHandle] = set()
+        self._waiting: dict[str, asyncio.TimerHandle] = {}  # conversations waiting for an earlier message elsewhere
+        self._sweep_now = asyncio.Event()
         self._draining = False
         self.idle = asyncio.Event()
 
@@ -98,6 +110,19 @@ class Dispatcher:
         if conversation_key not in self._busy and len(self._convs[conversation_key]) == 1:
             self._ready.put_nowait(conversation_key)
 
+    def wake(self, kind: str, items: list[tuple[int, str]]) -> None:
+        """What another process said: "new" rows (taken here when a worker is free), "done" rows (their
+        conversation's next row may go now), "resync" (notices may have been missed: sweep now)."""
+        if kind == "resync":
+            self._sweep_now.set()
+            return
+        for inbox_id, key in items:
+            if kind == "new" and len(self._busy) < self.n_workers and not self._draining:
+                self.notify(inbox_id, key)
+            elif kind == "done" and (h := self._waiting.pop(key, None)) is not None:
+                h.cancel()
+                self._ready.put_nowait(key)
+
     def pending(self) -> int:
         return sum(len(q) for q in self._convs.values())
 
@@ -108,9 +133,14 @@ class Dispatcher:
             if not q or key in self._busy or self._draining:
                 continue
             self._busy.add(key)
+            if (h := self._waiting.pop(key, None)) is not None:
+                h.cancel()
             delay = None
+            waiting = False
             try:
                 delay = await self._run_one(q[0])
+                if isinstance(delay, Waiting):
+                    waiting, delay = True, self._wait_for(key, q, delay)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -129,13 +159,26 @@ class Dispatcher:
             else:
                 h = asyncio.get_running_loop().call_later(delay, self._ready.put_nowait, key)
                 self._timers.add(h)
+                if waiting:
+                    self._waiting[key] = h
 
-    async def _run_one(self, inbox_id: int) -> float | None:
-        """Process one row. Returns None when the row is finished (or not ours), else a retry delay."""
+    def _wait_for(self, key: str, q: deque[int], w: Waiting) -> float:
+        """The head of `key` waits for an earlier row: one nobody works on is taken here, first (at once); else
+        look again after `wait_poll` s (or when its process says it finished). Returns the delay."""
+        if w.earlier == q[0]:
+            return 0.05  # the earlier one finished meanwhile
+        if w.takeable and w.earlier not in q:
+            self.notify(w.earlier, key)
+            return 0.0
+        return self.wait_poll
+
+    async def _run_one(self, inbox_id: int) -> float | Waiting | None:
+        """Process one row. Returns None when the row is finished (or not ours), `Waiting` when an earlier row of its
+        conversation is unfinished, else a retry delay."""
         await self.inbox.quiet(ACK_PRIORITY_WAIT)
         claimed = await asyncio.to_thread(self.inbox.claim, inbox_id, self.lease)
-        if claimed is None:
-            return None
+        if claimed is None or isinstance(claimed, Waiting):
+            return claimed
         msg, attempt = claimed
         if attempt > self.max_attempts:  # every earlier attempt ended the process (or its lease) mid-message
             log.error("message %s dead: %d attempts never finished", inbox_id, attempt - 1)
@@ -187,7 +230,11 @@ class Dispatcher:
     async def _sweeper(self) -> None:
         """Pick up rows another (dead) instance leased, or retries scheduled before a restart."""
         while True:
-            await asyncio.sleep(max(self.lease / 2, 1.0))
+            try:
+                await asyncio.wait_for(self._sweep_now.wait(), max(self.lease / 2, 1.0))
+            except asyncio.TimeoutError:
+                pass
+            self._sweep_now.clear()
             try:
                 now = time.time()
                 for w in await asyncio.to_thread(self.inbox.unfinished):

@@ -4,7 +4,12 @@ Keyed on (channel, tenant, platform msg id): a duplicate delivery is acknowledge
 Concurrent `put`s are group-committed (one transaction for all that arrived meanwhile), so the
 ack path costs one fsync-free WAL commit shared by many requests. Workers claim a row with a
 lease; a crashed worker's lease is taken over at the next start (same host, dead pid) or when it
-expires. Replies are written in the same transaction that marks a row done: answered exactly once.
+expires (any host: nothing relies on pids elsewhere). Replies are written in the same transaction that marks a
+row done: answered exactly once.
+
+Order per conversation holds across processes: a row is claimed only when no earlier row of its conversation
+(lower id: the order the inbox accepted them) is still queued or processing, wherever it landed; `claim` then
+answers `Waiting` and the dispatcher looks again shortly (at once when told the earlier one finished: `signal`).
 """
 from __future__ import annotations
 
@@ -14,9 +19,10 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Callable
 
 from sqlalchemy import func, select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session
 
 from bot.pipeline.outbox import queue_answers
@@ -26,15 +32,16 @@ from connectors.message import InboundMessage, Reply, Target, utcnow
 from connectors.sql import insert_ignore
 
 OWNER = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+UNFINISHED = ("queued", "processing")
 
 
-def owner_is_dead(owner: str) -> bool:
+def owner_is_dead(owner: str, me: str = OWNER) -> bool:
     """True when the lease owner was a process on this host that no longer runs (or an earlier us)."""
     host, _, rest = owner.partition(":")
     pid_s, _, token = rest.partition(":")
     if host != socket.gethostname() or not pid_s.isdigit():
         return False
-    if owner == OWNER:
+    if owner in (OWNER, me):
         return False
     pid = int(pid_s)
     if pid == os.getpid():
@@ -55,9 +62,25 @@ class Work:
     not_before: float
 
 
+@dataclass(frozen=True)
+class Waiting:
+    """`claim`'s answer when an earlier row of the conversation is unfinished: `earlier` (its id) goes first;
+    `takeable`: nobody works on it now (queued and due, or its lease expired), so the caller may take it."""
+
+    earlier: int
+    takeable: bool
+
+
+Signal = Callable[[Connection, str, list[tuple[int, str]]], None]  # (transaction, "new"|"done", [(id, conversation)])
+
+
 class Inbox:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, owner: str = OWNER, signal: Signal | None = None) -> None:
+        """`owner`: this process's lease name; `signal`: told inside the transaction that adds or finishes rows
+        (other processes hear it at commit: bot/pipeline/wakeup.py)."""
         self.engine = engine
+        self.owner = owner
+        self.signal = signal
         self._pending: list[tuple[InboundMessage, asyncio.Future]] = []
         self._wake = asyncio.Event()
         self._writer: asyncio.Task | None = None
@@ -124,6 +147,9 @@ class Inbox:
             # executemany: the statement is compiled once and cached, rows go in "insertmanyvalues" batches
             stmt = insert_ignore(self.engine, table).returning(table.c.id, table.c.channel, table.c.tenant, table.c.platform_msg_id)
             new = {(r.channel, r.tenant, r.platform_msg_id): r.id for r in conn.execute(stmt, rows)}
+            if new and self.signal is not None:
+                convs = {key(m): m.conversation_key for m in msgs}
+                self.signal(conn, "new", sorted((i, convs[k]) for k, i in new.items()))
             missing = {key(m) for m in msgs if key(m) not in new}
             existing = {}
             for ch, tn, pid in missing:
@@ -148,45 +174,65 @@ class Inbox:
                 pass
 
     # worker side (sync, run in threads) -------------------------------------------------------
-    def claim(self, inbox_id: int, lease: float) -> tuple[InboundMessage, int] | None:
-        """Take the row under a lease: one UPDATE .. RETURNING; None when it is finished or leased elsewhere.
+    def claim(self, inbox_id: int, lease: float) -> tuple[InboundMessage, int] | Waiting | None:
+        """Take the row under a lease: one UPDATE .. RETURNING; None when it is finished or leased elsewhere,
+        `Waiting` while an earlier row of its conversation is unfinished (at this process or another).
 
         The attempt is counted here, as it starts (returned: this attempt's number, from 1), so a message that
         kills the process every time still reaches the dead letters after `max_attempts` restarts."""
         now = time.time()
         t = InboxRow.__table__
+        e = t.alias("earlier")
+        earlier = select(e.c.id).where(e.c.conversation_key == t.c.conversation_key, e.c.id < t.c.id, e.c.status.in_(UNFINISHED))
         stmt = (
             update(t)
-            .where(t.c.id == inbox_id, (t.c.status == "queued") | ((t.c.status == "processing") & ((t.c.lease_until < now) | (t.c.lease_owner == OWNER))))
-            .values(status="processing", lease_owner=OWNER, lease_until=now + lease, attempts=t.c.attempts + 1)
+            .where(t.c.id == inbox_id, self._free_or_mine(t, now), ~earlier.exists())
+            .values(status="processing", lease_owner=self.owner, lease_until=now + lease, attempts=t.c.attempts + 1)
             .returning(t.c.payload, t.c.attempts)
         )
         with self.engine.begin() as conn:
             row = conn.execute(stmt).first()
-        if row is None:
-            return None
+            if row is None:
+                return self._why_not(conn, inbox_id, now)
         return InboundMessage.model_validate_json(row.payload), row.attempts
+
+    def _free_or_mine(self, t, now: float):
+        return (t.c.status == "queued") | ((t.c.status == "processing") & ((t.c.lease_until < now) | (t.c.lease_owner == self.owner)))
+
+    def _why_not(self, conn: Connection, inbox_id: int, now: float) -> Waiting | None:
+        t = InboxRow.__table__
+        me = conn.execute(select(t.c.conversation_key).where(t.c.id == inbox_id, self._free_or_mine(t, now))).first()
+        if me is None:
+            return None  # finished, or someone else holds it
+        first = conn.execute(select(t.c.id, t.c.status, t.c.not_before, t.c.lease_until).where(
+            t.c.conversation_key == me.conversation_key, t.c.id < inbox_id, t.c.status.in_(UNFINISHED)).order_by(t.c.id).limit(1)).first()
+        if first is None:
+            return Waiting(inbox_id, True)  # the earlier one finished meanwhile: look again
+        takeable = first.not_before <= now if first.status == "queued" else first.lease_until < now
+        return Waiting(first.id, takeable)
 
     def renew(self, inbox_id: int, lease: float) -> None:
         t = InboxRow.__table__
         with self.engine.begin() as conn:
-            conn.execute(update(t).where(t.c.id == inbox_id, t.c.lease_owner == OWNER, t.c.status == "processing")
+            conn.execute(update(t).where(t.c.id == inbox_id, t.c.lease_owner == self.owner, t.c.status == "processing")
                          .values(lease_until=time.time() + lease))
 
     def complete(self, inbox_id: int, msg: InboundMessage, replies: list[Reply], *, status: str = "done", error: str = "") -> list[int]:
         """Mark done (or dead) and queue the replies, atomically. Returns the outbound ids."""
         t = InboxRow.__table__
         with self.engine.begin() as conn:
-            res = conn.execute(update(t).where(t.c.id == inbox_id, t.c.lease_owner == OWNER, t.c.status == "processing")
+            res = conn.execute(update(t).where(t.c.id == inbox_id, t.c.lease_owner == self.owner, t.c.status == "processing")
                                .values(status=status, error=error[:2000], finished_at=utcnow(), lease_until=0.0))
             if res.rowcount != 1:
                 return []  # lost the lease: someone else finishes this message
+            if self.signal is not None:
+                self.signal(conn, "done", [(inbox_id, msg.conversation_key)])  # its conversation's next row may go now
             return queue_answers(conn, inbox_id, Target.of(msg), replies)
 
     def retry_later(self, inbox_id: int, error: str, delay: float) -> None:
         t = InboxRow.__table__
         with self.engine.begin() as conn:
-            conn.execute(update(t).where(t.c.id == inbox_id, t.c.lease_owner == OWNER)
+            conn.execute(update(t).where(t.c.id == inbox_id, t.c.lease_owner == self.owner)
                          .values(status="queued", not_before=time.time() + delay,
                                  lease_owner="", lease_until=0.0, error=error[:2000]))
 
@@ -201,7 +247,7 @@ class Inbox:
         with self.engine.begin() as conn:
             rows = conn.execute(select(t.c.id, t.c.conversation_key, t.c.status, t.c.lease_owner, t.c.lease_until, t.c.not_before)
                                 .where(t.c.status.in_(("queued", "processing"))).order_by(t.c.id)).all()
-            dead = [r.id for r in rows if r.status == "processing" and r.lease_until > now and owner_is_dead(r.lease_owner)]
+            dead = [r.id for r in rows if r.status == "processing" and r.lease_until > now and owner_is_dead(r.lease_owner, self.owner)]
             if dead:
                 conn.execute(update(t).where(t.c.id.in_(dead), t.c.status == "processing").values(status="queued", lease_owner="", lease_until=0.0))
         return [Work(r.id, r.conversation_key, r.not_before) for r in rows

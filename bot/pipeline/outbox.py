@@ -1,7 +1,8 @@
 """Reply delivery: outbound rows are sent through their channel's connector, in order per conversation.
 
 A row is claimed (pending -> sending) before the connector is called, so two instances never
-send it twice; a send that crashed mid-way is retried after its claim times out, with the row's
+send it twice, and a conversation whose oldest row is being sent (anywhere) or waits for a retry holds its later
+rows back, so its replies go out in order across processes too; a send that crashed mid-way is retried after its claim times out, with the row's
 dedupe key passed to the connector for platforms that can deduplicate. Failures back off
 exponentially and end in the dead-letter state, visible in `copilot doctor` and /metrics.
 Rows survive restarts: queued sends are never lost.
@@ -162,12 +163,24 @@ class Outbox:
                     break
             if not picked:
                 return []
-            claimed = conn.execute(
+            claimed = set(conn.execute(
                 update(t).where(t.c.id.in_([r.id for r in picked]), t.c.not_before <= now, t.c.status.in_(("pending", "sending")))
                 .values(status="sending", not_before=now + CLAIM_SECONDS).returning(t.c.id)
-            ).scalars().all()
-        ok = set(claimed)
-        return [OutboundRow.model_validate(r._mapping) for r in picked if r.id in ok]
+            ).scalars().all())
+            # another process took a row first: this one keeps only what precedes it in each conversation (the rest
+            # goes back), so two processes never send one conversation's rows side by side
+            lost: set[str] = set()
+            ok, back = [], []
+            for r in picked:
+                if r.id not in claimed:
+                    lost.add(r.conversation_key)
+                elif r.conversation_key in lost:
+                    back.append(r.id)
+                else:
+                    ok.append(r)
+            if back:
+                conn.execute(update(t).where(t.c.id.in_(back)).values(status="pending", not_before=0.0))
+        return [OutboundRow.model_validate(r._mapping) for r in ok]
 
     async def _send_conv(self, rows: list[OutboundRow]) -> list[int]:
         """Send one conversation's rows in order; returns the ids sent. A failure holds back the rest."""

@@ -1,0 +1,85 @@
+"""Real services on loopback for the scale-out tests: a fresh PostgreSQL database per test (dropped after), a
+Chroma server started by the test, Redis if one answers. Each helper skips the test, saying why, when its
+service cannot be had."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+PG_ADMIN = os.environ.get("COPILOT_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("COPILOT_TEST_REDIS", "redis://127.0.0.1:6379/0")
+CHROMA = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "chroma"
+
+
+@contextmanager
+def pg_database() -> Iterator[str]:
+    """CREATE DATABASE copilot_t_<random>; yields its URL; DROP DATABASE .. WITH (FORCE) after."""
+    try:
+        import psycopg
+
+        admin = psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=2)
+    except Exception as exc:
+        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN} ({type(exc).__name__}); set COPILOT_TEST_PG_ADMIN")
+    name = f"copilot_t_{uuid.uuid4().hex[:10]}"
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def chroma_server(path: Path, port: int) -> Iterator[str]:
+    """`chroma run --path PATH --port PORT` as a child process; yields http://127.0.0.1:PORT once it answers."""
+    import httpx
+
+    exe = str(CHROMA) if CHROMA.exists() else shutil.which("chroma")
+    if not exe:
+        pytest.skip("the chroma command is not installed (make setup installs chromadb, which provides it)")
+    log = open(path.parent / f"chroma-{port}.log", "wb")
+    proc = subprocess.Popen([exe, "run", "--path", str(path), "--host", "127.0.0.1", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                log.flush()
+                pytest.skip(f"chroma run exited with {proc.returncode}: {(path.parent / f'chroma-{port}.log').read_text()[-500:]}")
+            try:
+                if httpx.get(url + "/api/v2/heartbeat", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.skip("chroma run did not answer within 60 s")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def redis_url() -> str:
+    """The loopback Redis (flushed of nothing: tests use their own key prefix); skips without redis-py or a server."""
+    try:
+        import redis
+    except ImportError:
+        pytest.skip("redis-py is not installed (the `redis` package; the copilot runs without it)")
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
+    except Exception as exc:
+        pytest.skip(f"Redis not reachable at {REDIS_URL} ({type(exc).__name__}); set COPILOT_TEST_REDIS")
+    return REDIS_URL
