@@ -84,7 +84,7 @@ def model_embedder(settings: Settings):
 def open_knowledge(settings: Settings, engine: Engine | None = None) -> Knowledge:
     engine = engine or open_database(settings)
     embedder = CachedEmbedder(model_embedder(settings), settings.embed_cache_path, settings.embed_batch)
-    vectors = VectorIndex(settings.chroma_dir, embedder.model_id, embedder.dim)
+    vectors = VectorIndex(settings.chroma_dir, embedder.model_id, embedder.dim, url=settings.chroma_url)
     rerank = settings.rerank_model
     reranker = CrossEncoderReranker(rerank[3:] if rerank.startswith("st:") else rerank) if rerank else None
     retriever = Retriever(engine, vectors, embedder, t2s=settings.traditional_to_simplified, reranker=reranker)

@@ -51,6 +51,7 @@ class Settings(BaseSettings):
     embed_api_key: SecretStr = SecretStr("")  # for an `openai:` embedder: its own key, never the chat model's
     embed_cache: Path | None = None  # default: data_dir/embeddings.db
     embed_batch: int = 16
+    chroma_url: str = ""  # http://host:port of a Chroma server every process shares (`chroma run`); default: embedded under data_dir
     rerank_model: str = ""
     # folder names (anywhere below an ingested folder) and paths that hold data, never ingested as documents
     knowledge_data_dirs: list[str] = Field(default_factory=lambda: ["crm", "eval"])

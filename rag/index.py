@@ -7,6 +7,8 @@ candidate. (A single collection with a `where` filter gives the same answer but 
 query at 10k chunks in Chroma's metadata filter; a partition query costs under a millisecond.)
 Every collection records the embedding model that filled it; opening the index with another model
 is refused with a clear message (`copilot kb reembed` rebuilds it), so vectors are never mixed.
+With `url` (COPILOT_CHROMA_URL, http://host:port) the collections live in a Chroma server that every process
+of a deployment shares; without it, in an embedded store under the data dir.
 """
 from __future__ import annotations
 
@@ -28,6 +30,22 @@ class ModelMismatch(RuntimeError):
     pass
 
 
+def chroma_client(path: Path, url: str = ""):
+    """A Chroma server's client when `url` is given (http[s]://host:port), else the embedded store at `path`."""
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    settings = ChromaSettings(anonymized_telemetry=False)
+    if url:
+        from urllib.parse import urlsplit
+
+        u = urlsplit(url)
+        return chromadb.HttpClient(host=u.hostname or "127.0.0.1", port=u.port or (443 if u.scheme == "https" else 8000),
+                                   ssl=u.scheme == "https", settings=settings)
+    path.mkdir(parents=True, exist_ok=True)
+    return chromadb.PersistentClient(path=str(path), settings=settings)
+
+
 def partition_name(tenant: str, roles: frozenset[str], team: str) -> str:
     key = f"{tenant}|{','.join(sorted(roles))}|{team}"
     return PREFIX + hashlib.sha1(key.encode()).hexdigest()[:20]
@@ -45,8 +63,9 @@ class VectorIndex:
     copilot down: dense search returns nothing (retrieval runs on BM25), new vectors are skipped, `copilot
     doctor` says so, and `copilot kb rebuild` refills it from the stored passages."""
 
-    def __init__(self, path: Path, model_id: str, dim: int) -> None:
+    def __init__(self, path: Path, model_id: str, dim: int, *, url: str = "") -> None:
         self.path = path
+        self.url = url
         self.model_id = model_id
         self.dim = dim
         self.broken = ""
@@ -61,17 +80,13 @@ class VectorIndex:
             self._degrade(exc)
 
     def _degrade(self, exc: Exception) -> None:
-        self.broken = f"vector store at {self.path} unreadable: {type(exc).__name__}: {exc}"
+        self.broken = f"vector store at {self.url or self.path} unreadable: {type(exc).__name__}: {exc}"
         self._parts.clear()
         self._meta.clear()
         log.error("%s: answering from keyword search (BM25) until `copilot kb rebuild`", self.broken)
 
     def _open(self, path: Path, model_id: str) -> None:
-        import chromadb
-        from chromadb.config import Settings as ChromaSettings
-
-        path.mkdir(parents=True, exist_ok=True)
-        self._client = chromadb.PersistentClient(path=str(path), settings=ChromaSettings(anonymized_telemetry=False))
+        self._client = chroma_client(path, self.url)
         for col in self._client.list_collections():
             if not col.name.startswith(PREFIX):
                 continue
@@ -85,21 +100,18 @@ class VectorIndex:
             self._meta[col.name] = meta
 
     @classmethod
-    def rebuild(cls, path: Path, model_id: str, dim: int, *, wipe: bool = False) -> "VectorIndex":
+    def rebuild(cls, path: Path, model_id: str, dim: int, *, wipe: bool = False, url: str = "") -> "VectorIndex":
         """Drop every knowledge collection so the index is refilled with another model; `wipe`: remove the whole
-        store first (an unreadable one: nothing in it can be trusted, the passages are in the database)."""
+        embedded store first (an unreadable one: nothing in it can be trusted, the passages are in the database)."""
         import shutil
 
-        import chromadb
-        from chromadb.config import Settings as ChromaSettings
-
-        if wipe:
+        if wipe and not url:
             shutil.rmtree(path, ignore_errors=True)
-        client = chromadb.PersistentClient(path=str(path), settings=ChromaSettings(anonymized_telemetry=False))
+        client = chroma_client(path, url)
         for col in client.list_collections():
             if col.name.startswith(PREFIX):
                 client.delete_collection(col.name)
-        return cls(path, model_id, dim)
+        return cls(path, model_id, dim, url=url)
 
     def _partition(self, tenant: str, roles: frozenset[str], team: str):
         name = partition_name(tenant, roles, team)

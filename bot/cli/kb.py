@@ -124,7 +124,7 @@ def rebuild() -> None:
 
     s = load_settings()
     model = model_embedder(s)
-    VectorIndex.rebuild(s.chroma_dir, model.model_id, model.dim, wipe=True)
+    VectorIndex.rebuild(s.chroma_dir, model.model_id, model.dim, wipe=True, url=s.chroma_url)
     with opened(s) as cp:
         if cp.knowledge.vectors.broken:
             raise CliError(f"{cp.knowledge.vectors.broken}: check the folder's permissions and disk space", 1)
@@ -140,7 +140,7 @@ def reembed() -> None:
 
     s = load_settings()
     model = model_embedder(s)
-    VectorIndex.rebuild(s.chroma_dir, model.model_id, model.dim)
+    VectorIndex.rebuild(s.chroma_dir, model.model_id, model.dim, url=s.chroma_url)
     with opened(s) as cp:
         n = cp.knowledge.ingestor.reembed_live()
     typer.echo(f"re-embedded {n} passages with {model.model_id}")

@@ -1,0 +1,27 @@
+"""COPILOT_CHROMA_URL: every process of a deployment shares one Chroma server (started here with `chroma run`)
+instead of an embedded store of its own; the embedded store stays the default."""
+from __future__ import annotations
+
+import pytest
+
+from rag.retrieve import Viewer
+from tests.conftest import free_port
+from tests.fakes.services import chroma_server, pg_database
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+QUESTION = "星图软件的实施周期一般多长？"
+
+
+def test_two_processes_share_the_vectors_of_one_chroma_server(make_settings, make_app, tmp_path):
+    with chroma_server(tmp_path / "chroma-server", free_port()) as url, pg_database() as db:
+        a = make_app(make_settings(data_dir=tmp_path / "a", chroma_url=url, database_url=db))  # loads the samples: their vectors go to the server
+        n = a.knowledge.vectors.count()
+        assert n > 0 and not a.knowledge.vectors.broken
+        b = make_app(make_settings(data_dir=tmp_path / "b", chroma_url=url, database_url=db))  # another process, another data dir
+        assert not b.needs_samples() and b.knowledge.vectors.count() == n
+        hits = b.knowledge.retriever.search(QUESTION, Viewer("default", "rep"), mode="dense")
+        assert hits and hits[0].doc_id == "bc-xingtu"
+        assert not (tmp_path / "a" / "chroma").exists() and not (tmp_path / "b" / "chroma").exists()  # nothing embedded
+    # the server is gone: the copilot keeps answering from keyword search and says why
+    c = make_app(make_settings(data_dir=tmp_path / "c", chroma_url=url))
+    assert url in c.knowledge.vectors.broken
