@@ -11,7 +11,7 @@ from aiohttp import web
 from markdown_it import MarkdownIt
 
 from bot.ops.audit import Audit
-from bot.prompts import Prompts, ui_lang
+from bot.prompts import Prompts
 from bot.web.links import LinkSigner
 from bot.web.session import PERSON
 from bot.web.signin import lang_of
@@ -30,8 +30,7 @@ def document_routes(links: LinkSigner, retriever: Retriever, prompts: Prompts, a
         if signed_in is not None and claims.person and signed_in.id != claims.person:
             raise web.HTTPForbidden(text="this link was made for someone else; ask the copilot yourself")
         viewer = Viewer(claims.tenant, claims.role, claims.team, claims.person)
-        lang = ui_lang(request.cookies.get("copilot_lang") or lang_of(request))  # the chat page's switch, else the browser
-        page = await asyncio.to_thread(passage_html, retriever, doc_id, viewer, claims.chunk_id, prompts, lang)
+        page = await asyncio.to_thread(passage_html, retriever, doc_id, viewer, claims.chunk_id, prompts, lang_of(request))
         if page is None:
             raise web.HTTPNotFound(text="this passage is no longer in the knowledge base; ask the copilot again")
         await asyncio.to_thread(audit, "read", "citation", claims.person or "link", {"doc": doc_id, "chunk": claims.chunk_id,

@@ -18,7 +18,7 @@ from aiohttp import web
 from bot.auth.service import Auth
 from bot.people.directory import DirectoryError, Person
 from bot.pipeline.ratelimit import RateLimiter
-from bot.prompts import Prompts, ui_lang
+from bot.prompts import LANGS, Prompts, ui_lang
 from bot.web.edge import ADDRESS
 from bot.web.session import COOKIE, PERSON, SESSION, cookie_options, same_origin
 
@@ -27,7 +27,11 @@ MAX_FIELD = 256
 
 
 def lang_of(request: web.Request) -> str:
-    """The catalogue for the browser's first language: English for en*, Chinese otherwise."""
+    """The reader's language: the one they chose (the `copilot_lang` cookie the chat's and the console's switches
+    set), else the browser's first language: English for en*, Chinese otherwise."""
+    chosen = request.cookies.get("copilot_lang", "")
+    if chosen in LANGS:
+        return chosen
     first = request.headers.get("Accept-Language", "").split(",")[0].strip().lower()
     return ui_lang("en" if first.startswith("en") else "zh")
 

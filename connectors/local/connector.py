@@ -29,12 +29,12 @@ from connectors.message import Attachment, Reply, Target
 
 WEB = Path(__file__).parent / "web"
 History = Callable[[str, str, int], Awaitable[list[dict]]]  # (tenant, conversation id, after id) -> replies
+Identity = Callable[[web.Request], "tuple[str, str] | None"]  # request -> (sender id, display name) the gateway verified
 Timeline = Callable[[str, str], Awaitable[dict]]  # (tenant, conversation id) -> {"items": messages and replies, "after": newest reply id}
 LANG_COOKIE = "copilot_lang"
 PAGE_HEADERS = {"Cache-Control": "no-store", "X-Frame-Options": "DENY", "Referrer-Policy": "same-origin",
                 "Content-Security-Policy": "default-src 'self'; img-src 'self' data: https:; object-src 'none'; base-uri 'none'; "
                                            "frame-ancestors 'none'; form-action 'self'"}
-Identity = Callable[[web.Request], "tuple[str, str] | None"]  # request -> (sender id, display name) the gateway verified
 
 
 class LocalConnector:

@@ -100,7 +100,8 @@ def open_chat(chromium, base: str, name: str, *, locale: str = "zh-CN", viewport
     page.on("request", lambda r: page.requested.append(r.url))
     page.goto(base + "/chat")
     assert page.url.startswith(base + "/login")  # not signed in: to the sign-in form
-    page.keyboard.type(name)  # the username field has the focus
+    until(page, "document.activeElement && document.activeElement.name === 'username'")  # the form gives it the focus
+    page.keyboard.type(name)
     page.keyboard.press("Tab")
     page.keyboard.type(PASSWORD)
     with page.expect_navigation():
@@ -288,8 +289,9 @@ def test_english_for_an_english_browser_and_the_switch(chromium, server, shot):
         switch.focus()
         with page.expect_navigation():
             page.keyboard.press("Enter")  # the choice is kept (a cookie) and the page reloads in it
-        until(page, "document.documentElement.lang === 'zh-CN'")
-        page.locator("#send").wait_for()
-        assert page.locator("#send").inner_text() == "发送"
+        until(page, "document.querySelector('#log').getAttribute('aria-busy') === 'false'")  # the page has started
+        assert page.evaluate("document.documentElement.lang") == "zh-CN" and page.locator("#send").inner_text() == "发送"
+        page.goto(server + "/login")  # the choice holds on the server's other pages too, over the English browser
+        assert page.locator("h1").inner_text() == "登录"
     finally:
         context.close()

@@ -239,7 +239,7 @@ function words(ui) {
   sw.lang = next === "zh" ? "zh-CN" : next;
   sw.setAttribute("aria-label", `${t("chat_language_label")}: ${ui.langs[next]}`);
   sw.onclick = () => {
-    document.cookie = `copilot_lang=${next}; path=/; max-age=31536000; samesite=lax`;
+    document.cookie = `copilot_lang=${next}; path=/; max-age=31536000; samesite=lax${location.protocol === "https:" ? "; secure" : ""}`;
     location.reload();
   };
 }
