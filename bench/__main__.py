@@ -84,6 +84,17 @@ def agent() -> None:
     _print(run())
 
 
+@bench.command("answerability")
+def answerability(
+    dev_sample: int = typer.Option(60, help="Questions from ../shared/retrieval-dev for the sanity figure."),
+) -> None:
+    """Declined% of near-domain unanswerable questions, answered-with-the-right-citation% of answerable ones,
+    offline and with a scripted model, with and without the check; answered% on real retrieval-dev questions."""
+    from bench.answerability import run
+
+    _print(run(dev_sample))
+
+
 @bench.command("email")
 def email(
     seconds: float = typer.Option(3.0, help="Seconds per parser in the parse benchmark."),

@@ -22,6 +22,7 @@ from bot.agent.compare import Comparer
 from bot.agent.crmlog import CrmLogger, Scope, scope_of
 from bot.agent.draft import Drafter
 from bot.agent.facts import day_item
+from bot.agent.followup import FollowUps
 from bot.agent.llm import ModelUnavailable
 from bot.agent.pending import Pending, PendingStore
 from bot.agent.storevisit import StoreVisits
@@ -29,7 +30,7 @@ from bot.agent.tables import AgentTurn
 from bot.people.directory import Directory, Person
 from bot.prompts import Prompts, ui_lang
 from connectors.message import Action, InboundMessage, Reply
-from crm.service import CRM
+from crm.service import CRM, NotFound
 from rag.retrieve import Viewer
 from rag.text import language
 
@@ -114,6 +115,7 @@ class Agent:
         self.drafter = Drafter(crm, retriever, pending, prompts, self.model, enqueue, can_email, self.scope)
         self.comparer = Comparer(retriever, prompts, answerer.stale_days, lambda h, v: self.answerer.link(h, v))
         self.stores = StoreVisits(crm, pending, prompts)
+        self.followups = FollowUps(engine, answerer.answerability, prompts, self.model)
 
     def scope(self, person: Person) -> Scope:
         return scope_of(self.directory, person)
@@ -207,11 +209,12 @@ class Agent:
             return Turn("draft", [reply], evidence, reply.meta.get("variant", ""))
         if not text:
             return Turn("help", [Reply(text=self.prompts.msg("help", lang), kind="notice")], {})
-        ans = self.answerer.answer(text, viewer_of(person), actor=person.id, conversation=conv, on_text=on_text)
-        evidence = {"passages": [{"doc_id": h.doc_id, "title": h.title, "heading": h.heading, "version": h.version,
+        asked = self.followups.resolve(text, person.tenant, person.id, conv, actor=person.id)  # "那专业版呢？" → standalone
+        ans = self.answerer.answer(asked, viewer_of(person), actor=person.id, conversation=conv, on_text=on_text)
+        evidence = {"passages": [{"doc_id": h.doc_id, "title": h.title, "heading": h.heading, "version": h.version, "competitor": h.competitor,
                                   "updated": h.updated, "relevance": round(h.relevance or 0, 3), "chunk_id": h.chunk_id} for h in ans.hits],
                     "cited_documents": sorted({h.document_pk for h in ans.hits if h.doc_id in {c.doc_id for c in ans.citations}}),
-                    "grounded": ans.grounded,
+                    "cited_doc_ids": sorted({c.doc_id for c in ans.citations}), "asked": asked[:1000], "grounded": ans.grounded,
                     "question": text[:1000], "answer": ans.text[:4000]}  # for the console's review of declined and rated answers
         if ans.hits:
             self.answerer.retriever.record_use(person.tenant, ans.hits, "retrieved", person.id)
@@ -286,15 +289,29 @@ class Agent:
 
     # my day and /why -----------------------------------------------------------------------------------
     def my_day(self, person: Person, now: datetime) -> Reply:
-        day = self.crm.my_day(person.tenant, person.id, now.date(), person.timezone or "Asia/Shanghai")
+        """A rep's day; a manager's day is their team's too: every member's items, each with whose it is."""
+        tz = person.timezone or "Asia/Shanghai"
         lang = ui_lang(person.language)
-        if day.empty:
-            return Reply(text=self.prompts.msg("my_day_empty", lang), kind="notice")
+        people = [person.id] + (sorted(self.scope(person).team_members - {person.id}) if person.role == "manager" else [])
+        days = []
+        for pid in people:
+            try:
+                days.append((pid, self.crm.my_day(person.tenant, pid, now.date(), tz)))
+            except NotFound:  # a manager need not own deals, and a team member need not be in the CRM
+                continue
+        if all(day.empty for _, day in days):
+            return Reply(text=self.prompts.msg("my_day_empty_team" if len(people) > 1 else "my_day_empty", lang), kind="notice")
+        names = {p.id: p.name for p in self.directory.list(person.tenant)}
         parts = []
-        for title, items in (("my_day_meetings", day.meetings_today), ("my_day_due_today", day.due_today),
-                             ("my_day_overdue", day.overdue), ("my_day_stalled", day.stale_deals)):
-            if items:
-                parts.append(self.prompts.msg(title, lang) + "：\n" + "\n".join(f"• {day_item(self.prompts, i, lang)}" for i in items[:8]))
+        for title, attr in (("my_day_meetings", "meetings_today"), ("my_day_due_today", "due_today"),
+                            ("my_day_overdue", "overdue"), ("my_day_stalled", "stale_deals")):
+            lines = []
+            for pid, day in days:
+                for i in getattr(day, attr):
+                    item = day_item(self.prompts, i, lang)
+                    lines.append(item if pid == person.id else self.prompts.msg("my_day_whose", lang, item=item, name=names.get(pid, pid)))
+            if lines:
+                parts.append(self.prompts.msg(title, lang) + "：\n" + "\n".join(f"• {ln}" for ln in lines[:12]))
         return Reply(text="\n\n".join(parts), kind="answer")
 
     def why(self, person: Person, conversation_key: str) -> Reply:

@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable
 
+from bot.agent.answerable import Answerability, Asked, Verdict, figures_stated
 from bot.agent.llm import ChatModel, ModelUnavailable
 from bot.prompts import Prompts
 from connectors.message import Citation
@@ -19,6 +20,8 @@ from rag.text import language, sentences, tokenize
 MAX_SENTENCES = 4
 MAX_CHARS = 420
 SENTENCE_MARGIN = 0.03  # keep sentences scoring within this of the best one
+POOL_MARGIN, POOL_SIZE = 0.06, 14  # the sentences the answerability check may choose from
+WIDE_MARGIN, WIDE_SIZE = 0.12, 30  # and where it looks for the asked value when those do not state it
 _LIST_MARK = re.compile(r"^(?:[-*•·]|\d+[.、)])\s+")
 
 
@@ -69,7 +72,7 @@ def table_rows(text: str) -> list[str]:
 
 class Answerer:
     def __init__(self, retriever: Retriever, prompts: Prompts, *, floor: float, floor_en: float | None = None, stale_days: int = 90,
-                 link: Callable[[Hit, Viewer], str] | None = None, model: ChatModel | None = None) -> None:
+                 link: Callable[[Hit, Viewer], str] | None = None, model: ChatModel | None = None, check_answerable: bool = True) -> None:
         self.retriever = retriever
         self.model = model
         self.link = link or (lambda h, v: "")
@@ -77,6 +80,8 @@ class Answerer:
         self.floor = floor
         self.floor_en = floor if floor_en is None else floor_en
         self.stale_days = stale_days
+        self.answerability = Answerability(retriever)
+        self.check_answerable = check_answerable  # off only to measure what the check changes (bench answerability)
 
     def evidence(self, question: str, viewer: Viewer, k: int = 8) -> list[Hit]:
         """Passages of the best-ranked documents, when the best of them clears the score floor.
@@ -98,14 +103,41 @@ class Answerer:
         if not hits:
             return Answer(self.prompts.msg("not_found", lang), [], False)
         note = ""
+        asked = self.answerability.read(question, viewer.tenant) if self.check_answerable else None
         if self.model is not None and self.model.configured:
             try:
-                return self._generate(question, hits, viewer, lang, actor, conversation, on_text)
+                return self._generate(question, hits, viewer, lang, actor, conversation, on_text, asked)
             except Unverified:
                 pass  # the passages themselves, rather than an answer we cannot tie to them
             except ModelUnavailable:
                 note = self.prompts.msg("model_down", lang)
-        return self._extractive(question, hits, viewer, lang, note)
+        return self._extractive(question, hits, viewer, lang, note, asked)
+
+    def declined(self, verdict: Verdict, hits: list[Hit], lang: str) -> Answer:
+        """What the knowledge does not state, and what it does say near the question (no citation: nothing is answered)."""
+        names = []
+        for m in verdict.missing:
+            if m.startswith("ask:"):
+                names.append(self.prompts.msg(f"ask_{m[4:]}", lang))
+            else:
+                names.append(self.prompts.msg("missing_term", lang, term=m))
+        near, seen = [], set()
+        for h in hits:
+            if h.doc_id not in seen and len(seen) < 3:
+                seen.add(h.doc_id)
+                near.append(self.prompts.msg("near_item", lang, title=h.title, section=h.heading.split(" > ")[-1] if h.heading else ""))
+        what = self.prompts.msg("list_sep", lang).join(dict.fromkeys(names))
+        text = self.prompts.msg("not_stated", lang, what=what) + ("\n" + "\n".join(near) if near else "")
+        return Answer(text, [], False, hits)
+
+    def _full_text(self, viewer: Viewer):
+        cache: dict[str, str] = {}
+
+        def text(h: Hit) -> str:
+            if h.doc_id not in cache:
+                cache[h.doc_id] = "\n".join(p.text for p in self.retriever.document_hits(viewer, h.doc_id))
+            return cache[h.doc_id]
+        return text
 
     def _finish(self, lines_or_text: str, cited: list[tuple[Citation, Hit]], hits: list[Hit], lang: str, note: str = "") -> Answer:
         warnings = freshness_warnings(cited, self.prompts, lang, self.stale_days)
@@ -114,8 +146,18 @@ class Answerer:
             text += "\n\n" + "\n".join(warnings)
         return Answer(text, [c for c, _ in cited], True, hits, warnings)
 
-    def _extractive(self, question: str, hits: list[Hit], viewer: Viewer, lang: str, note: str = "") -> Answer:
-        picked = self._pick_sentences(question, hits[:6], lang, viewer.tenant)
+    def _extractive(self, question: str, hits: list[Hit], viewer: Viewer, lang: str, note: str = "", asked: Asked | None = None) -> Answer:
+        picked = self._pick_sentences(question, hits[:6], lang, viewer.tenant, asked, viewer)
+        if isinstance(picked, Verdict) and asked is not None and asked.competitors:
+            # the named competitor's own card may state it where the search did not look ("How is NorthPeak priced?")
+            own = [h for d in self.retriever.documents(viewer) if d["competitor"] in asked.competitors
+                   for h in self.retriever.document_hits(viewer, d["doc_id"])]
+            if own:
+                again = self._pick_sentences(question, own, lang, viewer.tenant, asked, viewer, wide=1.0)
+                if not isinstance(again, Verdict):
+                    picked = again
+        if isinstance(picked, Verdict):
+            return self.declined(picked, hits, lang)
         numbers: dict[str, int] = {}
         cited: list[tuple[Citation, Hit]] = []
         lines = []
@@ -123,12 +165,15 @@ class Answerer:
             if h.doc_id not in numbers:  # one citation per document, pointing at its first passage used
                 numbers[h.doc_id] = len(numbers) + 1
                 cited.append((citation_for(numbers[h.doc_id], h, self.stale_days, self.link(h, viewer)), h))
+            if h.competitor and asked is not None and h.competitor not in asked.competitors \
+                    and not self.answerability.named_in(sent, h, viewer.tenant):  # never shown as if it were ours
+                sent = self.prompts.msg("about_competitor", lang, competitor=h.competitor, text=sent)
             lines.append(f"{sent} [{numbers[h.doc_id]}]")
         body = self.prompts.msg("answer_intro", lang) + "\n" + "\n".join(f"• {line}" for line in lines)
         return self._finish(body, cited, hits, lang, note)
 
     def _generate(self, question: str, hits: list[Hit], viewer: Viewer, lang: str, actor: str, conversation: str,
-                  on_text: Callable[[str], None] | None = None) -> Answer:
+                  on_text: Callable[[str], None] | None = None, asked: Asked | None = None) -> Answer:
         """The model writes the answer from numbered passages; only citations it was given survive,
         and an answer without any valid citation is not trusted (extractive fallback)."""
         passages = hits[:6]
@@ -144,19 +189,29 @@ class Answerer:
         out = self.model.complete(system, user, actor=actor, conversation=conversation, job="answer", on_text=preview)
         text = out.text.strip()
         if text.startswith("NOT_IN_KB"):
-            return Answer(self.prompts.msg("not_found", lang), [], False, hits)
+            return self.declined(Verdict(False, missing=[f"ask:{asked.asks[0][0]}" if asked.asks else "ask:answer"]), hits, lang) if asked is not None else Answer(
+                self.prompts.msg("not_found", lang), [], False, hits)
         used = [int(n) for n in dict.fromkeys(re.findall(r"\[(\d{1,2})\]", text)) if 1 <= int(n) <= len(passages)]
         if not used:
             raise Unverified("the model answered without citing the passages")
+        if asked is not None:  # the cited passages must state what was asked, and every figure the model wrote
+            stated = [(s, passages[n - 1]) for n in used for s in sentences(passages[n - 1].text)]
+            verdict = self.answerability.judge(asked, stated, viewer.tenant, self._full_text(viewer))
+            if not verdict.ok:
+                return self.declined(verdict, hits, lang)
+            if not figures_stated(text, passages, question):
+                raise Unverified("the model wrote a figure none of its passages states")
         # renumber to the order of first use, one citation per passage used
         mapping = {n: i for i, n in enumerate(used, 1)}
         text = re.sub(r"\[(\d{1,2})\]", lambda m: f"[{mapping[int(m.group(1))]}]" if int(m.group(1)) in mapping else "", text)
         cited = [(citation_for(mapping[n], passages[n - 1], self.stale_days, self.link(passages[n - 1], viewer)), passages[n - 1]) for n in used]
         return self._finish(text, cited, hits, lang)
 
-    def _pick_sentences(self, question: str, hits: list[Hit], lang: str, tenant: str) -> list[tuple[str, Hit]]:
+    def _pick_sentences(self, question: str, hits: list[Hit], lang: str, tenant: str, asked: Asked | None = None,
+                        viewer: Viewer | None = None, wide: float = WIDE_MARGIN) -> list[tuple[str, Hit]] | Verdict:
         """Score each sentence of the top passages by meaning (e5, works across languages) and by
-        shared rare words (BM25 idf); keep the best few, in source order."""
+        shared rare words (BM25 idf); keep the best few that state what was asked (else the Verdict saying
+        what is not stated)."""
         cands: list[tuple[int, int, str, Hit]] = []
         for rank, h in enumerate(hits):
             for pos, s in enumerate(table_rows(h.text) if h.text.startswith("|") else sentences(h.text)):
@@ -177,6 +232,18 @@ class Answerer:
             scored.append((score, rank, pos, s, h))
         scored.sort(key=lambda t: -t[0])
         top = scored[0][0]
+        if asked is not None:
+            full = self._full_text(viewer) if viewer is not None else None
+            pool = [t for t in scored if t[0] >= top - POOL_MARGIN][:POOL_SIZE]
+            verdict = self.answerability.judge(asked, [(t[3], t[4]) for t in pool], tenant, full)
+            if not verdict.ok and any(m.startswith("ask:") for m in verdict.missing):  # the value may sit a little lower
+                pool = [t for t in scored if t[0] >= top - wide][:WIDE_SIZE]  # (a Chinese price row for an English question)
+                verdict = self.answerability.judge(asked, [(t[3], t[4]) for t in pool], tenant, full)
+            if not verdict.ok:
+                return verdict
+            order = {(s, h.chunk_id): i for i, (s, h) in enumerate(verdict.kept)}
+            scored = sorted((t for t in pool if (t[3], t[4].chunk_id) in order), key=lambda t: order[(t[3], t[4].chunk_id)])
+            top = scored[0][0]
         out, size = [], 0
         for score, rank, pos, s, h in scored:
             if len(out) >= MAX_SENTENCES or score < top - SENTENCE_MARGIN or (out and size + len(s) > MAX_CHARS):

@@ -30,6 +30,29 @@ SECTIONS = {
 }
 
 
+_SUBJECT = re.compile(r"\s*(?:[-*]\s*)?(?:主题|标题|Subject)\s*[:：]\s*(.+)", re.I)
+_BODY_LABEL = re.compile(r"\s*(?:正文|内容|Body|Message)\s*[:：]\s*$", re.I)
+_ITEM = re.compile(r"^\s*(?:[-*•]|\d+[.、)])\s+")
+
+
+def _numbered(lines: list[str]) -> str:
+    """The body with each list numbered again (1. 2. 3.: the chunker writes every list item as "- "),
+    a blank line around each list, and no run of blank lines."""
+    out, n = [], 0
+    for ln in lines:
+        if _ITEM.match(ln):
+            if n == 0 and out and out[-1].strip():
+                out.append("")
+            n += 1
+            out.append(f"{n}. " + _ITEM.sub("", ln))
+        else:
+            if n and ln.strip():
+                out.append("")
+            n = 0
+            out.append(ln)
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(out)).strip()
+
+
 def situation(ctx: AccountContext, now: datetime) -> str:
     last = ctx.activities[0].occurred_at if ctx.activities else None
     if last is not None and now - last > timedelta(days=14):
@@ -130,16 +153,17 @@ class Drafter:
                   "rep_name": person.name, "competitor": f["competitor"] or "", "stage": f["stage"]}
         filled = re.sub(r"\{(\w+)\}", lambda m: str(values.get(m.group(1), m.group(0))), template)
         lines = [ln for ln in filled.splitlines() if not ln.strip().startswith(("|", "#"))]
-        subject = ""
-        body_lines = []
-        for ln in lines:
-            m = re.match(r"\s*(?:[-*]\s*)?(?:主题|标题|Subject)\s*[:：]\s*(.+)", ln, re.I)
-            if m and not subject:
-                subject = m.group(1).strip()
-            else:
-                body_lines.append(re.sub(r"^\s*[-*]\s+", "", ln))
-        body = re.sub(r"\n{3,}", "\n\n", "\n".join(body_lines)).strip()
-        return subject or m.msg("draft_default_subject", f["lang"], topic=f["topic"]), body
+        subject, at = "", None
+        for i, ln in enumerate(lines):
+            found = _SUBJECT.match(ln)
+            if found:
+                subject, at = found.group(1).strip(), i
+                break
+        # what stands above the subject line ("适用：报价发出后第 2 个工作日。", "Send within 24 hours") tells the rep when to
+        # use the template; a label line ("正文：", "Body:") only marks where the message starts: neither is sent
+        body_lines = lines[at + 1:] if at is not None else lines
+        body_lines = [ln for ln in body_lines if not _BODY_LABEL.match(ln)]
+        return subject or m.msg("draft_default_subject", f["lang"], topic=f["topic"]), _numbered(body_lines)
 
     def _generate(self, person: Person, f: dict, template: str, channel: str, instructions: str) -> tuple[str, str] | None:
         system, user = self.prompts.prompt("draft").render(

@@ -1,0 +1,74 @@
+"""Answerability: the copilot declines near-domain questions whose asked attribute no passage states, and still
+answers the answerable ones with a right citation — offline on the shared sample knowledge, and with a model
+(the scripted fake) whose answer cites a passage that does not state what was asked."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from bench.answerability import TARGET_DECLINED, measure
+from tests.fakes.openai_server import FakeOpenAI, Step
+
+
+def test_sets_meet_the_targets(kb):
+    """tests/data/unanswerable_questions.jsonl declined, retrieval and scenario questions still answered right."""
+    checked, unchecked = measure(kb, True), measure(kb, False)
+    assert checked["unanswerable"] >= 40
+    assert checked["declined"] >= TARGET_DECLINED, checked["answered_anyway"]
+    assert unchecked["declined"] < 0.5  # the set is near-domain: without the check most get an answer
+    # the check costs at most a few of the questions answered right without it
+    assert checked["answered_right_citation"] >= unchecked["answered_right_citation"] - 0.05, sorted(
+        set(checked["missed"]) - set(unchecked["missed"]))
+
+
+def ask(kb, q: str, who: str = "zhangwei"):
+    from bot.agent import viewer_of
+
+    return kb.agent.answerer.answer(q, viewer_of(kb.directory.get("default", who)))
+
+
+def test_decline_says_what_is_missing_and_what_is_near(kb):
+    ans = ask(kb, "NorthPeak 的 API 调用频率上限是多少？")  # our limit is stated, NorthPeak's is not
+    assert not ans.grounded and ans.citations == []
+    assert "NorthPeak" in ans.text and "《竞品对比卡：NorthPeak》" in ans.text and "600" not in ans.text
+    en = ask(kb, "What was Yunfan Technology's revenue last year?", "tom")
+    assert not en.grounded and "revenue" in en.text and "does not state" in en.text
+
+
+def test_competitor_sentences_are_never_shown_as_ours(kb):
+    ans = ask(kb, "客户数据存在哪，会不会出境？")
+    assert ans.grounded
+    for line in ans.text.splitlines():
+        for c in ans.citations:
+            if line.endswith(f"[{c.n}]") and c.doc_id.startswith("bc-"):
+                assert any(name in line for name in ("NorthPeak", "蓝海", "星图")), line
+
+
+@pytest.fixture
+async def model_kb(make_settings, aiohttp_server):
+    from bot.app import build_app
+
+    fake = FakeOpenAI()
+    server = await aiohttp_server(fake.app())
+    cp = build_app(make_settings(llm_base_url=str(server.make_url("/v1")), llm_timeout=2.0, llm_retries=1))
+    cp.load_samples()
+    yield fake, cp
+    cp.close()
+
+
+async def test_model_answer_from_a_passage_that_does_not_state_it_is_declined(model_kb):
+    from rag.retrieve import Viewer
+
+    fake, cp = model_kb
+    rep = Viewer("default", "rep", "华东区", "zhangwei")
+    q = "NorthPeak 的 API 调用频率上限是多少？"
+    hits = cp.agent.answerer.evidence(q, rep)
+    ours = next(i for i, h in enumerate(hits[:6], 1) if not h.competitor)  # a passage about us, cited as if it said NorthPeak's
+    fake.add(Step(text=f"NorthPeak 的 API 上限是每分钟 600 次 [{ours}]。"))
+    ans = await asyncio.to_thread(cp.agent.answerer.answer, q, rep)
+    assert not ans.grounded and "NorthPeak" in ans.text
+    bc = next(i for i, h in enumerate(hits[:6], 1) if h.doc_id == "bc-northpeak")
+    fake.add(Step(text=f"NorthPeak 年订阅 $95,000–260,000 [{bc}]。"))  # a figure no passage states: not shown
+    ans = await asyncio.to_thread(cp.agent.answerer.answer, "NorthPeak 一年订阅多少钱？", rep)
+    assert "260,000" not in ans.text and "260000" not in ans.text
