@@ -75,7 +75,8 @@ def test_the_wheel_carries_the_web_page_the_migrations_and_the_prompts(installed
     import zipfile
 
     names = set(zipfile.ZipFile(installed["wheel"]).namelist())
-    for needed in ("connectors/local/web/index.html", "migrations/alembic.ini", "migrations/env.py", "migrations/script.py.mako",
+    for needed in ("connectors/local/web/index.html", "connectors/local/web/chat.js", "connectors/local/web/chat.css",
+                   "connectors/local/web/marked.min.js", "connectors/local/web/purify.min.js", "migrations/alembic.ini", "migrations/env.py", "migrations/script.py.mako",
                    "migrations/versions/0001_initial.py", "prompts/answer.md", "prompts/route.md"):
         assert needed in names, needed
     assert any(n.startswith("prompts/") and n.endswith(".toml") for n in names)
