@@ -55,15 +55,56 @@ def kb(tmp_path_factory):
     del os.environ["COPILOT_CONFIG"]
 
 
+# the settings that shape what loading the samples stores; any other setting may differ from the template's
+SAMPLE_SHAPING = ("tenant", "timezone", "knowledge_dir", "knowledge_data_dirs", "embed_model", "embed_cache", "database_url",
+                  "chroma_url")
+
+
+def _shape(settings) -> tuple:
+    return tuple(str(getattr(settings, k, "")) for k in SAMPLE_SHAPING) + tuple(
+        f"{k}={v}" for k, v in sorted(settings.model_dump().items()) if k.startswith(("chunk", "embed_", "index_")))
+
+
+@pytest.fixture(scope="session")
+def sample_data(tmp_path_factory):
+    """`copy(settings)`: fill a new data dir with the sample people, CRM and knowledge loaded once per run (the first
+    test that needs them loads them through the real path; later ones get a copy of that data dir). Only for settings
+    that store the samples as the template does; otherwise nothing is copied and the samples are loaded again."""
+    import shutil
+
+    templates: dict[tuple, Path] = {}
+
+    def copy(settings, build) -> bool:
+        target = Path(settings.data_dir)
+        if target.exists() or settings.database_url.get_secret_value() or settings.chroma_url:
+            return False
+        key = _shape(settings)
+        if key not in templates:
+            template = tmp_path_factory.mktemp("samples") / "data"
+            cp = build(settings.model_copy(update={"data_dir": template}))
+            summary = cp.load_samples()
+            cp.close()
+            if summary.get("errors"):
+                return False
+            templates[key] = template
+        shutil.copytree(templates[key], target)
+        return True
+
+    return copy
+
+
 @pytest.fixture
-def make_app(settings):
-    """Build a copilot (bot.app.build_app) with the sample people, CRM and knowledge; closed after the test."""
+def make_app(settings, sample_data):
+    """Build a copilot (bot.app.build_app) with the sample people, CRM and knowledge (copied from a data dir loaded once
+    per run when the settings allow it); closed after the test."""
     from bot.app import build_app
 
     built = []
 
     def make(app_settings=None, **kw):
-        cp = build_app(app_settings or settings, **kw)
+        chosen = app_settings or settings
+        sample_data(chosen, build_app)
+        cp = build_app(chosen, **kw)
         built.append(cp)
         if cp.needs_samples():
             cp.load_samples()
