@@ -91,6 +91,6 @@ STYLE = ("body{font:16px/1.65 -apple-system,'PingFang SC','Microsoft YaHei','Seg
          "nav,main{max-width:820px;margin:0 auto;padding:12px 16px}nav a,a{color:#0550ae}h1{font-size:22px;margin:8px 0 4px}"
          "h2{font-size:17px;margin:22px 0 6px}.meta{color:#57606a;font-size:14px;margin:0 0 12px}"
          ".passage{padding:2px 12px;border-left:4px solid transparent;overflow-wrap:anywhere}"
-         ".cited{background:#fff8c5;border-left-color:#9a6700;scroll-margin:30vh 0}.cited:focus-visible{outline:3px solid #bf3989}"
+         ".cited{background:#fff8c5;border-left-color:#9a6700;scroll-margin:30vh 0}.cited:focus{outline:none}"
          ".tag{font-size:13px;font-weight:600;color:#7d4e00;margin:8px 0 0}table{border-collapse:collapse;display:block;overflow-x:auto}"
          "td,th{border:1px solid #d0d7de;padding:4px 8px}pre{overflow-x:auto}")

@@ -231,6 +231,7 @@ function words(ui) {
   document.title = t("chat_title");
   for (const e of document.querySelectorAll("[data-t]")) e.textContent = t(e.dataset.t);
   input.placeholder = t("chat_placeholder");
+  $("#attach").title = t("chat_attach");  // what 📎 does, for the mouse too
   log.setAttribute("aria-label", t("chat_log_label"));
   const codes = Object.keys(ui.langs), next = codes[(codes.indexOf(ui.lang) + 1) % codes.length];
   const sw = $("#lang");
