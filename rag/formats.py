@@ -16,7 +16,7 @@ from typing import Any, Callable
 import frontmatter
 from markdown_it import MarkdownIt
 
-from rag.limits import MAX_BLOCKS, MAX_CELLS, FrontMatter, IngestError, capped_rows, check_zip
+from rag.limits import MAX_BLOCKS, MAX_CELLS, MAX_PAGE_IMAGES, FrontMatter, IngestError, capped_rows, check_zip
 
 __all__ = ["IngestError", "ParsedDoc", "Block", "SUFFIXES", "parse_document"]
 
@@ -36,7 +36,7 @@ class ParsedDoc:
     blocks: list[Block]
 
 
-SUFFIXES = (".md", ".markdown", ".txt", ".html", ".htm", ".pdf", ".docx", ".csv", ".xlsx", ".pptx")
+SUFFIXES = (".md", ".markdown", ".txt", ".html", ".htm", ".pdf", ".docx", ".csv", ".xlsx", ".pptx", ".png", ".jpg", ".jpeg")
 
 
 def _clean_meta(meta: dict[str, Any]) -> dict[str, Any]:
@@ -194,7 +194,7 @@ def parse_pdf(data: bytes, name: str) -> ParsedDoc:
                 raise
             except Exception as exc:
                 raise IngestError("the PDF is encrypted; upload an unprotected copy", "encrypted") from exc
-        pages = [p.extract_text() or "" for p in reader.pages]
+        pages = [(p.extract_text() or "", p) for p in reader.pages]
     except IngestError:
         raise
     except (PdfReadError, ValueError, KeyError, TypeError) as exc:
@@ -204,13 +204,49 @@ def parse_pdf(data: bytes, name: str) -> ParsedDoc:
     if info and info.title:
         meta["title"] = str(info.title)
     blocks = []
-    for page in pages:
+    for n, (page, pdf_page) in enumerate(pages, 1):
+        if not page.strip():  # no text layer (a scan): read the page's pictures
+            page = "\n".join(_ocr_page(pdf_page))
+        if not page.strip():
+            continue
+        if len(pages) > 1:  # the page number stays with its passages, for citations
+            blocks.append(Block("heading", f"p. {n}", level=1))
         # pypdf breaks lines inside sentences: re-join lines that don't end a sentence
         text = re.sub(r"(?<![。！？.!?:：])\n(?!\s*[-•·\d])", "", page)
         blocks += [Block("text", p.strip()) for p in re.split(r"\n\s*\n|\n", text) if p.strip()]
     if not blocks:
-        raise IngestError("the PDF has no extractable text (a scanned image?); run OCR first or upload the source file", "no_text")
+        raise IngestError("the PDF has no extractable text, and OCR found none in its pages", "no_text")
+    if len(pages) > 1:
+        meta.setdefault("title", PurePath(name).stem)  # not the first page's number
     return ParsedDoc(meta, blocks)
+
+
+def _ocr_page(page) -> list[str]:
+    """The text of a PDF page's pictures (a scanned page is one picture), read by OCR."""
+    from rag.ocr import image_lines
+
+    lines: list[str] = []
+    try:
+        images = list(page.images)
+    except Exception:  # a picture pypdf cannot decode is no text, not a damaged file
+        return lines
+    for img in images[:MAX_PAGE_IMAGES]:
+        try:
+            lines += image_lines(img.data)
+        except IngestError:
+            continue
+    return lines
+
+
+# Images -----------------------------------------------------------------------------------------
+def parse_image(data: bytes, name: str) -> ParsedDoc:
+    """A photo or screenshot (a price sheet, a WeChat chat): its lines of text, by OCR."""
+    from rag.ocr import image_lines
+
+    lines = image_lines(data)
+    if not lines:
+        raise IngestError("the picture shows no text that OCR could read", "no_text")
+    return ParsedDoc({}, [Block("text", ln) for ln in lines])
 
 
 # DOCX -------------------------------------------------------------------------------------------
@@ -339,6 +375,9 @@ PARSERS: dict[str, Callable[[bytes, str], ParsedDoc]] = {
     ".csv": parse_csv,
     ".xlsx": parse_xlsx,
     ".pptx": parse_pptx,
+    ".png": parse_image,
+    ".jpg": parse_image,
+    ".jpeg": parse_image,
 }
 
 

@@ -27,6 +27,7 @@ MAX_UNZIPPED_BYTES = 100 * 1024 * 1024
 MAX_ZIP_RATIO = 100
 MAX_BLOCKS = 100_000
 MAX_FRONT_MATTER = 64 * 1024
+MAX_PAGE_IMAGES = 8  # pictures of one PDF page read by OCR (a scan is one; a page of a thousand tiles is not a scan)
 
 
 class _NoAliasLoader(yaml.SafeLoader):

@@ -41,7 +41,8 @@ _BOOT = f"import sys; sys.path.insert(0, {_ROOT!r}); from rag.sandbox import mai
 
 class _Worker:
     def __init__(self, limits: Limits) -> None:
-        env = {"PATH": os.environ.get("PATH", ""), "LC_ALL": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
+        env = {"PATH": os.environ.get("PATH", ""), "LC_ALL": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1",
+               "MALLOC_ARENA_MAX": "2"}  # OCR (onnxruntime) threads would each reserve a malloc arena under RLIMIT_AS
         self.proc = subprocess.Popen([sys.executable, "-I", "-c", _BOOT, json.dumps(asdict(limits))], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, close_fds=True)
         self.used = time.monotonic()

@@ -52,6 +52,14 @@ def seeds() -> dict[str, bytes]:
     pdf.set_font("helvetica", size=12)
     pdf.cell(text="Hello PDF world")
     out[".pdf"] = bytes(pdf.output())
+    from PIL import Image, ImageDraw, ImageFont
+
+    im = Image.new("RGB", (240, 60), "white")
+    ImageDraw.Draw(im).text((10, 12), "Price 100", fill="black", font=ImageFont.load_default(size=28))
+    for suffix, kind in ((".png", "PNG"), (".jpg", "JPEG"), (".jpeg", "JPEG")):
+        buf = io.BytesIO()
+        im.save(buf, kind)
+        out[suffix] = buf.getvalue()
     assert set(out) == set(SUFFIXES)
     return out
 
