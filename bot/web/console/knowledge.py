@@ -16,6 +16,7 @@ from aiohttp import web
 from bot.web.admin import upload_files
 from bot.web.console.shell import Shell, back, form_value, local
 from bot.web.session import PERSON
+from rag.formats import SUFFIXES
 from rag.report import content_report
 from rag.retrieve import Viewer
 from rag.store import CONTENT_ROLES
@@ -29,7 +30,7 @@ HOME = "/console/knowledge"
 # the report's flags (rag/report.py) -> the filter codes the page offers
 FLAGS = (("expired", "expired"), ("not updated", "stale"), ("never used", "unused"), ("falling use", "falling"), ("often disliked", "disliked"))
 FILTERS = tuple(code for _, code in FLAGS)
-ACCEPT = ".md,.markdown,.txt,.html,.htm,.pdf,.docx,.csv,.xlsx,.pptx"
+ACCEPT = ",".join(SUFFIXES)  # what the parsers read, pictures (OCR) included
 
 
 def flag_code(flag: str) -> str:
