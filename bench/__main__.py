@@ -95,6 +95,19 @@ def answerability(
     _print(run(dev_sample))
 
 
+@bench.command("load")
+def load(
+    messages: int = typer.Option(2000, help="Messages per run."),
+    concurrency: int = typer.Option(32, help="Concurrent senders."),
+    workers: list[int] = typer.Option([1, 2, 4], help="copilot serve --workers N, one run each."),
+) -> None:
+    """Bounded load on PostgreSQL at 1, 2 and 4 processes: messages/s, ack p99, end-to-end p95, lost, doubled and
+    out-of-order replies, CPU by component; the scaling ratio."""
+    from bench.scale import run
+
+    _print(asyncio.run(run(messages, concurrency, workers)))
+
+
 @bench.command("email")
 def email(
     seconds: float = typer.Option(3.0, help="Seconds per parser in the parse benchmark."),

@@ -12,22 +12,27 @@ from typing import Iterator, List, Optional
 import typer
 
 from bot.cli.common import CliError, _configured, app, emit, load_settings, opened, opened_knowledge, person_for
+from bot.cli.workers import run_workers
 
 
 @app.command()
 def serve(
     host: Optional[str] = typer.Option(None, help="Interface to listen on (default 127.0.0.1)."),
     port: Optional[int] = typer.Option(None, help="Port (default 8080)."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Processes serving this port (PostgreSQL recommended beyond 1)."),
+    reuse_port: bool = typer.Option(False, "--reuse-port", hidden=True, help="Share the port with other processes (--workers)."),
 ) -> None:
     """Run the gateway, the workers and every configured channel; ingest the bundled knowledge on first start.
     Ctrl-C or SIGTERM stops it gracefully: the messages in flight get COPILOT_SHUTDOWN_GRACE seconds (default 10)
-    to finish; the rest stay in the durable inbox and resume at the next start."""
+    to finish; the rest stay in the durable inbox and resume at the next start. --workers: bot/cli/workers.py."""
     import threading
     import time
     from concurrent.futures import ThreadPoolExecutor
 
     from bot.web.gateway import create_web_app
 
+    if workers > 1:
+        raise typer.Exit(run_workers(workers, (s := load_settings(host=host, port=port)).host, s.port))
     s = _configured(load_settings(host=host, port=port), True)  # logging first: the sign-in check below opens the database
     link = _sign_in_ready(s)  # before anything heavy: a public address without sign-in is refused at once
     grace = max(0.0, s.shutdown_grace)
@@ -41,7 +46,7 @@ def serve(
             if link:
                 _admin_link(cp)
             application = create_web_app(cp)
-            unfinished, deadline = loop.run_until_complete(_serve(cp, application, s, grace))
+            unfinished, deadline = loop.run_until_complete(_serve(cp, application, s, grace, reuse_port))
     finally:
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()  # does not wait for the executor's threads
@@ -62,7 +67,7 @@ def serve(
 WORK_THREADS = "copilot-work"
 
 
-async def _serve(cp, application, s, grace: float) -> tuple[int, float]:
+async def _serve(cp, application, s, grace: float, reuse_port: bool = False) -> tuple[int, float]:
     """Serve until Ctrl-C or SIGTERM, then drain for at most `grace` s. Returns (unfinished messages, deadline)."""
     import signal
     import time
@@ -75,7 +80,7 @@ async def _serve(cp, application, s, grace: float) -> tuple[int, float]:
     stop = asyncio.Event()
     signals = (signal.SIGINT, signal.SIGTERM)
     try:
-        site = web.TCPSite(runner, s.host, s.port)
+        site = web.TCPSite(runner, s.host, s.port, reuse_port=reuse_port or None)
         await site.start()
         typer.echo(f"Web chat: {s.base_url}/", err=True)
         for sig in signals:

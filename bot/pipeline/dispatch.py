@@ -12,8 +12,9 @@ a row is claimed, so a message that kills the process every time is dead-lettere
 Several processes share one inbox: a conversation whose earlier message is unfinished elsewhere waits (the
 inbox's claim says `Waiting`) and is looked at again every `WAIT_POLL` s, or at once when the process that
 finished the earlier one says so (`wake`, fed by bot/pipeline/wakeup.py); a new message accepted by another
-process is taken here when a worker is free. An earlier message whose lease lapsed is taken over by the first
-process that finds it: here at the next look, or at the next sweep (every `lease`/2 s).
+process is taken here at once when this one is idle (a busy process leaves it to the one that accepted it).
+An earlier message whose lease lapsed is taken over by the first process that finds it: here at the next look,
+or at the next sweep (every `lease`/2 s).
 """
 from __future__ import annotations
 
@@ -111,13 +112,13 @@ class Dispatcher:
             self._ready.put_nowait(conversation_key)
 
     def wake(self, kind: str, items: list[tuple[int, str]]) -> None:
-        """What another process said: "new" rows (taken here when a worker is free), "done" rows (their
+        """What another process said: "new" rows (taken here when this process is idle), "done" rows (their
         conversation's next row may go now), "resync" (notices may have been missed: sweep now)."""
         if kind == "resync":
             self._sweep_now.set()
             return
         for inbox_id, key in items:
-            if kind == "new" and len(self._busy) < self.n_workers and not self._draining:
+            if kind == "new" and not self._convs and not self._draining:  # idle here; a busy process leaves it to its own
                 self.notify(inbox_id, key)
             elif kind == "done" and (h := self._waiting.pop(key, None)) is not None:
                 h.cancel()

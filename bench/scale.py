@@ -1,0 +1,142 @@
+"""`python -m bench load`: one bounded load (web-chat messages over many conversations, every 20th a platform
+retry) against `copilot serve --workers N` on a fresh PostgreSQL database, for N = 1, 2 and 4. Per run:
+acknowledged messages/s and ack p99 (client side), answered messages/s and end-to-end p95 (accepted in the
+inbox -> reply sent, from the rows), lost and doubled replies (must be 0), replies out of order within a
+conversation (must be 0), and where the CPU went (copilot workers, PostgreSQL, the load generator itself)."""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+from sqlalchemy import create_engine, text
+
+from bench.gateway import console_request, sign_in, unique_ids, wait_answered
+from bench.load import free_port, run_load
+
+PG_ADMIN = os.environ.get("COPILOT_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def processes(match) -> list[int]:
+    out = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                stat = (p / "stat").read_text()
+                if match(int(p.name), stat[stat.index("(") + 1 : stat.rindex(")")], int(stat.rsplit(")", 1)[1].split()[1])):
+                    out.append(int(p.name))
+            except (OSError, ValueError):
+                pass
+    return out
+
+
+def order_violations(engine) -> int:
+    """Replies of one conversation sent in another order than their messages were accepted."""
+    with engine.connect() as c:
+        rows = c.execute(text("SELECT o.conversation_key, o.inbox_id, o.sent_at FROM outbound o WHERE o.status = 'sent' "
+                              "ORDER BY o.conversation_key, o.sent_at, o.id")).all()
+    bad, last = 0, {}
+    for key, inbox_id, _ in rows:
+        if inbox_id is not None:
+            bad += last.get(key, 0) > inbox_id
+            last[key] = max(last.get(key, 0), inbox_id)
+    return bad
+
+
+async def one_run(workers: int, total: int, concurrency: int, root: Path) -> dict:
+    import psycopg
+
+    name = f"copilot_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    db = PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+    port = free_port()
+    data = root / f"w{workers}"
+    env = {**os.environ, "COPILOT_DATA_DIR": str(data), "COPILOT_DATABASE_URL": db, "COPILOT_CONFIG": str(root / "absent.toml"),
+           "COPILOT_RATE_LIMIT_PER_MINUTE": "0", "COPILOT_ADDRESS_REQUESTS_PER_MINUTE": "0", "COPILOT_PERSON_REQUESTS_PER_MINUTE": "0",
+           "COPILOT_LOG_LEVEL": "WARNING", "COPILOT_EMBED_CACHE": str(Path(__file__).resolve().parents[1] / ".cache" / "test-embeddings.db")}
+    from bench.target import BENCH_PASSWORD, BENCH_USER
+
+    subprocess.run([sys.executable, "-m", "bot.cli", "user", "add", BENCH_USER, "--role", "rep", "--password-stdin"], env=env,
+                   input=BENCH_PASSWORD + "\n", capture_output=True, text=True, check=True)
+    proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "serve", "--port", str(port), "--workers", str(workers)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    engine = create_engine(db.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        async with aiohttp.ClientSession() as s:
+            for _ in range(900):
+                kids = processes(lambda pid, comm, ppid: ppid == proc.pid)
+                try:
+                    async with s.get(base + "/readyz") as r:
+                        if r.status == 200 and len(kids) == workers:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.2)
+        await asyncio.sleep(2.0)  # the later workers finish starting
+        kids = processes(lambda pid, comm, ppid: ppid == proc.pid) + ([proc.pid] if workers == 1 else [])
+        headers = await sign_in(base)
+        await run_load(console_request(base, conv_prefix="warm", headers=headers), total=200, concurrency=concurrency)
+        await wait_answered(db, unique_ids(200))
+        pg = processes(lambda pid, comm, ppid: comm.startswith("postgres"))
+        before = (cpu_seconds(kids), cpu_seconds(pg), time.process_time())
+        start = time.perf_counter()
+        res = await run_load(console_request(base, conv_prefix=f"load{workers}", headers=headers), total=total, concurrency=concurrency)
+        check = await wait_answered(db, unique_ids(200) + unique_ids(total))
+        with engine.connect() as c:
+            last = c.execute(text("SELECT EXTRACT(EPOCH FROM MAX(o.sent_at) - MIN(i.created_at)) FROM inbox i JOIN outbound o ON o.inbox_id = i.id "
+                                  "WHERE i.conversation_key LIKE :p"), {"p": f"%load{workers}-%"}).scalar()
+            e2e = [float(x) for (x,) in c.execute(text("SELECT EXTRACT(EPOCH FROM o.sent_at - i.created_at) FROM inbox i JOIN outbound o "
+                                                        "ON o.inbox_id = i.id WHERE i.conversation_key LIKE :p"), {"p": f"%load{workers}-%"})]
+        wall = time.perf_counter() - start
+        cpu = {"copilot_workers_s": round(cpu_seconds(kids) - before[0], 1), "postgresql_s": round(cpu_seconds(pg) - before[1], 1),
+               "load_generator_s": round(time.process_time() - before[2], 1), "wall_s": round(wall, 1)}
+        processed = unique_ids(total)
+        return {"workers": workers, "messages": total, "acked_per_s": round(res.rps, 1), "ack_p99_ms": round(res.pct(99), 1),
+                "answered_per_s": round(processed / float(last), 1) if last else None,
+                "e2e_p50_ms": round(float(np.percentile(e2e, 50)) * 1000, 1) if e2e else None,
+                "e2e_p95_ms": round(float(np.percentile(e2e, 95)) * 1000, 1) if e2e else None,
+                "statuses": res.statuses, "lost": check["lost"], "doubled": check["doubled"], "out_of_order": order_violations(engine),
+                "cpu": cpu}
+    finally:
+        engine.dispose()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def run(total: int, concurrency: int, workers: list[int]) -> dict:
+    root = Path(tempfile.mkdtemp(prefix="copilot-load-"))
+    runs = [await one_run(n, total, concurrency, root) for n in workers]
+    by = {r["workers"]: r for r in runs}
+    out: dict = {"cores": os.cpu_count(), "runs": runs}
+    if 1 in by and max(by) > 1:
+        top = max(by)
+        out[f"scaling_{top}_vs_1"] = {k: round(by[top][k] / by[1][k], 2) for k in ("acked_per_s", "answered_per_s") if by[1][k] and by[top][k]}
+    out["zero_lost_doubled_disordered"] = all(r["lost"] == 0 and r["doubled"] == 0 and r["out_of_order"] == 0 for r in runs)
+    return out
