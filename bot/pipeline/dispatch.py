@@ -12,7 +12,7 @@ a row is claimed, so a message that kills the process every time is dead-lettere
 Several processes share one inbox: a conversation whose earlier message is unfinished elsewhere waits (the
 inbox's claim says `Waiting`) and is looked at again every `WAIT_POLL` s, or at once when the process that
 finished the earlier one says so (`wake`, fed by bot/pipeline/wakeup.py); a new message accepted by another
-process is taken here at once when this one is idle (a busy process leaves it to the one that accepted it).
+process is taken here within `TAKE_REMOTE_AFTER` s when this one is idle (a busy one leaves it to its own process).
 An earlier message whose lease lapsed is taken over by the first process that finds it: here at the next look,
 or at the next sweep (every `lease`/2 s).
 """
@@ -34,6 +34,7 @@ log = logging.getLogger("copilot.dispatch")
 ACK_PRIORITY_WAIT = 0.05  # under an ack burst each worker yields up to this long per message
 WAIT_POLL = 0.25  # a conversation waiting for its earlier message at another process looks again this often…
 WAIT_POLL_TOLD = 2.0  # …or this often when processes tell each other (a finished message wakes its waiters at once)
+TAKE_REMOTE_AFTER = 0.1  # an idle process takes another's new message after this (that process first: its web chat waits there)
 Handler = Callable[[InboundMessage], Awaitable[list[Reply]]]
 
 
@@ -119,10 +120,15 @@ class Dispatcher:
             return
         for inbox_id, key in items:
             if kind == "new" and not self._convs and not self._draining:  # idle here; a busy process leaves it to its own
-                self.notify(inbox_id, key)
+                h = asyncio.get_running_loop().call_later(TAKE_REMOTE_AFTER, self._take_remote, inbox_id, key)
+                self._timers.add(h)
             elif kind == "done" and (h := self._waiting.pop(key, None)) is not None:
                 h.cancel()
                 self._ready.put_nowait(key)
+
+    def _take_remote(self, inbox_id: int, key: str) -> None:
+        if not self._convs and not self._draining:  # still idle (if its own process took it, the claim says so at once)
+            self.notify(inbox_id, key)
 
     def pending(self) -> int:
         return sum(len(q) for q in self._convs.values())
