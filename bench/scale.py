@@ -89,7 +89,7 @@ async def one_run(workers: int, total: int, concurrency: int, root: Path) -> dic
                 kids = processes(lambda pid, comm, ppid: ppid == proc.pid)
                 try:
                     async with s.get(base + "/readyz") as r:
-                        if r.status == 200 and len(kids) == workers:
+                        if r.status == 200 and (workers == 1 or len(kids) == workers):
                             break
                 except aiohttp.ClientError:
                     pass
