@@ -197,8 +197,8 @@ class Answerer:
         if asked is not None:  # the cited passages must state what was asked, and every figure the model wrote
             stated = [(s, passages[n - 1]) for n in used for s in sentences(passages[n - 1].text)]
             verdict = self.answerability.judge(asked, stated, viewer.tenant, self._full_text(viewer))
-            if not verdict.ok:
-                return self.declined(verdict, hits, lang)
+            if not verdict.ok:  # the passages it cited do not state it; others may (else the extractive path declines)
+                raise Unverified("the model's cited passages do not state what was asked")
             if not figures_stated(text, passages, question):
                 raise Unverified("the model wrote a figure none of its passages states")
         # renumber to the order of first use, one citation per passage used
