@@ -173,3 +173,30 @@ async def test_a_new_message_wakes_an_idle_process_at_once(pg_url):
     finally:
         await a.aclose()
         await b.aclose()
+
+
+def test_one_scheduler_leader_across_processes_and_a_dead_one_is_replaced(pg_url):
+    """The scheduler's LeaderLease on PostgreSQL: of eight processes racing for it one wins; while it renews nobody
+    else gets it; once it stops (killed: it never releases) another takes over after the lease lapses."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bot.proactive.scheduler import LeaderLease
+
+    engines = [make_engine(pg_url) for _ in range(8)]
+    try:
+        leases = [LeaderLease(e, "scheduler:default", f"host{i}:1:s{i}", 1.0) for i, e in enumerate(engines)]
+        with ThreadPoolExecutor(8) as pool:
+            won = list(pool.map(lambda lease: lease.acquire(), leases))
+        assert sum(won) == 1
+        leader = won.index(True)
+        others = [lease for i, lease in enumerate(leases) if i != leader]
+        for _ in range(3):  # the leader renews every pass; the others keep asking
+            time.sleep(0.4)
+            assert leases[leader].acquire() and not any(lease.acquire() for lease in others)
+        time.sleep(1.2)  # the leader died without releasing: its lease lapses
+        with ThreadPoolExecutor(7) as pool:
+            won = list(pool.map(lambda lease: lease.acquire(), others))
+        assert sum(won) == 1 and not leases[leader].acquire()
+    finally:
+        for e in engines:
+            e.dispose()
