@@ -21,7 +21,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Callable
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, literal_column, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session
 
@@ -183,7 +183,9 @@ class Inbox:
         now = time.time()
         t = InboxRow.__table__
         e = t.alias("earlier")
-        earlier = select(e.c.id).where(e.c.conversation_key == t.c.conversation_key, e.c.id < t.c.id, e.c.status.in_(UNFINISHED))
+        # the statuses as literals: the partial index ix_inbox_unfinished is used only when the query names them
+        earlier = select(e.c.id).where(e.c.conversation_key == t.c.conversation_key, e.c.id < t.c.id,
+                                       e.c.status.in_([literal_column(f"'{s}'") for s in UNFINISHED]))
         stmt = (
             update(t)
             .where(t.c.id == inbox_id, self._free_or_mine(t, now), ~earlier.exists())

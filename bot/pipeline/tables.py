@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Optional
 
-from sqlalchemy import Column, Text, UniqueConstraint
+from sqlalchemy import Column, Index, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from connectors.message import utcnow
@@ -12,7 +12,13 @@ from connectors.message import utcnow
 
 class InboxRow(SQLModel, table=True):
     __tablename__ = "inbox"
-    __table_args__ = (UniqueConstraint("channel", "tenant", "platform_msg_id", name="uq_inbox_msg"),)
+    __table_args__ = (
+        UniqueConstraint("channel", "tenant", "platform_msg_id", name="uq_inbox_msg"),
+        # a claim looks for an earlier unfinished row of the conversation: only unfinished rows are indexed, so a
+        # conversation's long history costs nothing (bot/pipeline/inbox.py)
+        Index("ix_inbox_unfinished", "conversation_key", "id", sqlite_where=text("status IN ('queued', 'processing')"),
+              postgresql_where=text("status IN ('queued', 'processing')")),
+    )
     id: Optional[int] = Field(default=None, primary_key=True)
     channel: str = Field(max_length=32)
     tenant: str = Field(max_length=64)
