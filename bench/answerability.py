@@ -3,11 +3,12 @@ what it does?
 
 Sets: tests/data/unanswerable_questions.jsonl (near-domain questions over the sample knowledge whose asked
 attribute no document states) must be declined; tests/data/retrieval_questions.jsonl and the answer turns of
-tests/data/agent_scenarios.jsonl that expect a citation must be answered citing one of their right documents.
-Both offline and with the scripted model (tests/fakes/scripted_model.policy on a local OpenAI-protocol server),
-each with the answerability check and without it (the baseline, measured in the same run). A sanity figure on
-real questions: a sample of ../shared/retrieval-dev (public Chinese insurance Q&A), answered% with and without
-the check (skipped, saying why, when the set is absent).
+tests/data/agent_scenarios.jsonl that expect a citation must be answered citing one of their right documents;
+tests/data/offtopic_questions.jsonl is reported beside them. Both offline and with the scripted model
+(tests/fakes/scripted_model.policy on a local OpenAI-protocol server), each with the answerability check and
+without it (the baseline, measured in the same run). A sanity figure on real questions: a sample of
+../shared/retrieval-dev (public Chinese insurance Q&A), answered% with and without the check (skipped, saying
+why, when the set is absent).
 """
 from __future__ import annotations
 
@@ -64,8 +65,12 @@ def measure(cp, checked: bool = True) -> dict:
         a = answerer.answer(q["q"], viewer_of(cp.directory.get("default", q["as"])))
         if not (a.grounded and {c.doc_id for c in a.citations} & set(q["good"])):
             wrong.append(q["id"])
+    off = _lines(DATA / "offtopic_questions.jsonl")
+    answered_off = [o["id"] for o in off if answerer.answer(o["q"], viewer_of(cp.directory.get(
+        "default", "tom" if o["lang"] == "en" else "zhangwei"))).grounded]
     answerer.check_answerable = True
     return {"unanswerable": len(un), "declined": round(1 - len(answered_un) / len(un), 3), "answered_anyway": answered_un,
+            "offtopic": len(off), "offtopic_declined": round(1 - len(answered_off) / len(off), 3),
             "answerable": len(ans), "answered_right_citation": round(1 - len(wrong) / len(ans), 3), "missed": wrong}
 
 
