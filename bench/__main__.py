@@ -100,12 +100,13 @@ def load(
     messages: int = typer.Option(2000, help="Messages per run."),
     concurrency: int = typer.Option(32, help="Concurrent senders."),
     workers: list[int] = typer.Option([1, 2, 4], help="copilot serve --workers N, one run each."),
+    conversations: int = typer.Option(1000, help="Conversations the messages are spread over (fewer: longer bursts per conversation)."),
 ) -> None:
     """Bounded load on PostgreSQL at 1, 2 and 4 processes: messages/s, ack p99, end-to-end p95, lost, doubled and
     out-of-order replies, CPU by component; the scaling ratio."""
     from bench.scale import run
 
-    _print(asyncio.run(run(messages, concurrency, workers)))
+    _print(asyncio.run(run(messages, concurrency, workers, conversations)))
 
 
 @bench.command("email")

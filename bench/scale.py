@@ -19,7 +19,7 @@ import aiohttp
 import numpy as np
 from sqlalchemy import create_engine, text
 
-from bench.gateway import console_request, sign_in, unique_ids, wait_answered
+from bench.gateway import sign_in, unique_ids, wait_answered
 from bench.load import free_port, run_load
 
 PG_ADMIN = os.environ.get("COPILOT_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -50,6 +50,18 @@ def processes(match) -> list[int]:
     return out
 
 
+def chat_request(base: str, conversations: int, prefix: str, headers: dict[str, str]):
+    """POST /api/chat: message n goes to conversation n % `conversations`; every 20th repeats the one before (a retry)."""
+    async def request(session: aiohttp.ClientSession, n: int) -> int:
+        mid = n - 1 if n and n % 20 == 0 else n
+        body = {"text": "/help", "conversation": f"{prefix}-{mid % conversations}", "id": f"{prefix}-{mid}"}
+        async with session.post(base + "/api/chat", json=body, headers=headers) as r:
+            await r.read()
+            return r.status
+
+    return request
+
+
 def order_violations(engine) -> int:
     """Replies of one conversation sent in another order than their messages were accepted."""
     with engine.connect() as c:
@@ -63,7 +75,7 @@ def order_violations(engine) -> int:
     return bad
 
 
-async def one_run(workers: int, total: int, concurrency: int, root: Path) -> dict:
+async def one_run(workers: int, total: int, concurrency: int, conversations: int, root: Path) -> dict:
     import psycopg
 
     name = f"copilot_bench_{uuid.uuid4().hex[:8]}"
@@ -97,12 +109,12 @@ async def one_run(workers: int, total: int, concurrency: int, root: Path) -> dic
         await asyncio.sleep(2.0)  # the later workers finish starting
         kids = processes(lambda pid, comm, ppid: ppid == proc.pid) + ([proc.pid] if workers == 1 else [])
         headers = await sign_in(base)
-        await run_load(console_request(base, conv_prefix="warm", headers=headers), total=200, concurrency=concurrency)
+        await run_load(chat_request(base, 200, "warm", headers), total=200, concurrency=concurrency)
         await wait_answered(db, unique_ids(200))
         pg = processes(lambda pid, comm, ppid: comm.startswith("postgres"))
         before = (cpu_seconds(kids), cpu_seconds(pg), time.process_time())
         start = time.perf_counter()
-        res = await run_load(console_request(base, conv_prefix=f"load{workers}", headers=headers), total=total, concurrency=concurrency)
+        res = await run_load(chat_request(base, conversations, f"load{workers}", headers), total=total, concurrency=concurrency)
         check = await wait_answered(db, unique_ids(200) + unique_ids(total))
         with engine.connect() as c:
             last = c.execute(text("SELECT EXTRACT(EPOCH FROM MAX(o.sent_at) - MIN(i.created_at)) FROM inbox i JOIN outbound o ON o.inbox_id = i.id "
@@ -113,7 +125,7 @@ async def one_run(workers: int, total: int, concurrency: int, root: Path) -> dic
         cpu = {"copilot_workers_s": round(cpu_seconds(kids) - before[0], 1), "postgresql_s": round(cpu_seconds(pg) - before[1], 1),
                "load_generator_s": round(time.process_time() - before[2], 1), "wall_s": round(wall, 1)}
         processed = unique_ids(total)
-        return {"workers": workers, "messages": total, "acked_per_s": round(res.rps, 1), "ack_p99_ms": round(res.pct(99), 1),
+        return {"workers": workers, "messages": total, "conversations": conversations, "acked_per_s": round(res.rps, 1), "ack_p99_ms": round(res.pct(99), 1),
                 "answered_per_s": round(processed / float(last), 1) if last else None,
                 "e2e_p50_ms": round(float(np.percentile(e2e, 50)) * 1000, 1) if e2e else None,
                 "e2e_p95_ms": round(float(np.percentile(e2e, 95)) * 1000, 1) if e2e else None,
@@ -130,9 +142,9 @@ async def one_run(workers: int, total: int, concurrency: int, root: Path) -> dic
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-async def run(total: int, concurrency: int, workers: list[int]) -> dict:
+async def run(total: int, concurrency: int, workers: list[int], conversations: int) -> dict:
     root = Path(tempfile.mkdtemp(prefix="copilot-load-"))
-    runs = [await one_run(n, total, concurrency, root) for n in workers]
+    runs = [await one_run(n, total, concurrency, conversations, root) for n in workers]
     by = {r["workers"]: r for r in runs}
     out: dict = {"cores": os.cpu_count(), "runs": runs}
     if 1 in by and max(by) > 1:

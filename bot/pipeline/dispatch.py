@@ -62,7 +62,7 @@ class Dispatcher:
         self._ready: asyncio.Queue[str] = asyncio.Queue()
         self._tasks: list[asyncio.Task] = []
         self._timers: set[asyncio.TimerHandle] = set()
-        self._waiting: dict[str, asyncio.TimerHandle] = {}  # conversations waiting for an earlier message elsewhere
+        self._waiting: dict[str, tuple[asyncio.TimerHandle, int]] = {}  # conversation -> (its next look, the row it waits for)
         self._sweep_now = asyncio.Event()
         self._draining = False
         self.idle = asyncio.Event()
@@ -122,8 +122,8 @@ class Dispatcher:
             if kind == "new" and not self._convs and not self._draining:  # idle here; a busy process leaves it to its own
                 h = asyncio.get_running_loop().call_later(TAKE_REMOTE_AFTER, self._take_remote, inbox_id, key)
                 self._timers.add(h)
-            elif kind == "done" and (h := self._waiting.pop(key, None)) is not None:
-                h.cancel()
+            elif kind == "done" and self._waiting.get(key, (None, 0))[1] == inbox_id:
+                self._waiting.pop(key)[0].cancel()
                 self._ready.put_nowait(key)
 
     def _take_remote(self, inbox_id: int, key: str) -> None:
@@ -140,14 +140,14 @@ class Dispatcher:
             if not q or key in self._busy or self._draining:
                 continue
             self._busy.add(key)
-            if (h := self._waiting.pop(key, None)) is not None:
-                h.cancel()
+            if (w := self._waiting.pop(key, None)) is not None:
+                w[0].cancel()
             delay = None
-            waiting = False
+            waiting = 0  # the earlier row this conversation waits for
             try:
                 delay = await self._run_one(q[0])
                 if isinstance(delay, Waiting):
-                    waiting, delay = True, self._wait_for(key, q, delay)
+                    waiting, delay = delay.earlier, self._wait_for(key, q, delay)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -167,7 +167,7 @@ class Dispatcher:
                 h = asyncio.get_running_loop().call_later(delay, self._ready.put_nowait, key)
                 self._timers.add(h)
                 if waiting:
-                    self._waiting[key] = h
+                    self._waiting[key] = (h, waiting)
 
     def _wait_for(self, key: str, q: deque[int], w: Waiting) -> float:
         """The head of `key` waits for an earlier row: one nobody works on is taken here, first (at once); else

@@ -64,7 +64,7 @@ class Work:
 
 @dataclass(frozen=True)
 class Waiting:
-    """`claim`'s answer when an earlier row of the conversation is unfinished: `earlier` (its id) goes first;
+    """`claim`'s answer when an earlier row of the conversation is unfinished: `earlier` (the nearest) goes first;
     `takeable`: nobody works on it now (queued and due, or its lease expired), so the caller may take it."""
 
     earlier: int
@@ -206,12 +206,13 @@ class Inbox:
         me = conn.execute(select(t.c.conversation_key).where(t.c.id == inbox_id, self._free_or_mine(t, now))).first()
         if me is None:
             return None  # finished, or someone else holds it
-        first = conn.execute(select(t.c.id, t.c.status, t.c.not_before, t.c.lease_until).where(
-            t.c.conversation_key == me.conversation_key, t.c.id < inbox_id, t.c.status.in_(UNFINISHED)).order_by(t.c.id).limit(1)).first()
-        if first is None:
+        # the nearest one: when it finishes, this row is next (the one before it waits for its own predecessor)
+        prev = conn.execute(select(t.c.id, t.c.status, t.c.not_before, t.c.lease_until).where(
+            t.c.conversation_key == me.conversation_key, t.c.id < inbox_id, t.c.status.in_(UNFINISHED)).order_by(t.c.id.desc()).limit(1)).first()
+        if prev is None:
             return Waiting(inbox_id, True)  # the earlier one finished meanwhile: look again
-        takeable = first.not_before <= now if first.status == "queued" else first.lease_until < now
-        return Waiting(first.id, takeable)
+        takeable = prev.not_before <= now if prev.status == "queued" else prev.lease_until < now
+        return Waiting(prev.id, takeable)
 
     def renew(self, inbox_id: int, lease: float) -> None:
         t = InboxRow.__table__
