@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import Awaitable, Callable
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from aiohttp import web
 
@@ -103,7 +103,8 @@ def session_middleware(auth: Auth, tenant: str, public_url: str):
         found = await load_async(request.cookies.get(COOKIE, ""))
         if found is None:
             if request.method in SAFE_METHODS and (request.path in ("/", "/chat") or "text/html" in request.headers.get("Accept", "")):
-                raise web.HTTPSeeOther("/login")  # a browser opening a page: to the sign-in form
+                here = request.path_qs if request.path not in ("/", "/chat") else ""
+                raise web.HTTPSeeOther("/login" + (f"?{urlencode({'next': here})}" if here else ""))  # a page: sign in, then back
             raise web.HTTPUnauthorized(text="sign in first (POST /login, or open /login in a browser)")
         ses, person = found
         if request.method not in SAFE_METHODS:

@@ -72,9 +72,21 @@ def refusal_page(request: web.Request, prompts: Prompts, key: str, status: int, 
     return response
 
 
-async def start_session(auth: Auth, person: Person, public_url: str) -> web.StreamResponse:
-    """The response that signs `person` in (a new session cookie) and sends the browser to the start page."""
-    response = web.HTTPSeeOther("/")
+def local_path(value: str) -> str:
+    """`value` when it is a path of this site ("/console/knowledge?x=1"), else "/": never another site
+    ("//evil.example", "https://…", "/\\evil.example")."""
+    from urllib.parse import urlsplit
+
+    value = str(value or "")[:MAX_FIELD]
+    parts = urlsplit(value)
+    if not value.startswith("/") or value.startswith(("//", "/\\")) or parts.scheme or parts.netloc or any(c in value for c in "\r\n\t"):
+        return "/"
+    return value
+
+
+async def start_session(auth: Auth, person: Person, public_url: str, to: str = "/") -> web.StreamResponse:
+    """The response that signs `person` in (a new session cookie) and sends the browser on to `to` (a local path)."""
+    response = web.HTTPSeeOther(local_path(to))
     response.set_cookie(COOKIE, await asyncio.to_thread(auth.issue, person), **cookie_options(public_url, auth.absolute))
     return response
 
@@ -92,7 +104,8 @@ def signin_routes(auth: Auth, prompts: Prompts, *, tenant: str, public_url: str,
     session_cookie = cookie_options(public_url, auth.absolute)
     form_cookie = {**cookie_options(public_url, 3600), "samesite": "Strict"}
 
-    def page(request: web.Request, nonce: str, *, error: str = "", token: str = "", name: str = "", status: int = 200) -> web.Response:
+    def page(request: web.Request, nonce: str, *, error: str = "", token: str = "", name: str = "", status: int = 200,
+             then: str = "/") -> web.Response:
         lang = lang_of(request)
         t = lambda key, **kw: html.escape(prompts.msg(key, lang, **kw))
         csrf = html.escape(auth.form_token("form:" + nonce))
@@ -109,7 +122,7 @@ def signin_routes(auth: Auth, prompts: Prompts, *, tenant: str, public_url: str,
                 '<style>body{font:15px/1.6 sans-serif;max-width:360px;margin:12vh auto;padding:0 16px}label{display:block;margin:10px 0}'
                 'input{display:block;width:100%;padding:6px 8px;font:inherit}button{padding:8px 16px;font:inherit}.error{color:#cf222e}</style>'
                 f'<h1>{t("signin_title")}</h1>{err}<form method="post" action="/login">'
-                f'<input type="hidden" name="csrf" value="{csrf}">{fields}</form>'
+                f'<input type="hidden" name="csrf" value="{csrf}"><input type="hidden" name="next" value="{html.escape(then)}">{fields}</form>'
                 + ("".join(f'<p><a class="sso" href="{html.escape(path)}">{t(key)}</a></p>' for path, key in others) if not token else "")
                 + '</html>')
         response = web.Response(text=body, content_type="text/html", charset="utf-8", status=status,
@@ -130,7 +143,7 @@ def signin_routes(auth: Auth, prompts: Prompts, *, tenant: str, public_url: str,
             if person is None:
                 return page(request, nonce, error=prompts.msg("signin_link_invalid", lang_of(request)), status=410)
             return page(request, nonce, token=token, name=person.name)
-        return page(request, nonce)
+        return page(request, nonce, then=local_path(request.query.get("next", "/")))
 
     async def submit(request: web.Request) -> web.Response:
         lang = lang_of(request)
@@ -141,13 +154,14 @@ def signin_routes(auth: Auth, prompts: Prompts, *, tenant: str, public_url: str,
             raise web.HTTPUnsupportedMediaType(text="send the sign-in form as application/x-www-form-urlencoded")
         form = await request.post()
         username, password, token = (str(form.get(k, ""))[:MAX_FIELD] for k in ("username", "password", "token"))
+        then = local_path(str(form.get("next", "/")))
         expected = auth.form_token("form:" + request.cookies.get(FORM_COOKIE, ""))
         if not request.cookies.get(FORM_COOKIE) or not hmac.compare_digest(str(form.get("csrf", "")).encode(), expected.encode()):
-            return page(request, nonce, error=prompts.msg("signin_form_expired", lang), status=403)
+            return page(request, nonce, error=prompts.msg("signin_form_expired", lang), status=403, then=then)
         address = request.get(ADDRESS) or request.remote or "unknown"  # behind a trusted proxy: the forwarded client
         if not per_address.allow(address) or (username and not per_account.allow(f"{tenant}/{username}")):
             seconds = max(1, round(max(per_account.retry_after, per_address.retry_after)))
-            response = page(request, nonce, error=prompts.msg("signin_throttled", lang, seconds=seconds), status=429)
+            response = page(request, nonce, error=prompts.msg("signin_throttled", lang, seconds=seconds), status=429, then=then)
             response.headers["Retry-After"] = str(seconds)
             return response
         if token:
@@ -159,9 +173,9 @@ def signin_routes(auth: Auth, prompts: Prompts, *, tenant: str, public_url: str,
             person = await asyncio.to_thread(auth.check_password, tenant, username, password)
             if person is None:
                 await note("password_refused", username, remote=address)
-                return page(request, nonce, error=prompts.msg("signin_wrong", lang), status=401)
+                return page(request, nonce, error=prompts.msg("signin_wrong", lang), status=401, then=then)
         await note("link" if token else "password", person.id, remote=address)
-        response = await start_session(auth, person, public_url)
+        response = await start_session(auth, person, public_url, then)
         response.del_cookie(FORM_COOKIE, path="/")
         return response
 

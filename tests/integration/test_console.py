@@ -46,7 +46,7 @@ async def test_each_role_sees_only_its_pages(login, who, allowed):
 
 async def test_signed_out_browser_goes_to_login_and_forms_need_the_csrf_token(gateway, login):
     r = await gateway.get("/console/knowledge", headers={"Accept": "text/html"}, allow_redirects=False)
-    assert r.status == 303 and r.headers["Location"] == "/login"
+    assert r.status == 303 and r.headers["Location"] == "/login?next=/console/knowledge"  # back there after signing in
     admin = await login("admin")
     page = await (await admin.get("/console/knowledge")).text()
     token = csrf_of(page)

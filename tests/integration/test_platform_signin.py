@@ -3,6 +3,7 @@ gateway, the WeCom connector and a WeCom API that speaks the protocol (tests/fak
 page does after a scan — send the browser back with a one-time code and our state — is done here by hand."""
 from __future__ import annotations
 
+import asyncio
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
@@ -10,7 +11,7 @@ import pytest
 
 from connectors.wecom import WeComConnector
 from connectors.wecom.config import CorpConfig
-from tests.conftest import free_port
+from tests.conftest import PASSWORD, free_port, sign_in
 from tests.fakes.wecom_api import A, corp_settings, start_fake
 
 
@@ -24,7 +25,7 @@ async def wecom_login(make_app, make_settings, aiohttp_server):
     cp = make_app(make_settings(public_url=f"http://127.0.0.1:{port}"), channels=[conn])
     cp.directory.link("zhangwei", "wecom", "ZhangWei", tenant=cp.settings.tenant)  # as `copilot wecom sync-users` links members
     server = await aiohttp_server(create_web_app(cp), port=port)
-    return fake, server
+    return fake, server, cp
 
 
 async def scan(server, fake, userid: str, *, corp: str = A["corp_id"], state: str | None = None, code: str | None = None):
@@ -42,9 +43,15 @@ async def scan(server, fake, userid: str, *, corp: str = A["corp_id"], state: st
 
 
 async def test_a_linked_member_signs_in_by_scanning_and_nobody_else_does(wecom_login):
-    fake, server = wecom_login
+    fake, server, cp = wecom_login
     async with aiohttp.ClientSession() as browser, browser.get(server.make_url("/login")) as page:
         assert 'href="/login/with/wecom"' in await page.text()
+    await asyncio.to_thread(cp.auth.add_user, "admin", "admin", cp.settings.tenant, PASSWORD)
+    async with aiohttp.ClientSession(base_url=str(server.make_url("")), cookie_jar=aiohttp.CookieJar(unsafe=True)) as admin:
+        await sign_in(admin, "admin")
+        reps = await (await admin.get("/console/reps", headers={"Accept-Language": "en"})).text()
+        row = next(r for r in reps.split("<tr") if "zhangwei" in r)
+        assert "WeCom scan" in row  # the console knows this way in for the person the directory links
     s, r, code = await scan(server, fake, "ZhangWei")  # the sample rep's WeCom account
     async with s:
         assert r.status == 303 and r.headers["Location"] == "/"

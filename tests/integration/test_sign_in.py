@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from urllib.parse import parse_qs, urlsplit
 
 from tests.conftest import PASSWORD, replies_for, sign_in
 
@@ -144,6 +145,30 @@ async def test_sign_in_is_throttled_per_client_address(gateway, aiohttp_client):
     assert codes[-1] == 429 and set(codes[:30]) == {401}, codes
     r = await client.post("/login", data={"csrf": csrf, "username": "lina", "password": PASSWORD}, allow_redirects=False)
     assert r.status == 429  # this address waits, whichever account it tries
+
+
+async def test_after_sign_in_the_browser_is_back_on_the_page_it_asked_for_and_never_on_another_site(gateway, aiohttp_client):
+    await asyncio.to_thread(gateway.copilot.auth.add_user, "chenjing", "enablement", gateway.copilot.settings.tenant, PASSWORD)
+
+    async def sign_in_from(next_value: str | None) -> str:
+        browser = await aiohttp_client(gateway.server)
+        if next_value is None:  # opening a console page without a session: to the form, which remembers the page
+            r = await browser.get("/console/knowledge?filter=stale", headers={"Accept": "text/html"}, allow_redirects=False)
+            to = urlsplit(r.headers["Location"])
+            assert r.status == 303 and to.path == "/login" and parse_qs(to.query)["next"] == ["/console/knowledge?filter=stale"]
+            page = await (await browser.get(r.headers["Location"])).text()
+        else:
+            page = await (await browser.get("/login", params={"next": next_value})).text()
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+        then = re.search(r'name="next" value="([^"]*)"', page).group(1)
+        r = await browser.post("/login", data={"csrf": csrf, "username": "chenjing", "password": PASSWORD, "next": then},
+                               allow_redirects=False)
+        assert r.status == 303
+        return r.headers["Location"]
+
+    assert await sign_in_from(None) == "/console/knowledge?filter=stale"
+    for elsewhere in ("//evil.example/x", "https://evil.example/", "/\\evil.example", "javascript:alert(1)"):  # 5 sign-ins: the account's limit
+        assert await sign_in_from(elsewhere) == "/", elsewhere
 
 
 async def test_the_one_time_link_works_once(gateway, aiohttp_client):

@@ -44,11 +44,18 @@ def routes(shell: Shell, app: App) -> list[web.RouteDef]:
     directory = app.directory
     page = shell.page("reps")
 
+    # the ways in besides a password: the platforms whose account signs in here, and the company's identity provider
+    platforms = {name for name, c in app.channels.with_signin().items() if c.signin_url(tenant, "x", "http://x/") is not None}
+    oidc_by_email = bool(app.settings.oidc_issuer) and app.settings.oidc_claim == "email"
+
     def people() -> tuple[list, dict, list]:
-        rows = []
+        rows, methods = [], sign_in_methods(app.engine, tenant)
         for p in directory.list(tenant):
-            rows.append((p, [f"{i.channel}:{i.platform_user_id}" for i in directory.identities(p.id) if i.tenant == tenant]))
-        return rows, sign_in_methods(app.engine, tenant), [p for p in directory.pending() if p.tenant == tenant]
+            linked = [i for i in directory.identities(p.id) if i.tenant == tenant]
+            rows.append((p, [f"{i.channel}:{i.platform_user_id}" for i in linked]))
+            channels = {i.channel for i in linked}
+            methods.setdefault(p.id, []).extend(sorted(channels & platforms) + (["sso"] if oidc_by_email and "email" in channels else []))
+        return rows, methods, [p for p in directory.pending() if p.tenant == tenant]
 
     async def checks() -> list[Check]:
         try:
