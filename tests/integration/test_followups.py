@@ -3,6 +3,7 @@ offline by rules (a test per language), and with a model through the rewrite pro
 from __future__ import annotations
 
 import json
+import re
 
 from tests.fakes.openai_server import FakeOpenAI, Step, system_text, user_text
 from tests.integration.test_agent_offline import Chat
@@ -18,7 +19,7 @@ def test_chinese_follow_ups(copilot):
     chat.say("标准版一年多少钱？")
     [r] = chat.say("那专业版呢？")
     assert asked(copilot) == "专业版一年多少钱？"
-    assert r.grounded and "pricing-editions" in {c.doc_id for c in r.citations} and "20–45" in r.text
+    assert r.grounded and "专业版" in r.text and re.search(r"¥\s*\d", r.text)  # a price of the Professional edition
     chat = Chat(copilot, "zhangwei", "fu-zh2")
     chat.say("蓝海支持UDI追溯吗？")
     [r] = chat.say("它多少钱")
