@@ -59,7 +59,7 @@ ASKS = [
      r"上限|最多|最大|至多|不超过|以内|以上|限额|限流|限制|limit|max|up to|at most|per (?:minute|second|hour|day)|每\s*(?:分钟|秒|小时|天)", NUMBER),
     ("price", r"价格|多少钱|费用|收费|报价(?!单)|成本|单价|售价|年费|订阅费|价位|金额|几折|折扣|price|priced|pricing|cost|fee|charge|how much|pay\b",
      "", MONEY),
-    ("name", r"叫什么|名字|名称|哪家公司|是哪家|what is the name|what's the name|called", "",
+    ("name", r"叫什么|名字|名称|what is the name|what.s the name|called", "",
      r"\b[A-Z][a-z]{2,}\b|[「“\"《]|[\u4e00-\u9fff]{2,}(?:公司|集团|科技|软件|伙伴)(?!的)"),
     ("which", r"哪家客户|哪个客户|哪家公司|哪家企业|which (?:customer|company|account)", "", ""),
     ("release", r"发布|推出|上市|新版本|release|launch", r"发布|推出|上市|版本|release|launch", DATE),
