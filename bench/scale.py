@@ -62,6 +62,18 @@ def chat_request(base: str, conversations: int, prefix: str, headers: dict[str, 
     return request
 
 
+async def settled(pids: list[int], quiet: float = 0.15, timeout: float = 180.0) -> None:
+    """Wait until `pids` use less than `quiet` CPU-seconds per second (started and idle)."""
+    end = time.monotonic() + timeout
+    last = cpu_seconds(pids)
+    while time.monotonic() < end:
+        await asyncio.sleep(1.0)
+        now = cpu_seconds(pids)
+        if now - last < quiet:
+            return
+        last = now
+
+
 def order_violations(engine) -> int:
     """Replies of one conversation sent in another order than their messages were accepted."""
     with engine.connect() as c:
@@ -106,8 +118,8 @@ async def one_run(workers: int, total: int, concurrency: int, conversations: int
                 except aiohttp.ClientError:
                     pass
                 await asyncio.sleep(0.2)
-        await asyncio.sleep(2.0)  # the later workers finish starting
         kids = processes(lambda pid, comm, ppid: ppid == proc.pid) + ([proc.pid] if workers == 1 else [])
+        await settled(kids)  # the later workers have finished starting (a start costs seconds of CPU)
         headers = await sign_in(base)
         await run_load(chat_request(base, 200, "warm", headers), total=200, concurrency=concurrency)
         await wait_answered(db, unique_ids(200))
