@@ -200,3 +200,36 @@ def test_one_scheduler_leader_across_processes_and_a_dead_one_is_replaced(pg_url
     finally:
         for e in engines:
             e.dispose()
+
+
+async def test_wakeups_come_back_after_the_database_drops_every_connection(pg_url):
+    """Every connection to the database is cut (as when PostgreSQL restarts): the listener reconnects, sweeps what
+    it may have missed, and a message accepted at another process is again taken at once."""
+    import psycopg
+
+    from tests.fakes.services import PG_ADMIN
+
+    started: dict[str, float] = {}
+
+    async def handle(msg: InboundMessage) -> list[Reply]:
+        started[msg.text] = time.monotonic()
+        return [Reply(text="ok")]
+
+    a, b = Node(pg_url, "a", handle, wakeup=True, lease=30.0), Node(pg_url, "b", handle, wakeup=True, lease=30.0)
+    await b.start()
+    await asyncio.wait_for(b.wakeup.listening.wait(), 10)
+    try:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            cut = admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = %s",
+                                (pg_url.rsplit("/", 1)[1],)).fetchone()[0]
+        assert cut >= 1
+        await asyncio.sleep(2.5)  # the listener notices and reconnects (after 1 s)
+        await asyncio.wait_for(b.wakeup.listening.wait(), 10)
+        put_at = time.monotonic()
+        await a.inbox.put(message("after-cut", 0))  # a's pooled connections were cut too: the pool reconnects
+        while "after-cut#0" not in started:
+            assert time.monotonic() - put_at < 5, "no wake-up after the connections were cut (the sweep is every 15 s)"
+            await asyncio.sleep(0.01)
+    finally:
+        await a.aclose()
+        await b.aclose()
