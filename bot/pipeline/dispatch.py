@@ -144,8 +144,10 @@ class Dispatcher:
                 w[0].cancel()
             delay = None
             waiting = 0  # the earlier row this conversation waits for
+            head = q[0]
             try:
-                delay = await self._run_one(q[0])
+                delay = await self._run_one(head)
+                q = self._convs.setdefault(key, q)  # `notify` may have replaced it meanwhile (a row recovered out of order)
                 if isinstance(delay, Waiting):
                     waiting, delay = delay.earlier, self._wait_for(key, q, delay)
             except asyncio.CancelledError:
@@ -156,7 +158,9 @@ class Dispatcher:
             finally:
                 self._busy.discard(key)
             if delay is None:
-                q.popleft()
+                q = self._convs.get(key, q)
+                if head in q:
+                    q.remove(head)  # not popleft: an earlier row may have been put in front of it meanwhile
                 if q:
                     self._ready.put_nowait(key)
                 else:
