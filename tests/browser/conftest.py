@@ -5,6 +5,12 @@ Screenshots go to test-output/screenshots/ (kept out of git), named by the test 
 """
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -40,3 +46,36 @@ def shot(request):
         return path
 
     return take
+
+
+@contextmanager
+def serving(env: dict, log: Path, *, timeout: float = 180.0):
+    """`copilot serve` (sync, for Playwright's sync API) on a free port with `env`; yields its base URL once /readyz
+    answers 200, then stops it (SIGINT, as Ctrl-C). Its output goes to `log`, shown when it does not start."""
+    from tests.conftest import free_port
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "serve", "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + timeout
+            while not _ready(base):
+                assert proc.poll() is None and time.monotonic() < deadline, log.read_text(errors="replace")[-3000:]
+                time.sleep(0.2)
+            yield base
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _ready(base: str) -> bool:
+    try:
+        with urllib.request.urlopen(base + "/readyz", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False

@@ -8,17 +8,15 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import re
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from aiohttp import web
 
+from tests.browser.conftest import serving
 from tests.conftest import PASSWORD, free_port, serve_env, user_add
 
 pytestmark = pytest.mark.slow
@@ -60,36 +58,12 @@ def model():
 def server(tmp_path_factory, model):
     """`copilot serve` in demo mode on a free port; zhangwei (rep) and liuyang (enablement, English) have passwords."""
     tmp: Path = tmp_path_factory.mktemp("chat-page")
-    port, base = free_port(), ""
     env = serve_env(tmp, model, COPILOT_DEMO="true", COPILOT_LOGIN_ATTEMPTS_PER_MINUTE="100", COPILOT_LLM_TIMEOUT="60",
                     COPILOT_MAX_UPLOAD_BYTES=str(2 * 1024 * 1024))
-    with (tmp / "serve.log").open("wb") as errors:
-        proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "serve", "--port", str(port)], env=env,
-                                stdout=subprocess.DEVNULL, stderr=errors)
-        try:
-            base = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 120
-            while not ready(base):
-                assert proc.poll() is None and time.monotonic() < deadline, (tmp / "serve.log").read_text()[-3000:]
-                time.sleep(0.2)
-            with ThreadPoolExecutor() as pool:  # two CLI processes at once
-                list(pool.map(lambda who: user_add(env, *who), [("zhangwei", "rep"), ("liuyang", "enablement")]))
-            yield base
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def ready(base: str) -> bool:
-    try:
-        with urllib.request.urlopen(base + "/readyz", timeout=2) as r:
-            return r.status == 200
-    except OSError:
-        return False
+    with serving(env, tmp / "serve.log", timeout=120) as base:
+        with ThreadPoolExecutor() as pool:  # two CLI processes at once
+            list(pool.map(lambda who: user_add(env, *who), [("zhangwei", "rep"), ("liuyang", "enablement")]))
+        yield base
 
 
 def open_chat(chromium, base: str, name: str, *, locale: str = "zh-CN", viewport: dict | None = None):

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import PASSWORD, free_port, serve_env, user_add
+from tests.browser.conftest import serving
+from tests.conftest import PASSWORD, serve_env, user_add
 
 pytestmark = pytest.mark.slow
 OUT = Path(__file__).resolve().parents[2] / "test-output"
@@ -43,33 +42,13 @@ def server(tmp_path_factory):
     """`copilot serve` with the demo data on a free port; admin, chenjing (enablement) and zhangwei (rep) have passwords."""
     tmp = tmp_path_factory.mktemp("console")
     env = serve_env(tmp, "", COPILOT_DEMO="true")
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    log = (tmp / "serve.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert proc.poll() is None, (tmp / "serve.log").read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(base + "/readyz", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "copilot serve did not start"
-            time.sleep(0.2)
-        for name, role in (("admin", "admin"), ("chenjing", "enablement"), ("zhangwei", "rep")):
-            user_add(env, name, role)
-        subprocess.run([sys.executable, "-c", SCORE_HEALTH], env=env, check=True, timeout=120)  # four weeks of health for the dashboard
-        yield base
+        with serving(env, tmp / "serve.log") as base:
+            for name, role in (("admin", "admin"), ("chenjing", "enablement"), ("zhangwei", "rep")):
+                user_add(env, name, role)
+            subprocess.run([sys.executable, "-c", SCORE_HEALTH], env=env, check=True, timeout=120)  # four weeks of health for the dashboard
+            yield base
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
         if TIMES:
             OUT.mkdir(exist_ok=True)
             (OUT / "console-render-times.json").write_text(json.dumps(render_summary(), indent=2))
@@ -110,11 +89,12 @@ def test_keyboard_only_sign_in(chromium, server, shot):
     ctx = chromium.new_context(base_url=server, locale="en-US")
     page = ctx.new_page()
     page.goto("/login")
+    page.wait_for_function("document.activeElement && document.activeElement.name === 'username'")
     page.keyboard.type("admin")  # the user name field has the focus
     page.keyboard.press("Tab")
     page.keyboard.type(PASSWORD)
     page.keyboard.press("Enter")
-    page.wait_for_url(lambda url: "/login" not in url)
+    page.wait_for_url(lambda url: "/login" not in url, timeout=60_000)
     page.goto("/console/")
     assert page.url.endswith("/console/knowledge")
     page.keyboard.press("Tab")  # the first stop is the skip link, then the navigation
