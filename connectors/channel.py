@@ -143,7 +143,9 @@ class WebSignIn(Protocol):
 
     label: str  # the catalogue key of the button ("signin_with_wecom")
 
-    def signin_url(self, tenant: str, state: str, redirect_uri: str) -> str | None: ...  # None: no account of `tenant` can
+    def signs_in(self, tenant: str) -> bool: ...  # whether an account of `tenant` is set up for it
+
+    def signin_url(self, tenant: str, state: str, redirect_uri: str) -> str: ...  # the platform's login page (when signs_in)
 
     async def signin_user(self, tenant: str, query: Mapping[str, str]) -> str: ...  # the platform user id the directory links
 

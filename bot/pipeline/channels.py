@@ -41,9 +41,9 @@ class Channels:
     def names(self) -> tuple[str, ...]:
         return tuple(self._by_name)
 
-    def with_signin(self) -> dict[str, WebSignIn]:
-        """The connectors that can sign a browser in with the platform's account, by channel name."""
-        return {name: c for name, c in self._by_name.items() if isinstance(c, WebSignIn)}
+    def with_signin(self, tenant: str) -> dict[str, WebSignIn]:
+        """The connectors that sign a browser of `tenant` in with the platform's account, by channel name."""
+        return {name: c for name, c in self._by_name.items() if isinstance(c, WebSignIn) and c.signs_in(tenant)}
 
     def __contains__(self, name: object) -> bool:
         return name in self._by_name

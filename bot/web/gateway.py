@@ -92,8 +92,8 @@ def create_web_app(app: App, *, owns_app: bool = False) -> web.Application:
     web_app.add_routes(health_routes(app))
     web_app.add_routes(document_routes(app.links, app.knowledge.retriever, app.agent.prompts, app.audit))
     per_minute = max(1, s.login_attempts_per_minute)
-    provider, platforms = oidc_provider(s), app.channels.with_signin()
-    others = ([(OIDC_START, "signin_oidc")] if provider else []) + signin_links(platforms, s.tenant)
+    provider, platforms = oidc_provider(s), app.channels.with_signin(s.tenant)
+    others = ([(OIDC_START, "signin_oidc")] if provider else []) + signin_links(platforms)
     web_app.add_routes(signin_routes(app.auth, app.agent.prompts, tenant=s.tenant, public_url=s.public_url, demo=s.demo,
                                      per_account=RateLimiter(per_minute, burst=per_minute),
                                      per_address=RateLimiter(6 * per_minute, burst=6 * per_minute), audit=app.audit, others=others))

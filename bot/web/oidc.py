@@ -29,7 +29,7 @@ from bot.auth.service import Auth
 from bot.people.directory import DirectoryError, Person
 from bot.prompts import Prompts
 from bot.web.session import cookie_options
-from bot.web.signin import open_state, refusal_page, seal_state, start_session
+from bot.web.signin import open_state, refusal_page, seal_state, signin_note, start_session
 
 log = logging.getLogger("copilot.oidc")
 START, CALLBACK = "/login/oidc", "/login/oidc/callback"
@@ -129,8 +129,7 @@ def oidc_routes(provider: Provider, auth: Auth, prompts: Prompts, *, tenant: str
                 audit: Callable[..., None]) -> list[web.RouteDef]:
     cookie = {**cookie_options(public_url, STATE_TTL), "samesite": "Lax"}  # Lax: the provider's redirect back is top-level
 
-    async def note(name: str, actor: str, **detail: str) -> None:
-        await asyncio.to_thread(audit, "signin", name, actor[:64], detail, tenant)
+    note = signin_note(audit, tenant)
 
     def refused(request: web.Request, key: str, status: int = 403) -> web.Response:
         return refusal_page(request, prompts, key, status, cookie=STATE_COOKIE)

@@ -20,7 +20,7 @@ from aiohttp import web
 from bot.auth.service import Auth
 from bot.prompts import Prompts
 from bot.web.session import cookie_options
-from bot.web.signin import open_state, refusal_page, seal_state, start_session
+from bot.web.signin import open_state, refusal_page, seal_state, signin_note, start_session
 from connectors.channel import SignInRefused, WebSignIn
 
 log = logging.getLogger("copilot.signin")
@@ -29,9 +29,9 @@ STATE_COOKIE = "copilot_platform_login"
 STATE_TTL = 600.0
 
 
-def signin_links(platforms: dict[str, WebSignIn], tenant: str) -> list[tuple[str, str]]:
-    """(path, catalogue key) of each platform sign-in this deployment offers, for the sign-in page."""
-    return [(PREFIX + name, c.label) for name, c in platforms.items() if c.signin_url(tenant, "x", "http://x/") is not None]
+def signin_links(platforms: dict[str, WebSignIn]) -> list[tuple[str, str]]:
+    """(path, catalogue key) of each platform sign-in this deployment offers (`Channels.with_signin`), for the sign-in page."""
+    return [(PREFIX + name, c.label) for name, c in platforms.items()]
 
 
 def platform_signin_routes(platforms: dict[str, WebSignIn], auth: Auth, prompts: Prompts, *, tenant: str, base_url: str,
@@ -41,19 +41,15 @@ def platform_signin_routes(platforms: dict[str, WebSignIn], auth: Auth, prompts:
     def platform(request: web.Request) -> tuple[str, WebSignIn]:
         name = request.match_info["channel"]
         if name not in platforms:
-            raise web.HTTPNotFound(text=f"no sign-in with {name!r} here")
+            raise web.HTTPNotFound(text=f"no sign-in with {name!r} is set up here")
         return name, platforms[name]
 
-    async def note(name: str, actor: str, **detail: str) -> None:
-        await asyncio.to_thread(audit, "signin", name, actor[:64], detail, tenant)
+    note = signin_note(audit, tenant)
 
     async def start(request: web.Request) -> web.StreamResponse:
         name, connector = platform(request)
         state = secrets.token_urlsafe(24)
-        url = connector.signin_url(tenant, state, f"{base_url}{PREFIX}{name}/callback")
-        if url is None:
-            raise web.HTTPNotFound(text=f"sign-in with {name} is not set up for this tenant")
-        response = web.HTTPSeeOther(url)
+        response = web.HTTPSeeOther(connector.signin_url(tenant, state, f"{base_url}{PREFIX}{name}/callback"))
         response.set_cookie(STATE_COOKIE, seal_state(auth, {"s": state, "c": name, "exp": time.time() + STATE_TTL}), **cookie)
         return response
 

@@ -11,7 +11,7 @@ import hmac
 import html
 import json
 import secrets
-from typing import Callable, Sequence
+from typing import Awaitable, Callable, Sequence
 
 from aiohttp import web
 
@@ -34,6 +34,16 @@ def lang_of(request: web.Request) -> str:
         return chosen
     first = request.headers.get("Accept-Language", "").split(",")[0].strip().lower()
     return ui_lang("en" if first.startswith("en") else "zh")
+
+
+def signin_note(audit: Callable[..., None] | None, tenant: str) -> Callable[..., Awaitable[None]]:
+    """`await note(name, actor, **detail)`: a sign-in, a refused one, a sign-out or a switch in the audit trail (kind
+    "signin"), for every way in (password, link, identity provider, platform)."""
+    async def note(name: str, actor: str, **detail: str) -> None:
+        if audit is not None:
+            await asyncio.to_thread(audit, "signin", name, actor[:64], detail, tenant)
+
+    return note
 
 
 def seal_state(auth: Auth, payload: dict) -> str:
@@ -96,11 +106,7 @@ def signin_routes(auth: Auth, prompts: Prompts, *, tenant: str, public_url: str,
                   others: Sequence[tuple[str, str]] = ()) -> list[web.RouteDef]:
     """`others`: (path, catalogue key) of the other ways to sign in (an identity provider, a platform's account),
     shown as links under the form."""
-    async def note(name: str, actor: str, **detail: str) -> None:
-        """A sign-in, a refused one, a sign-out or a switch in the audit trail (kind "signin")."""
-        if audit is not None:
-            await asyncio.to_thread(audit, "signin", name, actor[:64], detail, tenant)
-
+    note = signin_note(audit, tenant)
     session_cookie = cookie_options(public_url, auth.absolute)
     form_cookie = {**cookie_options(public_url, 3600), "samesite": "Strict"}
 

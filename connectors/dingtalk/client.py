@@ -68,7 +68,7 @@ class DingTalkClient:
         async with self._lock:  # single flight: the waiters reuse what the first one fetched
             if self._token and time.monotonic() < self._token_until:
                 return self._token
-            data = await self._post(self.app.api_base + TOKEN_PATH, {"appKey": self.app.app_key, "appSecret": self.app.app_secret.get_secret_value()})
+            data = await self._request(self.app.api_base + TOKEN_PATH, {"appKey": self.app.app_key, "appSecret": self.app.app_secret.get_secret_value()})
             token, ttl = str(data.get("accessToken") or ""), float(data.get("expireIn") or 7200)
             if not token:
                 raise DingTalkAPIError("DingTalk returned no accessToken", retryable=True)
@@ -85,19 +85,21 @@ class DingTalkClient:
         for attempt in (1, 2):
             token = await self.token()
             try:
-                return await self._post(self.app.api_base + path, body, token)
+                return await self._request(self.app.api_base + path, body, token)
             except DingTalkAPIError as exc:
                 if attempt == 2 or not (exc.status == 401 or exc.code in AUTH_ERRORS):
                     raise
                 self._forget(token)
         raise AssertionError("unreachable")
 
-    async def _post(self, url: str, body: dict, token: str | None = None) -> dict:
-        headers = {"Content-Type": "application/json"}
+    async def _request(self, url: str, body: dict | None, token: str | None = None, *, method: str = "POST") -> dict:
+        """One v1.0 call (a POST with a JSON body, or `method` GET without one); an HTTP error becomes DingTalkAPIError."""
+        headers = {"Content-Type": "application/json"} if body is not None else {}
         if token:
             headers["x-acs-dingtalk-access-token"] = token
+        data = json.dumps(body, ensure_ascii=False).encode() if body is not None else None
         try:
-            async with self._http().post(url, data=json.dumps(body, ensure_ascii=False).encode(), headers=headers) as r:
+            async with self._http().request(method, url, data=data, headers=headers) as r:
                 text = await r.text()
                 data = _json(text)
                 if r.status >= 400:
@@ -163,7 +165,7 @@ class DingTalkClient:
         body = {"clientId": self.app.app_key, "clientSecret": self.app.app_secret.get_secret_value(),
                 "subscriptions": [{"type": "CALLBACK", "topic": t} for t in topics],
                 "ua": f"dingtalk-sdk-python/v{version}-union copilot", "localIp": _local_ip()}
-        data = await self._post(self.app.api_base + STREAM_OPEN_PATH, body)
+        data = await self._request(self.app.api_base + STREAM_OPEN_PATH, body)
         endpoint, ticket = str(data.get("endpoint") or ""), str(data.get("ticket") or "")
         if not endpoint.startswith(("ws://", "wss://")) or not ticket:
             raise DingTalkAPIError("the Stream gateway returned no endpoint/ticket", retryable=True)
@@ -195,19 +197,12 @@ class DingTalkClient:
         """The corp member who scanned the login QR code: the code becomes a user token (the app's client id and
         secret vouch for the exchange), the token names the person (unionId), and the app's corp maps that to the
         member's userid (a person outside the corp has none: an error)."""
-        data = await self._post(self.app.api_base + USER_TOKEN_PATH, {"clientId": self.app.app_key, "clientSecret":
+        data = await self._request(self.app.api_base + USER_TOKEN_PATH, {"clientId": self.app.app_key, "clientSecret":
                                 self.app.app_secret.get_secret_value(), "code": auth_code, "grantType": "authorization_code"})
         user_token = str(data.get("accessToken") or "")
         if not user_token:
             raise DingTalkAPIError("DingTalk returned no user accessToken")
-        try:
-            async with self._http().get(self.app.api_base + ME_PATH, headers={"x-acs-dingtalk-access-token": user_token}) as r:
-                text = await r.text()
-                me = _json(text)
-                if r.status >= 400:
-                    raise _api_error(r.status, me, text, None, ME_PATH)
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise DingTalkAPIError(f"cannot reach DingTalk: {type(exc).__name__}", retryable=True) from None
+        me = await self._request(self.app.api_base + ME_PATH, None, user_token, method="GET")
         union_id = str(me.get("unionId") or "")
         if not union_id:
             raise DingTalkAPIError("DingTalk named nobody for this sign-in")

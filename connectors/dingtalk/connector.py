@@ -70,10 +70,11 @@ class DingTalkConnector:
     # web sign-in (钉钉扫码登录, or straight through in DingTalk's own browser) ---------------------------
     label = "signin_with_dingtalk"
 
-    def signin_url(self, tenant: str, state: str, redirect_uri: str) -> str | None:
-        app = self.by_tenant.get(tenant)
-        if app is None:
-            return None
+    def signs_in(self, tenant: str) -> bool:
+        return tenant in self.by_tenant
+
+    def signin_url(self, tenant: str, state: str, redirect_uri: str) -> str:
+        app = self.by_tenant[tenant]
         query = {"redirect_uri": redirect_uri, "response_type": "code", "client_id": app.app_key, "scope": "openid corpid",
                  "state": state, "prompt": "consent", **({"corpId": app.corp_id, "org_type": "intern"} if app.corp_id else {})}
         return f"{app.login_base.rstrip('/')}/oauth2/auth?{urlencode(query)}"

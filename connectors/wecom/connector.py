@@ -66,10 +66,12 @@ class WeComConnector:
     # web sign-in (企业微信扫码登录, or straight through in WeCom's own browser) ------------------------
     label = "signin_with_wecom"
 
-    def signin_url(self, tenant: str, state: str, redirect_uri: str) -> str | None:
+    def signs_in(self, tenant: str) -> bool:
         corp = self.by_tenant.get(tenant)
-        if corp is None or corp.key in self.broken or not corp.agent_id:
-            return None
+        return corp is not None and corp.key not in self.broken and bool(corp.agent_id)
+
+    def signin_url(self, tenant: str, state: str, redirect_uri: str) -> str:
+        corp = self.by_tenant[tenant]
         query = {"login_type": "CorpApp", "appid": corp.corp_id, "agentid": str(corp.agent_id), "redirect_uri": redirect_uri, "state": state}
         return f"{corp.login_base.rstrip('/')}/wwlogin/sso/login?{urlencode(query)}"
 
