@@ -43,13 +43,21 @@ async def wait_for(cond, timeout: float) -> float:
     return time.perf_counter() - t
 
 
-async def test_a_hanging_handler_times_out_while_another_conversation_is_answered(make_app, make_settings, aiohttp_server):
+async def started_with_model(make_app, make_settings, aiohttp_server, *script: Step, retry_base: float):
+    """A started copilot whose model answers `script` first, then ANSWER; a 2 s handler timeout, two attempts."""
     fake = FakeOpenAI(default=lambda body: Step(text=ANSWER))
-    fake.add(Step(delay=3, text="too late [1]"))  # the first model call hangs past the handler's 2 s
+    fake.add(*script)
     server = await aiohttp_server(fake.app())
     cp = make_app(make_settings(llm_base_url=str(server.make_url("/v1")), llm_timeout=60, llm_retries=0, handler_timeout=2.0,
-                                max_attempts=2, retry_base_seconds=3.0))
+                                max_attempts=2, retry_base_seconds=retry_base))
     await cp.start()
+    return fake, cp
+
+
+async def test_a_hanging_handler_times_out_while_another_conversation_is_answered(make_app, make_settings, aiohttp_server):
+    fake, cp = await started_with_model(make_app, make_settings, aiohttp_server,
+                                        Step(delay=3, text="too late [1]"),  # the first model call hangs past the handler's 2 s
+                                        retry_base=3.0)
     try:
         hung = await cp.intake.sink(question("hang", "h-1"))
         await asyncio.wait_for(fake.arrived.wait(), 30)  # the first conversation is stuck in the model
@@ -116,13 +124,9 @@ async def test_the_thread_of_a_timed_out_attempt_stops_reading_the_model_and_doe
     """The handler's work runs in a thread that cannot be killed: past the timeout it stops at its next check (the
     next streamed piece), closes the model's stream, and its late answer is neither sent nor stored."""
     long_answer = "星图软件的标准实施周期是四到六个月" * 18  # 324 characters: 81 pieces, 0.05 s apart = 4 s
-    fake = FakeOpenAI(default=lambda body: Step(text=ANSWER))
-    fake.add(Step(tool_calls=[{"name": "answer_question", "arguments": {"question": "星图软件的实施周期一般多长？"}}]),
-             Step(text=long_answer + " [1]", chunk_delay=0.05))
-    server = await aiohttp_server(fake.app())
-    cp = make_app(make_settings(llm_base_url=str(server.make_url("/v1")), llm_timeout=60, llm_retries=0, handler_timeout=2.0,
-                                max_attempts=2, retry_base_seconds=8.0))
-    await cp.start()
+    fake, cp = await started_with_model(make_app, make_settings, aiohttp_server,
+                                        Step(tool_calls=[{"name": "answer_question", "arguments": {"question": "星图软件的实施周期一般多长？"}}]),
+                                        Step(text=long_answer + " [1]", chunk_delay=0.05), retry_base=8.0)
     try:
         msg = await cp.intake.sink(question("slow", "s-1"))
         await wait_for(lambda: "longer than 2 s" in (cp.inbox.get(msg.inbox_id).error or ""), 30)
