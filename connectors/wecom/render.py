@@ -1,9 +1,11 @@
 """Reply -> the message/send payloads for one WeCom reply (without touser/agentid, added by the sender).
 
-- markdown or text, per corp (markdown renders only in the WeCom client, not in the WeChat plug-in);
+- markdown or text, per corp (markdown renders only in the WeCom client, not in the WeChat plug-in),
+  both rendered by connectors.markup: WeCom markdown has no lists or tables, so lists are plain
+  "• " / "1. " lines and tables one line per row; the sources a grey quote with links;
 - WeCom cuts text and markdown content silently past 2048 bytes: long replies are split on paragraph
-  boundaries (then lines, then sentences, then characters -- never inside a UTF-8 character), each
-  part numbered "(1/3)", the citations kept whole at the end;
+  boundaries (then lines, then sentences, then characters -- never inside a UTF-8 character, a link,
+  a table row or a citation), each part numbered "(1/3)";
 - confirmations (Reply.buttons) get a numbered text line ("回复 1 确认 / 2 修改 / 3 取消") that works
   in every client, and a button_interaction template card whose task_id carries the pending id.
 The words added (the choices line, "来源", the card's title) are catalogue labels in the reply's language.
@@ -14,22 +16,17 @@ import hashlib
 import re
 
 from connectors.labels import Labels, label
-from connectors.message import Citation, Reply
-from connectors.text import fallback_line, has_fallback, has_sources, render_text, split_message, utf8_len
+from connectors.markup import split, utf8_len, wecom_parts
+from connectors.message import Reply
+from connectors.text import fallback_line
 
 TEXT_LIMIT = 2048  # bytes, for text and markdown content
-_MARK_RESERVE = 16  # room for the "(12/34)\n" part marker
 _TASK_SAFE = re.compile(r"^[A-Za-z0-9_\-]{1,100}$")
 
 
 def split_text(text: str, limit: int = TEXT_LIMIT) -> list[str]:
     """Parts of at most `limit` UTF-8 bytes each, numbered when there is more than one."""
-    text = text.strip()
-    if utf8_len(text) <= limit:
-        return [text] if text else []
-    parts = split_message(text, limit - _MARK_RESERVE, utf8_len)
-    n = len(parts)
-    return [f"({i}/{n})\n{p}" for i, p in enumerate(parts, 1)]
+    return split(text, limit, utf8_len, numbered=True)
 
 
 # confirmations -------------------------------------------------------------------------------
@@ -82,34 +79,11 @@ def template_card(reply: Reply, seed: str, labels: Labels | None = None) -> dict
 
 # the whole reply -------------------------------------------------------------------------------
 def render(reply: Reply, *, markdown: bool, seed: str, limit: int = TEXT_LIMIT, labels: Labels | None = None) -> list[dict]:
-    """The messages to send, in order: the text (split), then the card when there are buttons."""
-    if markdown:
-        body = _markdown(reply, labels)
-    else:
-        body = render_text(reply, numbered_buttons=False, labels=labels)
-    if reply.buttons and not has_fallback(body, reply.buttons, labels):  # unless the agent wrote it
-        body = f"{body.rstrip()}\n\n{fallback_line(reply.buttons, reply.lang, labels)}"
+    """The messages to send, in order: the text (split, the typed line for buttons at its end), then the
+    card when there are buttons."""
     kind = "markdown" if markdown else "text"
-    out = [{"msgtype": kind, kind: {"content": part}} for part in split_text(body, limit)]
+    out = [{"msgtype": kind, kind: {"content": part}} for part in wecom_parts(reply, markdown=markdown, limit=limit, labels=labels)]
     card = template_card(reply, seed, labels) if reply.buttons else None
     if card is not None:
         out.append(card)
     return out
-
-
-def _markdown(reply: Reply, labels: Labels | None) -> str:
-    text = (reply.markdown or reply.text).rstrip()
-    if not reply.citations or has_sources(text, labels):
-        return text
-    lines = [f"> **{label(labels, reply.lang, 'channel_sources')}**"] + [f"> {_cite_md(c)}" for c in reply.citations]
-    return text + "\n\n" + "\n".join(lines)
-
-
-def _cite_md(c: Citation) -> str:
-    title = c.title.replace("[", "(").replace("]", ")")
-    line = f"[{c.n}] [{title}]({c.url})" if c.url else f"[{c.n}] {title}"
-    if c.version:
-        line += f" v{c.version}"
-    if c.updated:
-        line += f" ({c.updated})"
-    return line
