@@ -1,0 +1,227 @@
+"""The Feishu open API for one app: tenant token, messages (create, reply, update a card), files, sign-in.
+
+Messages and the user info go through lark-oapi's own client and request models (its async `acreate`,
+`areply`, `apatch`, `aget`), handed our tenant token (`enable_set_token`): lark-oapi's token manager
+fetches with blocking `requests` inside the event loop and caches per process in a global. The token is
+fetched here with aiohttp, cached until shortly before it expires, by one request however many senders
+wait, and refreshed and retried once when Feishu says it is no longer valid. Files stream through
+aiohttp under a size limit (lark-oapi reads a whole download into memory); the authen v2 token endpoint
+and the long-connection endpoint, which lark-oapi's client does not cover, also go through aiohttp.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any, Awaitable, Callable
+
+import aiohttp
+import httpx
+import lark_oapi as lark
+from lark_oapi.api.authen.v1 import GetUserInfoRequest
+from lark_oapi.api.im.v1 import CreateMessageRequest, CreateMessageRequestBody, PatchMessageRequest, PatchMessageRequestBody, ReplyMessageRequest, ReplyMessageRequestBody
+from lark_oapi.core.model import RequestOption
+from lark_oapi.ws.const import GEN_ENDPOINT_URI
+from lark_oapi.ws.model import EndpointResp
+
+from connectors.feishu.config import FeishuApp
+
+TOKEN_PATH = "/open-apis/auth/v3/tenant_access_token/internal"
+BOT_INFO_PATH = "/open-apis/bot/v3/info"
+RESOURCE_PATH = "/open-apis/im/v1/messages/{message_id}/resources/{file_key}"
+USER_TOKEN_PATH = "/open-apis/authen/v2/oauth/token"
+TOKEN_INVALID = {99991661, 99991663, 99991664, 99991665, 99991668}  # missing, invalid or expired access token
+RATE_LIMITED = {99991400, 230020, 11232, 11233}  # app or chat over its sending rate
+MESSAGE_GONE = {230011, 231003}  # the message was withdrawn / the card can no longer be updated
+CARD_INVALID = {230099, 11310, 200621}  # the card's JSON was refused
+
+
+class FeishuAPIError(Exception):
+    def __init__(self, message: str, *, status: int = 0, code: int = 0, retryable: bool = False, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.retryable, self.retry_after = status, code, retryable, retry_after
+
+
+class FeishuClient:
+    def __init__(self, app: FeishuApp, *, timeout: float = 15.0) -> None:
+        self.app = app
+        self.timeout = timeout
+        self.lark = (lark.Client.builder().app_id(app.app_id).app_secret(app.app_secret.get_secret_value()).domain(app.api_base)
+                     .enable_set_token(True).timeout(timeout).log_level(lark.LogLevel.WARNING).build())
+        self._session: aiohttp.ClientSession | None = None
+        self._token, self._token_until = "", 0.0
+        self._bot_open_id = ""
+        self._lock = asyncio.Lock()
+        self.token_fetches = 0
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
+        return self._session
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    # tenant_access_token ------------------------------------------------------------------------
+    async def token(self) -> str:
+        if self._token and time.monotonic() < self._token_until:
+            return self._token
+        async with self._lock:  # single flight: the waiters reuse what the first one fetched
+            if self._token and time.monotonic() < self._token_until:
+                return self._token
+            data = await self._post(TOKEN_PATH, {"app_id": self.app.app_id, "app_secret": self.app.app_secret.get_secret_value()})
+            token, ttl = str(data.get("tenant_access_token") or ""), float(data.get("expire") or 7200)
+            if not token:
+                raise FeishuAPIError("Feishu returned no tenant_access_token", retryable=True)
+            self.token_fetches += 1
+            self._token, self._token_until = token, time.monotonic() + ttl - min(300.0, ttl * 0.2)
+            return token
+
+    def _forget(self, token: str) -> None:
+        if self._token == token:
+            self._token, self._token_until = "", 0.0
+
+    async def _post(self, path: str, body: dict, token: str = "", *, method: str = "POST") -> dict:
+        headers = {"Content-Type": "application/json; charset=utf-8", **({"Authorization": f"Bearer {token}"} if token else {})}
+        try:
+            async with self._http().request(method, self.app.api_base + path, data=None if method == "GET" else json.dumps(body),
+                                            headers=headers) as r:
+                data = _json(await r.text())
+                code = int(data.get("code") or 0) if str(data.get("code") or "0").lstrip("-").isdigit() else -1
+                if r.status >= 400 or code != 0:
+                    raise _error(path, r.status, code, str(data.get("msg") or data.get("error_description") or ""), r.headers)
+                return data
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise FeishuAPIError(f"cannot reach {self.app.api_base}: {type(exc).__name__} {exc}", retryable=True) from None
+
+    async def _with_token(self, call: Callable[[str], Awaitable[Any]]) -> Any:
+        """Run `call(token)`; when Feishu says the token is no longer valid, refresh it and run it once more."""
+        for attempt in (1, 2):
+            token = await self.token()
+            try:
+                return await call(token)
+            except FeishuAPIError as exc:
+                if attempt == 2 or exc.code not in TOKEN_INVALID:
+                    raise
+                self._forget(token)
+        raise AssertionError("unreachable")
+
+    async def _lark(self, fn: Callable, request: Any, path: str) -> Any:
+        """One lark-oapi call with the tenant token; its response's data, or FeishuAPIError."""
+        async def run(token: str) -> Any:
+            try:
+                resp = await fn(request, RequestOption.builder().tenant_access_token(token).build())
+            except (httpx.HTTPError, OSError) as exc:
+                raise FeishuAPIError(f"cannot reach {self.app.api_base}: {type(exc).__name__} {exc}", retryable=True) from None
+            if not resp.success():
+                raw = resp.raw
+                raise _error(path, raw.status_code if raw else 0, int(resp.code or -1), resp.msg or "", (raw.headers or {}) if raw else {})
+            return resp.data
+        return await self._with_token(run)
+
+    # messages -------------------------------------------------------------------------------------
+    async def reply(self, message_id: str, msg_type: str, content: dict, uuid: str) -> str:
+        """Answer `message_id` (quoted in the chat); `uuid`: Feishu sends a repeated uuid once (within an hour)."""
+        req = (ReplyMessageRequest.builder().message_id(message_id).request_body(
+            ReplyMessageRequestBody.builder().msg_type(msg_type).content(json.dumps(content, ensure_ascii=False)).uuid(uuid).build()).build())
+        data = await self._lark(self.lark.im.v1.message.areply, req, "/open-apis/im/v1/messages/:message_id/reply")
+        return str(getattr(data, "message_id", "") or "")
+
+    async def create(self, receive_id_type: str, receive_id: str, msg_type: str, content: dict, uuid: str) -> str:
+        req = (CreateMessageRequest.builder().receive_id_type(receive_id_type).request_body(
+            CreateMessageRequestBody.builder().receive_id(receive_id).msg_type(msg_type)
+            .content(json.dumps(content, ensure_ascii=False)).uuid(uuid).build()).build())
+        data = await self._lark(self.lark.im.v1.message.acreate, req, "/open-apis/im/v1/messages")
+        return str(getattr(data, "message_id", "") or "")
+
+    async def update_card(self, message_id: str, card: dict) -> None:
+        req = (PatchMessageRequest.builder().message_id(message_id).request_body(
+            PatchMessageRequestBody.builder().content(json.dumps(card, ensure_ascii=False)).build()).build())
+        await self._lark(self.lark.im.v1.message.apatch, req, "/open-apis/im/v1/messages/:message_id")
+
+    async def bot_open_id(self) -> str:
+        """The bot's own open_id (a group message is for it when it @-mentions this id); asked once."""
+        if not self._bot_open_id:
+            data = await self._with_token(lambda token: self._post(BOT_INFO_PATH, {}, token, method="GET"))
+            bot = data.get("bot") if isinstance(data.get("bot"), dict) else {}
+            self._bot_open_id = str(bot.get("open_id") or "")
+            if not self._bot_open_id:
+                raise FeishuAPIError("Feishu returned no bot open_id: is the bot capability (机器人) enabled?")
+        return self._bot_open_id
+
+    # files ----------------------------------------------------------------------------------------
+    async def download(self, message_id: str, file_key: str, kind: str, max_bytes: int) -> bytes:
+        path = RESOURCE_PATH.format(message_id=message_id, file_key=file_key)
+
+        async def run(token: str) -> bytes:
+            try:
+                async with self._http().get(self.app.api_base + path, params={"type": kind}, headers={"Authorization": f"Bearer {token}"}) as r:
+                    if r.status >= 400 or r.content_type == "application/json":
+                        data = _json(await r.text())
+                        raise _error(RESOURCE_PATH, r.status, int(data.get("code") or r.status), str(data.get("msg") or ""), r.headers)
+                    if r.content_length is not None and r.content_length > max_bytes:
+                        raise FeishuAPIError(f"file is larger than the {max_bytes // (1024 * 1024)} MB upload limit")
+                    buf = bytearray()
+                    async for chunk in r.content.iter_chunked(1 << 16):
+                        buf += chunk
+                        if len(buf) > max_bytes:
+                            raise FeishuAPIError(f"file is larger than the {max_bytes // (1024 * 1024)} MB upload limit")
+                    return bytes(buf)
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                raise FeishuAPIError(f"file download failed: {type(exc).__name__}", retryable=True) from None
+
+        return await self._with_token(run)
+
+    # web sign-in ----------------------------------------------------------------------------------
+    async def signed_in_user(self, code: str, redirect_uri: str = "") -> dict:
+        """The person who signed in on Feishu's authorize page: the code becomes a user token (the app's id and
+        secret vouch for the exchange) and the token names the person (open_id, union_id, user_id, tenant_key)."""
+        body = {"grant_type": "authorization_code", "client_id": self.app.app_id, "client_secret": self.app.app_secret.get_secret_value(),
+                "code": code, **({"redirect_uri": redirect_uri} if redirect_uri else {})}
+        data = await self._post(USER_TOKEN_PATH, body)
+        user_token = str(data.get("access_token") or "")
+        if not user_token:
+            raise FeishuAPIError("Feishu returned no user access_token")
+        try:
+            resp = await self.lark.authen.v1.user_info.aget(GetUserInfoRequest.builder().build(),
+                                                            RequestOption.builder().user_access_token(user_token).build())
+        except (httpx.HTTPError, OSError) as exc:
+            raise FeishuAPIError(f"cannot reach {self.app.api_base}: {type(exc).__name__}", retryable=True) from None
+        if not resp.success() or resp.data is None:
+            raise FeishuAPIError(f"user_info: {resp.code} {resp.msg}", code=int(resp.code or -1))
+        d = resp.data
+        return {"open_id": d.open_id or "", "union_id": d.union_id or "", "user_id": d.user_id or "", "tenant_key": d.tenant_key or "",
+                "name": d.name or ""}
+
+    # long connection ------------------------------------------------------------------------------
+    async def ws_endpoint(self) -> tuple[str, Any]:
+        """Ask for a long-connection URL (lark-oapi's endpoint request and response model, sent with aiohttp)."""
+        try:
+            async with self._http().post(self.app.api_base + GEN_ENDPOINT_URI, headers={"locale": "zh"},
+                                         json={"AppID": self.app.app_id, "AppSecret": self.app.app_secret.get_secret_value()}) as r:
+                text = await r.text()
+                status = r.status
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise FeishuAPIError(f"cannot reach {self.app.api_base}: {type(exc).__name__} {exc}", retryable=True) from None
+        resp = EndpointResp(_json(text))
+        if status != 200 or resp.code != 0 or resp.data is None or not str(resp.data.URL or "").startswith(("ws://", "wss://")):
+            raise FeishuAPIError(f"{GEN_ENDPOINT_URI}: HTTP {status} {resp.code}: {resp.msg or text[:200]}", status=status,
+                                 code=int(resp.code or 0), retryable=status >= 500 or resp.code in (1, 1000040343))
+        return str(resp.data.URL), resp.data.ClientConfig
+
+
+def _json(text: str) -> dict:
+    try:
+        data = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _error(path: str, status: int, code: int, msg: str, headers: Any) -> FeishuAPIError:
+    limited = status == 429 or code in RATE_LIMITED
+    reset = str(headers.get("x-ogw-ratelimit-reset") or headers.get("Retry-After") or "")
+    after = float(reset) if reset.replace(".", "", 1).isdigit() else (1.0 if limited else None)
+    return FeishuAPIError(f"{path}: HTTP {status} code {code}: {msg[:200] or 'error'}", status=status, code=code,
+                          retryable=status >= 500 or limited or code in TOKEN_INVALID, retry_after=after)

@@ -1,0 +1,136 @@
+"""The answer shown while it is written: one card per inbound message, created by the first preview,
+updated at most every `preview_interval` seconds, and taken over by the finished answer.
+
+`preview` is called from a worker thread with the answer so far: it only hands the text to the event loop
+(as the web chat's preview does); there the newest text waits for the next update slot, so a fast model
+costs a few card updates, not one per token. A preview never blocks the answer: if Feishu refuses an
+update the card simply waits for the final one. `finish` (from the connector's `send`) stops the previews
+of that message under the same lock as an update, so the last thing the card shows is the finished answer.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
+
+from connectors.feishu.cards import Card, CardStore
+from connectors.feishu.client import FeishuAPIError, FeishuClient
+from connectors.feishu.render import preview_card
+from connectors.labels import Labels
+from connectors.message import Target
+
+log = logging.getLogger("copilot.feishu.live")
+Deliver = Callable[[Target, dict, str], Awaitable[str]]  # (target, card, uuid) -> the new message's id
+KEEP_FINISHED = 2000  # finished answers remembered, so a late preview of one is ignored
+
+
+def uuid_for(*parts: str) -> str:
+    """Feishu's idempotency key (at most 50 characters): a repeated one is sent once within the hour."""
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:40]
+
+
+@dataclass
+class Live:
+    latest: str = ""
+    shown: str = ""
+    sent_at: float = 0.0
+    message_id: str = ""
+    done: bool = False
+    updates: int = 0  # creations and updates while the answer was written
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    task: asyncio.Task | None = None
+
+
+class LiveCards:
+    def __init__(self, store: CardStore, labels: Labels | None = None) -> None:
+        self.store = store
+        self.labels = labels
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._live: OrderedDict[str, Live] = OrderedDict()
+
+    def preview(self, key: str, target: Target, text: str, client: FeishuClient, interval: float, deliver: Deliver) -> None:
+        """Thread-safe: schedule the card of `key` to show `text` (called from a worker thread)."""
+        loop = self.loop
+        if loop is None or loop.is_closed() or not text.strip():
+            return
+        loop.call_soon_threadsafe(self._offer, key, target, text, client, interval, deliver)
+
+    def _offer(self, key: str, target: Target, text: str, client: FeishuClient, interval: float, deliver: Deliver) -> None:
+        live = self._live.get(key)
+        if live is None:
+            live = self._live[key] = Live()
+            while len(self._live) > KEEP_FINISHED:
+                old_key, old = next(iter(self._live.items()))
+                if not old.done:
+                    break
+                del self._live[old_key]
+        if live.done:
+            return
+        live.latest = text
+        if live.task is None or live.task.done():
+            live.task = asyncio.get_running_loop().create_task(self._flush(key, live, target, client, interval, deliver))
+
+    async def _flush(self, key: str, live: Live, target: Target, client: FeishuClient, interval: float, deliver: Deliver) -> None:
+        loop = asyncio.get_running_loop()
+        while not live.done and live.latest != live.shown:
+            wait = live.sent_at + interval - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            async with live.lock:
+                if live.done:
+                    return
+                text = live.latest
+                try:
+                    await self._show(key, live, target, client, text, deliver)
+                except FeishuAPIError as exc:
+                    log.info("card preview of %s not shown: %s", key, exc)
+                    live.done = True  # previews stop; the finished answer still goes out
+                    return
+                live.shown, live.sent_at = text, loop.time()
+
+    async def _show(self, key: str, live: Live, target: Target, client: FeishuClient, text: str, deliver: Deliver) -> None:
+        card = preview_card(text, _lang(text), self.labels)
+        if not live.message_id:
+            known = await asyncio.to_thread(self.store.get, key)  # another process, or before a restart
+            if known is not None and known.reply_key:
+                live.done = True  # the answer already took this card
+                return
+            if known is not None:
+                live.message_id = known.message_id
+        if live.message_id:
+            await client.update_card(live.message_id, card)
+        else:
+            created = await deliver(target, card, uuid_for("card", key))
+            live.message_id = (await asyncio.to_thread(self.store.created, key, created)).message_id
+            if live.message_id != created:  # another process made the card first: show the text there
+                await client.update_card(live.message_id, card)
+        live.updates += 1
+
+    async def finish(self, key: str, reply_key: str, show: Callable[[Card | None], Awaitable[None]]) -> None:
+        """Stop the previews of `key` and let `show(card)` put the finished answer on its card (None: no card
+        for this reply: it is a message of its own)."""
+        live = self._live.get(key)
+        if live is None:
+            live = self._live[key] = Live()
+        async with live.lock:
+            live.done = True
+            card = await asyncio.to_thread(self.store.take, key, reply_key)
+            await show(card)
+
+    def updates(self, key: str) -> int:
+        live = self._live.get(key)
+        return live.updates if live else 0
+
+    async def aclose(self) -> None:
+        tasks = [lv.task for lv in self._live.values() if lv.task is not None and not lv.task.done()]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _lang(text: str) -> str:
+    return "zh" if re.search(r"[\u4e00-\u9fff]", text) else "en"

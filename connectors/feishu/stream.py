@@ -1,0 +1,208 @@
+"""The long connection (长连接) for one app: events over a websocket to Feishu, no public URL needed.
+
+Built on lark-oapi's own protocol pieces (the `pbbp2` protobuf `Frame`, its frame and message types, header
+names, the endpoint request and `ClientConfig`), with our own connection loop because `lark_oapi.ws.Client`
+binds an event loop at import, opens the connection with blocking `requests`, blocks in `start()`, runs the
+event handler synchronously, ignores card frames, and reconnects on its own fixed schedule. Here the
+endpoint comes from aiohttp, failures back off exponentially with jitter, pings follow the server's
+ClientConfig, multi-part payloads are put together as lark-oapi does, and each frame is answered on the
+connection it came from only after the handler returned, that is after the event is in the durable inbox.
+A handler that raises (not stored, or its sender over the rate limit) is answered 500, so Feishu delivers again.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import random
+import time
+from typing import Any, Awaitable, Callable
+from urllib.parse import parse_qs, urlparse
+
+import websockets
+import websockets.exceptions
+from lark_oapi.ws.const import HEADER_BIZ_RT, HEADER_MESSAGE_ID, HEADER_SEQ, HEADER_SUM, HEADER_TYPE, SERVICE_ID
+from lark_oapi.ws.enum import FrameType, MessageType
+from lark_oapi.ws.model import ClientConfig
+from lark_oapi.ws.pb.pbbp2_pb2 import Frame
+
+from connectors.channel import Throttled
+from connectors.feishu.client import FeishuAPIError, FeishuClient
+from connectors.feishu.config import FeishuApp
+
+log = logging.getLogger("copilot.feishu.ws")
+OnEvent = Callable[[dict], Awaitable[dict | None]]  # returns the callback's answer (cards) or None; raises when not stored
+MAX_PARTS_AGE = 5.0  # seconds a partial multi-part payload waits for its other parts (lark-oapi's)
+
+
+def ping_frame(service_id: int) -> Frame:
+    frame = Frame()
+    header = frame.headers.add()
+    header.key, header.value = HEADER_TYPE, MessageType.PING.value
+    frame.service, frame.method, frame.SeqID, frame.LogID = service_id, FrameType.CONTROL.value, 0, 0
+    return frame
+
+
+def headers_of(frame: Frame) -> dict[str, str]:
+    return {h.key: h.value for h in frame.headers}
+
+
+class LongConnection:
+    def __init__(self, app: FeishuApp, client: FeishuClient, on_event: OnEvent, *, backoff_base: float = 1.0,
+                 backoff_max: float = 60.0, stable_after: float = 30.0, ping_interval: float | None = None) -> None:
+        self.app, self.client, self.on_event = app, client, on_event
+        self.backoff_base, self.backoff_max, self.stable_after = backoff_base, backoff_max, stable_after
+        self.ping_interval = ping_interval  # None: what the server's ClientConfig says (120 s)
+        self.connected = asyncio.Event()
+        self.connects = self.acks = self.refused = 0
+        self.last_error = ""
+        self._parts: dict[str, tuple[float, list[bytes]]] = {}
+        self._task: asyncio.Task | None = None
+        self._inflight: set[asyncio.Task] = set()
+        self._ws: Any = None
+        self._closing = False
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self.run(), name=f"feishu-ws-{self.app.key}")
+
+    async def aclose(self) -> None:
+        self._closing = True
+        if self._ws is not None:
+            await self._ws.close()
+        if self._inflight:  # let answers for events already being stored go out
+            await asyncio.wait(self._inflight, timeout=2.0)
+        tasks = [*self._inflight, *([self._task] if self._task else [])]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def run(self) -> None:
+        failures = 0
+        while not self._closing:
+            started = time.monotonic()
+            try:
+                await self._session()
+                self.last_error = ""
+            except asyncio.CancelledError:
+                raise
+            except FeishuAPIError as exc:
+                self.last_error = str(exc)
+                log.warning("%s: cannot open the long connection: %s", self.app.label, exc)
+            except (OSError, asyncio.TimeoutError, websockets.exceptions.WebSocketException) as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("%s: long connection lost: %s", self.app.label, self.last_error)
+            except Exception as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("%s: long connection failed", self.app.label)
+            self.connected.clear()
+            self._ws = None
+            if self._closing:
+                break
+            failures = 0 if time.monotonic() - started >= self.stable_after else failures + 1
+            await asyncio.sleep(min(self.backoff_max, self.backoff_base * 2 ** failures) * random.uniform(0.5, 1.0))
+
+    async def _session(self) -> None:
+        url, conf = await self.client.ws_endpoint()
+        service_id = int((parse_qs(urlparse(url).query).get(SERVICE_ID) or ["0"])[0] or 0)
+        interval = self._interval(conf)
+        async with websockets.connect(url, ping_interval=None, close_timeout=2, open_timeout=15, max_size=4 * 1024 * 1024,
+                                      proxy=None if _loopback(url) else True) as ws:
+            self._ws = ws
+            self.connects += 1
+            self.connected.set()
+            log.info("%s: long connection open (%d)", self.app.label, self.connects)
+            pinger = asyncio.create_task(self._ping(ws, service_id, interval))
+            try:
+                async for raw in ws:
+                    if not isinstance(raw, bytes):
+                        continue
+                    frame = Frame()
+                    try:
+                        frame.ParseFromString(raw)
+                    except Exception:  # protobuf's DecodeError: a frame that will never parse
+                        log.warning("%s: a frame that is not a pbbp2 Frame was dropped", self.app.label)
+                        continue
+                    if frame.method == FrameType.CONTROL.value:
+                        self._control(frame)
+                    else:
+                        task = asyncio.create_task(self._data(ws, frame))
+                        self._inflight.add(task)
+                        task.add_done_callback(self._inflight.discard)
+            finally:
+                pinger.cancel()
+
+    def _interval(self, conf: ClientConfig | None) -> float:
+        if self.ping_interval is not None:
+            return self.ping_interval
+        return float(conf.PingInterval) if conf is not None and conf.PingInterval else 120.0
+
+    async def _ping(self, ws, service_id: int, interval: float) -> None:
+        while True:
+            await ws.send(ping_frame(service_id).SerializeToString())
+            await asyncio.sleep(interval)
+
+    def _control(self, frame: Frame) -> None:
+        if headers_of(frame).get(HEADER_TYPE) == MessageType.PONG.value and frame.payload:
+            try:
+                conf = ClientConfig(json.loads(frame.payload))
+                if self.ping_interval is None and conf.PingInterval:
+                    self.ping_interval = float(conf.PingInterval)  # the next connection pings at the server's pace
+            except ValueError:
+                pass
+
+    async def _data(self, ws, frame: Frame) -> None:
+        hs = headers_of(frame)
+        kind, msg_id = hs.get(HEADER_TYPE, ""), hs.get(HEADER_MESSAGE_ID, "")
+        payload = self._combine(msg_id, int(hs.get(HEADER_SUM) or 1), int(hs.get(HEADER_SEQ) or 0), frame.payload)
+        if payload is None:
+            return  # more parts to come
+        if kind not in (MessageType.EVENT.value, MessageType.CARD.value):
+            return
+        started = time.monotonic()
+        answer: dict[str, Any] = {"code": 200}
+        try:
+            event = json.loads(payload)
+            result = await self.on_event(event if isinstance(event, dict) else {})
+            if result is not None:
+                answer["data"] = base64.b64encode(json.dumps(result, ensure_ascii=False).encode()).decode()
+        except asyncio.CancelledError:
+            raise
+        except ValueError:  # not JSON: it will never be: answer so it is not delivered again
+            log.warning("%s: event %s is not JSON: dropped", self.app.label, msg_id)
+        except Throttled as exc:
+            self.refused += 1
+            answer = {"code": 500}
+            log.info("%s: event %s not stored: %s", self.app.label, msg_id, exc)
+        except Exception:
+            self.refused += 1
+            answer = {"code": 500}
+            log.exception("%s: event %s not stored; Feishu will deliver it again", self.app.label, msg_id)
+        header = frame.headers.add()
+        header.key, header.value = HEADER_BIZ_RT, str(int((time.monotonic() - started) * 1000))
+        frame.payload = json.dumps(answer).encode()
+        try:
+            await ws.send(frame.SerializeToString())
+            self.acks += answer["code"] == 200
+        except websockets.exceptions.ConnectionClosed:
+            log.info("%s: answer lost with the connection; Feishu will deliver again and the inbox drops the copy", self.app.label)
+
+    def _combine(self, msg_id: str, total: int, seq: int, part: bytes) -> bytes | None:
+        if total <= 1:
+            return part
+        now = time.monotonic()
+        for k in [k for k, (t, _) in self._parts.items() if now - t > MAX_PARTS_AGE]:
+            del self._parts[k]
+        if not 0 <= seq < total or total > 64:
+            return None
+        _, parts = self._parts.setdefault(msg_id, (now, [b""] * total))
+        parts[seq] = part
+        if any(not p for p in parts):
+            return None
+        del self._parts[msg_id]
+        return b"".join(parts)
+
+
+def _loopback(url: str) -> bool:
+    return "//127.0.0.1" in url or "//localhost" in url or "//[::1]" in url
