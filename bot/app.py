@@ -130,10 +130,10 @@ def channel_context(settings: Settings, name: str, engine: Engine | None = None,
 def channel_connectors(settings: Settings, engine: Engine | None = None,
                        labels: Mapping[str, Mapping[str, str]] | None = None) -> list[Connector]:
     """The platform channels this deployment configures (the console channel is always added by build_app)."""
-    from connectors import dingtalk, email, wecom
+    from connectors import dingtalk, email, feishu, wecom
 
     built = [module.build(channel_context(settings, name, engine, labels)) for name, module in
-             (("dingtalk", dingtalk), ("wecom", wecom), ("email", email))]
+             (("dingtalk", dingtalk), ("wecom", wecom), ("feishu", feishu), ("email", email))]
     return [c for c in built if c is not None]
 
 

@@ -25,7 +25,7 @@ from connectors.channel import Throttled
 
 log = logging.getLogger("copilot.edge")
 ADDRESS = web.RequestKey("copilot.address", str)  # the client address (see client_address)
-CALLBACK_PREFIXES = ("/wecom/", "/dingtalk/")  # verified by the platform's signature, limited per sender in the intake
+CALLBACK_PREFIXES = ("/wecom/", "/dingtalk/", "/feishu/")  # verified by the platform's signature, limited per sender in the intake
 UNLIMITED = ("/healthz", "/readyz", "/metrics")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
