@@ -1,5 +1,8 @@
 """Reply -> DingTalk messages: markdown with citations, confirmations as ActionCard buttons.
 
+The markdown is connectors.markup's DingTalk dialect (single newlines as hard breaks, lists kept,
+tables one line per row), split under MAX_CHARS never inside a link, a row or a citation.
+
 Each part is rendered twice: as a session-webhook body (`msgtype`) and as a robot-API template
 (`msgKey` + `msgParam`), because the connector picks the route only at send time. A button sends
 the user's click back as a chat message (`dtmd://dingtalkclient/sendMessage`), which parse.py
@@ -15,8 +18,8 @@ from urllib.parse import quote
 
 from connectors.dingtalk.parse import click_text
 from connectors.labels import Labels, label
+from connectors.markup import dingtalk_markdown, dingtalk_parts, dingtalk_sources
 from connectors.message import Button, Reply
-from connectors.text import fallback_line, has_fallback, has_sources, split_message
 
 MAX_CHARS = 3800  # per message; longer replies are split between paragraphs
 MAX_BUTTONS = 5  # sampleActionCard2..5 on the robot API
@@ -30,15 +33,8 @@ class Part:
 
 
 def render(reply: Reply, *, group: bool, staff_id: str = "", nick: str = "", labels: Labels | None = None) -> list[Part]:
-    chunks = split_message(_markdown_body(reply), MAX_CHARS)
-    tail = _citations(reply, labels)
-    if reply.buttons and not has_fallback(reply.text, reply.buttons, labels):  # unless the text has it
-        tail += ("\n\n" if tail else "") + fallback_line(reply.buttons, reply.lang, labels)
-    if tail:
-        if len(chunks[-1]) + len(tail) + 2 > MAX_CHARS:
-            chunks.append(tail)
-        else:
-            chunks[-1] = f"{chunks[-1]}\n\n{tail}" if chunks[-1] else tail
+    # the answer, its sources, the typed choices (unless the text has them), cut under the limit
+    chunks = dingtalk_parts(reply, MAX_CHARS, labels) or [""]
     title = _title(reply.text, label(labels, reply.lang, "channel_app_name"))
     parts = []
     for i, text in enumerate(chunks):
@@ -73,24 +69,14 @@ def _card(title: str, text: str, buttons: list[Button]) -> Part:
     return Part(webhook, f"sampleActionCard{len(btns)}", param)
 
 
-def _markdown_body(reply: Reply) -> str:
-    if reply.markdown.strip():
-        return reply.markdown.strip()
-    # DingTalk markdown joins single newlines: make each one a hard line break
-    return "\n".join(line.rstrip() + "  " if line.strip() else "" for line in reply.text.strip().split("\n")).strip()
+def _markdown_body(reply: Reply, labels: Labels | None = None) -> str:
+    """The answer alone in DingTalk markdown (no sources, no typed choices)."""
+    return dingtalk_markdown(reply, labels, buttons=False, sources=False)
 
 
 def _citations(reply: Reply, labels: Labels | None) -> str:
-    if not reply.citations or has_sources(reply.text, labels):
-        return ""
-    lines = [f"**{label(labels, reply.lang, 'channel_sources')}**"]
-    for c in reply.citations:
-        name = f"[{c.title}]({c.url})" if c.url else c.title
-        line = f"[{c.n}] {name}" + (f" v{c.version}" if c.version else "") + (f" · {c.updated}" if c.updated else "")
-        if c.stale_days:
-            line += " · " + label(labels, reply.lang, "channel_stale", days=c.stale_days)
-        lines.append(line)
-    return "  \n".join(lines)
+    """The sources in DingTalk markdown ("**来源**", "[1] [title](url) v3 (2026-11-10)"), "" when none or the text lists them."""
+    return dingtalk_sources(reply, labels)
 
 
 def _title(text: str, default: str) -> str:

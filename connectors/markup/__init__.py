@@ -8,7 +8,7 @@ nothing of bot/, rag/, crm/ nor of any platform package; the platforms import it
 The public API (stable: the Feishu and DingTalk card code call it):
 - `plain_text`, `plain_parts`: every client (the text-only fallback, WeCom text, email's plain part);
 - `wecom_markdown`, `wecom_parts`: WeCom app messages (2048 UTF-8 bytes, "(1/3)" part markers);
-- `dingtalk_markdown`, `dingtalk_parts`: DingTalk markdown and ActionCard text (hard line breaks, ~3800 characters);
+- `dingtalk_markdown`, `dingtalk_sources`, `dingtalk_parts`: DingTalk markdown and ActionCard text (hard line breaks, ~3800 characters);
 - `feishu_elements`, `feishu_cards`: Feishu/Lark card elements (`markdown`, `hr`, `table`), and spread over cards of < 30 KB;
 - `email_bodies`: (plain, HTML) for a mail;  `web_markdown`: the web chat's GFM, unchanged;
 - `document`, `parse`, `split`, `Rendered`, `fallback_line`, `has_fallback`, `has_sources`: the pieces.
@@ -30,7 +30,7 @@ DINGTALK_CHARS = 3800  # per markdown message (DingTalk's ~5000 less room for th
 
 __all__ = [  # the block and span types are in connectors.markup.blocks
     "Block", "CARD_BYTES", "DINGTALK", "DINGTALK_CHARS", "Dialect", "Doc", "LARK", "MARK_RESERVE", "PLAIN", "Rendered", "WECOM", "WECOM_BYTES",
-    "dingtalk_markdown", "dingtalk_parts", "document", "email_bodies", "email_html", "fallback_line", "feishu_cards", "feishu_elements",
+    "dingtalk_markdown", "dingtalk_parts", "dingtalk_sources", "document", "email_bodies", "email_html", "fallback_line", "feishu_cards", "feishu_elements",
     "has_fallback", "has_sources", "measure", "parse", "plain_parts", "plain_text", "render", "split", "utf8_len", "web_markdown",
     "wecom_markdown", "wecom_parts",
 ]
@@ -65,6 +65,13 @@ def dingtalk_markdown(reply: Reply, labels: Labels | None = None, *, buttons: bo
     """DingTalk markdown (also an ActionCard's or an AI card's text): single newlines as hard breaks, lists,
     links, bold; tables as row lines. `buttons=False` / `sources=False` where the card shows them itself."""
     return render(document(reply, labels, buttons=buttons, sources=sources), DINGTALK, labels).text
+
+
+def dingtalk_sources(reply: Reply, labels: Labels | None = None) -> str:
+    """Only the sources in DingTalk markdown ("**来源**", "[1] [title](url) v3 (2026-11-10)"): "" when there are
+    none or the text lists them itself. For a card that shows them in a field of their own."""
+    doc = document(reply, labels, buttons=False)
+    return render(Doc((), doc.citations, (), doc.lang), DINGTALK, labels).text
 
 
 def dingtalk_parts(reply: Reply, limit: int = DINGTALK_CHARS, labels: Labels | None = None, *, buttons: bool = True,

@@ -39,7 +39,7 @@ def test_answer_renders_as_markdown_with_citations_and_in_groups_mentions_the_as
     [direct] = render(reply, group=False, staff_id="0251120101", nick="张伟")
     md = direct.webhook["markdown"]["text"]
     assert direct.webhook["msgtype"] == "markdown" and "at" not in direct.webhook
-    assert "[1]  \n第二行" in md and "[1] [竞品对比卡：星图](https://kb/bc) v3 · 2026-11-10 · ⚠ 120 天未更新" in md
+    assert "[1]  \n第二行" in md and "[1] [竞品对比卡：星图](https://kb/bc) v3 (2026-11-10) · ⚠ 120 天未更新" in md  # one citation format on every platform
     assert direct.msg_key == "sampleMarkdown" and direct.param["text"] == md
     [group] = render(reply, group=True, staff_id="0251120101", nick="张伟")
     assert group.webhook["at"] == {"atUserIds": ["0251120101"], "isAtAll": False}
