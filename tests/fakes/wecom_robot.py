@@ -2,9 +2,10 @@
 
 Callbacks are JSON `{"encrypt": ...}` encrypted with wechatpy exactly as WeCom does (AES-256-CBC with the robot's
 EncodingAESKey, receive id ""), signed with its Token (msg_signature over token, timestamp, nonce, encrypt);
-answers are decrypted after their `msgsignature` is checked, as WeCom does before it shows anything. `ask` sends a
-user message, `poll` asks for a stream as WeCom does after a stream answer, and `ResponseUrls` is the
-response_url endpoint: it takes one POST per url (a second one gets an errcode) and keeps what it was sent.
+answers are decrypted after their `msgsignature` is checked, as WeCom does before it shows anything. `send` posts a
+callback (`message`, `click`), `poll` asks for a stream as WeCom does after a stream answer, and `RobotServer` is
+the rest of WeCom a robot talks to: the response_url endpoint (one POST per url, a second one gets an errcode;
+what it was sent is kept) and the downloads of files users sent (AES-encrypted with the robot's key).
 """
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ import time
 from typing import Any
 
 from aiohttp import web
+from wechatpy.crypto.base import WeChatCipher
+from wechatpy.crypto.pkcs7 import PKCS7Encoder
 from wechatpy.enterprise.crypto import PrpCrypto
 from wechatpy.utils import WeChatSigner
 
@@ -30,11 +33,12 @@ def sign(token: str, ts: str, nonce: str, data: str) -> str:
     return signer.signature
 
 
-class ResponseUrls:
-    """WeCom's response_url endpoint: one POST per url, within its life (an hour)."""
+class RobotServer:
+    """WeCom's response_url endpoint (one POST per url, within its life: an hour) and its file downloads."""
 
     def __init__(self) -> None:
         self.base = ""
+        self.files: dict[str, bytes] = {}  # name -> encrypted bytes
         self.posts: list[dict] = []  # {"code", "body"}
         self.refused: list[dict] = []
         self.fail_next = 0  # answer HTTP 502 to this many posts (WeCom having a bad moment)
@@ -43,8 +47,19 @@ class ResponseUrls:
 
     def app(self) -> web.Application:
         app = web.Application()
-        app.add_routes([web.post("/cgi-bin/aibot/response", self._post)])
+        app.add_routes([web.post("/cgi-bin/aibot/response", self._post), web.get("/file/{name}", self._file)])
         return app
+
+    def add_file(self, data: bytes, aes_key: str) -> str:
+        """The url a message carries for `data`: served encrypted as WeCom does (AES-256-CBC, PKCS#7 to 32 bytes)."""
+        key = base64.b64decode(aes_key + "=")
+        name = secrets.token_hex(8)
+        self.files[name] = WeChatCipher(key).encrypt(PKCS7Encoder.encode(data))
+        return f"{self.base}/file/{name}"
+
+    async def _file(self, request: web.Request) -> web.Response:
+        data = self.files.get(request.match_info["name"])
+        return web.Response(body=data) if data is not None else web.Response(status=404)
 
     def url(self) -> str:
         return f"{self.base}/cgi-bin/aibot/response?response_code={secrets.token_hex(12)}"

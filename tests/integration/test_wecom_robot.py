@@ -14,7 +14,7 @@ import pytest
 from connectors.wecom import RobotConfig, WeComChannel, WeComRobots
 from connectors.wecom.robot_parse import stream_id
 from tests.fakes.scripted_model import FakeOpenAI, Step, policy
-from tests.fakes.wecom_robot import LATE, ROBOT, FakeRobot, ResponseUrls
+from tests.fakes.wecom_robot import LATE, ROBOT, FakeRobot, RobotServer
 
 QUESTION = "星图软件的实施周期一般多长？"
 ANSWER = "星图软件的标准实施周期是四到六个月，涉及财务一体化的项目常常更久 [1]。"
@@ -26,7 +26,7 @@ async def robot(make_app, make_settings, aiohttp_server, aiohttp_client):
 
     model = FakeOpenAI(default=policy)
     model_server = await aiohttp_server(model.app())
-    urls = ResponseUrls()
+    urls = RobotServer()
     urls.base = str((await aiohttp_server(urls.app())).make_url("")).rstrip("/")
     settings = make_settings(llm_base_url=str(model_server.make_url("/v1")), llm_timeout=20.0)
     robots = [RobotConfig(key="default", tenant=settings.tenant, **ROBOT),
@@ -70,6 +70,22 @@ async def test_url_verification_and_forged_signatures_are_refused(robot):
     assert (await robot.post("/wecom/robot/nowhere/callback", params=params, data=body)).status == 404
     assert (await robot.post("/wecom/robot/default/callback", data=body)).status == 400  # no signature at all
     assert inbox(robot.copilot) == []
+    checks = {c.name: c for c in await robot.conn.doctor()}
+    assert checks["WeCom robot default: settings"].ok and "/wecom/robot/default/callback" in checks["WeCom robot default: settings"].detail
+    assert not checks["WeCom robot default: nudges"].ok  # no self-built app: the robot cannot start a conversation
+    assert "self-built app" in checks["WeCom robot default: nudges"].fix
+
+
+async def test_an_image_a_user_sent_is_downloaded_and_decrypted(robot):
+    from connectors.message import Attachment
+
+    url = robot.urls.add_file(b"\x89PNG fake image bytes", ROBOT["aes_key"])
+    _, first = await robot.bot.send({**robot.bot.message("ZhangWei", "", "m-img"), "msgtype": "image", "image": {"url": url}})
+    [row] = inbox(robot.copilot)
+    [att] = json.loads(row.payload)["attachments"]
+    assert att["ref"] == f"robot:default|{url}"
+    assert await robot.conn.fetch(robot.copilot.settings.tenant, Attachment(**att)) == b"\x89PNG fake image bytes"
+    await robot.bot.poll_until_finished("ZhangWei", first["stream"]["id"])  # and it is answered, in the stream
 
 
 async def test_a_question_streams_as_it_is_written_and_a_resent_callback_is_the_same_answer(robot):

@@ -1,0 +1,84 @@
+"""The WeCom robot's parts on their own: settings, parsing a decrypted callback, and the stream table shared by processes."""
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import create_engine
+
+from connectors.wecom.crypto import BadPayload, BadSignature
+from connectors.wecom.render import task_id
+from connectors.wecom.robot_config import RobotConfig, load_robots
+from connectors.wecom.robot_parse import parse, stream_id
+from connectors.wecom.robot_streams import StreamStore
+
+KEY = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFG"
+
+
+def test_settings_from_the_environment_and_copilot_toml_with_problems_named():
+    env = {"COPILOT_WECOM_ROBOT_TOKEN": "Tok1", "COPILOT_WECOM_ROBOT_AES_KEY": KEY, "COPILOT_WECOM_ROBOT_ROBOT_ID": "aib-1"}
+    robots, problems = load_robots("acme", {}, env)
+    assert [(r.key, r.tenant, r.robot_id, r.path) for r in robots] == [("default", "acme", "aib-1", "/wecom/robot/default/callback")]
+    section = {"robot": {"token": "Tok2", "aes_key": KEY},
+               "robots": [{"key": "east", "tenant": "east", "token": "Tok3", "aes_key": KEY[:-1]}, {"key": "west", "token": "x y"}]}
+    robots, problems = load_robots("acme", section, {})
+    assert [(r.key, r.tenant) for r in robots] == [("default", "acme")]  # [wecom.robot] is the default robot
+    named = {(p.account, p.setting) for p in problems}
+    assert ("east", "[[wecom.robots]] key='east': aes_key") in named and "43" in next(p.detail for p in problems if p.account == "east")
+    assert ("west", "[[wecom.robots]] key='west': token") in named and ("west", "[[wecom.robots]] key='west': aes_key") in named
+
+
+ROBOT = RobotConfig(key="sales", tenant="acme", token="Tok1", aes_key=KEY, robot_id="aib-1", name="销售助手")
+
+
+def body(**kw) -> dict:
+    return {"msgid": "m1", "aibotid": "aib-1", "chatid": "", "chattype": "single", "from": {"userid": "ZhangWei"},
+            "response_url": "https://qyapi.weixin.qq.com/cgi-bin/aibot/response?response_code=RC", "msgtype": "text",
+            "text": {"content": "你好"}, **kw}
+
+
+def test_parse_messages_polls_mentions_clicks_and_what_is_refused():
+    cb = parse(body(), ROBOT)
+    assert cb.kind == "message" and cb.stream_id == stream_id("sales", "m1") and cb.response_url.endswith("=RC")
+    m = cb.msg
+    assert (m.channel, m.tenant, m.sender_id, m.text, m.is_group, m.platform_msg_id) == ("wecom", "acme", "ZhangWei", "你好", False, "m1")
+    assert m.reply_context["stream"] == cb.stream_id and m.reply_context["robot"] == "sales"
+    g = parse(body(chattype="group", chatid="wrG1", text={"content": "@销售助手\u2005星图多少钱"}), ROBOT).msg
+    assert g.text == "星图多少钱" and g.is_group and g.mentions == ("销售助手",) and g.conversation_id == "robot:sales:g:wrG1"
+    anon = parse(body(chattype="group", chatid="wrG1", text={"content": "@Bot 价格"}), ROBOT.model_copy(update={"name": ""})).msg
+    assert anon.text == "价格"
+    mixed = parse(body(msgtype="mixed", mixed={"msg_item": [{"msgtype": "text", "text": {"content": "看图"}},
+                                                             {"msgtype": "image", "image": {"url": "https://wework.qpic.cn/x"}}]}), ROBOT).msg
+    assert mixed.text == "看图" and mixed.attachments[0].ref == "robot:sales|https://wework.qpic.cn/x"
+    assert parse(body(msgtype="image", image={"url": "https://wework.qpic.cn/y"}), ROBOT).msg.kind == "file"
+    poll = parse({"msgtype": "stream", "stream": {"id": "s123"}, "aibotid": "aib-1"}, ROBOT)
+    assert (poll.kind, poll.stream_id, poll.msg) == ("poll", "s123", None)
+    click = {"msgtype": "event", "event": {"eventtype": "template_card_event",
+                                           "template_card_event": {"event_key": "confirm", "task_id": task_id("pend_1", "in:1:0")}}}
+    a = parse(body(**click, msgid="e1"), ROBOT)
+    b = parse(body(**click, msgid="e2"), ROBOT)
+    assert a.msg.kind == "action" and a.msg.action.ref == "pend_1" and a.msg.platform_msg_id == b.msg.platform_msg_id and not a.stream_id
+    assert parse(body(msgtype="event", event={"eventtype": "enter_chat"}), ROBOT).kind == "ignore"
+    with pytest.raises(BadSignature):
+        parse(body(aibotid="aib-2"), ROBOT)
+    for bad in (body(**{"from": {"userid": "a b"}}), body(msgid=""), body(msgtype="stream", stream={"id": "../x y"}),
+                body(**click | {"event": {"eventtype": "template_card_event", "template_card_event": {"event_key": "k", "task_id": "t"}}})):
+        with pytest.raises(BadPayload):
+            parse(bad, ROBOT)
+
+
+def test_two_processes_share_a_stream_and_a_reply_racing_a_poll_is_never_lost(tmp_path):
+    url = f"sqlite:///{tmp_path / 'streams.db'}"
+    a, b = StreamStore(create_engine(url)), StreamStore(create_engine(url))  # two gateway processes, one database
+    a.open("s1", "sales", "acme", "https://example/response")
+    a.open("s1", "sales", "acme", "https://example/other")  # the callback again: the same stream, the first url
+    a.preview("s1", "星图")
+    assert b.poll("s1").content == "星图" and not b.poll("s1").finish
+    assert b.deliver("s1", "in:1:0", "星图 [1]", None, window=60)
+    assert a.deliver("s1", "in:1:0", "星图 [1]", None, window=60)  # the outbox retried: not added twice
+    assert a.deliver("s1", "in:1:1", "请确认", {"task_id": "t"}, window=60)
+    shown = a.poll("s1")
+    assert shown.finish and shown.content == "星图 [1]\n\n---\n\n请确认" and shown.card == {"task_id": "t"}
+    assert not b.deliver("s1", "in:1:2", "late", None, window=60)  # shown and closed: this one needs the response_url
+    assert b.claim_url("s1") == "https://example/response" and a.claim_url("s1") == ""  # one POST, whoever claims it
+    b.settle_url("s1", used=False)
+    assert a.claim_url("s1") == "https://example/response"  # a failed POST may be tried again
+    assert a.poll("nope") is None and not a.deliver("nope", "k", "x", None, window=60)
