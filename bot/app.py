@@ -31,12 +31,14 @@ if TYPE_CHECKING:
     from bot.auth.service import Auth
     from bot.ops.audit import Audit
     from bot.ops.metrics import Metrics
+    from bot.ops.shared import SharedRedis
     from bot.people.directory import Directory
     from bot.pipeline.channels import Channels
     from bot.pipeline.dispatch import Dispatcher
     from bot.pipeline.inbox import Inbox
     from bot.pipeline.intake import Intake
     from bot.pipeline.outbox import Outbox
+    from bot.pipeline.ratelimit import LimiterFactory
     from bot.pipeline.wakeup import PgWakeup
     from bot.proactive.scheduler import Scheduler
     from bot.web.links import LinkSigner
@@ -116,23 +118,25 @@ def write_sample_embeddings(settings: Settings) -> Path:
 
 
 def channel_context(settings: Settings, name: str, engine: Engine | None = None,
-                    labels: Mapping[str, Mapping[str, str]] | None = None) -> ChannelContext:
+                    labels: Mapping[str, Mapping[str, str]] | None = None, shared: SharedRedis | None = None) -> ChannelContext:
     """What the connector called `name` receives: its own [name] section, the shared resources and the words it
-    adds around a reply (`labels`: the catalogue's channel_* messages, read from the catalogue when not given)."""
+    adds around a reply (`labels`: the catalogue's channel_* messages, read from the catalogue when not given);
+    with Redis (`shared`), the token cache and replay memory every process shares."""
     if labels is None:
         from bot.prompts import Prompts
 
         labels = Prompts(settings.prompts_dir).labels("channel_")
     return ChannelContext(section=toml_section(name), tenant=settings.tenant, public_url=settings.base_url,
-                          data_dir=settings.data_dir, max_download=settings.max_upload_bytes, engine=engine, labels=labels)
+                          data_dir=settings.data_dir, max_download=settings.max_upload_bytes, engine=engine, labels=labels,
+                          tokens=shared.tokens() if shared else None, claims=shared.claims() if shared else None)
 
 
 def channel_connectors(settings: Settings, engine: Engine | None = None,
-                       labels: Mapping[str, Mapping[str, str]] | None = None) -> list[Connector]:
+                       labels: Mapping[str, Mapping[str, str]] | None = None, shared: SharedRedis | None = None) -> list[Connector]:
     """The platform channels this deployment configures (the console channel is always added by build_app)."""
     from connectors import dingtalk, email, feishu, wecom
 
-    built = [module.build(channel_context(settings, name, engine, labels)) for name, module in
+    built = [module.build(channel_context(settings, name, engine, labels, shared)) for name, module in
              (("dingtalk", dingtalk), ("wecom", wecom), ("feishu", feishu), ("email", email))]
     return [c for c in built if c is not None]
 
@@ -159,6 +163,8 @@ class App:
     dispatcher: Dispatcher
     scheduler: Scheduler | None
     wakeup: PgWakeup | None = None  # processes on one PostgreSQL tell each other of new and finished messages
+    limiters: LimiterFactory | None = None  # how the web edge makes its rate limiters (shared through Redis when there is one)
+    shared: SharedRedis | None = None  # Redis (COPILOT_REDIS_URL), when configured: tokens, rate limits, replay memory
 
     async def start(self) -> None:
         await self.outbox.start()
@@ -196,6 +202,8 @@ class App:
             await self.scheduler.aclose()
         await self.outbox.aclose()
         await self.inbox.aclose()
+        if self.shared is not None:
+            await self.shared.aclose()
 
     def needs_samples(self) -> bool:
         from bot.samples import needs_samples
@@ -230,6 +238,7 @@ def build_app(settings: Settings, *, platforms: bool = False, channels: Iterable
     from bot.auth.service import Auth
     from bot.ops.audit import Audit
     from bot.ops.metrics import Metrics
+    from bot.ops.shared import SharedRedis
     from bot.people.directory import Directory
     from bot.pipeline.channels import Channels
     from bot.pipeline.dispatch import Dispatcher
@@ -237,7 +246,7 @@ def build_app(settings: Settings, *, platforms: bool = False, channels: Iterable
     from bot.pipeline.inbox import OWNER, Inbox
     from bot.pipeline.intake import Intake
     from bot.pipeline.outbox import Outbox, reply_history
-    from bot.pipeline.ratelimit import RateLimiter
+    from bot.pipeline.ratelimit import limiters
     from bot.pipeline.router import Router
     from bot.pipeline.wakeup import PgWakeup
     from bot.proactive.scheduler import build_scheduler
@@ -252,6 +261,9 @@ def build_app(settings: Settings, *, platforms: bool = False, channels: Iterable
     engine = open_database(s)
     knowledge = open_knowledge(s, engine)
     metrics = Metrics()
+    redis_url = s.redis_url.get_secret_value()
+    shared = SharedRedis(redis_url, on_fallback=lambda use: metrics.redis_fallbacks.labels(use).inc()) if redis_url else None
+    limiter = limiters(shared)
     prompts = Prompts(s.prompts_dir)
     audit = Audit(engine, s.tenant)
     directory = Directory(engine)
@@ -266,7 +278,7 @@ def build_app(settings: Settings, *, platforms: bool = False, channels: Iterable
     labels = prompts.labels("channel_")  # read once: every connector and the text fallback use the same words
     local = web_chat.build(channel_context(s, "console", engine, labels), history=reply_history(engine, "console"), identity=signed_in,
                            web_chat=s.web_chat, timeline=chat_timeline(engine, "console"), words=prompts.labels("chat_"))
-    chans = Channels([local, *(channel_connectors(s, engine, labels) if platforms else ()), *channels], labels=labels)
+    chans = Channels([local, *(channel_connectors(s, engine, labels, shared) if platforms else ()), *channels], labels=labels)
     pending = PendingStore(engine)
     reach = lambda rep_id: directory.target_for(rep_id, chans.names())
     # after the platform answered: a draft is "sent ✓" and logged only once delivered, a dead letter is told to the
@@ -291,8 +303,8 @@ def build_app(settings: Settings, *, platforms: bool = False, channels: Iterable
     dispatcher = Dispatcher(inbox, router.handle, metrics, apology=prompts.both("apology"), workers=s.workers, lease=s.lease_seconds,
                             max_attempts=s.max_attempts, retry_base=s.retry_base_seconds, on_replies=outbox.wake,
                             handler_timeout=s.handler_timeout, housekeeping=delivery.sweep, told=wakeup is not None)
-    intake = Intake(inbox, RateLimiter(s.rate_limit_per_minute), metrics, dispatcher.notify)
+    intake = Intake(inbox, limiter("intake", s.rate_limit_per_minute), metrics, dispatcher.notify)
     scheduler = build_scheduler(s, engine, outbox, directory, knowledge.retriever, publishing, prompts) if proactive else None
     return App(settings=s, engine=engine, knowledge=knowledge, metrics=metrics, audit=audit, directory=directory, crm=crm,
                agent=agent, publishing=publishing, links=links, auth=auth, channels=chans, inbox=inbox, outbox=outbox, intake=intake,
-               dispatcher=dispatcher, scheduler=scheduler, wakeup=wakeup)
+               dispatcher=dispatcher, scheduler=scheduler, wakeup=wakeup, limiters=limiter, shared=shared)

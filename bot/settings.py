@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     embed_cache: Path | None = None  # default: data_dir/embeddings.db
     embed_batch: int = 16
     chroma_url: str = ""  # http://host:port of a Chroma server every process shares (`chroma run`); default: embedded under data_dir
+    # redis://[:password@]host:port/db shared by every process: access tokens, rate limits, replay memory (bot/ops/shared.py);
+    # default: each process keeps its own. Unreachable at run time: each process falls back to its own (a warning, a metric)
+    redis_url: SecretStr = SecretStr("")
     rerank_model: str = ""
     # folder names (anywhere below an ingested folder) and paths that hold data, never ingested as documents
     knowledge_data_dirs: list[str] = Field(default_factory=lambda: ["crm", "eval"])

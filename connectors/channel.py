@@ -15,6 +15,7 @@ from typing import Any, Awaitable, Callable, Literal, Mapping, Protocol, runtime
 from aiohttp import web
 from sqlalchemy.engine import Engine
 
+from connectors.cache import SharedClaims, TokenCache
 from connectors.labels import Labels
 from connectors.message import Attachment, InboundMessage, Reply, Target
 
@@ -40,6 +41,8 @@ class ChannelContext:
     max_download: int = 25 * 1024 * 1024  # the largest file a connector fetches
     engine: Engine | None = None  # the copilot's database, for connectors that keep state in tables
     labels: Labels = field(default_factory=dict)  # the channel_* messages per language (connectors/labels.py); {}: the shipped ones
+    tokens: TokenCache | None = None  # access tokens shared by the deployment's processes (connectors/cache.py); None: this process's own
+    claims: SharedClaims | None = None  # the replay guard's memory shared by the processes; None: the database (`engine`) and memory
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,11 @@ table too, so that every `copilot serve` behind a load balancer knows what any o
 captured at one process cannot carry another body to another. `claim` is atomic across processes (an insert
 that leaves an existing row alone). Bounded: past `max_items` the oldest memory entries go first; expired rows
 are deleted as new ones come. The calls touch the database: connectors run them in a thread.
+
+With a shared store (`shared`: Redis, handed down by the factory, connectors/cache.py) the signatures go there
+instead of the table (SET NX with the time left in the window); while it cannot be reached, the table takes them.
+A Redis restarted without persistence forgets the signatures of the last window: a callback captured before could be
+replayed once after it (the inbox still drops a message it already has).
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from typing import Callable
 from sqlalchemy import Column, Float, MetaData, String, Table, delete, select
 from sqlalchemy.engine import Engine
 
+from connectors.cache import CacheUnavailable, SharedClaims
 from connectors.sql import insert_ignore
 
 metadata = MetaData()
@@ -33,9 +39,10 @@ PRUNE_EVERY = 500  # remembered signatures between deletions of the expired rows
 
 class SeenSignatures:
     def __init__(self, window: float, *, engine: Engine | None = None, max_items: int = 200_000,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, shared: SharedClaims | None = None) -> None:
         self.window = window  # seconds either side of now
         self.engine = engine
+        self.shared = shared
         self.max_items = max_items
         self.clock = clock
         self._seen: dict[str, tuple[float, str]] = {}  # key -> (expires at, what it signed)
@@ -52,8 +59,15 @@ class SeenSignatures:
         now = self.clock()
         self._expire(now)
         hit = self._seen.get(key)
-        if hit is not None or self.engine is None:
-            return hit[1] if hit is not None else None
+        if hit is not None:
+            return hit[1]
+        if self.shared is not None:
+            try:
+                return self.shared.seen(key)
+            except CacheUnavailable:
+                pass  # the database, below
+        if self.engine is None:
+            return None
         with self.engine.connect() as conn:
             row = conn.execute(select(seen_table.c.what, seen_table.c.expires_at).where(seen_table.c.key == key)).first()
         if row is None or row.expires_at < now:
@@ -71,6 +85,17 @@ class SeenSignatures:
         now = self.clock()
         self._expire(now)
         until = timestamp + self.window
+        if self.shared is not None:
+            hit = self._seen.get(key)
+            if hit is not None:
+                return hit[1]
+            try:
+                before = self.shared.claim(key, what, max(1.0, until - now))
+            except CacheUnavailable:
+                pass  # the database, below
+            else:
+                self._keep(key, until, what if before is None else before)
+                return before
         if self.engine is None:
             hit = self._seen.get(key)
             if hit is not None:

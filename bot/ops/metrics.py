@@ -21,6 +21,8 @@ class Metrics:
         self.process_latency = Histogram("copilot_process_latency_seconds", "Time to process one message", ["channel"], buckets=_LATENCY, registry=r)
         self.inbox_depth = Gauge("copilot_inbox_unfinished", "Messages not yet processed", registry=r)
         self.dead_letters = Gauge("copilot_dead_letters", "Inbox and outbound rows in the dead-letter state", ["kind"], registry=r)
+        self.redis_fallbacks = Counter("copilot_redis_fallbacks", "Uses of Redis served without it, unreachable (token, limit, replay)",
+                                       ["use"], registry=r)
         self.console_render = Histogram("copilot_console_render_seconds", "Server-side time to build one console page (GET)", ["page"],
                                         buckets=_LATENCY, registry=r)
 

@@ -27,6 +27,7 @@ async def app_checks(cp: App) -> list[Check]:
     people = await asyncio.to_thread(cp.directory.list)
     checks.append(Check("rep directory", bool(people), f"{len(people)} people", "" if people else "copilot reps add ID --name NAME --role rep"))
     checks.append(await llm_check(settings))
+    checks.append(await redis_check(cp))
     counts = await asyncio.to_thread(cp.inbox.counts)
     dead = counts.get("dead", 0)
     waiting = counts.get("queued", 0) + counts.get("processing", 0)
@@ -38,6 +39,18 @@ async def app_checks(cp: App) -> list[Check]:
                         "see the channel checks below for the cause; `copilot inbox dead` lists them, `copilot inbox retry ID` resends"
                         if dead_out else ""))
     return checks + await cp.channels.doctor()
+
+
+async def redis_check(cp: App) -> Check:
+    if cp.shared is None:
+        return Check("redis", True, "not configured (COPILOT_REDIS_URL): each process keeps its own access tokens, rate limits "
+                     "and replay memory (the replay memory in the database)")
+    try:
+        version = await asyncio.wait_for(cp.shared.ping(), 3)
+    except Exception as exc:
+        return Check("redis", False, f"{cp.shared.where}: {type(exc).__name__} {exc} — meanwhile each process uses its own tokens and "
+                     "rate limits, and the database for replay memory", "start Redis or fix COPILOT_REDIS_URL (or unset it)")
+    return Check("redis", True, f"{cp.shared.where} (Redis {version}): access tokens, rate limits and replay memory shared by every process")
 
 
 async def llm_check(settings: Settings) -> Check:

@@ -11,25 +11,25 @@ from typing import Callable
 
 from bot.ops.metrics import Metrics
 from bot.pipeline.inbox import Inbox
-from bot.pipeline.ratelimit import RateLimiter
+from bot.pipeline.ratelimit import Limiter
 from connectors.channel import Accepted, Throttled
 from connectors.message import InboundMessage
 
 
 class Intake:
-    def __init__(self, inbox: Inbox, limiter: RateLimiter, metrics: Metrics, notify: Callable[[int, str], None]) -> None:
+    def __init__(self, inbox: Inbox, limiter: Limiter, metrics: Metrics, notify: Callable[[int, str], None]) -> None:
         self.inbox = inbox
         self.limiter = limiter
         self.metrics = metrics
         self.notify = notify  # the dispatcher: a new row to claim
 
-    def admits(self, channel: str, tenant: str, sender_id: str) -> bool:
+    async def admits(self, channel: str, tenant: str, sender_id: str) -> bool:
         """Whether the sender's next message would be taken now (checked before an upload's body is read)."""
-        return self.limiter.ready(f"{channel}|{tenant}|{sender_id}")
+        return await self.limiter.ready(f"{channel}|{tenant}|{sender_id}")
 
     async def sink(self, msg: InboundMessage) -> Accepted:
         started = time.perf_counter()
-        if not self.limiter.allow(f"{msg.channel}|{msg.tenant}|{msg.sender_id}"):
+        if not await self.limiter.allow(f"{msg.channel}|{msg.tenant}|{msg.sender_id}"):
             self.metrics.rejected.labels(msg.channel, "rate_limit").inc()
             raise Throttled(retry_after=self.limiter.retry_after)
         acc = await self.inbox.put(msg)

@@ -19,7 +19,7 @@ from typing import Awaitable, Callable, Iterable
 
 from aiohttp import web
 
-from bot.pipeline.ratelimit import RateLimiter
+from bot.pipeline.ratelimit import Limiter
 from bot.web.session import PERSON, SAFE_METHODS
 from connectors.channel import Throttled
 
@@ -29,7 +29,7 @@ CALLBACK_PREFIXES = ("/wecom/", "/dingtalk/", "/feishu/")  # verified by the pla
 UNLIMITED = ("/healthz", "/readyz", "/metrics")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Admits = Callable[[str, str], bool]  # (tenant, person id) -> whether the intake would take their next message
+Admits = Callable[[str, str], Awaitable[bool]]  # (tenant, person id) -> whether the intake would take their next message
 
 
 def parse_networks(items: Iterable[str]) -> list[Network]:
@@ -65,34 +65,34 @@ def client_address(request: web.Request, proxies: list[Network]) -> str:
     return peer
 
 
-def address_middleware(proxies: list[Network], per_address: RateLimiter, failures: RateLimiter):
+def address_middleware(proxies: list[Network], per_address: Limiter, failures: Limiter):
     @web.middleware
     async def door(request: web.Request, handler: Handler) -> web.StreamResponse:
         address = client_address(request, proxies)
         request[ADDRESS] = address
         if request.path in UNLIMITED:
             return await handler(request)
-        if not failures.ready(address):
+        if not await failures.ready(address):
             raise Throttled(retry_after=failures.retry_after)
-        if request.method not in SAFE_METHODS and not request.path.startswith(CALLBACK_PREFIXES) and not per_address.allow(address):
+        if request.method not in SAFE_METHODS and not request.path.startswith(CALLBACK_PREFIXES) and not await per_address.allow(address):
             raise Throttled(retry_after=per_address.retry_after)
         try:
             response = await handler(request)
         except web.HTTPException as exc:
-            _count(exc.status, address, failures)
+            await _count(exc.status, address, failures)
             raise
-        _count(response.status, address, failures)
+        await _count(response.status, address, failures)
         return response
 
     return door
 
 
-def _count(status: int, address: str, failures: RateLimiter) -> None:
-    if status in (401, 403) and not failures.allow(address):
+async def _count(status: int, address: str, failures: Limiter) -> None:
+    if status in (401, 403) and not await failures.allow(address):
         log.warning("client %s refused for a while: too many refused requests", address)
 
 
-def person_middleware(per_person: RateLimiter, admits: Admits, upload_paths: Iterable[str]):
+def person_middleware(per_person: Limiter, admits: Admits, upload_paths: Iterable[str]):
     """After the session middleware: limits per signed-in person, checked before the handler reads the body."""
     uploads = frozenset(upload_paths)
 
@@ -101,9 +101,9 @@ def person_middleware(per_person: RateLimiter, admits: Admits, upload_paths: Ite
         who = request.get(PERSON)
         if who is None or request.method in SAFE_METHODS:
             return await handler(request)
-        if not per_person.allow(f"{who.tenant}|{who.id}"):
+        if not await per_person.allow(f"{who.tenant}|{who.id}"):
             raise Throttled(retry_after=per_person.retry_after)
-        if request.path in uploads and request.content_type.startswith("multipart/") and not admits(who.tenant, who.id):
+        if request.path in uploads and request.content_type.startswith("multipart/") and not await admits(who.tenant, who.id):
             raise Throttled(retry_after=per_person.retry_after)
         return await handler(request)
 

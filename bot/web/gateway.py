@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Awaitable, Callable
 
 from aiohttp import web
 
-from bot.pipeline.ratelimit import RateLimiter
 from bot.web.admin import admin_routes
 from bot.web.console import UPLOAD_PATH as CONSOLE_UPLOAD
 from bot.web.console import console_routes
@@ -80,9 +79,10 @@ def create_web_app(app: App, *, owns_app: bool = False) -> web.Application:
     """The web server of a built app; starting it starts the app, stopping it stops the app (and, when
     the server `owns_app`, releases its stores)."""
     s = app.settings
-    per_address = RateLimiter(s.address_requests_per_minute, burst=max(1, s.address_requests_per_minute // 2))
-    failures = RateLimiter(s.address_failures_per_minute, burst=max(1, s.address_failures_per_minute))
-    per_person = RateLimiter(s.person_requests_per_minute, burst=max(1, s.person_requests_per_minute // 2))
+    limiter = app.limiters  # per process, or shared by every process through Redis
+    per_address = limiter("address", s.address_requests_per_minute, max(1, s.address_requests_per_minute // 2))
+    failures = limiter("failures", s.address_failures_per_minute, max(1, s.address_failures_per_minute))
+    per_person = limiter("person", s.person_requests_per_minute, max(1, s.person_requests_per_minute // 2))
     chat_admits = lambda tenant, person_id: app.intake.admits(LocalConnector.name, tenant, person_id)
     web_app = web.Application(middlewares=[error_middleware(s.max_body_bytes, s.max_upload_bytes),
                                            address_middleware(parse_networks(s.trusted_proxies), per_address, failures),
@@ -95,8 +95,8 @@ def create_web_app(app: App, *, owns_app: bool = False) -> web.Application:
     provider, platforms = oidc_provider(s), app.channels.with_signin(s.tenant)
     others = ([(OIDC_START, "signin_oidc")] if provider else []) + signin_links(platforms)
     web_app.add_routes(signin_routes(app.auth, app.agent.prompts, tenant=s.tenant, public_url=s.public_url, demo=s.demo,
-                                     per_account=RateLimiter(per_minute, burst=per_minute),
-                                     per_address=RateLimiter(6 * per_minute, burst=6 * per_minute), audit=app.audit, others=others))
+                                     per_account=limiter("signin_account", per_minute, per_minute),
+                                     per_address=limiter("signin_address", 6 * per_minute, 6 * per_minute), audit=app.audit, others=others))
     if provider is not None:
         web_app.add_routes(oidc_routes(provider, app.auth, app.agent.prompts, tenant=s.tenant, public_url=s.public_url, audit=app.audit))
     web_app.add_routes(platform_signin_routes(platforms, app.auth, app.agent.prompts, tenant=s.tenant, base_url=s.base_url,

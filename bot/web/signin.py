@@ -17,7 +17,7 @@ from aiohttp import web
 
 from bot.auth.service import Auth
 from bot.people.directory import DirectoryError, Person
-from bot.pipeline.ratelimit import RateLimiter
+from bot.pipeline.ratelimit import Limiter
 from bot.prompts import LANGS, Prompts, ui_lang
 from bot.web.edge import ADDRESS
 from bot.web.session import COOKIE, PERSON, SESSION, cookie_options, same_origin
@@ -102,7 +102,7 @@ async def start_session(auth: Auth, person: Person, public_url: str, to: str = "
 
 
 def signin_routes(auth: Auth, prompts: Prompts, *, tenant: str, public_url: str, demo: bool,
-                  per_account: RateLimiter, per_address: RateLimiter, audit: Callable[..., None] | None = None,
+                  per_account: Limiter, per_address: Limiter, audit: Callable[..., None] | None = None,
                   others: Sequence[tuple[str, str]] = ()) -> list[web.RouteDef]:
     """`others`: (path, catalogue key) of the other ways to sign in (an identity provider, a platform's account),
     shown as links under the form."""
@@ -165,7 +165,7 @@ def signin_routes(auth: Auth, prompts: Prompts, *, tenant: str, public_url: str,
         if not request.cookies.get(FORM_COOKIE) or not hmac.compare_digest(str(form.get("csrf", "")).encode(), expected.encode()):
             return page(request, nonce, error=prompts.msg("signin_form_expired", lang), status=403, then=then)
         address = request.get(ADDRESS) or request.remote or "unknown"  # behind a trusted proxy: the forwarded client
-        if not per_address.allow(address) or (username and not per_account.allow(f"{tenant}/{username}")):
+        if not await per_address.allow(address) or (username and not await per_account.allow(f"{tenant}/{username}")):
             seconds = max(1, round(max(per_account.retry_after, per_address.retry_after)))
             response = page(request, nonce, error=prompts.msg("signin_throttled", lang, seconds=seconds), status=429, then=then)
             response.headers["Retry-After"] = str(seconds)

@@ -1,7 +1,8 @@
 """The DingTalk API for one app: access token, robot sends, session webhooks, file download.
 
 The v1.0 endpoints (api.dingtalk.com) go through aiohttp: the access token is cached per app,
-refreshed before it expires by one request however many senders wait, and refreshed and retried
+refreshed before it expires by one request however many senders wait (in every process of the
+deployment when the cache handed in is shared: `connectors.cache`), and refreshed and retried
 once when DingTalk says it is no longer valid. The old oapi endpoints that `dingtalk-sdk` covers
 (gettoken, users) run through it in a worker thread: it uses blocking `requests`.
 """
@@ -11,11 +12,11 @@ import asyncio
 import json
 import platform
 import socket
-import time
 from urllib.parse import urlparse
 
 import aiohttp
 
+from connectors.cache import LocalTokenCache, TokenCache, cached_token
 from connectors.dingtalk.config import DingTalkApp
 
 TOKEN_PATH = "/v1.0/oauth2/accessToken"
@@ -43,13 +44,13 @@ class WebhookExpired(DingTalkAPIError):
 
 
 class DingTalkClient:
-    def __init__(self, app: DingTalkApp, *, timeout: float = 15.0) -> None:
+    def __init__(self, app: DingTalkApp, *, timeout: float = 15.0, tokens: TokenCache | None = None) -> None:
         self.app = app
         self.timeout = timeout
         self._session: aiohttp.ClientSession | None = None
-        self._token = ""
-        self._token_until = 0.0
-        self._lock = asyncio.Lock()
+        self.tokens = tokens or LocalTokenCache()
+        self.token_key = f"dingtalk:{app.app_key}"  # one token per app, whichever process asks
+        self._refused = ""  # the last token DingTalk refused: never handed out again
         self.token_fetches = 0
 
     def _http(self) -> aiohttp.ClientSession:
@@ -63,22 +64,20 @@ class DingTalkClient:
 
     # access token ----------------------------------------------------------------------------
     async def token(self) -> str:
-        if self._token and time.monotonic() < self._token_until:
-            return self._token
-        async with self._lock:  # single flight: the waiters reuse what the first one fetched
-            if self._token and time.monotonic() < self._token_until:
-                return self._token
-            data = await self._request(self.app.api_base + TOKEN_PATH, {"appKey": self.app.app_key, "appSecret": self.app.app_secret.get_secret_value()})
-            token, ttl = str(data.get("accessToken") or ""), float(data.get("expireIn") or 7200)
-            if not token:
-                raise DingTalkAPIError("DingTalk returned no accessToken", retryable=True)
-            self.token_fetches += 1
-            self._token, self._token_until = token, time.monotonic() + ttl - min(300.0, ttl * 0.2)
-            return token
+        """The app's token (single flight: the waiters reuse what the first one fetched)."""
+        return await cached_token(self.tokens, self.token_key, self._fetch_token, stale=self._refused)
+
+    async def _fetch_token(self) -> tuple[str, float]:
+        data = await self._request(self.app.api_base + TOKEN_PATH, {"appKey": self.app.app_key, "appSecret": self.app.app_secret.get_secret_value()})
+        token, ttl = str(data.get("accessToken") or ""), float(data.get("expireIn") or 7200)
+        if not token:
+            raise DingTalkAPIError("DingTalk returned no accessToken", retryable=True)
+        self.token_fetches += 1
+        self._refused = ""  # what DingTalk hands out now is good (it may be the same token again)
+        return token, ttl - min(300.0, ttl * 0.2)
 
     def _forget(self, token: str) -> None:
-        if self._token == token:
-            self._token, self._token_until = "", 0.0
+        self._refused = token
 
     async def call(self, path: str, body: dict) -> dict:
         """POST a v1.0 endpoint with the app's token; on an invalid-token answer refresh and retry once."""

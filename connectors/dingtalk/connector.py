@@ -20,6 +20,7 @@ from urllib.parse import urlencode, urlparse
 from aiohttp import web
 from sqlalchemy.engine import Engine
 
+from connectors.cache import SharedClaims, TokenCache
 from connectors.channel import ChannelContext, Check, SendError, SignInRefused, Sink
 from connectors.config import ConfigProblem
 from connectors.dingtalk.client import DOWNLOAD_PATH, DingTalkAPIError, DingTalkClient, WebhookExpired
@@ -43,11 +44,11 @@ class DingTalkConnector:
 
     def __init__(self, apps: list[DingTalkApp], problems: list[ConfigProblem] | None = None, *, public_url: str = "",
                  max_download: int = 25 * 1024 * 1024, stream_options: dict[str, Any] | None = None, labels: Labels | None = None,
-                 engine: Engine | None = None) -> None:
+                 engine: Engine | None = None, tokens: TokenCache | None = None, claims: SharedClaims | None = None) -> None:
         self.apps = {a.key: a for a in apps}
         self.by_tenant = {a.tenant: a for a in apps}
         self.problems = list(problems or [])
-        self.clients = {a.key: DingTalkClient(a) for a in apps}
+        self.clients = {a.key: DingTalkClient(a, tokens=tokens) for a in apps}
         self.receivers: dict[str, StreamReceiver] = {}
         self.public_url = public_url.rstrip("/")
         self.max_download = max_download
@@ -55,8 +56,8 @@ class DingTalkConnector:
         self.labels = labels  # the words it adds (connectors/labels.py); None: the shipped catalogue's
         self._progress: OrderedDict[str, int] = OrderedDict()  # reply key -> parts already delivered
         # HTTP callbacks' signatures within the timestamp window, with the body each one came with, shared by every
-        # process through the database (connectors/replay.py). The sign is HMAC(timestamp): the app and the timestamp name it.
-        self.seen = SeenSignatures(MAX_SKEW_MS / 1000, engine=engine)
+        # process through Redis or the database (connectors/replay.py). The sign is HMAC(timestamp): the app and the timestamp name it.
+        self.seen = SeenSignatures(MAX_SKEW_MS / 1000, engine=engine, shared=claims)
 
     @classmethod
     def build(cls, ctx: ChannelContext, **kw: Any) -> "DingTalkConnector | None":
@@ -65,7 +66,7 @@ class DingTalkConnector:
         if not apps and not problems:
             return None
         return cls(apps, problems, public_url=ctx.public_url, max_download=ctx.max_download, labels=ctx.labels or None, engine=ctx.engine,
-                   **kw)
+                   tokens=ctx.tokens, claims=ctx.claims, **kw)
 
     # web sign-in (钉钉扫码登录, or straight through in DingTalk's own browser) ---------------------------
     label = "signin_with_dingtalk"

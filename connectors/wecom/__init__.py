@@ -23,7 +23,8 @@ def build(ctx: ChannelContext) -> WeComConnector | None:
     """
     corps, problems = load_corps(ctx.tenant, ctx.section)
     robots, robot_problems = load_robots(ctx.tenant, ctx.section)
-    app = dict(problems=problems, max_file=min(ctx.max_download, 20 * 1024 * 1024), labels=ctx.labels or None, engine=ctx.engine)
+    app = dict(problems=problems, max_file=min(ctx.max_download, 20 * 1024 * 1024), labels=ctx.labels or None, engine=ctx.engine,
+               tokens=ctx.tokens, claims=ctx.claims)
     if robots or robot_problems:
         side = WeComRobots(robots, problems=robot_problems, engine=ctx.engine, labels=ctx.labels or None, public_url=ctx.public_url,
                            max_file=min(ctx.max_download, 20 * 1024 * 1024))

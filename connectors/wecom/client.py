@@ -1,7 +1,8 @@
 """The WeCom server API for one corp's app, on aiohttp: access_token, message/send, media/get, users.
 
 - access_token is cached until shortly before it expires and fetched once however many callers
-  want it at the same moment (a lock, re-checked inside: no thundering herd);
+  want it at the same moment (`connectors.cache.cached_token`: a lock, re-checked inside); with a shared
+  cache (Redis) one process fetches it for every process of the deployment;
 - a call answered with 40001/40014/42001 (token invalid or expired) gets a fresh token and is
   retried once;
 - every other errcode becomes a `WeComError` that says what it means and how to fix it (60020:
@@ -19,6 +20,7 @@ import time
 
 import aiohttp
 
+from connectors.cache import LocalTokenCache, TokenCache, cached_token
 from connectors.wecom.config import CorpConfig
 
 log = logging.getLogger("copilot.wecom")
@@ -113,15 +115,14 @@ class Pacer:
 
 
 class WeComClient:
-    def __init__(self, corp: CorpConfig, *, timeout: float = 10.0) -> None:
+    def __init__(self, corp: CorpConfig, *, timeout: float = 10.0, tokens: TokenCache | None = None) -> None:
         self.corp = corp
         self.base = corp.api_base.rstrip("/")
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self.pacer = Pacer(corp)
         self._session: aiohttp.ClientSession | None = None
-        self._token = ""
-        self._expires = 0.0
-        self._lock = asyncio.Lock()
+        self.tokens = tokens or LocalTokenCache()
+        self.token_key = f"wecom:{corp.corp_id}:{corp.agent_id}"  # one token per corp app, whichever process asks
         self._logged: dict[int | None, float] = {}
         self._closed = False
 
@@ -140,18 +141,14 @@ class WeComClient:
     # access token -----------------------------------------------------------------------------
     async def access_token(self, *, stale: str = "") -> str:
         """The cached token; `stale` is one WeCom just refused, so a new one is fetched instead."""
-        if self._token and self._token != stale and time.monotonic() < self._expires:
-            return self._token
-        async with self._lock:
-            if self._token and self._token != stale and time.monotonic() < self._expires:
-                return self._token  # someone else refreshed it while we waited
-            data = await self._request("GET", "/cgi-bin/gettoken", params={"corpid": self.corp.corp_id, "corpsecret": self.corp.secret.get_secret_value()})
-            token, expires_in = data.get("access_token"), data.get("expires_in", 7200)
-            if not isinstance(token, str) or not token or not isinstance(expires_in, int):
-                raise WeComError(-2, "gettoken answered without access_token", "/cgi-bin/gettoken")
-            self._token = token
-            self._expires = time.monotonic() + expires_in - min(300.0, expires_in * 0.1)  # refresh early
-            return token
+        return await cached_token(self.tokens, self.token_key, self._fetch_token, stale=stale)
+
+    async def _fetch_token(self) -> tuple[str, float]:
+        data = await self._request("GET", "/cgi-bin/gettoken", params={"corpid": self.corp.corp_id, "corpsecret": self.corp.secret.get_secret_value()})
+        token, expires_in = data.get("access_token"), data.get("expires_in", 7200)
+        if not isinstance(token, str) or not token or not isinstance(expires_in, int):
+            raise WeComError(-2, "gettoken answered without access_token", "/cgi-bin/gettoken")
+        return token, expires_in - min(300.0, expires_in * 0.1)  # refresh early
 
     # calls ------------------------------------------------------------------------------------
     async def call(self, method: str, path: str, *, params: dict | None = None, body: dict | None = None) -> dict:

@@ -15,6 +15,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 from sqlalchemy.engine import Engine
 
+from connectors.cache import SharedClaims, TokenCache
 from connectors.channel import Check, SendError, SignInRefused, Sink
 from connectors.config import ConfigProblem
 from connectors.labels import Labels, label
@@ -36,7 +37,7 @@ class WeComConnector:
 
     def __init__(self, corps: list[CorpConfig], *, problems: list[ConfigProblem] | None = None, max_body: int = 64 * 1024,
                  max_file: int = 20 * 1024 * 1024, inline_wait: float = 5.0, labels: Labels | None = None,
-                 engine: Engine | None = None) -> None:
+                 engine: Engine | None = None, tokens: TokenCache | None = None, claims: SharedClaims | None = None) -> None:
         self.corps = {c.key: c for c in corps}
         self.by_tenant = {c.tenant: c for c in corps}
         self.max_body = max_body  # a callback is a few KB
@@ -52,10 +53,10 @@ class WeComConnector:
                 self.broken[c.key] = "; ".join(p for p, _ in issues)
             else:
                 self.crypto[c.key] = WeComCrypto(c.token.get_secret_value(), c.aes_key.get_secret_value(), c.corp_id)
-        self.clients = {c.key: WeComClient(c) for c in corps}
+        self.clients = {c.key: WeComClient(c, tokens=tokens) for c in corps}
         # (corp, timestamp, nonce, signature) of the callbacks stored within the window, shared by every process
-        # through the database (connectors/replay.py): a captured callback sent again inside the window is not processed twice
-        self.seen = SeenSignatures(WINDOW, engine=engine)
+        # through Redis or the database (connectors/replay.py): a captured callback sent again inside the window is not processed twice
+        self.seen = SeenSignatures(WINDOW, engine=engine, shared=claims)
 
     def _fresh(self, corp: CorpConfig, timestamp: str, request: web.Request) -> None:
         if not self.seen.in_window(int(timestamp)):

@@ -83,3 +83,55 @@ def redis_url() -> str:
     except Exception as exc:
         pytest.skip(f"Redis not reachable at {REDIS_URL} ({type(exc).__name__}); set COPILOT_TEST_REDIS")
     return REDIS_URL
+
+
+class RedisServer:
+    """`redis-server --port PORT --save '' --appendonly no` as a child process (nothing kept on disk, as deploy/ runs
+    it), killed and started again on the same port by `kill()` / `start()`."""
+
+    def __init__(self, workdir: Path, port: int) -> None:
+        self.workdir, self.port = workdir, port
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        exe = shutil.which("redis-server")
+        if not exe:
+            pytest.skip("redis-server is not installed (apt-get install redis-server); the copilot runs without Redis")
+        self.proc = subprocess.Popen([exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                                      "--dir", str(self.workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        import redis
+
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.2)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.RedisError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.skip(f"redis-server did not start on port {self.port}")
+                time.sleep(0.02)
+        client.close()
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@contextmanager
+def redis_server(workdir: Path) -> Iterator[RedisServer]:
+    """A Redis of the test's own on a free loopback port (skips without redis-server or redis-py)."""
+    pytest.importorskip("redis", reason="redis-py is not installed (the `redis` package; the copilot runs without it)")
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = RedisServer(workdir, port)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
