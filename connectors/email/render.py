@@ -1,13 +1,14 @@
 """A `Reply` as an RFC 5322 message: recipients, subject, threading headers, loop-safety marks, body.
 
-Pure: no network, no database. Threading follows RFC 5322 §3.6.4 (In-Reply-To = the parent's
-Message-ID, References = the parent's References + the parent's Message-ID); the Message-ID is
-derived from the outbox key, so every attempt at one reply carries the same id.
+Pure: no network, no database. The body is connectors.markup's email dialect: a text/plain part (no
+Markdown marks, tables as row lines) and a text/html alternative (escaped, real tables, links).
+Threading follows RFC 5322 §3.6.4 (In-Reply-To = the parent's Message-ID, References = the parent's
+References + the parent's Message-ID); the Message-ID is derived from the outbox key, so every
+attempt at one reply carries the same id.
 """
 from __future__ import annotations
 
 import hashlib
-import html
 import re
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -15,15 +16,14 @@ from email.utils import formataddr, formatdate, getaddresses
 
 from connectors.channel import SendError
 from connectors.labels import Labels, label
+from connectors.markup import email_bodies
 from connectors.message import Reply, Target
-from connectors.text import render_text
 
 from .config import Mailbox
 
 # "Re:", "RE：", "Re[2]:", "回复：", "答复:", "AW:", "SV:", "Antw:" (Outlook, Foxmail, German, Nordic)
 _REPLY_PREFIX = re.compile(r"^\s*(?:(?:re|aw|sv|antw|回复|回覆|答复|答覆)\s*(?:\[\d+\]|\(\d+\))?\s*[:：]\s*)+", re.I)
 _ROBOT = re.compile(r"^(?:mailer-daemon|postmaster|no-?reply|do-?not-?reply|bounces?)(?:[+-][^@]*)?@", re.I)
-_URL = re.compile(r"https?://[^\s<>\"]+")
 MAX_REFERENCES = 20  # RFC 5322 lets a long thread's References be trimmed, keeping the first id
 
 
@@ -106,12 +106,13 @@ def render(target: Target, reply: Reply, key: str, mb: Mailbox, labels: Labels |
     refs = list(dict.fromkeys(refs))
     if len(refs) > MAX_REFERENCES:
         refs = refs[:1] + refs[-(MAX_REFERENCES - 1):]
+    text, body = email_bodies(reply, labels)
     if meta.get("subject"):
         subject = reply_subject(meta["subject"]) if _REPLY_PREFIX.match(meta["subject"]) else meta["subject"]
     elif ctx.get("subject") or parent:
         subject = reply_subject(ctx.get("subject", ""))
     else:
-        subject = (reply.text.strip().splitlines() or [label(labels, reply.lang, "channel_app_name")])[0][:78]
+        subject = (text.strip().splitlines() or [label(labels, reply.lang, "channel_app_name")])[0][:78]  # without Markdown marks
 
     msg = EmailMessage()
     msg_id = message_id_for(key, mb)
@@ -134,24 +135,11 @@ def render(target: Target, reply: Reply, key: str, mb: Mailbox, labels: Labels |
         # RFC 3834: other robots must not answer us; Exchange honours the second header.
         msg["Auto-Submitted"] = "auto-replied"
         msg["X-Auto-Response-Suppress"] = "All"
-    text = render_text(reply, labels=labels)
     msg.set_content(text, charset="utf-8")
-    msg.add_alternative(_html(text), subtype="html", charset="utf-8")
+    msg.add_alternative(body, subtype="html", charset="utf-8")
 
     recipients = [a for _, a in to + cc]
     if mb.bcc_self and mb.own_address:
         recipients.append(mb.own_address)  # our own copy proves delivery after an uncertain send
     return Outgoing(msg, msg_id, mb.own_address, recipients, target.conversation_id, auto)
 
-
-def _html(text: str) -> str:
-    """The plain text as HTML, with links clickable; nothing else is rendered differently."""
-    parts, last = [], 0
-    for m in _URL.finditer(text):
-        parts.append(html.escape(text[last:m.start()]))
-        url = html.escape(m.group(0))
-        parts.append(f'<a href="{url}">{url}</a>')
-        last = m.end()
-    parts.append(html.escape(text[last:]))
-    return ('<!doctype html><html><body><div style="white-space:pre-wrap;font-family:sans-serif">'
-            + "".join(parts) + "</div></body></html>")
