@@ -50,9 +50,10 @@ class WeComRobots:
         self.robots = {r.key: r for r in robots}
         self.problems = list(problems or [])
         self.crypto = {r.key: RobotCrypto(r.token.get_secret_value(), r.aes_key.get_secret_value()) for r in robots}
-        if engine is None:  # one process and no database handed over: the streams live in memory
+        memory = engine is None  # one process and no database handed over: the streams live in memory
+        if engine is None:
             engine = create_engine("sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False})
-        self.store = StreamStore(engine)
+        self.store = StreamStore(engine, one_connection=memory)
         self.labels = labels
         self.public_url = public_url.rstrip("/")
         self.max_body, self.max_file, self.timeout = max_body, max_file, timeout

@@ -10,7 +10,9 @@ Own MetaData, created on the engine the factory hands over. The calls touch the 
 from __future__ import annotations
 
 import json
+import threading
 import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 from sqlalchemy import Boolean, Column, Float, Integer, MetaData, String, Table, Text, delete, select, update
@@ -54,19 +56,26 @@ class Overdue:
 
 
 class StreamStore:
-    def __init__(self, engine: Engine, clock=time.time) -> None:
+    def __init__(self, engine: Engine, clock=time.time, *, one_connection: bool = False) -> None:
+        """`one_connection`: the engine has a single connection (SQLite in memory): its transactions take turns."""
         self.engine = engine
         self.clock = clock
+        self._turns = threading.Lock() if one_connection else None
         metadata.create_all(engine)
+
+    @contextmanager
+    def _begin(self):
+        with self._turns or nullcontext(), self.engine.begin() as conn:
+            yield conn
 
     def open(self, stream_id: str, robot: str, tenant: str, response_url: str) -> None:
         """The row of a stream (kept as it is when the callback came before: a resent callback is the same stream)."""
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(insert_ignore(conn, streams, dict(stream_id=stream_id, robot=robot, tenant=tenant, response_url=response_url,
                                                            url_state="", created_at=self.clock(), partial="", final="", closed=False, version=0)))
 
     def preview(self, stream_id: str, text: str) -> None:
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(update(streams).where(streams.c.stream_id == stream_id, streams.c.final == "", streams.c.closed.is_(False))
                          .values(partial=text))
 
@@ -74,7 +83,7 @@ class StreamStore:
         """Add a delivered reply to the stream's answer; False when no poll will show it any more (closed, older than
         `window` seconds, unknown)."""
         for _ in range(20):
-            with self.engine.begin() as conn:
+            with self._begin() as conn:
                 row = conn.execute(select(streams).where(streams.c.stream_id == stream_id)).first()
                 if row is None or row.closed or self.clock() - row.created_at > window:
                     return False
@@ -92,7 +101,7 @@ class StreamStore:
     def poll(self, stream_id: str) -> Shown | None:
         """What a poll of the stream shows; the first poll that shows the finished answer closes the stream."""
         for _ in range(20):
-            with self.engine.begin() as conn:
+            with self._begin() as conn:
                 row = conn.execute(select(streams).where(streams.c.stream_id == stream_id)).first()
                 if row is None:
                     return None
@@ -106,7 +115,7 @@ class StreamStore:
 
     def claim_url(self, stream_id: str) -> str:
         """The stream's response_url, claimed for one POST ("" when there is none or it was used)."""
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             row = conn.execute(select(streams.c.response_url).where(streams.c.stream_id == stream_id)).first()
             if row is None or not row.response_url:
                 return ""
@@ -116,14 +125,14 @@ class StreamStore:
 
     def settle_url(self, stream_id: str, used: bool) -> None:
         """After the POST: used, or back to unused so that a retry may claim it again."""
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(update(streams).where(streams.c.stream_id == stream_id, streams.c.url_state == "claimed")
                          .values(url_state="used" if used else ""))
 
     def overdue(self, robot: str, window: float) -> list[Overdue]:
         """Answers delivered to a stream of `robot` that no poll showed within `window`: for their response_url."""
         now = self.clock()
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(delete(streams).where(streams.c.created_at < now - KEEP))
             rows = conn.execute(select(streams).where(streams.c.robot == robot, streams.c.final != "", streams.c.closed.is_(False), streams.c.url_state == "",
                                                       streams.c.response_url != "", streams.c.created_at < now - window)).all()

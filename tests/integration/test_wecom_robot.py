@@ -10,6 +10,7 @@ import asyncio
 import json
 
 import pytest
+from sqlalchemy import create_engine
 
 from connectors.wecom import RobotConfig, WeComChannel, WeComRobots
 from connectors.wecom.robot_parse import stream_id
@@ -21,7 +22,7 @@ ANSWER = "星图软件的标准实施周期是四到六个月，涉及财务一�
 
 
 @pytest.fixture
-async def robot(make_app, make_settings, aiohttp_server, aiohttp_client):
+async def robot(make_app, make_settings, aiohttp_server, aiohttp_client, tmp_path):
     from bot.web.gateway import create_web_app
 
     model = FakeOpenAI(default=policy)
@@ -31,7 +32,8 @@ async def robot(make_app, make_settings, aiohttp_server, aiohttp_client):
     settings = make_settings(llm_base_url=str(model_server.make_url("/v1")), llm_timeout=20.0)
     robots = [RobotConfig(key="default", tenant=settings.tenant, **ROBOT),
               RobotConfig(key="late", tenant=settings.tenant, stream_seconds=1.0, sweep_seconds=0.2, **LATE)]
-    conn = WeComChannel([], WeComRobots(robots))
+    streams = create_engine(f"sqlite:///{tmp_path / 'streams.db'}")  # as the copilot's database would hold them
+    conn = WeComChannel([], WeComRobots(robots, engine=streams))
     copilot = make_app(settings, channels=[conn])
     for rep, uid in (("zhangwei", "ZhangWei"), ("lijun", "LiJun")):
         copilot.directory.link(rep, "wecom", uid, tenant=settings.tenant)
@@ -39,7 +41,8 @@ async def robot(make_app, make_settings, aiohttp_server, aiohttp_client):
     client.copilot, client.model, client.urls, client.conn = copilot, model, urls, conn
     client.bot = FakeRobot(client, ROBOT, "/wecom/robot/default/callback")
     client.late = FakeRobot(client, LATE, "/wecom/robot/late/callback")
-    return client
+    yield client
+    streams.dispose()
 
 
 def inbox(copilot) -> list:

@@ -82,3 +82,15 @@ def test_two_processes_share_a_stream_and_a_reply_racing_a_poll_is_never_lost(tm
     b.settle_url("s1", used=False)
     assert a.claim_url("s1") == "https://example/response"  # a failed POST may be tried again
     assert a.poll("nope") is None and not a.deliver("nope", "k", "x", None, window=60)
+
+
+def test_build_gives_the_app_with_its_robots_and_the_app_alone_without():
+    from connectors.channel import ChannelContext, Previewer
+    from connectors.wecom import WeComChannel, WeComConnector, build
+
+    both = build(ChannelContext(section={"robot": {"token": "Tok1", "aes_key": KEY}}, public_url="https://copilot.example"))
+    assert isinstance(both, WeComChannel) and isinstance(both, Previewer)
+    assert "/wecom/robot/{robot}/callback" in {r.path for r in both.routes(None)}
+    app = build(ChannelContext(section={"corps": [{"key": "east", "corp_id": "ww1", "token": "T", "aes_key": KEY, "agent_id": 1, "secret": "s"}]}))
+    assert type(app) is WeComConnector and not isinstance(app, Previewer)
+    assert build(ChannelContext()) is None
