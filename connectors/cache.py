@@ -54,6 +54,11 @@ class LocalTokenCache:
         hit = self._values.get(key)
         return hit[0] if hit is not None and self.clock() < hit[1] else None
 
+    def left(self, key: str) -> float:
+        """Seconds `key` has left (0: none)."""
+        hit = self._values.get(key)
+        return max(0.0, hit[1] - self.clock()) if hit is not None else 0.0
+
     async def set(self, key: str, value: str, ttl: float) -> None:
         self._values[key] = (value, self.clock() + ttl)
 

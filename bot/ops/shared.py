@@ -93,7 +93,8 @@ class SharedRedis:
 
 class RedisTokenCache:
     """connectors.cache.TokenCache in Redis, with this process's copy as the fallback (and the local lock first, so
-    one coroutine per process asks Redis for the fetch lock)."""
+    one coroutine per process asks Redis for the fetch lock). What Redis hands out is copied here with its time left,
+    so an outage costs no `gettoken`; a Redis that comes back empty is given this copy rather than a new fetch."""
 
     def __init__(self, shared: SharedRedis, *, lock_ttl: float = 20.0, poll: float = 0.05) -> None:
         self.shared = shared
@@ -103,15 +104,24 @@ class RedisTokenCache:
         self._release = shared.aio.register_script(RELEASE)
 
     async def get(self, key: str) -> str | None:
-        if self.shared.available("token"):
-            try:
-                value = await self.shared.aio.get(self.shared.key("token", key))
-            except ERRORS as exc:
-                self.shared.failed("token", exc)
-            else:
+        if not self.shared.available("token"):
+            return await self.local.get(key)
+        name = self.shared.key("token", key)
+        try:
+            pipe = self.shared.aio.pipeline(transaction=False)
+            value, left_ms = await pipe.get(name).pttl(name).execute()
+            if value:
                 self.shared.ok()
-                return value.decode() if value else None
-        return await self.local.get(key)
+                await self.local.set(key, value.decode(), max(0, left_ms) / 1000)
+                return value.decode()
+            mine = await self.local.get(key)
+            if mine:  # Redis restarted (or lost it): the copy here is still good for every process
+                await self.shared.aio.set(name, mine, nx=True, px=max(1, int(self.local.left(key) * 1000)))
+            self.shared.ok()
+            return mine
+        except ERRORS as exc:
+            self.shared.failed("token", exc)
+            return await self.local.get(key)
 
     async def set(self, key: str, value: str, ttl: float) -> None:
         await self.local.set(key, value, ttl)  # kept here too: what this process uses if Redis goes away
