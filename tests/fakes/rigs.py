@@ -293,6 +293,13 @@ def parse_cases() -> list[tuple[str, Callable[[], InboundMessage | None], dict[s
         c = json.loads(path.read_text("utf-8"))
         want = None if c["expect"] is None else {**c["expect"], "channel": "dingtalk", "platform_msg_id": c["payload"]["msgId"]}
         cases.append((f"dingtalk-{path.stem}", lambda c=c: dingtalk_parse(c["payload"], tenant="default", robot_code=APP), want))
+    from connectors.wecom.robot_config import RobotConfig
+    from connectors.wecom.robot_parse import parse as robot_parse
+
+    robot = RobotConfig(key="default", tenant="t1", name="销售助手")
+    for c in json.loads((FIXTURES / "wecom_robot" / "messages.json").read_text("utf-8"))["case"]:
+        want = None if c["expect"] is None else {**c["expect"], "channel": "wecom", "tenant": "t1"}
+        cases.append((f"wecom-robot-{c['name']}", lambda c=c: robot_parse(c["payload"], robot).msg, want))
     mb = Mailbox(imap_host="h", username="copilot@seller.example.cn", tenant="default", authserv_id="mx.seller.example.cn")
     for c in tomllib.loads((FIXTURES / "email" / "expected.toml").read_text("utf-8"))["case"]:
         raw = (FIXTURES / "email" / c["file"]).read_bytes()
