@@ -3,8 +3,9 @@
 One row per answered message (its `stream_id`, made from the msgid): the answer so far while the model writes it
 (`partial`, from the Previewer), the replies the outbox delivered (`final`: each with its outbox key, so a retried
 delivery is not added twice), whether a poll already showed the finished answer (`closed`), and the message's
-`response_url` with whether it was used (WeCom takes one POST on it, within an hour). Writes that race (a delivery
-and a poll closing the stream) go through a version number: the loser reads again, so no reply is lost between them.
+`response_url` with whether it was claimed or used (WeCom takes one POST on it, within an hour; once it is claimed
+the stream takes no more replies). Writes that race (a delivery and a poll closing the stream, or the response_url
+being claimed) go through a version number: the loser reads again, so no reply is lost between them.
 Own MetaData, created on the engine the factory hands over. The calls touch the database: run them in a thread.
 """
 from __future__ import annotations
@@ -85,14 +86,13 @@ class StreamStore:
         for _ in range(20):
             with self._begin() as conn:
                 row = conn.execute(select(streams).where(streams.c.stream_id == stream_id)).first()
-                if row is None or row.closed or self.clock() - row.created_at > window:
+                if row is None or row.closed or row.url_state or self.clock() - row.created_at > window:
                     return False
                 replies = json.loads(row.final) if row.final else []
                 if any(r["key"] == key for r in replies):
                     return True  # the outbox retried a delivery that got in
                 replies.append({"key": key, "md": md, "card": card})
-                done = conn.execute(update(streams).where(streams.c.stream_id == stream_id, streams.c.version == row.version,
-                                                          streams.c.closed.is_(False))
+                done = conn.execute(update(streams).where(streams.c.stream_id == stream_id, streams.c.version == row.version)
                                     .values(final=json.dumps(replies, ensure_ascii=False), version=row.version + 1)).rowcount
             if done:
                 return True
@@ -120,7 +120,7 @@ class StreamStore:
             if row is None or not row.response_url:
                 return ""
             got = conn.execute(update(streams).where(streams.c.stream_id == stream_id, streams.c.url_state == "")
-                               .values(url_state="claimed", closed=True, version=streams.c.version + 1)).rowcount
+                               .values(url_state="claimed", version=streams.c.version + 1)).rowcount
         return row.response_url if got else ""
 
     def settle_url(self, stream_id: str, used: bool) -> None:

@@ -94,3 +94,22 @@ def test_build_gives_the_app_with_its_robots_and_the_app_alone_without():
     app = build(ChannelContext(section={"corps": [{"key": "east", "corp_id": "ww1", "token": "T", "aes_key": KEY, "agent_id": 1, "secret": "s"}]}))
     assert type(app) is WeComConnector and not isinstance(app, Previewer)
     assert build(ChannelContext()) is None
+
+
+def test_an_answer_no_poll_showed_is_overdue_until_its_response_url_post_succeeds(tmp_path):
+    now = [1000.0]
+    store = StreamStore(create_engine(f"sqlite:///{tmp_path / 's.db'}"), clock=lambda: now[0])
+    store.open("s2", "sales", "acme", "https://example/r2")
+    store.open("s3", "other", "acme", "https://example/r3")
+    assert store.deliver("s2", "in:2:0", "答案 [1]", None, window=30) and store.deliver("s3", "in:3:0", "x", None, window=30)
+    assert store.overdue("sales", 30) == []  # WeCom may still poll
+    now[0] += 31
+    [due] = store.overdue("sales", 30)
+    assert (due.stream_id, due.content, due.response_url) == ("s2", "答案 [1]", "https://example/r2")
+    assert store.claim_url("s2") and store.overdue("sales", 30) == []
+    assert not store.deliver("s2", "in:2:1", "more", None, window=3600)  # claimed: the stream takes no more replies
+    store.settle_url("s2", used=False)  # the POST failed: the next sweep tries again
+    assert [d.stream_id for d in store.overdue("sales", 30)] == ["s2"]
+    assert store.claim_url("s2")
+    store.settle_url("s2", used=True)
+    assert store.overdue("sales", 30) == [] and store.claim_url("s2") == ""
