@@ -26,6 +26,10 @@ OTO_PATH = "/v1.0/robot/oToMessages/batchSend"
 GROUP_PATH = "/v1.0/robot/groupMessages/send"
 DOWNLOAD_PATH = "/v1.0/robot/messageFiles/download"
 STREAM_OPEN_PATH = "/v1.0/gateway/connections/open"
+CARD_CREATE_PATH = "/v1.0/card/instances/createAndDeliver"
+CARD_UPDATE_PATH = "/v1.0/card/instances"
+CARD_STREAM_PATH = "/v1.0/card/streaming"
+CARD_CALLBACK_PATH = "/v1.0/card/callbacks/register"
 AUTH_ERRORS = ("InvalidAuthentication", "invalidAuthentication", "Unauthorized")
 WEBHOOK_EXPIRED = 300001  # the session webhook is no longer valid
 WEBHOOK_RETRY = {130101}  # sending too fast
@@ -79,12 +83,12 @@ class DingTalkClient:
     def _forget(self, token: str) -> None:
         self._refused = token
 
-    async def call(self, path: str, body: dict) -> dict:
-        """POST a v1.0 endpoint with the app's token; on an invalid-token answer refresh and retry once."""
+    async def call(self, path: str, body: dict, *, method: str = "POST") -> dict:
+        """POST (or PUT) a v1.0 endpoint with the app's token; on an invalid-token answer refresh and retry once."""
         for attempt in (1, 2):
             token = await self.token()
             try:
-                return await self._request(self.app.api_base + path, body, token)
+                return await self._request(self.app.api_base + path, body, token, method=method)
             except DingTalkAPIError as exc:
                 if attempt == 2 or not (exc.status == 401 or exc.code in AUTH_ERRORS):
                     raise
@@ -138,6 +142,27 @@ class DingTalkClient:
             raise WebhookExpired(msg, status=r.status, code=str(code))
         retryable = r.status >= 500 or (str(code).isdigit() and int(code) in WEBHOOK_RETRY)
         raise DingTalkAPIError(msg, status=r.status, code=str(code), retryable=retryable)
+
+    # interactive cards (互动卡片 / AI 卡片) ------------------------------------------------------
+    async def create_card(self, body: dict) -> dict:
+        """createAndDeliver: one card from a template, delivered to one open space (robot chat or group)."""
+        data = await self.call(CARD_CREATE_PATH, body)
+        results = ((data.get("result") or {}).get("deliverResults") or []) if isinstance(data.get("result"), dict) else []
+        failed = [r for r in results if isinstance(r, dict) and r.get("success") is False]
+        if data.get("success") is False or failed:
+            why = str((failed[0] if failed else data).get("errorMsg") or data.get("message") or "not delivered")
+            raise DingTalkAPIError(f"{CARD_CREATE_PATH}: card not delivered: {why[:200]}", code="deliverFailed", detail=why)
+        return data
+
+    async def update_card(self, body: dict) -> dict:
+        return await self.call(CARD_UPDATE_PATH, body, method="PUT")
+
+    async def stream_card(self, body: dict) -> dict:
+        return await self.call(CARD_STREAM_PATH, body, method="PUT")
+
+    async def register_card_callback(self, route_key: str, url: str, api_secret: str) -> dict:
+        return await self.call(CARD_CALLBACK_PATH, {"callbackRouteKey": route_key, "callbackUrl": url, "apiSecret": api_secret,
+                                                    "forceUpdate": True})
 
     # files -----------------------------------------------------------------------------------
     async def download(self, download_code: str, max_bytes: int) -> bytes:

@@ -8,9 +8,10 @@ app is left out and reported by `copilot doctor` instead of stopping the whole g
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from connectors.config import AccountSpec, ConfigProblem, Issue, load_accounts
 
@@ -33,10 +34,15 @@ class DingTalkApp(BaseModel):
     api_base: str = DEFAULT_API
     login_base: str = "https://login.dingtalk.com"  # the web login (钉钉扫码登录) page
     oapi_base: str = DEFAULT_OAPI
+    # Replies as interactive cards (AI 卡片), streamed while the answer is written (connectors/dingtalk/cards.py).
+    cards: bool = False
+    card_template_id: str = ""  # empty: DingTalk's public AI markdown card (BUILTIN_TEMPLATE); else one from 卡片平台
+    card_content_key: str = ""  # the template's streamed markdown variable; empty: msgContent (built-in) or content (own)
+    card_interval: float = Field(default=0.3, ge=0.0, le=10.0)  # seconds at least between two updates of a card
 
     @model_validator(mode="after")
     def _tidy(self) -> "DingTalkApp":
-        for name in ("app_key", "robot_code", "corp_id"):
+        for name in ("app_key", "robot_code", "corp_id", "card_template_id", "card_content_key"):
             object.__setattr__(self, name, getattr(self, name).strip())
         object.__setattr__(self, "app_secret", SecretStr(self.app_secret.get_secret_value().strip()))
         object.__setattr__(self, "api_base", self.api_base.rstrip("/") or DEFAULT_API)
@@ -67,11 +73,18 @@ def _lower_mode(values: dict[str, Any]) -> dict[str, Any]:
     return {**values, "mode": mode.strip().lower()} if isinstance(mode, str) else values
 
 
+CARD_SETTINGS = ("cards", "card_template_id", "card_content_key", "card_interval")  # [dingtalk] may set them for every app
 SPEC = AccountSpec(platform="dingtalk", list_key="apps", model=DingTalkApp, present=("app_key", "app_secret"),
-                   inherit=("api_base", "oapi_base"), unique=("app_key",), validate=_issues, normalize=_lower_mode)
+                   inherit=("api_base", "oapi_base", *CARD_SETTINGS), unique=("app_key",), validate=_issues, normalize=_lower_mode)
 
 
 def load_apps(tenant: str, section: Mapping[str, Any] | None = None,
               env: Mapping[str, str] | None = None) -> tuple[list[DingTalkApp], list[ConfigProblem]]:
-    """Every usable app (the COPILOT_DINGTALK_* one first) and what is wrong with the others."""
+    """Every usable app (the COPILOT_DINGTALK_* one first) and what is wrong with the others. The card settings
+    written directly under [dingtalk] apply to every app that sets none of its own (the environment's wins)."""
+    section = section or {}
+    shared = {SPEC.env_name(k): str(section[k]).lower() if isinstance(section[k], bool) else str(section[k])
+              for k in CARD_SETTINGS if k in section}
+    if shared:
+        env = {**shared, **{k: v for k, v in (os.environ if env is None else env).items() if v.strip()}}
     return load_accounts(SPEC, tenant, section, env)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import json
 import logging
 import time
@@ -23,9 +24,11 @@ from sqlalchemy.engine import Engine
 from connectors.cache import SharedClaims, TokenCache
 from connectors.channel import ChannelContext, Check, SendError, SignInRefused, Sink
 from connectors.config import ConfigProblem
+from connectors.dingtalk.cards import CardStore, NotOurs, callback_token, route_key
 from connectors.dingtalk.client import DOWNLOAD_PATH, DingTalkAPIError, DingTalkClient, WebhookExpired
 from connectors.dingtalk.config import DingTalkApp, load_apps
 from connectors.dingtalk.crypto import MAX_SKEW_MS, SignatureError, verify
+from connectors.dingtalk.livecards import LiveCards
 from connectors.dingtalk.parse import CHANNEL, ForeignCorp, PayloadError, parse
 from connectors.dingtalk.render import MAX_CHARS, Part, render
 from connectors.dingtalk.stream import StreamReceiver
@@ -58,6 +61,9 @@ class DingTalkConnector:
         # HTTP callbacks' signatures within the timestamp window, with the body each one came with, shared by every
         # process through Redis or the database (connectors/replay.py). The sign is HMAC(timestamp): the app and the timestamp name it.
         self.seen = SeenSignatures(MAX_SKEW_MS / 1000, engine=engine, shared=claims)
+        # replies as cards that fill while the answer is written, for the apps that want them (livecards.py)
+        self.cards = LiveCards(CardStore(engine) if any(a.cards for a in apps) else None, labels)
+        self._tasks: set[asyncio.Task] = set()
 
     @classmethod
     def build(cls, ctx: ChannelContext, **kw: Any) -> "DingTalkConnector | None":
@@ -132,10 +138,40 @@ class DingTalkConnector:
             acc = await sink(msg)  # the same request again is a retry (the inbox dedupes it); another body is refused
             return web.json_response({"inbox_id": acc.inbox_id, "duplicate": acc.duplicate})
 
-        return [web.post("/dingtalk/callback", callback), web.post("/dingtalk/{app}/callback", callback)]
+        async def card_callback(request: web.Request) -> web.Response:
+            """A click on a card's button (HTTP callback mode): the URL registered for the app carries its secret token."""
+            app = self.apps.get(request.match_info.get("app", "default"))
+            if app is None or not app.cards:
+                raise web.HTTPNotFound(text="no DingTalk app with cards is configured here")
+            if not hmac.compare_digest(request.match_info["token"].encode(), callback_token(app).encode()):
+                raise web.HTTPForbidden(text="not this app's card callback URL")
+            try:
+                data = json.loads(await request.read())
+            except (ValueError, UnicodeDecodeError):
+                raise web.HTTPBadRequest(text="body is not valid JSON") from None
+            return web.json_response({"stored": await self._on_card(app, data, sink)})
+
+        return [web.post("/dingtalk/callback", callback), web.post("/dingtalk/{app}/callback", callback),
+                web.post("/dingtalk/card/{token}", card_callback), web.post("/dingtalk/{app}/card/{token}", card_callback)]
+
+    async def _on_card(self, app: DingTalkApp, data: Any, sink: Sink) -> bool:
+        """A card callback: a click on one of our cards becomes an action message in the inbox (raises if it was not
+        stored, so it is not acknowledged); anything else is acknowledged and dropped."""
+        try:
+            msg = await self.cards.clicked(app, data)
+        except NotOurs as exc:
+            log.warning("%s: card callback dropped: %s", app.label, exc)
+            return False
+        await sink(msg)
+        return True
 
     async def start(self, sink: Sink) -> None:
+        self.cards.bind(asyncio.get_running_loop())
         for app in self.apps.values():
+            if app.cards and app.mode == "http":
+                task = asyncio.create_task(self._register_card_callback(app))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
             if app.mode != "stream" or app.key in self.receivers:
                 continue
 
@@ -148,17 +184,35 @@ class DingTalkConnector:
                 if msg is not None:
                     await sink(msg)  # raises if it was not stored (Throttled too): then no ack, DingTalk redelivers
 
-            receiver = StreamReceiver(app, self.clients[app.key], on_message, **self.stream_options)
+            async def on_card(data: dict, app: DingTalkApp = app) -> None:
+                await self._on_card(app, data, sink)
+
+            receiver = StreamReceiver(app, self.clients[app.key], on_message, on_card=on_card if app.cards else None, **self.stream_options)
             self.receivers[app.key] = receiver
             receiver.start()
         for p in self.problems:
             log.error("dingtalk[%s] is not running: %s", p.account, p)
 
+    async def _register_card_callback(self, app: DingTalkApp) -> None:
+        url = f"{self.public_url or 'https://YOUR-HOST'}{app.callback_path.rsplit('/', 1)[0]}/card/{callback_token(app)}"
+        try:
+            await self.clients[app.key].register_card_callback(route_key(app), url, callback_token(app))
+        except DingTalkAPIError as exc:
+            log.warning("%s: card button clicks will not arrive: registering the card callback failed: %s", app.label, exc)
+
     # send --------------------------------------------------------------------------------------
+    def preview(self, target: Target, text: str) -> None:
+        """The answer so far (a worker thread): an app with cards shows it in the reply's card as it grows."""
+        app = self.by_tenant.get(target.tenant)
+        if app is not None and app.cards:
+            self.cards.preview(app, self.clients[app.key], target, text)
+
     async def send(self, target: Target, reply: Reply, key: str) -> None:
         app = self.by_tenant.get(target.tenant)
         if app is None:
             raise SendError(f"no DingTalk app serves tenant {target.tenant!r}", retryable=False)
+        if app.cards and await self.cards.finish(app, self.clients[app.key], target, reply, key):
+            return  # a card; when it cannot be one (a card error), the reply goes out as messages below
         ctx = target.context or {}
         staff = str(ctx.get("senderStaffId") or target.user_id)
         parts = render(reply, group=target.is_group, staff_id=staff, nick=str(ctx.get("senderNick") or ""), labels=self.labels)
@@ -276,6 +330,8 @@ class DingTalkConnector:
             return Check(name, True, f"robot code {app.robot_code} accepted (probe answered {exc.code})")
 
     async def aclose(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
         for r in self.receivers.values():
             await r.aclose()
         self.receivers.clear()

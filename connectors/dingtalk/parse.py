@@ -101,6 +101,7 @@ def parse(data: Any, *, tenant: str, robot_code: str, corp_id: str = "") -> Inbo
             "senderStaffId": _str(data, "senderStaffId"),
             "senderNick": _str(data, "senderNick")[:100],
             "robotCode": _str(data, "robotCode") or robot_code,
+            "msgId": msg_id,  # names the card an answer streams into (cards.py), the same on every retry
         },
         raw={"msgtype": msgtype, "conversationTitle": _str(data, "conversationTitle")[:200],
              "chatbotCorpId": _str(data, "chatbotCorpId"), "senderCorpId": _str(data, "senderCorpId")},

@@ -20,7 +20,7 @@ from urllib.parse import quote_plus
 
 import websockets
 import websockets.exceptions
-from dingtalk_stream import AckMessage, CallbackHandler, CallbackMessage, ChatbotMessage, Credential, DingTalkStreamClient, SystemMessage
+from dingtalk_stream import AckMessage, CallbackHandler, CallbackMessage, Card_Callback_Router_Topic, ChatbotMessage, Credential, DingTalkStreamClient, SystemMessage
 from dingtalk_stream.frames import EventMessage, Headers
 from dingtalk_stream.version import VERSION_STRING
 
@@ -46,13 +46,17 @@ class _RobotMessages(CallbackHandler):
 
 class StreamReceiver:
     def __init__(self, app: DingTalkApp, client: DingTalkClient, on_message: OnMessage, *, backoff_base: float = 1.0,
-                 backoff_max: float = 60.0, heartbeat: float = 20.0, stable_after: float = 30.0) -> None:
+                 backoff_max: float = 60.0, heartbeat: float = 20.0, stable_after: float = 30.0,
+                 on_card: OnMessage | None = None) -> None:
+        """`on_card`: card button clicks (topic /v1.0/card/instances/callback), subscribed only when given."""
         self.app = app
         self.client = client
         self.backoff_base, self.backoff_max, self.stable_after = backoff_base, backoff_max, stable_after
         self.heartbeat = heartbeat
         self.sdk = DingTalkStreamClient(Credential(app.app_key, app.app_secret.get_secret_value()), logger=log)
         self.sdk.register_callback_handler(ChatbotMessage.TOPIC, _RobotMessages(on_message))
+        if on_card is not None:
+            self.sdk.register_callback_handler(Card_Callback_Router_Topic, _RobotMessages(on_card))
         self.sdk.pre_start()
         self.connected = asyncio.Event()
         self.connects = 0

@@ -7,6 +7,8 @@ answers 401 InvalidAuthentication), the robot sends (`oToMessages/batchSend`, `g
 here), a per-message sessionWebhook (errcode 300001 once expired), `gateway/connections/open`
 (a ticket for the fake Stream server) and the oapi `gettoken` / `user/*` that dingtalk-sdk calls.
 Everything sent is recorded in `sent`; `outages` makes the robot send endpoints answer 503 for a while.
+The interactive-card APIs (createAndDeliver, updateCardData, streaming, callback registration) are `cards`
+(tests/fakes/dingtalk_cards.py).
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from tests.fakes.dingtalk_cards import FakeCards
 from tests.fakes.dingtalk_stream_server import FakeStreamServer
 
 MSG_KEYS = {"sampleText", "sampleMarkdown", "sampleActionCard", "sampleActionCard2", "sampleActionCard3",
@@ -66,6 +69,7 @@ class FakeDingTalk:
         self.members: dict[tuple[str, str], str] = {}  # (app key, unionId) -> the member's userid in the app's corp
         self.outages: dict[str, int] = {}  # path -> how many more calls answer 503 (a DingTalk hiccup)
         self._changed = asyncio.Event()
+        self.cards = FakeCards(self)
 
     def bind(self, base_url: str) -> None:
         self.base = base_url.rstrip("/")
@@ -159,6 +163,7 @@ class FakeDingTalk:
             web.post("/v1.0/oauth2/userAccessToken", self._user_token), web.get("/v1.0/contact/users/me", self._me),
             web.get("/user/getUseridByUnionid", self._userid_by_unionid),
             web.get("/user/get_org_user_count", self._oapi_count),
+            *self.cards.routes(),
         ])
         return app
 
