@@ -7,7 +7,8 @@ answer so far (the Previewer writes it to the stream table while the model write
 delivered the reply (`send`) the next poll shows it whole (markdown, citations; an approval also gets its
 button card) with finish true. The stream id comes from the msgid, so a resent callback is the same stream.
 WeCom polls for six minutes: a reply delivered later, or one no poll came for, goes to the message's
-`response_url` (one POST, within an hour). A card click comes back as an action whose answer goes there too.
+`response_url` (one POST, within an hour). A card click comes back as an action whose answer goes there too; the
+click's own answer replaces the card with a notice without buttons, so it is not clicked again.
 
 The robot cannot start a conversation: nudges and digests go through the self-built app (connectors/wecom/
 connector.py), and so does a reply with no stream or response_url left, in a one-to-one chat.
@@ -27,8 +28,8 @@ from sqlalchemy.pool import StaticPool
 
 from connectors.channel import Check, SendError, Sink
 from connectors.config import ConfigProblem
-from connectors.labels import Labels
-from connectors.message import Attachment, Reply, Target
+from connectors.labels import Labels, label
+from connectors.message import Attachment, InboundMessage, Reply, Target
 from connectors.wecom.config import CorpConfig
 from connectors.wecom.connector import WeComConnector
 from connectors.wecom.crypto import BadSignature, CallbackRejected, check_query
@@ -93,8 +94,10 @@ class WeComRobots:
             if cb.stream_id:  # before the message is stored: its reply may be delivered before this request ends
                 await asyncio.to_thread(self.store.open, cb.stream_id, robot.key, robot.tenant, cb.response_url)
             await sink(cb.msg)  # durable before we answer; Throttled propagates (429) and WeCom sends it again
+            if cb.msg.action is not None:  # a card click: its answer goes to its response_url; the card is settled now
+                return web.json_response(crypto.encrypt(self._settled(cb.msg), str(int(time.time())), nonce))
             if not cb.stream_id:
-                return web.Response(text="")  # a card click: its answer goes to its response_url
+                return web.Response(text="")
             return self._answer(crypto, nonce, cb.stream_id, await asyncio.to_thread(self.store.poll, cb.stream_id) or Shown("", False))
 
         return [web.get("/wecom/robot/{robot}/callback", verify), web.post("/wecom/robot/{robot}/callback", receive)]
@@ -104,6 +107,15 @@ class WeComRobots:
         if shown.finish and shown.card:
             payload = {**payload, "msgtype": "stream_with_template_card", "template_card": shown.card}
         return web.json_response(crypto.encrypt(payload, str(int(time.time())), nonce))
+
+    def _settled(self, msg: InboundMessage) -> dict:
+        """The clicked card replaced, for the one who clicked, by a notice without buttons: it cannot be clicked again."""
+        task = str((msg.raw or {}).get("task_id", ""))
+        return {"response_type": "update_template_card", "userids": [msg.sender_id], "template_card": {
+            "card_type": "text_notice", "task_id": task,
+            "source": {"desc": label(self.labels, "zh", "channel_app_name")},
+            "main_title": {"title": label(self.labels, "zh", "channel_card_done")},
+            "card_action": {"type": 1, "url": self.public_url or "https://work.weixin.qq.com"}}}
 
     def _robot(self, request: web.Request) -> tuple[RobotConfig, RobotCrypto]:
         key = request.match_info.get("robot", "")

@@ -125,7 +125,7 @@ def _event(f: dict[str, Any], sender: str, url: str, context: dict, base: dict[s
         raise BadPayload("template_card_event without event_key or a task_id of ours")
     digest = hashlib.sha256(f"{sender}\x1f{task}\x1f{key}".encode()).hexdigest()[:40]
     msg = InboundMessage(platform_msg_id="card:" + digest, kind="action", action=Action(key=key, ref=ref),
-                         reply_context=context, **base)
+                         reply_context=context, **{**base, "raw": {**base["raw"], "task_id": task}})
     return Callback("message", msg, response_url=url)
 
 

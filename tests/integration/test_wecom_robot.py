@@ -147,7 +147,8 @@ async def test_an_approval_card_click_confirms_the_pending_item_once(robot):
     url = robot.urls.url()
     for _ in range(2):  # tapped twice: two callbacks, one action
         status, answer = await robot.bot.send(robot.bot.click("ZhangWei", card["task_id"], "confirm", response_url=url))
-        assert status == 200 and answer is None
+        assert status == 200 and answer["response_type"] == "update_template_card" and answer["userids"] == ["ZhangWei"]
+        assert answer["template_card"]["task_id"] == card["task_id"] and "button_list" not in answer["template_card"]  # settled
     [post] = await robot.urls.wait(1)
     assert post["body"]["msgtype"] == "markdown" and "✓" in post["body"]["markdown"]["content"]
     assert visits() == before + 1
