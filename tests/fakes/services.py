@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 import uuid
 from contextlib import contextmanager
@@ -135,3 +136,63 @@ def redis_server(workdir: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.kill()
+
+
+PG_BIN = Path(os.environ.get("COPILOT_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+
+class PgCluster:
+    """A PostgreSQL cluster of the test's own (initdb in a temporary folder, a free loopback port), so that it can be
+    stopped and started again without touching the machine's PostgreSQL, which other tests share. initdb refuses to
+    run as root: as root, the cluster belongs to the `postgres` user (runuser)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.root = Path(tempfile.mkdtemp(prefix="copilot-pg-"))
+        self.data = self.root / "data"
+        self.url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+
+    def _run(self, *cmd: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        return subprocess.run([*self.as_user, *cmd], capture_output=True, text=True, timeout=timeout)
+
+    def init(self) -> None:
+        if not (PG_BIN / "initdb").exists():
+            pytest.skip(f"no PostgreSQL server binaries in {PG_BIN} (set COPILOT_TEST_PG_BIN) to start a cluster of the test's own")
+        if self.as_user:
+            if not shutil.which("runuser"):
+                pytest.skip("running as root without runuser: initdb refuses root, so no cluster of the test's own")
+            try:
+                shutil.chown(self.root, "postgres", "postgres")
+            except (LookupError, PermissionError) as exc:
+                pytest.skip(f"no `postgres` user to own a cluster of the test's own ({exc})")
+        done = self._run(str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
+        if done.returncode != 0:
+            pytest.skip(f"initdb failed: {done.stderr[-300:]}")
+
+    def start(self) -> None:
+        opts = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off"
+        done = self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-o", opts, "-l", str(self.root / "log"), "-w", "start")
+        if done.returncode != 0:
+            raise RuntimeError(f"pg_ctl start failed: {done.stderr[-300:]} {(self.root / 'log').read_text()[-500:]}")
+
+    def stop(self, mode: str = "immediate") -> None:
+        """`immediate`: as if the server crashed (no checkpoint; crash recovery at the next start)."""
+        self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
+
+
+@contextmanager
+def pg_cluster() -> Iterator[PgCluster]:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cluster = PgCluster(port)
+    try:
+        cluster.init()
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(cluster.root, ignore_errors=True)
