@@ -132,5 +132,17 @@ def crm(
     _print(run(writes, opportunities, database_url or None))
 
 
+@bench.command("streaming")
+def streaming(
+    rounds: int = typer.Option(5, help="Questions per channel (medians are reported)."),
+    rate: float = typer.Option(20.0, help="The scripted model's streaming rate, tokens (4-character pieces) per second."),
+) -> None:
+    """Time to the first visible token on each streaming channel (DingTalk cards, ...) as a ratio of the web chat;
+    card updates per answer."""
+    from bench.streaming import run
+
+    _print(asyncio.run(run(rounds, rate)))
+
+
 if __name__ == "__main__":
     bench(prog_name="python -m bench")
