@@ -34,11 +34,11 @@ from sqlalchemy.pool import StaticPool
 
 from connectors.dingtalk.config import DingTalkApp
 from connectors.dingtalk.parse import CHANNEL
-from connectors.dingtalk.render import _citations, _markdown_body, _title
+from connectors.dingtalk.render import _title
 from connectors.labels import Labels, label
+from connectors.markup import dingtalk_markdown, dingtalk_sources
 from connectors.message import Action, InboundMessage, Reply, Target
 from connectors.sql import insert_ignore
-from connectors.text import fallback_line, has_fallback
 
 BUILTIN_TEMPLATE = "382e4302-551d-4880-bf29-a30acfab2e71.schema"  # DingTalk's public AI markdown card
 BUILTIN_CONTENT_KEY, OWN_CONTENT_KEY = "msgContent", "content"
@@ -133,14 +133,9 @@ def content_key(app: DingTalkApp) -> str:
 
 
 def card_markdown(reply: Reply, labels: Labels | None) -> str:
-    """The finished card's markdown: the answer and its sources (the buttons are the card's own, not typed choices,
-    except for a button that carries no action to call back with)."""
-    body, sources = _markdown_body(reply), _citations(reply, labels)
-    text = f"{body}\n\n{sources}" if sources else body
-    typed = [b for b in reply.buttons if not (b.key and b.ref)]
-    if typed and not has_fallback(reply.text, reply.buttons, labels):
-        text += "\n\n" + fallback_line(reply.buttons, reply.lang, labels)
-    return text
+    """The finished card's markdown (connectors.markup's DingTalk dialect): the answer and its sources. The buttons are
+    the card's own, not typed choices, unless one carries no action to call back with."""
+    return dingtalk_markdown(reply, labels, buttons=any(not (b.key and b.ref) for b in reply.buttons))
 
 
 def card_buttons(reply: Reply) -> list[dict]:
@@ -155,7 +150,8 @@ def card_data(app: DingTalkApp, text: str, *, status: str, reply: Reply | None =
     full: dict[str, Any] = {"order": ["msgTitle", "msgContent", "staticMsgContent", "msgButtons"]}
     if buttons:
         full["msgButtons"] = buttons
-    return {content_key(app): text, "flowStatus": status, "msgTitle": title, "title": title,
+    sources = dingtalk_sources(reply, labels) if reply is not None else ""  # also on its own, for a template with a field for it
+    return {content_key(app): text, "flowStatus": status, "msgTitle": title, "title": title, "sources": sources,
             "sys_full_json_obj": json.dumps(full, ensure_ascii=False), "buttons": json.dumps(buttons, ensure_ascii=False)}
 
 
