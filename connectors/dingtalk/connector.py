@@ -291,6 +291,8 @@ class DingTalkConnector:
             checks.append(Check(f"{name} corp id", False, "corp_id is not configured: the corp a message names (senderCorpId, "
                                 "chatbotCorpId) is not checked", f"set {where} to the CorpId (ding...) from {CONSOLE} → 凭证与基础信息"))
         checks.append(await self._doctor_robot(app, client))
+        if app.cards:
+            checks.append(await self._doctor_cards(app, client))
         try:
             oapi = await client.oapi_summary()
             seen = f"{oapi['members']} members visible" if oapi.get("members") is not None else "contacts not readable (optional)"
@@ -328,6 +330,25 @@ class DingTalkConnector:
             if exc.status == 0 or exc.status >= 500:
                 return Check(name, False, str(exc), "DingTalk did not answer: try again, or check outbound HTTPS")
             return Check(name, True, f"robot code {app.robot_code} accepted (probe answered {exc.code})")
+
+    async def _doctor_cards(self, app: DingTalkApp, client: DingTalkClient) -> Check:
+        """Probe the card update and streaming APIs with an outTrackId that names no card: "no such card" means the
+        permission is there; a refusal names the one missing. (Whether the template exists shows at the first reply.)"""
+        name, missing = f"{app.label} cards", []
+        for scope, call in (("Card.Instance.Write", client.update_card), ("Card.Streaming.Write", client.stream_card)):
+            try:
+                await call({"outTrackId": "copilot-doctor-probe", "guid": "probe", "key": "content", "content": "", "isFull": True,
+                            "isFinalize": False, "isError": False, "cardData": {"cardParamMap": {}}})
+            except DingTalkAPIError as exc:
+                if exc.status == 403 or "permission" in f"{exc.code} {exc.detail}".lower():
+                    missing.append(scope)
+                elif exc.status == 0 or exc.status >= 500:
+                    return Check(name, False, str(exc), "DingTalk did not answer: try again, or check outbound HTTPS")
+        if missing:
+            return Check(name, False, f"the app may not {' / '.join(missing)}: replies go out as messages instead of cards",
+                         f"{CONSOLE} → 权限管理: add {', '.join(missing)} (互动卡片) and publish a new version")
+        where = "callbacks over the Stream connection" if app.mode == "stream" else f"callbacks to route key {route_key(app)}"
+        return Check(name, True, f"card template {app.card_template_id or 'built-in AI card'}; {where}")
 
     async def aclose(self) -> None:
         for t in list(self._tasks):

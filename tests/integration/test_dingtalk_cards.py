@@ -191,3 +191,14 @@ async def test_a_button_on_the_card_confirms_the_pending_item_once(fake, cards_o
     assert late is not None and "处理过" in late[0].data["msgContent"]
     await asyncio.sleep(0.4)
     assert len(fake.cards.instances) == 3 and fake.sent == []
+
+
+async def test_doctor_names_a_missing_card_permission(fake, cards_on, make_settings):
+    cards_on()
+    conn = DingTalkConnector.build(channel_context(make_settings(), "dingtalk"))
+    [ok] = [c for c in await conn.doctor() if c.name.endswith("cards")]
+    assert ok.ok and "built-in AI card" in ok.detail
+    fake.cards.withdraw(APP, STREAMING)
+    [bad] = [c for c in await conn.doctor() if c.name.endswith("cards")]
+    assert not bad.ok and "Card.Streaming.Write" in bad.fix and "Card.Instance.Write" not in bad.fix
+    await conn.aclose()
