@@ -138,7 +138,7 @@ class FakeRobot:
         assert status == 200 and answer is not None, status
         return answer
 
-    async def poll_until_finished(self, user: str, stream: str, *, chat: str = "", every: float = 0.05, timeout: float = 25.0) -> list[dict]:
+    async def poll_until_finished(self, user: str, stream: str, *, chat: str = "", every: float = 0.1, timeout: float = 25.0) -> list[dict]:
         """Every poll's answer, until one finishes the stream (WeCom polls for six minutes; tests for `timeout`)."""
         seen, until = [], time.monotonic() + timeout
         while time.monotonic() < until:

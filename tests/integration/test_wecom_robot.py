@@ -39,6 +39,7 @@ async def robot(make_app, make_settings, aiohttp_server, aiohttp_client, tmp_pat
         copilot.directory.link(rep, "wecom", uid, tenant=settings.tenant)
     client = await aiohttp_client(create_web_app(copilot))
     client.copilot, client.model, client.urls, client.conn = copilot, model, urls, conn
+    client.another = lambda: WeComChannel([], WeComRobots(robots, engine=streams))  # another process's, on the same database
     client.bot = FakeRobot(client, ROBOT, "/wecom/robot/default/callback")
     client.late = FakeRobot(client, LATE, "/wecom/robot/late/callback")
     yield client
@@ -174,3 +175,19 @@ async def test_when_no_poll_can_show_the_answer_it_goes_to_the_response_url(robo
     assert "[1]" in posts[1]["body"]["markdown"]["content"] and "来源" in posts[1]["body"]["markdown"]["content"]
     await asyncio.sleep(0.6)  # nothing is posted twice
     assert len(robot.urls.posts) == 2 and robot.urls.refused == []
+
+
+async def test_polls_taken_by_another_gateway_process_show_the_same_stream(robot, make_app, aiohttp_client):
+    """The message reaches one `copilot serve`, WeCom's polls another: the stream lives in the shared database."""
+    from bot.web.gateway import create_web_app
+
+    other = await aiohttp_client(create_web_app(make_app(robot.copilot.settings, channels=[robot.another()])))
+    there = FakeRobot(other, ROBOT, "/wecom/robot/default/callback")
+    robot.model.add(Step(tool_calls=[{"name": "answer_question", "arguments": {"question": QUESTION}}]),
+                    Step(text=ANSWER, chunk_delay=0.1))
+    _, first = await robot.bot.send(robot.bot.message("ZhangWei", QUESTION, "m-two"))
+    polls = await there.poll_until_finished("ZhangWei", first["stream"]["id"])
+    assert any(p["stream"]["content"] and not p["stream"]["finish"] for p in polls)  # the answer so far, seen from there
+    assert polls[-1]["stream"]["finish"] and "[1]" in polls[-1]["stream"]["content"]
+    again = await robot.bot.poll("ZhangWei", first["stream"]["id"])  # and from here: the same finished answer
+    assert again["stream"] == polls[-1]["stream"]
