@@ -240,6 +240,8 @@ def spans(token: Token) -> Spans:
 
 
 def _append(out: list[Inline], text: str) -> None:
+    if not text:
+        return
     if out and isinstance(out[-1], Text):
         out[-1] = Text(out[-1].text + text)
     else:

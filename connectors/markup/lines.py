@@ -172,6 +172,8 @@ def render(doc: Doc, d: Dialect, labels: Labels | None = None) -> Rendered:
     out = Builder()
     for b in doc.blocks:
         _add(out, block_lines(b, d, labels, doc.lang), d)
+        if isinstance(b, Heading):
+            out.glue()
     _add(out, sources_lines(doc, d, labels), d)
     if doc.fallback:
         _add(out, [(fallback_line(doc.fallback, doc.lang, labels), True)], d)

@@ -46,6 +46,7 @@ class Rendered:
 
     text: str
     keep: tuple[tuple[int, int], ...] = ()
+    glued: tuple[int, ...] = ()  # paragraph starts that are no place for a cut (after a heading) unless nothing else fits
 
 
 @dataclass
@@ -55,7 +56,9 @@ class Builder:
     sep: str = "\n\n"
     parts: list[str] = field(default_factory=list)
     keep: list[tuple[int, int]] = field(default_factory=list)
+    glued: list[int] = field(default_factory=list)
     _pos: int = 0
+    _glue: bool = False
 
     def add(self, text: str, whole_lines: Iterable[str] = ()) -> None:
         """Append a block; each of `whole_lines` (lines of `text`) stays in one part."""
@@ -63,6 +66,9 @@ class Builder:
             return
         if self.parts:
             self._pos += len(self.sep)
+            if self._glue:  # a heading stays with the start of what it heads
+                self.glued.append(self._pos)
+                self._glue = False
         wanted = set(whole_lines)
         offset = 0
         for line in text.split("\n"):
@@ -72,8 +78,12 @@ class Builder:
         self.parts.append(text)
         self._pos += len(text)
 
+    def glue(self) -> None:
+        """Rather no cut between the block just added and the next one (a heading and what it heads)."""
+        self._glue = bool(self.parts)
+
     def done(self) -> Rendered:
-        return Rendered(self.sep.join(self.parts), tuple(self.keep))
+        return Rendered(self.sep.join(self.parts), tuple(self.keep), tuple(self.glued))
 
 
 def split(text: str | Rendered, limit: int, size: Size = len, *, numbered: bool = False) -> list[str]:
@@ -84,22 +94,19 @@ def split(text: str | Rendered, limit: int, size: Size = len, *, numbered: bool 
     if size(body.strip()) <= limit:
         return [body.strip()] if body.strip() else []
     budget = max(limit - (MARK_RESERVE if numbered else 0), 4)
-    parts = _cut(body, budget, size, r.keep)
+    parts = _cut(body, budget, size, r.keep, set(r.glued))
     if numbered and len(parts) > 1:
         n = len(parts)
         return [f"({i}/{n})\n{p}" for i, p in enumerate(parts, 1)]
     return parts
 
 
-def _cut(text: str, limit: int, size: Size, keep: Iterable[tuple[int, int]]) -> list[str]:
+def _cut(text: str, limit: int, size: Size, keep: Iterable[tuple[int, int]], glued: set[int]) -> list[str]:
     n = len(text)
     cum = [0, *accumulate(size(ch) for ch in text)]  # a str is code points: no cut splits a UTF-8 sequence
-    blocked = bytearray(n + 1)
-    spans = list(keep) + [m.span() for m in _WHOLE.finditer(text)]
-    for s, e in spans:
-        if cum[e] - cum[s] <= limit:  # a span longer than a part must be cut anyway
-            blocked[s + 1:e] = b"\x01" * max(0, e - s - 1)
+    lines, blocked = _blocked(list(keep), cum, limit), _blocked(list(keep) + [m.span() for m in _WHOLE.finditer(text)], cum, limit)
     levels = [[m.end() for m in rx.finditer(text)] for rx in _LEVELS]
+    levels.insert(0, [p for p in levels[0] if p not in glued])
     parts, start = [], 0
     while start < n:
         while start < n and text[start].isspace():
@@ -110,13 +117,22 @@ def _cut(text: str, limit: int, size: Size, keep: Iterable[tuple[int, int]]) -> 
             parts.append(text[start:].strip())
             break
         end = bisect_right(cum, cum[start] + limit) - 1  # the furthest position within the limit
-        cut = _best(levels, blocked, start, end)
+        # overlapping spans may leave no place at all: then rows and citations before links, then anywhere
+        cut = _best(levels, blocked, start, end) or _best(levels, lines, start, end) or max(end, start + 1)
         parts.append(text[start:cut].strip())
         start = cut
     return [p for p in parts if p]
 
 
-def _best(levels: list[list[int]], blocked: bytearray, start: int, end: int) -> int:
+def _blocked(spans: list[tuple[int, int]], cum: list[int], limit: int) -> bytearray:
+    blocked = bytearray(len(cum))
+    for s, e in spans:
+        if cum[e] - cum[s] <= limit:  # a span longer than a part must be cut anyway
+            blocked[s + 1:e] = b"\x01" * max(0, e - s - 1)
+    return blocked
+
+
+def _best(levels: list[list[int]], blocked: bytearray, start: int, end: int) -> int | None:
     for cuts in levels:
         j = bisect_right(cuts, end) - 1
         while j >= 0 and cuts[j] > start:
@@ -126,4 +142,4 @@ def _best(levels: list[list[int]], blocked: bytearray, start: int, end: int) -> 
     for p in range(end, start, -1):
         if not blocked[p]:
             return p
-    return max(end, start + 1)
+    return None
