@@ -28,6 +28,7 @@ from connectors.labels import Labels
 from connectors.message import InboundMessage, Reply, Target
 
 log = logging.getLogger("copilot.dingtalk.cards")
+MAX_LIVE = 1000  # cards being written at once in this process; past it the oldest stops updating
 
 
 @dataclass(eq=False)
@@ -59,7 +60,6 @@ class LiveCards:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.created = 0  # cards created (createAndDeliver accepted)
         self.stream_updates = 0  # streaming updates sent
-        self.first_shown: dict[str, float] = {}  # out_track_id -> when its first text was accepted by DingTalk (monotonic)
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -74,6 +74,8 @@ class LiveCards:
         with self._lock:
             live = self._live.get(otid)
             if live is None:
+                while len(self._live) >= MAX_LIVE:  # answers whose reply never came here (another process sent it, or none)
+                    self._live.pop(next(iter(self._live))).closed = True
                 live = self._live[otid] = _Live(app, client, target, otid, msg_id)
             if live.closed or live.failed:
                 return
@@ -115,11 +117,9 @@ class LiveCards:
                 await self._create(live.app, live.client, live.out_track_id, live.target,
                                    card_data(live.app, text, status=WRITING, labels=self.labels), again=not fresh)
                 live.created = True
-                self.first_shown.setdefault(live.out_track_id, time.monotonic())
                 return
         await self._stream(live.app, live.client, live.out_track_id, text, final=False)
         live.updates += 1
-        self.first_shown.setdefault(live.out_track_id, time.monotonic())
 
     # the reply ------------------------------------------------------------------------------------------------
     async def finish(self, app: DingTalkApp, client: DingTalkClient, target: Target, reply: Reply, key: str) -> bool:
