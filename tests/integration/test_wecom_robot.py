@@ -73,6 +73,9 @@ async def test_url_verification_and_forged_signatures_are_refused(robot):
     assert status == 403  # a signed callback for another robot
     assert (await robot.post("/wecom/robot/nowhere/callback", params=params, data=body)).status == 404
     assert (await robot.post("/wecom/robot/default/callback", data=body)).status == 400  # no signature at all
+    r = await robot.post("/wecom/robot/default/callback", params=params, data=b'{"encrypt": "' + b"A" * 70_000 + b'"}')
+    assert r.status == 413  # a callback is a few KB
+    assert (await robot.post("/wecom/robot/default/callback", params=params, data=b"<xml>not json</xml>")).status == 400
     assert inbox(robot.copilot) == []
     checks = {c.name: c for c in await robot.conn.doctor()}
     assert checks["WeCom robot default: settings"].ok and "/wecom/robot/default/callback" in checks["WeCom robot default: settings"].detail
