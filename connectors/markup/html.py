@@ -10,8 +10,8 @@ import re
 from connectors.labels import Labels, label
 
 from .blocks import Block, Break, Code, CodeBlock, Doc, Heading, Link, ListBlock, Paragraph, Quote, Rule, Spans, Styled, Table, Text, fallback_line
+from .split import URL
 
-_URL = re.compile(r"https?://[^\s<>\"'）)\]]+")
 _SAFE = re.compile(r"^(?:https?://|mailto:)", re.I)
 _CELL = "border:1px solid #d0d7de;padding:4px 8px;text-align:left;vertical-align:top"
 _MUTED = "color:#57606a;font-size:90%"
@@ -38,7 +38,7 @@ def email_html(doc: Doc, labels: Labels | None = None) -> str:
 
 def _block(b: Block) -> str:
     if isinstance(b, Heading):
-        level = min(b.level + 2, 6)  # an answer's "#" is a section of a mail, not its title
+        level = min(b.level + 1, 6)  # an answer's "#" is a section of a mail, not its title
         return f"<h{level}>{spans(b.spans)}</h{level}>"
     if isinstance(b, Paragraph):
         return f"<p>{spans(b.spans)}</p>"
@@ -89,7 +89,7 @@ def spans(items: Spans, autolink: bool = True) -> str:
 def _text(text: str) -> str:
     """Escaped, with bare URLs clickable."""
     parts, last = [], 0
-    for m in _URL.finditer(text):
+    for m in URL.finditer(text):
         url = html.escape(m.group(0))
         parts += [html.escape(text[last:m.start()]), f'<a href="{url}">{url}</a>']
         last = m.end()

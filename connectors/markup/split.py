@@ -12,12 +12,14 @@ from itertools import accumulate
 from typing import Callable, Iterable
 
 Size = Callable[[str], int]
+# a bare URL: ASCII up to a space, a bracket or a quote, not counting the sentence's full stop or comma after it
+URL = re.compile(r"https?://[^\s<>\"'()\[\]\u0080-\U0010ffff]*[^\s<>\"'()\[\]\u0080-\U0010ffff.,;:!?]")
 MARK_RESERVE = 16  # room for the "(12/34)\n" part marker
 
 # Spans no cut may fall inside, whatever the dialect wrote them as.
 _WHOLE = re.compile(
     r"!?\[[^\]\n]*\]\([^)\s]*\)"  # a Markdown link or image
-    r"|https?://[^\s<>\"'）)\]]+"  # a bare URL
+    r"|" + URL.pattern +  # a bare URL
     r"|(?:\[\d+\])+"  # citation markers
     r"|<font[^>\n]*>[^<\n]*</font>"  # WeCom colour
     r"|\*\*[^*\n]{1,200}\*\*"  # bold

@@ -16,7 +16,7 @@ import hashlib
 import re
 
 from connectors.labels import Labels, label
-from connectors.markup import split, utf8_len, wecom_parts
+from connectors.markup import plain_text, split, utf8_len, wecom_parts
 from connectors.message import Reply
 from connectors.text import fallback_line
 
@@ -64,7 +64,7 @@ def template_card(reply: Reply, seed: str, labels: Labels | None = None) -> dict
     if tid is None:
         return None
     title = label(labels, reply.lang, "channel_card_draft" if reply.kind == "draft" else "channel_card_confirm")
-    summary = reply.text.strip().split("\n\n")[0]
+    summary = plain_text(reply, labels, buttons=False).split("\n\n")[0]  # a card shows no Markdown
     if len(summary) > 150:
         summary = summary[:149] + "…"
     return {"msgtype": "template_card", "template_card": {

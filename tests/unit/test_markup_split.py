@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from connectors.markup import DINGTALK, PLAIN, WECOM, document, feishu_cards, render, split, utf8_len
 from connectors.markup.split import MARK_RESERVE
+from connectors.markup.split import URL as BARE_URL
 from connectors.message import Citation, Reply
 
 # MARKUP_EXAMPLES=1000 for a longer hunt; the default keeps the file at a few seconds
@@ -31,7 +32,7 @@ MARKDOWN = st.lists(st.one_of(PARAGRAPH, PARAGRAPH, TABLE, LIST, SENTENCE.map(la
 CITATIONS = st.lists(st.builds(lambda n, t, u: Citation(n=n, doc_id=f"d{n}", title=t, version="2", updated="2026-11-10", url=u),
                                st.integers(1, 9), st.text(alphabet="竞品卡星图价格 ", min_size=1, max_size=12), st.one_of(st.just(""), URL)),
                      max_size=4)
-_WHOLE = re.compile(r"\[[^\]\n]*\]\([^)\s]*\)|https?://[^\s<>\"'）)\]]+|(?:\[\d+\])+")
+_WHOLE = re.compile(r"\[[^\]\n]*\]\([^)\s]*\)|" + BARE_URL.pattern + r"|(?:\[\d+\])+")
 
 
 def _squeeze(s: str) -> str:
