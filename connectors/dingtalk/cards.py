@@ -12,11 +12,12 @@ from `sys_full_json_obj` or as a loop over the `buttons` variable (a JSON list o
 Which card is whose (CardStore, the `dingtalk_cards` table on the copilot's database, created here like the email
 connector's tables). An outTrackId is deterministic: an HMAC under the app's secret of the inbound msgId (the card an
 answer streams into) or of the outbox key (a reply that was not streamed), so a retry, or another process, names the
-same card, and nobody without the secret can name one. Determinism alone cannot tell "create it" from "it exists"
-after a crash between DingTalk's answer and ours, and a click must find its conversation: so each card is written
-down before it is created (`new`), marked `live` once DingTalk has it and `done` once a reply finished it. A `new`
-card met again is created again, and if DingTalk refuses the outTrackId as taken it is updated instead: one card per
-answer, never two. The table is also what a click is checked against (a card we made, in that conversation).
+same card, and nobody without the secret can name one. Creating is idempotent on it: DingTalk refuses an outTrackId
+it has, and a refused create is retried as an update (livecards.py), so a crash between DingTalk's answer and ours
+costs nothing: one card per answer, never two. The table is what the ids alone cannot give: which reply finished
+which card (a retried reply updates the card it finished; the first reply of a message takes the card its answer
+streamed into), each card's state (new, live, done, failed: a failed one is not tried again for that reply, it
+goes out as a message), and for a click, the conversation and person the card belongs to.
 """
 from __future__ import annotations
 

@@ -108,16 +108,14 @@ class LiveCards:
 
     async def _show(self, live: _Live, text: str) -> None:
         if not live.created:
-            card, fresh = await asyncio.to_thread(self.store.claim, live.out_track_id, live.app.key, live.target, msg_id=live.msg_id)
-            if card.state in ("live", "done"):  # made before a restart: keep writing into it
-                live.created = True
-            elif card.state == "failed":
-                raise DingTalkAPIError("this card failed before")
-            else:
-                await self._create(live.app, live.client, live.out_track_id, live.target,
-                                   card_data(live.app, text, status=WRITING, labels=self.labels), again=not fresh)
-                live.created = True
-                return
+            # the first words: written down and created at once (not one after the other: the card shows sooner).
+            # A crash between the two is safe: the next try creates again, DingTalk refuses the taken id, it is updated.
+            data = card_data(live.app, text, status=WRITING, labels=self.labels)
+            await asyncio.gather(asyncio.to_thread(self.store.claim, live.out_track_id, live.app.key, live.target, msg_id=live.msg_id),
+                                 self._create(live.app, live.client, live.out_track_id, live.target, data))
+            await asyncio.to_thread(self.store.mark, live.out_track_id, "live")
+            live.created = True
+            return
         await self._stream(live.app, live.client, live.out_track_id, text, final=False)
         live.updates += 1
 
@@ -127,7 +125,7 @@ class LiveCards:
         text = card_markdown(reply, self.labels)
         if len(text) > MAX_CARD_CHARS:
             return False
-        card, fresh = await asyncio.to_thread(self.store.by_reply, key), False
+        card = await asyncio.to_thread(self.store.by_reply, key)
         if card is None:
             msg_id = str((target.context or {}).get("msgId") or "")
             streamed = track_id(app, "stream", msg_id) if msg_id else ""
@@ -138,14 +136,14 @@ class LiveCards:
             if streamed and await asyncio.to_thread(self.store.take, streamed, key):
                 card = await asyncio.to_thread(self.store.get, streamed)
             else:
-                card, fresh = await asyncio.to_thread(self.store.claim, track_id(app, "reply", key), app.key, target,
-                                                      msg_id=msg_id, reply_key=key)
+                card, _ = await asyncio.to_thread(self.store.claim, track_id(app, "reply", key), app.key, target,
+                                                  msg_id=msg_id, reply_key=key)
         if card is None or card.state == "failed":
             return False
         data = card_data(app, text, status=DONE, reply=reply, labels=self.labels)
         try:
             if card.state == "new":
-                await self._create(app, client, card.out_track_id, target, data, again=not fresh)
+                await self._create(app, client, card.out_track_id, target, data)
             else:
                 await self._stream(app, client, card.out_track_id, text, final=True)
                 await client.update_card({"outTrackId": card.out_track_id, "cardData": {"cardParamMap": data},
@@ -176,18 +174,20 @@ class LiveCards:
         return click(data, app=app, card=card)
 
     # the API ----------------------------------------------------------------------------------------------------
-    async def _create(self, app: DingTalkApp, client: DingTalkClient, otid: str, target: Target, data: dict, *, again: bool) -> None:
-        """createAndDeliver; when this card may exist already (`again`: written down by an earlier try) and DingTalk
-        refuses it, update it instead."""
+    async def _create(self, app: DingTalkApp, client: DingTalkClient, otid: str, target: Target, data: dict) -> None:
+        """createAndDeliver. DingTalk refuses an outTrackId it has already: then this card was made by an earlier try
+        (a crash before it was marked, another process) and is updated instead; if that fails too, the refusal stands."""
         try:
             await client.create_card(create_body(app, otid, target, data))
         except DingTalkAPIError as exc:
-            if not again or exc.retryable:
+            if exc.retryable:
                 raise
-            await client.update_card({"outTrackId": otid, "cardData": {"cardParamMap": data},
-                                      "cardUpdateOptions": {"updateCardDataByKey": True}, "userIdType": 1})
+            try:
+                await client.update_card({"outTrackId": otid, "cardData": {"cardParamMap": data},
+                                          "cardUpdateOptions": {"updateCardDataByKey": True}, "userIdType": 1})
+            except DingTalkAPIError:
+                raise exc from None
         self.created += 1
-        await asyncio.to_thread(self.store.mark, otid, "live")
 
     async def _stream(self, app: DingTalkApp, client: DingTalkClient, otid: str, text: str, *, final: bool) -> None:
         await client.stream_card({"outTrackId": otid, "guid": uuid.uuid4().hex, "key": content_key(app), "content": text,
