@@ -5,9 +5,11 @@ One gateway (this process, one event loop) serves the web chat and every platfor
 its fake platform from tests/fakes (run it from a source checkout), with a scripted model that streams the answer at
 a fixed token rate (one token = one streamed piece of the fake's, 4 characters). Each round asks the same question
 once per channel, in a new conversation, and times from sending the message to:
-- first: the first text the person can see (web chat: the long poll returns a `partial`; DingTalk: the card exists),
-- done: the finished answer (web chat: the reply; DingTalk: the card's final update),
-- updates: what the person saw change on the way (web chat: partials; DingTalk: streaming updates of the card).
+- first: the first text the person can see (web chat: the long poll returns a `partial`; DingTalk: the card exists;
+  WeCom robot: a poll of the stream shows text),
+- done: the finished answer (web chat: the reply; DingTalk: the card's final update; WeCom robot: the poll with finish),
+- updates: what the person saw change on the way (web chat: partials; DingTalk: streaming updates of the card; WeCom
+  robot: polls that showed new text).
 
 A channel is one row: an object with `name`, `prepare(bench)` (start its fake platform, return the COPILOT_* settings
 that point the copilot at it), `ready(bench)` (after the gateway is up: link the asker, sign in) and `ask(bench, n)`
@@ -150,7 +152,49 @@ class DingTalkCards:
         await self.session.close()
 
 
-CHANNELS: list[Any] = [WebChat(), DingTalkCards()]  # the first is the baseline
+class WeComRobot:
+    """The WeCom intelligent robot (API mode): its first answer is an empty stream, then WeCom polls the stream and
+    each poll shows the answer so far. WeCom does not document how often it polls: this polls every POLL_EVERY
+    seconds, so up to that much of `first` and `done` is the poll's own wait."""
+
+    name = "wecom robot"
+    POLL_EVERY = 0.25
+    robot = dict(token="BenchRobTok1", aes_key="0123456789abcdefghijklmnopqrstuvwxyzABCDEFG", robot_id="aib-bench-1")
+
+    async def prepare(self, bench: Bench) -> dict[str, str]:
+        return {f"COPILOT_WECOM_ROBOT_{k.upper()}": v for k, v in self.robot.items()}
+
+    async def ready(self, bench: Bench) -> None:
+        from tests.fakes.wecom_robot import FakeRobot
+
+        bench.cp.directory.link("zhangwei", "wecom", "ZhangWei", tenant=bench.cp.settings.tenant)
+        self.session = aiohttp.ClientSession(base_url=bench.base)
+        self.fake = FakeRobot(self.session, self.robot, "/wecom/robot/default/callback")
+
+    async def ask(self, bench: Bench, n: int) -> Sample:
+        import asyncio
+
+        started = time.monotonic()
+        status, answer = await self.fake.send(self.fake.message("ZhangWei", QUESTION, f"bench-robot-{n}"))
+        assert status == 200 and answer is not None, status
+        sid, first, shown = answer["stream"]["id"], None, ""
+        updates = 0
+        while True:
+            stream = (await self.fake.poll("ZhangWei", sid))["stream"]
+            now = time.monotonic() - started
+            if stream["content"] and stream["content"] != shown:
+                first = now if first is None else first
+                updates += 1
+                shown = stream["content"]
+            if stream["finish"]:
+                return Sample(first if first is not None else now, now, updates)
+            await asyncio.sleep(self.POLL_EVERY)
+
+    async def aclose(self) -> None:
+        await self.session.close()
+
+
+CHANNELS: list[Any] = [WebChat(), DingTalkCards(), WeComRobot()]  # the first is the baseline
 
 
 async def run(rounds: int = 5, rate: float = 20.0, data_root: Path | None = None) -> dict:
