@@ -7,7 +7,7 @@ channel core and itself. lark-oapi takes seconds to import: it is loaded only wh
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from connectors.channel import ChannelContext
 from connectors.feishu.config import load_apps
@@ -16,15 +16,15 @@ if TYPE_CHECKING:
     from connectors.feishu.connector import FeishuConnector
 
 
-def build(ctx: ChannelContext) -> "FeishuConnector | None":
-    """The connector for the configured Feishu apps, or None when there are none."""
+def build(ctx: ChannelContext, **kw: Any) -> "FeishuConnector | None":
+    """The connector for the configured Feishu apps, or None when there are none (`kw`: e.g. ws_options)."""
     apps, problems = load_apps(ctx.tenant, ctx.section)
     if not apps and not problems:
         return None
     from connectors.feishu.connector import FeishuConnector
 
     return FeishuConnector(apps, problems, public_url=ctx.public_url, max_download=ctx.max_download, labels=ctx.labels or None,
-                           engine=ctx.engine)
+                           engine=ctx.engine, **kw)
 
 
 __all__ = ["build"]

@@ -117,7 +117,7 @@ class FeishuClient:
             if not resp.success():
                 raw = resp.raw
                 raise _error(path, raw.status_code if raw else 0, int(resp.code or -1), resp.msg or "", (raw.headers or {}) if raw else {})
-            return resp.data
+            return getattr(resp, "data", None)  # a PATCH answers without data
         return await self._with_token(run)
 
     # messages -------------------------------------------------------------------------------------

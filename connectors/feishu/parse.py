@@ -153,7 +153,8 @@ def _post_text(content: dict) -> str:
 def _clean(text: str, names: dict[str, str]) -> str:
     for placeholder in sorted(names, key=len, reverse=True):  # @_user_10 before @_user_1
         text = text.replace(placeholder, names[placeholder])
-    return re.sub(r"[ \t\u00a0\u2005\u3000]{2,}", " ", text).strip()[:_MAX_TEXT]
+    text = re.sub(r"[ \t\u00a0\u2005\u3000]{2,}", " ", text)
+    return "\n".join(line.strip() for line in text.split("\n")).strip()[:_MAX_TEXT]
 
 
 def _json(raw: Any) -> dict:
