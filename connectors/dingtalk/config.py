@@ -75,16 +75,19 @@ def _lower_mode(values: dict[str, Any]) -> dict[str, Any]:
 
 CARD_SETTINGS = ("cards", "card_template_id", "card_content_key", "card_interval")  # [dingtalk] may set them for every app
 SPEC = AccountSpec(platform="dingtalk", list_key="apps", model=DingTalkApp, present=("app_key", "app_secret"),
-                   inherit=("api_base", "oapi_base", *CARD_SETTINGS), unique=("app_key",), validate=_issues, normalize=_lower_mode)
+                   inherit=("api_base", "oapi_base"), unique=("app_key",), validate=_issues, normalize=_lower_mode)
 
 
 def load_apps(tenant: str, section: Mapping[str, Any] | None = None,
               env: Mapping[str, str] | None = None) -> tuple[list[DingTalkApp], list[ConfigProblem]]:
     """Every usable app (the COPILOT_DINGTALK_* one first) and what is wrong with the others. The card settings
-    written directly under [dingtalk] apply to every app that sets none of its own (the environment's wins)."""
-    section = section or {}
-    shared = {SPEC.env_name(k): str(section[k]).lower() if isinstance(section[k], bool) else str(section[k])
-              for k in CARD_SETTINGS if k in section}
+    written directly under [dingtalk] apply to every app that does not set its own (COPILOT_DINGTALK_* for the
+    environment's app, the app's own table for the others)."""
+    section = dict(section or {})
+    shared = {k: section[k] for k in CARD_SETTINGS if k in section}
     if shared:
-        env = {**shared, **{k: v for k, v in (os.environ if env is None else env).items() if v.strip()}}
+        env = {**{SPEC.env_name(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in shared.items()},
+               **{k: v for k, v in (os.environ if env is None else env).items() if v.strip()}}
+        if isinstance(section.get("apps"), list):
+            section["apps"] = [{**shared, **e} if isinstance(e, dict) else e for e in section["apps"]]
     return load_accounts(SPEC, tenant, section, env)
