@@ -154,7 +154,10 @@ class WeComRobots:
         """The answer so far, for the stream's next poll (called from a worker thread)."""
         sid = str((target.context or {}).get("stream", ""))
         if sid and self.serves(target):
-            self.store.preview(sid, _cap(text))
+            try:
+                self.store.preview(sid, _cap(text))
+            except Exception as exc:  # a preview is a courtesy: the model's answer must not fail for it
+                log.warning("wecom robot: the answer so far of stream %s was not kept: %s", sid, type(exc).__name__)
 
     async def send(self, target: Target, reply: Reply, key: str) -> bool:
         """Deliver through the stream, else the response_url; False when neither is left."""

@@ -69,6 +69,12 @@ class StreamStore:
         with self._turns or nullcontext(), self.engine.begin() as conn:
             yield conn
 
+    def _row(self, stream_id: str):
+        # read outside the writing transaction: a write conditional on the version read needs no lock held between
+        # them (SQLite in WAL refuses a read transaction that turns writer after another one committed)
+        with self._turns or nullcontext(), self.engine.connect() as conn:
+            return conn.execute(select(streams).where(streams.c.stream_id == stream_id)).first()
+
     def open(self, stream_id: str, robot: str, tenant: str, response_url: str) -> None:
         """The row of a stream (kept as it is when the callback came before: a resent callback is the same stream)."""
         with self._begin() as conn:
@@ -84,14 +90,14 @@ class StreamStore:
         """Add a delivered reply to the stream's answer; False when no poll will show it any more (closed, older than
         `window` seconds, unknown)."""
         for _ in range(20):
+            row = self._row(stream_id)
+            if row is None or row.closed or row.url_state or self.clock() - row.created_at > window:
+                return False
+            replies = json.loads(row.final) if row.final else []
+            if any(r["key"] == key for r in replies):
+                return True  # the outbox retried a delivery that got in
+            replies.append({"key": key, "md": md, "card": card})
             with self._begin() as conn:
-                row = conn.execute(select(streams).where(streams.c.stream_id == stream_id)).first()
-                if row is None or row.closed or row.url_state or self.clock() - row.created_at > window:
-                    return False
-                replies = json.loads(row.final) if row.final else []
-                if any(r["key"] == key for r in replies):
-                    return True  # the outbox retried a delivery that got in
-                replies.append({"key": key, "md": md, "card": card})
                 done = conn.execute(update(streams).where(streams.c.stream_id == stream_id, streams.c.version == row.version)
                                     .values(final=json.dumps(replies, ensure_ascii=False), version=row.version + 1)).rowcount
             if done:
@@ -101,24 +107,26 @@ class StreamStore:
     def poll(self, stream_id: str) -> Shown | None:
         """What a poll of the stream shows; the first poll that shows the finished answer closes the stream."""
         for _ in range(20):
+            row = self._row(stream_id)
+            if row is None:
+                return None
+            if not row.final:
+                return Shown(row.partial, False)
+            if row.closed:
+                return _shown(json.loads(row.final))
             with self._begin() as conn:
-                row = conn.execute(select(streams).where(streams.c.stream_id == stream_id)).first()
-                if row is None:
-                    return None
-                if not row.final:
-                    return Shown(row.partial, False)
-                shown = _shown(json.loads(row.final))
-                if row.closed or conn.execute(update(streams).where(streams.c.stream_id == stream_id, streams.c.version == row.version)
-                                              .values(closed=True, version=row.version + 1)).rowcount:
-                    return shown
+                done = conn.execute(update(streams).where(streams.c.stream_id == stream_id, streams.c.version == row.version)
+                                    .values(closed=True, version=row.version + 1)).rowcount
+            if done:
+                return _shown(json.loads(row.final))
         return None
 
     def claim_url(self, stream_id: str) -> str:
         """The stream's response_url, claimed for one POST ("" when there is none or it was used)."""
+        row = self._row(stream_id)
+        if row is None or not row.response_url:
+            return ""
         with self._begin() as conn:
-            row = conn.execute(select(streams.c.response_url).where(streams.c.stream_id == stream_id)).first()
-            if row is None or not row.response_url:
-                return ""
             got = conn.execute(update(streams).where(streams.c.stream_id == stream_id, streams.c.url_state == "")
                                .values(url_state="claimed", version=streams.c.version + 1)).rowcount
         return row.response_url if got else ""
@@ -134,6 +142,7 @@ class StreamStore:
         now = self.clock()
         with self._begin() as conn:
             conn.execute(delete(streams).where(streams.c.created_at < now - KEEP))
+        with self._turns or nullcontext(), self.engine.connect() as conn:
             rows = conn.execute(select(streams).where(streams.c.robot == robot, streams.c.final != "", streams.c.closed.is_(False), streams.c.url_state == "",
                                                       streams.c.response_url != "", streams.c.created_at < now - window)).all()
         out = []
