@@ -11,6 +11,9 @@ finishes the streamed card (a final streaming update with isFinalize, then updat
 citations and the buttons) or, when nothing was streamed, creates the finished card at once. It returns False when
 the reply must go out the old way (markdown / ActionCard): the card failed (template missing, no permission, 4xx or
 5xx), before or now. Which card is whose is cards.py's CardStore: a retry finishes the same card again.
+
+The pump lives in the process whose worker runs the model; the reply may be finished by another process's outbox
+(it finds the card in the table). The model has stopped by then, so the pump has nothing newer to send.
 """
 from __future__ import annotations
 
