@@ -43,14 +43,14 @@ def digest(m: Prompts, p: Person, day: MyDay) -> Reply:
         if not items:
             continue
         text.append(m.msg("digest_section", lang, title=title, count=len(items)))
-        md.append(f"**{title}**")
+        md.append(f"\n**{title}**")  # a blank line ends the list before: else the title joins its last item
         for it in items[:8]:
             line = facts.day_item(m, it, lang)
             text.append(f"- {line}")
             md.append(f"- {line}")
     tail = m.msg("digest_tail", lang)
     text.append(tail)
-    md.append(f"> {tail}")
+    md.append(f"\n> {tail}")
     return _reply("\n".join(text), "\n".join(md), {"nudge": "digest", "day": str(day.day), "items": {
         "due_today": _ids(day.due_today), "overdue": _ids(day.overdue), "stale_deals": _ids(day.stale_deals),
         "meetings_today": _ids(day.meetings_today)}})
