@@ -13,7 +13,7 @@ the reply must go out the old way (markdown / ActionCard): the card failed (temp
 5xx), before or now. Which card is whose is cards.py's CardStore: a retry finishes the same card again.
 
 The pump lives in the process whose worker runs the model; the reply may be finished by another process's outbox
-(it finds the card in the table). The model has stopped by then, so the pump has nothing newer to send.
+(it finds the card in the table): before each update the pump looks whether a reply has taken the card, and stops.
 """
 from __future__ import annotations
 
@@ -118,6 +118,10 @@ class LiveCards:
                                  self._create(live.app, live.client, live.out_track_id, live.target, data))
             await asyncio.to_thread(self.store.mark, live.out_track_id, "live")
             live.created = True
+            return
+        card = await asyncio.to_thread(self.store.get, live.out_track_id)
+        if card is not None and card.reply_key is not None:  # finished (by another process's outbox): write no more
+            live.closed = True
             return
         await self._stream(live.app, live.client, live.out_track_id, text, final=False)
         live.updates += 1
