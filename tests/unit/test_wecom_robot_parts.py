@@ -113,3 +113,49 @@ def test_an_answer_no_poll_showed_is_overdue_until_its_response_url_post_succeed
     assert store.claim_url("s2")
     store.settle_url("s2", used=True)
     assert store.overdue("sales", 30) == [] and store.claim_url("s2") == ""
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgresql"])
+def test_replies_racing_polls_are_each_shown_once_or_refused_never_lost(tmp_path, db):
+    """Eight deliveries and eight pollers at once, from threads with their own connections (as processes would): every
+    reply the stream took is in what the closing poll showed, and every other one was refused (for the response_url)."""
+    import contextlib
+    import threading
+    import time
+
+    from connectors.wecom.robot_streams import Shown
+    from tests.fakes.services import pg_database
+
+    with (pg_database() if db == "postgresql" else contextlib.nullcontext(f"sqlite:///{tmp_path / 'race.db'}")) as url:
+        if url.startswith("postgresql://"):
+            url = "postgresql+psycopg://" + url[len("postgresql://"):]
+        engine = create_engine(url, pool_size=20, **({"connect_args": {"timeout": 30}} if db == "sqlite" else {}))
+        store = StreamStore(engine)
+        store.open("race", "sales", "acme", "https://example/r")
+        took: dict[str, bool] = {}
+        finished: list[Shown] = []
+        go = threading.Barrier(16)
+
+        def deliver(i: int) -> None:
+            go.wait()
+            took[f"in:1:{i}"] = store.deliver("race", f"in:1:{i}", f"reply-{i}", None, window=60)
+
+        def poll() -> None:
+            go.wait()
+            until = time.monotonic() + 10
+            while time.monotonic() < until:  # as WeCom does: until the stream is finished
+                shown = store.poll("race")
+                if shown is not None and shown.finish:
+                    finished.append(shown)
+                    return
+
+        threads = [threading.Thread(target=deliver, args=(i,)) for i in range(8)] + [threading.Thread(target=poll) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        engine.dispose()
+    assert finished and len({s.content for s in finished}) == 1  # every poll that saw it finished saw the same answer
+    shown = set(finished[0].content.split("\n\n---\n\n"))
+    assert shown == {f"reply-{k.rsplit(':', 1)[1]}" for k, ok in took.items() if ok}
+    assert len(took) == 8
