@@ -67,3 +67,23 @@ def test_golden(answer: Path, platform: str):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(got, encoding="utf-8")
     assert got == path.read_text(encoding="utf-8"), f"{path.relative_to(REPO)} differs: UPDATE_GOLDEN=1 regenerates it"
+
+
+@pytest.mark.parametrize("answer", ANSWERS, ids=[a.stem for a in ANSWERS])
+def test_every_part_is_under_its_platform_limit_and_rows_links_and_citations_stay_whole(answer: Path):
+    from connectors.markup import CARD_BYTES, DINGTALK_CHARS, WECOM_BYTES, utf8_len
+
+    reply = Reply.model_validate_json(answer.read_text(encoding="utf-8"))
+    wecom = [m["markdown"]["content"] for m in wecom_render(reply, markdown=True, seed="g") if m["msgtype"] == "markdown"]
+    ding, cards = dingtalk_parts(reply), feishu_cards(reply)
+    assert all(utf8_len(c) <= WECOM_BYTES for c in wecom) and all(len(p) <= DINGTALK_CHARS for p in ding)
+    assert all(utf8_len(json.dumps(c, ensure_ascii=False)) <= CARD_BYTES for c in cards)
+    for c in reply.citations:  # each citation line whole in one part
+        title = c.title.replace("[", "(").replace("]", ")")  # brackets in a link's label would end it
+        assert sum(f"[{c.n}] {title}" in p or f"[{c.n}] [{title}]({c.url})" in p for p in wecom) == 1
+        assert sum(f"[{c.n}] {title}" in p or f"[{c.n}] [{title}]({c.url})" in p for p in ding) == 1
+    if answer.stem == "4_long_split":
+        assert len(wecom) > 1 and len(ding) > 1 and [w.split("\n")[0] for w in wecom] == [f"({i}/{len(wecom)})" for i in range(1, len(wecom) + 1)]
+        for i in range(1, 11):  # every link of the long answer arrives whole
+            link = f"[实施手册第{i}章](https://kb.example.com/handbook/chapter-{i}?section=overview&edition=standard)"
+            assert sum(link in p for p in wecom) == 1 and sum(link in p for p in ding) == 1
