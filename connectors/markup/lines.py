@@ -32,9 +32,10 @@ class Dialect:
     fence: bool = False  # ``` code blocks; else one line of inline code (or plain) per line
     colour: bool = False  # WeCom's <font color="warning|comment|info">
     rule: str = "—" * 8
+    sources_head: bool = True  # "来源" above the citations (plain text lists them after a blank line, as it always did)
 
 
-PLAIN = Dialect("plain")
+PLAIN = Dialect("plain", sources_head=False)
 WECOM = Dialect("wecom", bold="**", code=True, links=True, headings=True, colour=True)
 DINGTALK = Dialect("dingtalk", bold="**", italic="*", code=True, links=True, headings=True, eol="  \n", bullet="- ")
 LARK = Dialect("lark_md", bold="**", italic="*", strike="~~", code=True, links=True, bullet="- ", fence=True)
@@ -159,8 +160,8 @@ def sources_lines(doc: Doc, d: Dialect, labels: Labels | None) -> list[Line]:
     if not doc.citations:
         return []
     lines = [(citation_line(c, d, labels, doc.lang), True) for c in doc.citations]
-    if d is PLAIN:
-        return lines  # plain text lists them after a blank line, as it always did
+    if not d.sources_head:
+        return lines
     head = _strong(label(labels, doc.lang, "channel_sources"), d)
     if d.colour:  # WeCom: the sources as a grey quote
         return [(f"{d.quote}{head}", False)] + [(f"{d.quote}{ln}", w) for ln, w in lines]
