@@ -106,6 +106,10 @@ class LiveCards:
                     live.failed = True
                     log.warning("%s: card %s: %s; the answer will go out as a message", live.app.label, live.out_track_id, exc)
                     continue
+                except Exception:  # the table, or a bug: never the reply's fault
+                    live.failed = True
+                    log.exception("%s: card %s stopped", live.app.label, live.out_track_id)
+                    continue
                 live.shown = text
             await asyncio.sleep(max(0.0, live.app.card_interval - (time.monotonic() - started)))
 
