@@ -58,8 +58,9 @@ async def start(cp, aiohttp_client, settings=None):
     cp.directory.link("zhangwei", "feishu", ZW, tenant=settings.tenant)
     cp.directory.link("chenjing", "feishu", CJ, tenant=settings.tenant)
     connector = feishu.build(channel_context(settings, "feishu"), ws_options=FAST)
-    client = await aiohttp_client(create_web_app(build_app(settings, channels=[connector]), owns_app=True))
-    client.connector = connector
+    app = build_app(settings, channels=[connector])
+    client = await aiohttp_client(create_web_app(app, owns_app=True))
+    client.connector, client.connector_app = connector, app
     return client
 
 
@@ -163,6 +164,19 @@ async def test_a_file_from_enablement_is_fetched_and_ingested_within_the_size_li
         await gw.connector.clients["default"].download("om_file1", key, "file", 100)
 
 
+async def test_a_sender_over_the_rate_limit_gets_429_so_feishu_delivers_again(fake, feishu_env, make_app, make_settings, aiohttp_client):
+    feishu_env()
+    settings = make_settings(rate_limit_per_minute=1)
+    gw = await start(make_app(settings), aiohttp_client, settings)
+    for n in range(5):  # the burst a sender is allowed
+        assert (await post(gw, fake, fake.message_event(APP, sender=ZW, text="/help", message_id=f"om_t{n}"))).status == 200
+    body, headers = fake.request(APP, fake.message_event(APP, sender=ZW, text="/help", message_id="om_over"))
+    for _ in range(2):  # nothing stored, nothing remembered: the same delivery again is judged again
+        r = await gw.post("/feishu/events", data=body, headers=headers)
+        assert r.status == 429 and r.headers.get("Retry-After")
+    assert sorted(r.platform_msg_id for r in inbox(gw.connector_app)) == [f"om_t{n}" for n in range(5)]
+
+
 # replies and cards -----------------------------------------------------------------------------------------------
 async def test_a_streamed_answer_is_written_into_one_card_that_the_final_answer_finishes(fake, feishu_env, make_app, make_settings, aiohttp_server,
                                                                                         aiohttp_client):
@@ -205,11 +219,13 @@ async def test_a_retried_reply_updates_its_card_even_after_a_restart_and_never_s
     [card] = fake.sent
     assert len(card.updates) == 2 and "蓝海价格表" in card_text(card.card)
     await again.send(target, Reply(text="另一条通知"), "in:7:1")  # a second reply to the same message: its own message
+    assert fake.token_requests[APP] == 2  # one per connector: cached
+    fake.expire_tokens()  # Feishu revoked the token early: refreshed once, the send retried
     await again.send(Target(channel="feishu", conversation_id=ZW, user_id=ZW), Reply(text="提醒：明天拜访"), "nudge:1")
     await again.send(Target(channel="feishu", conversation_id=ZW, user_id=ZW), Reply(text="提醒：明天拜访"), "nudge:1")
     await again.aclose()
     assert [(s.via, s.to) for s in fake.sent] == [("reply", "om_q1"), ("reply", "om_q1"), ("create", ZW)]
-    assert fake.token_requests[APP] == 2  # one per connector: cached
+    assert fake.token_requests[APP] == 3
 
 
 async def test_a_card_button_click_confirms_the_pending_item_once(fake, feishu_env, copilot, aiohttp_client):
@@ -317,3 +333,41 @@ async def test_wiring_and_doctor_name_what_is_wrong(fake, feishu_env, settings, 
     [connector] = channel_connectors(settings)
     [problem] = await connector.doctor()
     assert not problem.ok and "COPILOT_FEISHU_ENCRYPT_KEY" in problem.detail and "长连接" in problem.fix
+
+
+async def test_the_stock_lark_oapi_ws_client_talks_to_the_fake_long_connection(fake, monkeypatch):
+    """The unmodified `lark_oapi.ws.Client` gets an endpoint, connects, receives an event through its own dispatcher
+    and answers it: the fake speaks the protocol. It runs in its own thread and loop (its start() blocks, with `requests`)."""
+    import threading
+
+    import lark_oapi as lark
+    import lark_oapi.ws.client as ws_client
+
+    got: list[str] = []
+    handler = lark.EventDispatcherHandler.builder("", "").register_p2_im_message_receive_v1(
+        lambda data: got.append(data.event.message.message_id)).build()
+    loop = asyncio.new_event_loop()
+    monkeypatch.setattr(ws_client, "loop", loop)  # the module binds a loop at import; give it one of its own
+    client = lark.ws.Client(APP, SECRET, event_handler=handler, domain=fake.base, log_level=lark.LogLevel.ERROR)
+    thread = threading.Thread(target=lambda: _run_quietly(client.start), daemon=True)
+    thread.start()
+    try:
+        assert await fake.wait(lambda: fake.ws.get(APP), timeout=10)
+        mid = await fake.push(APP, fake.message_event(APP, sender=ZW, text="hello", message_id="om_stock"), parts=2)
+        assert (await fake.answered(mid, timeout=10))["code"] == 200
+        assert await fake.wait(lambda: fake.pings >= 1, timeout=5)  # its ping, answered with the pong it expects
+    finally:
+        client._auto_reconnect = False  # closed from our side: it must not come back (the server waits for open sockets)
+        await fake.drop(APP)
+        while thread.is_alive():
+            loop.call_soon_threadsafe(lambda: [t.cancel() for t in asyncio.all_tasks(loop)])
+            await asyncio.to_thread(thread.join, 0.05)
+        loop.close()
+    assert got == ["om_stock"]
+
+
+def _run_quietly(start) -> None:
+    try:
+        start()
+    except BaseException:
+        pass
