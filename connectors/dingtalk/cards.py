@@ -35,7 +35,7 @@ from sqlalchemy.pool import StaticPool
 
 from connectors.dingtalk.config import DingTalkApp
 from connectors.dingtalk.parse import CHANNEL
-from connectors.dingtalk.render import _title
+from connectors.dingtalk.render import card_title
 from connectors.labels import Labels, label
 from connectors.markup import dingtalk_markdown, dingtalk_sources
 from connectors.message import Action, InboundMessage, Reply, Target
@@ -147,7 +147,7 @@ def card_buttons(reply: Reply) -> list[dict]:
 def card_data(app: DingTalkApp, text: str, *, status: str, reply: Reply | None = None, labels: Labels | None = None) -> dict[str, str]:
     """cardParamMap: every value a string (DingTalk's rule), lists as JSON."""
     buttons = card_buttons(reply) if reply is not None else []
-    title = _title(reply.text if reply is not None else text, label(labels, reply.lang if reply is not None else "zh", "channel_app_name"))
+    title = card_title(reply.text if reply is not None else text, label(labels, reply.lang if reply is not None else "zh", "channel_app_name"))
     full: dict[str, Any] = {"order": ["msgTitle", "msgContent", "staticMsgContent", "msgButtons"]}
     if buttons:
         full["msgButtons"] = buttons

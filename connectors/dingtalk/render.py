@@ -35,7 +35,7 @@ class Part:
 def render(reply: Reply, *, group: bool, staff_id: str = "", nick: str = "", labels: Labels | None = None) -> list[Part]:
     # the answer, its sources, the typed choices (unless the text has them), cut under the limit
     chunks = dingtalk_parts(reply, MAX_CHARS, labels) or [""]
-    title = _title(reply.text, label(labels, reply.lang, "channel_app_name"))
+    title = card_title(reply.text, label(labels, reply.lang, "channel_app_name"))
     parts = []
     for i, text in enumerate(chunks):
         last = i == len(chunks) - 1
@@ -79,7 +79,7 @@ def _citations(reply: Reply, labels: Labels | None) -> str:
     return dingtalk_sources(reply, labels)
 
 
-def _title(text: str, default: str) -> str:
+def card_title(text: str, default: str) -> str:
     first = next((ln.strip() for ln in text.splitlines() if ln.strip()), default)
     first = re.sub(r"[*#>`\[\]]", "", first)
     return first[:24] or default
