@@ -194,7 +194,53 @@ class WeComRobot:
         await self.session.close()
 
 
-CHANNELS: list[Any] = [WebChat(), DingTalkCards(), WeComRobot()]  # the first is the baseline
+class FeishuCard:
+    """Feishu (HTTP events): the one card the answer is written into, created by the first preview and updated
+    (PATCH) at most every preview_interval (0.5 s), then finished by the answer, as the fake platform saw it."""
+
+    name = "feishu card"
+    app_id, secret = "cli_benchfeishu0001", "bench-feishu-secret-0123456789ab"
+    open_id = "ou_benchzhangwei000000000000000001"
+
+    async def prepare(self, bench: Bench) -> dict[str, str]:
+        from tests.fakes.feishu_api import TENANT_KEY, FakeFeishu
+
+        self.fake = FakeFeishu()
+        self.fake.bind(await bench.serve(self.fake.app()))
+        app = self.fake.add_app(self.app_id, self.secret)
+        self.fake.add_user(self.open_id, "zhangwei", "张伟")
+        return {f"COPILOT_FEISHU_{k}": v for k, v in dict(
+            APP_ID=self.app_id, APP_SECRET=self.secret, ENCRYPT_KEY=app.encrypt_key, VERIFICATION_TOKEN=app.token, MODE="http",
+            API_BASE=self.fake.base, LOGIN_BASE=self.fake.base, TENANT_KEY=TENANT_KEY).items()}
+
+    async def ready(self, bench: Bench) -> None:
+        bench.cp.directory.link("zhangwei", "feishu", self.open_id)
+        self.session = aiohttp.ClientSession(base_url=bench.base)
+
+    async def ask(self, bench: Bench, n: int) -> Sample:
+        from tests.fakes.feishu_api import card_text
+
+        mid = f"om_bench{n + 1}"
+        event = self.fake.message_event(self.app_id, sender=self.open_id, text=QUESTION, message_id=mid, chat_id=f"oc_bench{n + 1}")
+        body, headers = self.fake.request(self.app_id, event)
+        started = time.monotonic()
+        async with self.session.post("/feishu/events", data=body, headers=headers) as r:
+            assert r.status == 200, await r.text()
+        card = await self.fake.wait(lambda: next((s for s in self.fake.sent if s.to == mid), None), 60)
+        assert card is not None, "no card was sent"
+        def done() -> float | None:  # the finished answer carries no cursor (a card sent finished was never a preview)
+            return None if "▍" in card_text(card.card) else (card.update_times[-1] if card.updates else card.created_at)
+
+        finished = await self.fake.wait(done, 60)
+        assert finished, "the card was never finished"
+        assert [s.to for s in self.fake.sent].count(mid) == 1, "more than one card for one answer"
+        return Sample(card.created_at - started, finished - started, len(card.updates))
+
+    async def aclose(self) -> None:
+        await self.session.close()
+
+
+CHANNELS: list[Any] = [WebChat(), DingTalkCards(), WeComRobot(), FeishuCard()]  # the first is the baseline
 
 
 async def run(rounds: int = 5, rate: float = 20.0, data_root: Path | None = None) -> dict:

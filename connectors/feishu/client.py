@@ -1,12 +1,13 @@
 """The Feishu open API for one app: tenant token, messages (create, reply, update a card), files, sign-in.
 
-Messages and the user info go through lark-oapi's own client and request models (its async `acreate`,
-`areply`, `apatch`, `aget`), handed our tenant token (`enable_set_token`): lark-oapi's token manager
-fetches with blocking `requests` inside the event loop and caches per process in a global. The token is
-fetched here with aiohttp, cached until shortly before it expires, by one request however many senders
-wait, and refreshed and retried once when Feishu says it is no longer valid. Files stream through
-aiohttp under a size limit (lark-oapi reads a whole download into memory); the authen v2 token endpoint
-and the long-connection endpoint, which lark-oapi's client does not cover, also go through aiohttp.
+Every call is one of lark-oapi's own request models (built with its builders: path, query, body) answered into
+its response models, sent over one pooled aiohttp session: lark-oapi's transport opens a new httpx client for
+every call, which loads the CA bundle again (about 60 ms of CPU on the event loop, per card update), and its
+token manager fetches with blocking `requests` and caches in a process-wide global. The tenant token is fetched
+here, cached until shortly before it expires, by one request however many senders wait, and refreshed and
+retried once when Feishu says it is no longer valid. Files stream under a size limit (lark-oapi reads a whole
+download into memory). The authen v2 token, the bot's info and the long-connection endpoint (no request model
+in lark-oapi's client) are plain JSON calls on the same session.
 """
 from __future__ import annotations
 
@@ -14,13 +15,23 @@ import asyncio
 import json
 import time
 from typing import Any, Awaitable, Callable
+from urllib.parse import quote
 
 import aiohttp
-import httpx
-import lark_oapi as lark
-from lark_oapi.api.authen.v1 import GetUserInfoRequest
-from lark_oapi.api.im.v1 import CreateMessageRequest, CreateMessageRequestBody, PatchMessageRequest, PatchMessageRequestBody, ReplyMessageRequest, ReplyMessageRequestBody
-from lark_oapi.core.model import RequestOption
+from lark_oapi.api.authen.v1 import GetUserInfoRequest, GetUserInfoResponse
+from lark_oapi.api.im.v1 import (
+    CreateMessageRequest,
+    CreateMessageRequestBody,
+    CreateMessageResponse,
+    PatchMessageRequest,
+    PatchMessageRequestBody,
+    PatchMessageResponse,
+    ReplyMessageRequest,
+    ReplyMessageRequestBody,
+    ReplyMessageResponse,
+)
+from lark_oapi.core.json import JSON
+from lark_oapi.core.model import BaseRequest, BaseResponse
 from lark_oapi.ws.const import GEN_ENDPOINT_URI
 from lark_oapi.ws.model import EndpointResp
 
@@ -46,8 +57,6 @@ class FeishuClient:
     def __init__(self, app: FeishuApp, *, timeout: float = 15.0) -> None:
         self.app = app
         self.timeout = timeout
-        self.lark = (lark.Client.builder().app_id(app.app_id).app_secret(app.app_secret.get_secret_value()).domain(app.api_base)
-                     .enable_set_token(True).timeout(timeout).log_level(lark.LogLevel.WARNING).build())
         self._session: aiohttp.ClientSession | None = None
         self._token, self._token_until = "", 0.0
         self._bot_open_id = ""
@@ -107,38 +116,50 @@ class FeishuClient:
                 self._forget(token)
         raise AssertionError("unreachable")
 
-    async def _lark(self, fn: Callable, request: Any, path: str) -> Any:
-        """One lark-oapi call with the tenant token; its response's data, or FeishuAPIError."""
-        async def run(token: str) -> Any:
-            try:
-                resp = await fn(request, RequestOption.builder().tenant_access_token(token).build())
-            except (httpx.HTTPError, OSError) as exc:
-                raise FeishuAPIError(f"cannot reach {self.app.api_base}: {type(exc).__name__} {exc}", retryable=True) from None
-            if not resp.success():
-                raw = resp.raw
-                raise _error(path, raw.status_code if raw else 0, int(resp.code or -1), resp.msg or "", (raw.headers or {}) if raw else {})
-            return getattr(resp, "data", None)  # a PATCH answers without data
-        return await self._with_token(run)
+    async def _send(self, request: BaseRequest, response: type[BaseResponse], token: str) -> Any:
+        """One lark-oapi request model over the pooled session; the response model's `data`, or FeishuAPIError."""
+        path = request.uri or ""
+        url = self.app.api_base + path
+        for k, v in request.paths.items():
+            url = url.replace(f":{k}", quote(str(v), safe=""))
+        body = JSON.marshal(request.body) if request.body is not None else None
+        headers = {"Authorization": f"Bearer {token}", **({"Content-Type": "application/json; charset=utf-8"} if body else {})}
+        try:
+            async with self._http().request(request.http_method.name, url, params=request.queries, data=body.encode() if body else None,
+                                            headers=headers) as r:
+                text, status, rh = await r.text(), r.status, r.headers
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise FeishuAPIError(f"cannot reach {self.app.api_base}: {type(exc).__name__} {exc}", retryable=True) from None
+        try:
+            resp = JSON.unmarshal(text or "{}", response)
+        except ValueError:
+            raise _error(path, status, -1, text[:200], rh) from None
+        if status >= 400 or not resp.success():
+            raise _error(path, status, int(resp.code if resp.code is not None else -1), resp.msg or "", rh)
+        return getattr(resp, "data", None)  # a PATCH answers without data
+
+    async def _lark(self, request: BaseRequest, response: type[BaseResponse]) -> Any:
+        return await self._with_token(lambda token: self._send(request, response, token))
 
     # messages -------------------------------------------------------------------------------------
     async def reply(self, message_id: str, msg_type: str, content: dict, uuid: str) -> str:
         """Answer `message_id` (quoted in the chat); `uuid`: Feishu sends a repeated uuid once (within an hour)."""
         req = (ReplyMessageRequest.builder().message_id(message_id).request_body(
             ReplyMessageRequestBody.builder().msg_type(msg_type).content(json.dumps(content, ensure_ascii=False)).uuid(uuid).build()).build())
-        data = await self._lark(self.lark.im.v1.message.areply, req, "/open-apis/im/v1/messages/:message_id/reply")
+        data = await self._lark(req, ReplyMessageResponse)
         return str(getattr(data, "message_id", "") or "")
 
     async def create(self, receive_id_type: str, receive_id: str, msg_type: str, content: dict, uuid: str) -> str:
         req = (CreateMessageRequest.builder().receive_id_type(receive_id_type).request_body(
             CreateMessageRequestBody.builder().receive_id(receive_id).msg_type(msg_type)
             .content(json.dumps(content, ensure_ascii=False)).uuid(uuid).build()).build())
-        data = await self._lark(self.lark.im.v1.message.acreate, req, "/open-apis/im/v1/messages")
+        data = await self._lark(req, CreateMessageResponse)
         return str(getattr(data, "message_id", "") or "")
 
     async def update_card(self, message_id: str, card: dict) -> None:
         req = (PatchMessageRequest.builder().message_id(message_id).request_body(
             PatchMessageRequestBody.builder().content(json.dumps(card, ensure_ascii=False)).build()).build())
-        await self._lark(self.lark.im.v1.message.apatch, req, "/open-apis/im/v1/messages/:message_id")
+        await self._lark(req, PatchMessageResponse)
 
     async def bot_open_id(self) -> str:
         """The bot's own open_id (a group message is for it when it @-mentions this id); asked once."""
@@ -183,14 +204,9 @@ class FeishuClient:
         user_token = str(data.get("access_token") or "")
         if not user_token:
             raise FeishuAPIError("Feishu returned no user access_token")
-        try:
-            resp = await self.lark.authen.v1.user_info.aget(GetUserInfoRequest.builder().build(),
-                                                            RequestOption.builder().user_access_token(user_token).build())
-        except (httpx.HTTPError, OSError) as exc:
-            raise FeishuAPIError(f"cannot reach {self.app.api_base}: {type(exc).__name__}", retryable=True) from None
-        if not resp.success() or resp.data is None:
-            raise FeishuAPIError(f"user_info: {resp.code} {resp.msg}", code=int(resp.code or -1))
-        d = resp.data
+        d = await self._send(GetUserInfoRequest.builder().build(), GetUserInfoResponse, user_token)
+        if d is None:
+            raise FeishuAPIError("user_info named nobody")
         return {"open_id": d.open_id or "", "union_id": d.union_id or "", "user_id": d.user_id or "", "tenant_key": d.tenant_key or "",
                 "name": d.name or ""}
 

@@ -51,6 +51,7 @@ class Sent:
     message_id: str
     updates: list[dict] = field(default_factory=list)  # the card as each PATCH left it
     update_times: list[float] = field(default_factory=list)
+    created_at: float = field(default_factory=time.monotonic)
 
     @property
     def card(self) -> dict:
