@@ -9,7 +9,7 @@ from bot.cli.common import CliError, app, emit, opened
 
 reps = typer.Typer(help="The rep directory: who may use the copilot, with which role and team.", no_args_is_help=True)
 app.add_typer(reps, name="reps")
-CHANNELS = ("console", "wecom", "dingtalk", "email")
+CHANNELS = ("console", "wecom", "dingtalk", "feishu", "email")
 
 
 @reps.command("add")
@@ -18,7 +18,7 @@ def add(
     name: str = typer.Option(..., help="Display name."),
     role: str = typer.Option(..., help="rep | manager | enablement | admin"),
     team: str = typer.Option("", help="Team (region), e.g. 华东区."),
-    channel: str = typer.Option("console", help="console | wecom | dingtalk | email"),
+    channel: str = typer.Option("console", help="console | wecom | dingtalk | feishu | email"),
     platform_id: Optional[str] = typer.Option(None, help="The user's id on that channel (default: USER_ID; email: --email)."),
     email: str = typer.Option("", help="Email address."),
     tenant: Optional[str] = typer.Option(None, help="Tenant (corp); default from settings."),
