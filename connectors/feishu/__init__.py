@@ -24,7 +24,7 @@ def build(ctx: ChannelContext, **kw: Any) -> "FeishuConnector | None":
     from connectors.feishu.connector import FeishuConnector
 
     return FeishuConnector(apps, problems, public_url=ctx.public_url, max_download=ctx.max_download, labels=ctx.labels or None,
-                           engine=ctx.engine, **kw)
+                           engine=ctx.engine, tokens=ctx.tokens, claims=ctx.claims, **kw)
 
 
 __all__ = ["build"]

@@ -4,7 +4,8 @@ Every call is one of lark-oapi's own request models (built with its builders: pa
 its response models, sent over one pooled aiohttp session: lark-oapi's transport opens a new httpx client for
 every call, which loads the CA bundle again (about 60 ms of CPU on the event loop, per card update), and its
 token manager fetches with blocking `requests` and caches in a process-wide global. The tenant token is fetched
-here, cached until shortly before it expires, by one request however many senders wait, and refreshed and
+here, cached (connectors/cache.py: per process, or shared through Redis) until shortly before it expires, by one
+request however many senders wait, and refreshed and
 retried once when Feishu says it is no longer valid. Files stream under a size limit (lark-oapi reads a whole
 download into memory). The authen v2 token, the bot's info and the long-connection endpoint (no request model
 in lark-oapi's client) are plain JSON calls on the same session.
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from typing import Any, Awaitable, Callable
 from urllib.parse import quote
 
@@ -35,6 +35,7 @@ from lark_oapi.core.model import BaseRequest, BaseResponse
 from lark_oapi.ws.const import GEN_ENDPOINT_URI
 from lark_oapi.ws.model import EndpointResp
 
+from connectors.cache import LocalTokenCache, TokenCache, cached_token
 from connectors.feishu.config import FeishuApp
 
 TOKEN_PATH = "/open-apis/auth/v3/tenant_access_token/internal"
@@ -54,13 +55,14 @@ class FeishuAPIError(Exception):
 
 
 class FeishuClient:
-    def __init__(self, app: FeishuApp, *, timeout: float = 15.0) -> None:
+    def __init__(self, app: FeishuApp, *, timeout: float = 15.0, tokens: TokenCache | None = None) -> None:
         self.app = app
         self.timeout = timeout
         self._session: aiohttp.ClientSession | None = None
-        self._token, self._token_until = "", 0.0
+        self.tokens = tokens or LocalTokenCache()
+        self.token_key = f"feishu:{app.api_base}:{app.app_id}"  # one token per app, whichever process asks
+        self._refused = ""
         self._bot_open_id = ""
-        self._lock = asyncio.Lock()
         self.token_fetches = 0
 
     def _http(self) -> aiohttp.ClientSession:
@@ -74,22 +76,21 @@ class FeishuClient:
 
     # tenant_access_token ------------------------------------------------------------------------
     async def token(self) -> str:
-        if self._token and time.monotonic() < self._token_until:
-            return self._token
-        async with self._lock:  # single flight: the waiters reuse what the first one fetched
-            if self._token and time.monotonic() < self._token_until:
-                return self._token
-            data = await self._post(TOKEN_PATH, {"app_id": self.app.app_id, "app_secret": self.app.app_secret.get_secret_value()})
-            token, ttl = str(data.get("tenant_access_token") or ""), float(data.get("expire") or 7200)
-            if not token:
-                raise FeishuAPIError("Feishu returned no tenant_access_token", retryable=True)
-            self.token_fetches += 1
-            self._token, self._token_until = token, time.monotonic() + ttl - min(300.0, ttl * 0.2)
-            return token
+        """The app's tenant token, shared with the deployment's other processes when they share a cache (single flight:
+        the waiters reuse what the first one fetched)."""
+        return await cached_token(self.tokens, self.token_key, self._fetch_token, stale=self._refused)
+
+    async def _fetch_token(self) -> tuple[str, float]:
+        data = await self._post(TOKEN_PATH, {"app_id": self.app.app_id, "app_secret": self.app.app_secret.get_secret_value()})
+        token, ttl = str(data.get("tenant_access_token") or ""), float(data.get("expire") or 7200)
+        if not token:
+            raise FeishuAPIError("Feishu returned no tenant_access_token", retryable=True)
+        self.token_fetches += 1
+        self._refused = ""
+        return token, ttl - min(300.0, ttl * 0.2)
 
     def _forget(self, token: str) -> None:
-        if self._token == token:
-            self._token, self._token_until = "", 0.0
+        self._refused = token  # Feishu refused it: never handed out again
 
     async def _post(self, path: str, body: dict, token: str = "", *, method: str = "POST") -> dict:
         headers = {"Content-Type": "application/json; charset=utf-8", **({"Authorization": f"Bearer {token}"} if token else {})}

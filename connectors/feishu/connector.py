@@ -20,6 +20,7 @@ from urllib.parse import urlencode, urlparse
 from aiohttp import web
 from sqlalchemy.engine import Engine
 
+from connectors.cache import SharedClaims, TokenCache
 from connectors.channel import Check, SendError, SignInRefused, Sink
 from connectors.config import ConfigProblem
 from connectors.feishu.cards import Card, CardStore
@@ -44,11 +45,11 @@ class FeishuConnector:
 
     def __init__(self, apps: list[FeishuApp], problems: list[ConfigProblem] | None = None, *, public_url: str = "",
                  max_download: int = 25 * 1024 * 1024, labels: Labels | None = None, engine: Engine | None = None,
-                 ws_options: dict[str, Any] | None = None) -> None:
+                 ws_options: dict[str, Any] | None = None, tokens: TokenCache | None = None, claims: SharedClaims | None = None) -> None:
         self.apps = {a.key: a for a in apps}
         self.by_tenant = {a.tenant: a for a in apps}
         self.problems = list(problems or [])
-        self.clients = {a.key: FeishuClient(a) for a in apps}
+        self.clients = {a.key: FeishuClient(a, tokens=tokens) for a in apps}
         self.receivers: dict[str, LongConnection] = {}
         self.public_url = public_url.rstrip("/")
         self.max_download = max_download
@@ -56,7 +57,7 @@ class FeishuConnector:
         self.ws_options = ws_options or {}
         # signed requests already stored, shared by every process through the database (connectors/replay.py): the
         # signature covers the body, so the same signature again is the same request again (a replay or a retry)
-        self.seen = SeenSignatures(MAX_SKEW, engine=engine)
+        self.seen = SeenSignatures(MAX_SKEW, engine=engine, shared=claims)
         self.live = LiveCards(CardStore(engine), labels)
         self._redirects: OrderedDict[str, str] = OrderedDict()  # sign-in state -> the redirect_uri it was started with
 
