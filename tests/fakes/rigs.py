@@ -23,8 +23,10 @@ from typing import Any, Callable
 from connectors.message import InboundMessage, Target
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+# the app, organisation and bot the recorded Feishu events (tests/fixtures/feishu/) were sent to
+FEISHU_FIXTURE_APP, FEISHU_FIXTURE_TENANT, FEISHU_FIXTURE_BOT = "cli_9f5343c580712544", "2ca1d211f64f6438", "ou_b0t5343c580712544aa403a838cf73ee"
 REP = "zhangwei"
-PLATFORMS = ("wecom", "dingtalk", "email", "console")
+PLATFORMS = ("wecom", "dingtalk", "feishu", "email", "console")
 
 
 class Rig:
@@ -154,6 +156,56 @@ class DingTalkRig(Rig):
                       context={"openConversationId": f"cidGroup{APP}==", "senderStaffId": STAFF, "senderNick": "张伟"})
 
 
+# Feishu: one app over HTTP events, encrypted and signed (tests/fakes/feishu_api.py) --------------------------
+FEISHU_APP, FEISHU_SECRET, FEISHU_USER = "cli_contract000001", "feishu-secret-contract-0123456789", "ou_zhangwei0000000000000000000000c"
+
+
+class FeishuRig(Rig):
+    channel = "feishu"
+    text_limit = None  # a reply is one card up to ~30 KB (longer ones: more cards, tests/unit/test_feishu_parse_render.py)
+    shows_cards = False  # the card's buttons come back as card.action.trigger callbacks: no typed line needed
+
+    @classmethod
+    async def open(cls, make_app, aiohttp_client, aiohttp_server, settings, **_):
+        from bot.web.gateway import create_web_app
+        from connectors.feishu.config import FeishuApp
+        from connectors.feishu.connector import FeishuConnector
+        from tests.fakes.feishu_api import TENANT_KEY, FakeFeishu
+
+        fake = FakeFeishu()
+        fake.bind(str((await aiohttp_server(fake.app())).make_url("")))
+        app = fake.add_app(FEISHU_APP, FEISHU_SECRET)
+        fake.add_user(FEISHU_USER, "zhangwei", "张伟")
+        conn = FeishuConnector([FeishuApp(tenant=settings.tenant, app_id=FEISHU_APP, app_secret=FEISHU_SECRET, encrypt_key=app.encrypt_key,
+                                          verification_token=app.token, tenant_key=TENANT_KEY, api_base=fake.base, login_base=fake.base)])
+        copilot = make_app(channels=[conn])
+        copilot.directory.link(REP, "feishu", FEISHU_USER, tenant=copilot.settings.tenant)
+        rig = cls(copilot, await aiohttp_client(create_web_app(copilot)), conn)
+        rig.fake = fake
+        return rig
+
+    async def _post(self, text: str, msg_id: str, key: str | None = None):
+        event = self.fake.message_event(FEISHU_APP, sender=FEISHU_USER, text=text, message_id=f"om_{msg_id}")
+        app = self.fake.apps[FEISHU_APP]
+        body = self.fake.encrypt(event, app.encrypt_key)
+        return await self.client.post("/feishu/events", data=body, headers=self.fake.signed_headers(body, key or app.encrypt_key))
+
+    def row_key(self, msg_id: str) -> str:
+        return f"om_{msg_id}"
+
+    async def deliver(self, text: str, msg_id: str):
+        return await self._post(text, msg_id)
+
+    async def forged(self, text: str, msg_id: str):
+        return await self._post(text, msg_id, key="not-the-encrypt-key")
+
+    async def texts(self) -> list[str]:
+        return [s.text() for s in self.fake.sent]
+
+    def target(self) -> Target:  # not an answer to a message: sent to the person
+        return Target(channel="feishu", tenant=self.tenant, conversation_id=FEISHU_USER, user_id=FEISHU_USER)
+
+
 # Email: a real Dovecot (IMAP in) and aiosmtpd (SMTP out) ----------------------------------------------
 REP_MAIL = "zhangwei@yunfan.example.com"
 
@@ -262,7 +314,7 @@ class ConsoleRig(Rig):
         return Target(channel="console", tenant=self.tenant, conversation_id=own(REP, self.CONV), user_id=REP)
 
 
-RIGS: dict[str, type[Rig]] = {"wecom": WeComRig, "dingtalk": DingTalkRig, "email": EmailRig, "console": ConsoleRig}
+RIGS: dict[str, type[Rig]] = {"wecom": WeComRig, "dingtalk": DingTalkRig, "feishu": FeishuRig, "email": EmailRig, "console": ConsoleRig}
 
 
 # fixtures as parse cases ----------------------------------------------------------------------------------
@@ -272,6 +324,7 @@ def parse_cases() -> list[tuple[str, Callable[[], InboundMessage | None], dict[s
     from connectors.email.config import Mailbox
     from connectors.email.files import Files
     from connectors.email.parse import parse_bytes
+    from connectors.feishu.parse import parse as feishu_parse
     from connectors.local.parse import parse as console_parse
     from connectors.wecom.crypto import parse_xml
     from connectors.wecom.parse import parse as wecom_parse
@@ -300,6 +353,10 @@ def parse_cases() -> list[tuple[str, Callable[[], InboundMessage | None], dict[s
     for c in json.loads((FIXTURES / "wecom_robot" / "messages.json").read_text("utf-8"))["case"]:
         want = None if c["expect"] is None else {**c["expect"], "channel": "wecom", "tenant": "t1"}
         cases.append((f"wecom-robot-{c['name']}", lambda c=c: robot_parse(c["payload"], robot).msg, want))
+    for path in sorted((FIXTURES / "feishu").glob("*.json")):
+        c = json.loads(path.read_text("utf-8"))
+        cases.append((f"feishu-{path.stem}", lambda c=c: feishu_parse(c["payload"], tenant="default", app_key="default", app_id=FEISHU_FIXTURE_APP,
+                                                                    tenant_key=FEISHU_FIXTURE_TENANT, bot_open_id=FEISHU_FIXTURE_BOT), c["expect"]))
     mb = Mailbox(imap_host="h", username="copilot@seller.example.cn", tenant="default", authserv_id="mx.seller.example.cn")
     for c in tomllib.loads((FIXTURES / "email" / "expected.toml").read_text("utf-8"))["case"]:
         raw = (FIXTURES / "email" / c["file"]).read_bytes()

@@ -1,4 +1,4 @@
-"""What every connector must do, checked the same way on each (wecom, dingtalk over HTTP, email, the web
+"""What every connector must do, checked the same way on each (wecom, dingtalk and feishu over HTTP, email, the web
 chat), each wired into a whole copilot against its fake platform (tests/fakes/rigs.py):
 
   verify    bad credentials (a forged signature, a wrong mailbox password, no web session) are refused: nothing stored or answered
