@@ -125,6 +125,8 @@ async def test_forged_stale_and_unencrypted_events_are_refused_and_the_url_is_ve
     foreign = {**event, "header": {**event["header"], "tenant_key": "another-org"}}
     assert (await post(gw, fake, foreign)).status == 403
     assert (await gw.post("/feishu/nosuch/events", data=body)).status == 404
+    huge = fake.encrypt({**event, "padding": "x" * (1024 * 1024)}, app.encrypt_key)  # an event is a few KB
+    assert (await gw.post("/feishu/events", data=huge, headers=fake.signed_headers(huge, app.encrypt_key))).status == 413
     await asyncio.sleep(0.2)
     assert inbox(copilot) == [] and fake.sent == []
 
@@ -175,6 +177,14 @@ async def test_a_sender_over_the_rate_limit_gets_429_so_feishu_delivers_again(fa
         r = await gw.post("/feishu/events", data=body, headers=headers)
         assert r.status == 429 and r.headers.get("Retry-After")
     assert sorted(r.platform_msg_id for r in inbox(gw.connector_app)) == [f"om_t{n}" for n in range(5)]
+
+
+async def test_with_cards_off_the_answer_is_text_with_its_sources(fake, feishu_env, copilot, aiohttp_client):
+    feishu_env(CARDS="false")
+    gw = await start(copilot, aiohttp_client)
+    assert (await post(gw, fake, fake.message_event(APP, sender=ZW, text=QUESTION, message_id="om_text1"))).status == 200
+    [sent] = await fake.wait_sent(1)
+    assert sent.msg_type == "text" and sent.to == "om_text1" and "实施周期" in sent.text() and "http" in sent.text() and "**" not in sent.text()
 
 
 # replies and cards -----------------------------------------------------------------------------------------------
