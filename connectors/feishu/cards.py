@@ -1,13 +1,14 @@
-"""One card per answer: which card a message's answer is being written into, kept across processes and restarts.
+"""One card per answer: which card a message's answer is written into, kept across processes and restarts.
 
-The card of an inbound message is named by the message (its app and `message_id`, or a click's event id),
-so whatever process shows the answer being written (previews) and whatever process delivers the finished
-answer (the outbox) find the same card; a retry of the same reply updates it, never creates a second one.
-A row also says which reply took the card over (`reply_key`): the answer's retries update it again, a
-later reply to the same message (a confirmation after the answer) is a message of its own.
+The card of an inbound message is named by the message (its app and `message_id`, or a click's event id). Its row
+is written *before* the card is created: the first preview writes it with no reply (`reply_key` ""), a finished
+answer that comes first writes it with its own reply key, and whoever comes second sees it. So a preview never
+starts a card the answer already owns, and an answer that meets a card still being created creates it with the
+same Feishu `uuid` (Feishu sends one message per uuid) and then updates it. `reply_key` says which reply took the
+card over: its retries update the card again; a later reply to the same message is a message of its own.
 
-Kept in the `feishu_cards` table when the factory hands over the database (as connectors/replay.py keeps
-its state), else in memory. The calls touch the database: the connector runs them in a thread.
+Kept in the `feishu_cards` table when the factory hands over the database (as connectors/replay.py keeps its
+state), else in memory. The calls touch the database: the connector runs them in a thread.
 """
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ metadata = MetaData()
 cards_table = Table(
     "feishu_cards", metadata,
     Column("key", String(300), primary_key=True),  # app key | inbound message id
-    Column("message_id", String(200), nullable=False),  # the card's own message id (om_...)
-    Column("reply_key", String(200), nullable=False, default=""),  # the reply that took the card over; "" while it is a preview
+    Column("message_id", String(200), nullable=False, default=""),  # the card's own message id (om_...); "" while being created
+    Column("reply_key", String(200), nullable=False, default=""),  # the reply that owns the card; "" while it is a preview
     Column("updated_at", Float, nullable=False, index=True),
 )
 KEEP = 14 * 86400  # Feishu lets a card be updated for 14 days
@@ -33,8 +34,9 @@ PRUNE_EVERY = 500
 
 @dataclass(frozen=True)
 class Card:
-    message_id: str
+    message_id: str  # "" while it is being created
     reply_key: str  # "" while the answer is still being written
+    fresh: bool = False  # this call wrote the row: nobody else started the card
 
 
 class CardStore:
@@ -52,21 +54,38 @@ class CardStore:
             row = conn.execute(select(cards_table.c.message_id, cards_table.c.reply_key).where(cards_table.c.key == key)).first()
         return Card(row.message_id, row.reply_key) if row else None
 
-    def created(self, key: str, message_id: str) -> Card:
-        """Record the card just created for `key`; if another process recorded one first, theirs is the card."""
+    def begin(self, key: str, reply_key: str = "") -> Card:
+        """The row of `key`, written now (with `reply_key`) if there was none; `fresh` when this call wrote it."""
         if self.engine is None:
-            return self._mem.setdefault(key, Card(message_id, ""))
+            if key in self._mem:
+                return self._mem[key]
+            self._mem[key] = Card("", reply_key)
+            return Card("", reply_key, fresh=True)
         now = time.time()
         with self.engine.begin() as conn:
-            conn.execute(insert_ignore(conn, cards_table, {"key": key, "message_id": message_id, "reply_key": "", "updated_at": now}))
+            wrote = conn.execute(insert_ignore(conn, cards_table, {"key": key, "message_id": "", "reply_key": reply_key,
+                                                                   "updated_at": now})).rowcount
             self._writes += 1
             if self._writes % PRUNE_EVERY == 0:
                 conn.execute(delete(cards_table).where(cards_table.c.updated_at < now - KEEP))
-        return self.get(key) or Card(message_id, "")
+            row = conn.execute(select(cards_table.c.message_id, cards_table.c.reply_key).where(cards_table.c.key == key)).first()
+        return Card(row.message_id, row.reply_key, fresh=bool(wrote))
+
+    def created(self, key: str, message_id: str) -> Card:
+        """Record the card's message id (unless one is recorded already: then that one is the card)."""
+        if self.engine is None:
+            card = self._mem.get(key) or Card("", "")
+            if not card.message_id:
+                self._mem[key] = card = Card(message_id, card.reply_key)
+            return card
+        with self.engine.begin() as conn:
+            conn.execute(update(cards_table).where(cards_table.c.key == key, cards_table.c.message_id == "")
+                         .values(message_id=message_id, updated_at=time.time()))
+            row = conn.execute(select(cards_table.c.message_id, cards_table.c.reply_key).where(cards_table.c.key == key)).first()
+        return Card(row.message_id, row.reply_key) if row else Card(message_id, "")
 
     def take(self, key: str, reply_key: str) -> Card | None:
-        """Let the reply `reply_key` take the card over (it must be the first to, or the same one again): the card,
-        or None when there is no card or another reply has it."""
+        """Let the reply `reply_key` own the card (if nobody does yet, or it already does): the card, else None."""
         if self.engine is None:
             card = self._mem.get(key)
             if card is None or card.reply_key not in ("", reply_key):

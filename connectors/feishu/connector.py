@@ -196,18 +196,23 @@ class FeishuConnector:
             parts = cards(reply, chat_type=str(ctx.get("chat_type") or ("group" if target.is_group else "p2p")),
                           mention=str(ctx.get("open_id") or ""), labels=self.labels)
             inbound = str(ctx.get("inbound") or "")
+            card_key = f"{app.key}|{inbound}"
 
             async def show(card: Card | None) -> None:
-                if card is not None and await self._update(app, card.message_id, parts[0]):
-                    return
-                created = await self._deliver(app, target, "interactive", parts[0], uuid_for(app.key, key))
-                if inbound and card is None and await asyncio.to_thread(self.live.store.get, f"{app.key}|{inbound}") is None:
-                    await asyncio.to_thread(self.live.store.created, f"{app.key}|{inbound}", created)  # a retry updates it
-                    await asyncio.to_thread(self.live.store.take, f"{app.key}|{inbound}", key)
+                if card is None:  # another reply owns this message's card
+                    await self._deliver(app, target, "interactive", parts[0], uuid_for(app.key, key))
+                elif card.message_id:
+                    if not await self._update(app, card.message_id, parts[0]):
+                        await self._deliver(app, target, "interactive", parts[0], uuid_for(app.key, key))
+                else:  # the card's own uuid: if a preview elsewhere is creating it, this is the same message
+                    created = await self._deliver(app, target, "interactive", parts[0], uuid_for("card", card_key))
+                    known = await asyncio.to_thread(self.live.store.created, card_key, created)
+                    if not card.fresh:  # it may show a preview's text: put the answer on it
+                        await self._update(app, known.message_id, parts[0])
 
             try:
                 if inbound:
-                    await self.live.finish(f"{app.key}|{inbound}", key, show)
+                    await self.live.finish(card_key, key, show)
                 else:
                     await show(None)
                 for i, part in enumerate(parts[1:], 2):

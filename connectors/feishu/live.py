@@ -94,32 +94,34 @@ class LiveCards:
 
     async def _show(self, key: str, live: Live, target: Target, client: FeishuClient, text: str, deliver: Deliver) -> None:
         card = preview_card(text, _lang(text), self.labels)
-        if not live.message_id:
-            known = await asyncio.to_thread(self.store.get, key)  # another process, or before a restart
-            if known is not None and known.reply_key:
-                live.done = True  # the answer already took this card
-                return
-            if known is not None:
-                live.message_id = known.message_id
-        if live.message_id:
+        row = await asyncio.to_thread(self.store.begin, key, "")  # written before the card exists (or made by another process)
+        if row.reply_key:
+            live.done = True  # the finished answer owns this card (perhaps in another process): a preview never covers it
+            return
+        if row.message_id:
+            live.message_id = row.message_id
             await client.update_card(live.message_id, card)
-        else:
+        else:  # the card's own uuid: another process creating it at the same moment gets this same message
             created = await deliver(target, card, uuid_for("card", key))
-            live.message_id = (await asyncio.to_thread(self.store.created, key, created)).message_id
-            if live.message_id != created:  # another process made the card first: show the text there
-                await client.update_card(live.message_id, card)
+            row = await asyncio.to_thread(self.store.created, key, created)
+            live.message_id = row.message_id
+            if row.reply_key:
+                live.done = True
         live.updates += 1
 
     async def finish(self, key: str, reply_key: str, show: Callable[[Card | None], Awaitable[None]]) -> None:
-        """Stop the previews of `key` and let `show(card)` put the finished answer on its card (None: no card
-        for this reply: it is a message of its own)."""
+        """Stop the previews of `key` and let `show(card)` put the finished answer on the card this reply owns
+        (`card.fresh`: nobody started it; no `message_id`: it is still being created), or None when the card
+        belongs to another reply: this one is a message of its own."""
         live = self._live.get(key)
         if live is None:
             live = self._live[key] = Live()
         async with live.lock:
             live.done = True
-            card = await asyncio.to_thread(self.store.take, key, reply_key)
-            await show(card)
+            card: Card | None = await asyncio.to_thread(self.store.begin, key, reply_key)
+            if card is not None and not card.fresh and not card.reply_key:
+                card = await asyncio.to_thread(self.store.take, key, reply_key)
+            await show(card if card is not None and card.reply_key == reply_key else None)
 
     def updates(self, key: str) -> int:
         live = self._live.get(key)

@@ -238,6 +238,26 @@ async def test_a_retried_reply_updates_its_card_even_after_a_restart_and_never_s
     assert fake.token_requests[APP] == 3
 
 
+async def test_a_card_begun_in_one_process_is_finished_by_another_and_a_late_preview_never_covers_it(fake, feishu_env, make_settings, tmp_path):
+    from sqlalchemy import create_engine
+
+    feishu_env(PREVIEW_INTERVAL="0.05")
+    ctx = dataclasses.replace(channel_context(make_settings(), "feishu"), engine=create_engine(f"sqlite:///{tmp_path / 'cards.db'}"))
+    target = Target(channel="feishu", conversation_id="oc_p2p2", user_id=ZW,
+                    context={"app": "default", "message_id": "om_q2", "chat_id": "oc_p2p2", "chat_type": "p2p", "open_id": ZW, "inbound": "om_q2"})
+    writer, sender = feishu.build(ctx), feishu.build(ctx)  # the worker's process and the outbox's
+    writer.live.loop = asyncio.get_running_loop()
+    await asyncio.to_thread(writer.preview, target, "蓝海系统按坐席")  # from a worker thread, as the agent calls it
+    [card] = await fake.wait_sent(1)
+    await sender.send(target, Reply(text="蓝海系统按坐席收费，每席每年 1200 元。"), "in:9:0")
+    assert card.updates and "1200" in card_text(card.card)
+    writer.preview(target, "蓝海系统按坐席收费，每席")  # a preview the writer had not flushed yet
+    await asyncio.sleep(0.3)
+    assert len(fake.sent) == 1 and "1200" in card_text(card.card) and "▍" not in card_text(card.card)
+    await writer.aclose()
+    await sender.aclose()
+
+
 async def test_a_card_button_click_confirms_the_pending_item_once(fake, feishu_env, copilot, aiohttp_client):
     feishu_env()
     gw = await start(copilot, aiohttp_client)
