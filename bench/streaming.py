@@ -5,11 +5,12 @@ One gateway (this process, one event loop) serves the web chat and every platfor
 its fake platform from tests/fakes (run it from a source checkout), with a scripted model that streams the answer at
 a fixed token rate (one token = one streamed piece of the fake's, 4 characters). Each round asks the same question
 once per channel, in a new conversation, and times from sending the message to:
-- first: the first text the person can see (web chat: the long poll returns a `partial`; DingTalk: the card exists;
-  WeCom robot: a poll of the stream shows text),
-- done: the finished answer (web chat: the reply; DingTalk: the card's final update; WeCom robot: the poll with finish),
-- updates: what the person saw change on the way (web chat: partials; DingTalk: streaming updates of the card; WeCom
-  robot: polls that showed new text).
+- first: the first text the person can see (web chat: the long poll returns a `partial`; DingTalk, Feishu: the card
+  exists; WeCom robot: a poll of the stream shows text),
+- done: the finished answer (web chat: the reply; DingTalk, Feishu: the card's final update; WeCom robot: the poll with
+  finish),
+- updates: what the person saw change on the way (web chat: partials; DingTalk: streaming updates of the card; Feishu:
+  PATCHes of the card, the final one included; WeCom robot: polls that showed new text).
 
 A channel is one row: an object with `name`, `prepare(bench)` (start its fake platform, return the COPILOT_* settings
 that point the copilot at it), `ready(bench)` (after the gateway is up: link the asker, sign in) and `ask(bench, n)`
