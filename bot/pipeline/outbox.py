@@ -28,6 +28,7 @@ from connectors.sql import insert_ignore
 
 log = logging.getLogger("copilot.outbox")
 CLAIM_SECONDS = 120.0
+PASS_RETRY = 1.0  # seconds before the outbox tries again after a pass failed (the database away)
 
 
 class Outbox:
@@ -109,31 +110,42 @@ class Outbox:
 
     async def _loop(self) -> None:
         while True:
-            if self._yield_to is not None:
-                await self._yield_to()
-            self._busy = True
             try:
-                batch = await asyncio.to_thread(self._claim_batch)
+                await self._pass()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("outbox claim failed")
-                batch = []
-            if batch:
-                # in order within a conversation, conversations in parallel
-                by_conv: dict[str, list[OutboundRow]] = {}
-                for row in batch:
-                    by_conv.setdefault(row.conversation_key, []).append(row)
-                sent = await asyncio.gather(*(self._send_conv(rows) for rows in by_conv.values()))
-                await asyncio.to_thread(self._mark_sent, [i for ids in sent for i in ids])
-                continue
-            self._busy = False
-            self._wake.clear()
-            timeout = await asyncio.to_thread(self._next_due)
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
-            except asyncio.TimeoutError:
-                pass
+            except Exception:  # the database went away mid-pass (a restart): rows it did not mark are claimed again later
+                log.exception("outbox pass failed; trying again in %.0f s", PASS_RETRY)
+                self._busy = False
+                await asyncio.sleep(PASS_RETRY)
+
+    async def _pass(self) -> None:
+        """Send what is due, or wait until something is (or `wake`)."""
+        if self._yield_to is not None:
+            await self._yield_to()
+        self._busy = True
+        try:
+            batch = await asyncio.to_thread(self._claim_batch)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("outbox claim failed")
+            batch = []
+        if batch:
+            # in order within a conversation, conversations in parallel
+            by_conv: dict[str, list[OutboundRow]] = {}
+            for row in batch:
+                by_conv.setdefault(row.conversation_key, []).append(row)
+            sent = await asyncio.gather(*(self._send_conv(rows) for rows in by_conv.values()))
+            await asyncio.to_thread(self._mark_sent, [i for ids in sent for i in ids])
+            return
+        self._busy = False
+        self._wake.clear()
+        timeout = await asyncio.to_thread(self._next_due)
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout=timeout)
+        except asyncio.TimeoutError:
+            pass
 
     def _next_due(self) -> float:
         t = OutboundRow.__table__

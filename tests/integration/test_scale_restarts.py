@@ -47,7 +47,16 @@ async def two_processes(tmp_path, aiohttp_server, db: str, **settings: str):
                     COPILOT_WECOM_AES_KEY=A["aes_key"], COPILOT_WECOM_SECRET=A["secret"], COPILOT_WECOM_AGENT_ID=str(A["agent_id"]),
                     COPILOT_WECOM_API_BASE=str(server.make_url("")).rstrip("/"), **settings)
     ports = free_port(), free_port()
-    procs = [await start_serve(env, ports[0])]  # loads the sample people into the database
+    logs: list[bytearray] = []
+    drains: list[asyncio.Task] = []
+
+    async def started(port: int):  # its log is read as it comes (an unread pipe would fill and stop the process)
+        proc = await start_serve(env, port)
+        logs.append(bytearray())
+        drains.append(asyncio.create_task(drain(proc, logs[-1])))
+        return proc
+
+    procs = [await started(ports[0])]  # loads the sample people into the database
     from bot.people.directory import Directory
     from bot.storage import make_engine
 
@@ -56,13 +65,26 @@ async def two_processes(tmp_path, aiohttp_server, db: str, **settings: str):
         Directory(engine).link(person, "wecom", userid)  # what `copilot wecom sync-users` does
     engine.dispose()
     try:
-        procs.append(await start_serve(env, ports[1]))
+        procs.append(await started(ports[1]))
         yield api, ports
+    except BaseException:
+        for n, log in enumerate(logs):
+            print(f"--- copilot serve #{n} log (end) ---\n{log[-4000:].decode(errors='replace')}")
+        print("sent:", api.sent, "\ndropped:", api.dropped, "\ngettoken:", dict(api.gettoken_calls))
+        raise
     finally:
         for p in procs:
             if p.returncode is None:
                 p.send_signal(signal.SIGTERM)
                 await p.wait()
+        for d in drains:
+            d.cancel()
+
+
+async def drain(proc, into: bytearray) -> None:
+    while chunk := await proc.stderr.read(1 << 16):  # not by line: a line longer than the reader's limit would stop it
+        into += chunk
+        del into[:-1_000_000]
 
 
 async def deliver(session: aiohttp.ClientSession, port: int, userid: str, n: int, timeout: float = 40.0) -> int:
@@ -116,7 +138,7 @@ async def metric(port: int, name: str) -> float:
 
 async def test_redis_and_postgresql_restarted_while_traffic_flows(tmp_path, aiohttp_server):
     """Rounds 0-1 as usual; Redis killed before round 2 and started again (empty) before round 4; PostgreSQL crashes
-    as round 6 starts and is back 2 s later; rounds 8-9 as usual."""
+    as round 6 starts and is back 5.5 s later; rounds 7-9 after it."""
     import redis as redis_py
 
     with redis_server(tmp_path) as redis, pg_cluster() as pg:
@@ -127,7 +149,7 @@ async def test_redis_and_postgresql_restarted_while_traffic_flows(tmp_path, aioh
 
             async def pg_outage() -> None:
                 await asyncio.to_thread(pg.stop, "immediate")  # as if the server crashed
-                await asyncio.sleep(2.0)
+                await asyncio.sleep(5.5)  # longer than the outbox waits when idle (5 s): it meets the outage too
                 await asyncio.to_thread(pg.start)
 
             retries = await traffic(ports, before={2: lambda: asyncio.to_thread(redis.kill), 4: redis_back}, beside={6: pg_outage})
