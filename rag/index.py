@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -23,6 +24,7 @@ import numpy as np
 from rag.store import SEE_ALL
 
 PREFIX = "kb-"
+REOPEN_SECONDS = 5.0  # a Chroma server that went away is tried again this often
 log = logging.getLogger("copilot.index")
 
 
@@ -61,7 +63,9 @@ def readable(meta: dict, role: str, team: str) -> bool:
 class VectorIndex:
     """`broken`: why the store could not be read (empty when it is fine). A broken store does not take the
     copilot down: dense search returns nothing (retrieval runs on BM25), new vectors are skipped, `copilot
-    doctor` says so, and `copilot kb rebuild` refills it from the stored passages."""
+    doctor` says so, and `copilot kb rebuild` refills it from the stored passages. A Chroma server (`url`) that
+    went away (restarted, unreachable) is opened again on use, at most every REOPEN_SECONDS: dense search comes
+    back by itself (vectors of documents ingested meanwhile were skipped: `copilot kb rebuild` adds them)."""
 
     def __init__(self, path: Path, model_id: str, dim: int, *, url: str = "") -> None:
         self.path = path
@@ -69,6 +73,7 @@ class VectorIndex:
         self.model_id = model_id
         self.dim = dim
         self.broken = ""
+        self._reopen_at = 0.0
         self._parts: dict[str, object] = {}  # collection name -> collection
         self._meta: dict[str, dict] = {}
         self._lock = threading.Lock()
@@ -81,9 +86,23 @@ class VectorIndex:
 
     def _degrade(self, exc: Exception) -> None:
         self.broken = f"vector store at {self.url or self.path} unreadable: {type(exc).__name__}: {exc}"
+        self._reopen_at = time.monotonic() + REOPEN_SECONDS
         self._parts.clear()
         self._meta.clear()
         log.error("%s: answering from keyword search (BM25) until `copilot kb rebuild`", self.broken)
+
+    def _reopen(self) -> None:
+        """A broken Chroma server is tried again (an embedded store stays broken: only a rebuild mends it)."""
+        if not self.broken or not self.url or time.monotonic() < self._reopen_at:
+            return
+        self._reopen_at = time.monotonic() + REOPEN_SECONDS
+        try:
+            with self._lock:
+                self._open(self.path, self.model_id)
+        except Exception:
+            return
+        log.warning("vector store at %s readable again: dense search is back", self.url)
+        self.broken = ""
 
     def _open(self, path: Path, model_id: str) -> None:
         self._client = chroma_client(path, self.url)
@@ -127,6 +146,7 @@ class VectorIndex:
         return [self._parts[n] for n, m in self._meta.items() if m["tenant"] == tenant and readable(m, role, team)]
 
     def count(self) -> int:
+        self._reopen()
         try:
             return sum(c.count() for c in self._parts.values())
         except Exception as exc:
@@ -154,6 +174,7 @@ class VectorIndex:
 
     def query(self, vector: np.ndarray, tenant: str, role: str, team: str, n: int) -> list[tuple[str, float, int]]:
         """(chunk id, cosine similarity, version id) over the partitions the viewer may read, best first."""
+        self._reopen()
         out: list[tuple[str, float, int]] = []
         q = vector.reshape(1, -1)
         try:
