@@ -14,6 +14,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from lark_oapi.api.im.v1.model.p2_im_message_receive_v1 import P2ImMessageReceiveV1
+from lark_oapi.core.exception import UnmarshalException
 from lark_oapi.event.callback.model.p2_card_action_trigger import P2CardActionTrigger
 
 from connectors.message import Action, Attachment, InboundMessage
@@ -52,10 +53,15 @@ def parse(event: dict, *, tenant: str, app_key: str, app_id: str, user_id_type: 
         raise ForeignTenant(f"event from organisation {str(header.get('tenant_key'))[:40]!r}, not this app's")
     kind = event_type(event)
     common = dict(tenant=tenant, app_key=app_key, user_id_type=user_id_type)
-    if kind == MESSAGE_EVENT:
-        return _message(P2ImMessageReceiveV1(event), bot_open_id=bot_open_id, **common)
-    if kind == CARD_EVENT:
-        return _click(P2CardActionTrigger(event), **common)
+    try:
+        if kind == MESSAGE_EVENT:
+            return _message(P2ImMessageReceiveV1(event), bot_open_id=bot_open_id, **common)
+        if kind == CARD_EVENT:
+            return _click(P2CardActionTrigger(event), **common)
+    except (UnmarshalException, TypeError, AttributeError, ValueError) as exc:  # a field of the wrong shape (lark-oapi's models check)
+        if isinstance(exc, PayloadError):
+            raise
+        raise PayloadError(f"{kind} with a malformed field: {str(exc)[:120]}") from None
     return None  # other subscriptions (bot added to a chat, read receipts...): acknowledged, not stored
 
 

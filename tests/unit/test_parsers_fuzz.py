@@ -3,6 +3,7 @@ parser returns a message (or None) or raises its declared error, and never hangs
 
   WeCom XML      connectors/wecom/crypto.parse_xml + connectors/wecom/parse.parse   -> CallbackRejected
   DingTalk JSON  connectors/dingtalk/parse.parse                                    -> PayloadError
+  Feishu events  connectors/feishu/parse.parse (decrypted event JSON)                -> PayloadError
   email bytes    connectors/email/parse.parse_bytes (mime.parse_email)               -> UnparseableEmail
   and the sender check (connectors/email/authres.check_sender), which never raises.
 """
@@ -25,6 +26,8 @@ from connectors.email.config import Mailbox
 from connectors.email.files import Files
 from connectors.email.mime import UnparseableEmail
 from connectors.email.parse import parse_bytes
+from connectors.feishu.parse import PayloadError as FeishuPayloadError
+from connectors.feishu.parse import parse as feishu_parse
 from connectors.message import InboundMessage
 from connectors.wecom.crypto import CallbackRejected, parse_xml
 from connectors.wecom.parse import parse as wecom_parse
@@ -32,6 +35,7 @@ from connectors.wecom.parse import parse as wecom_parse
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 WECOM = [c["xml"].encode() for c in tomllib.loads((FIXTURES / "wecom" / "messages.toml").read_text("utf-8"))["case"]]
 DINGTALK = [json.loads(p.read_text("utf-8"))["payload"] for p in sorted((FIXTURES / "dingtalk").glob("*.json"))]
+FEISHU = [json.loads(p.read_text("utf-8"))["payload"] for p in sorted((FIXTURES / "feishu").glob("*.json"))]
 EMAIL = [p.read_bytes() for p in sorted((FIXTURES / "email").glob("*.eml"))]
 MB = Mailbox(imap_host="h", username="copilot@seller.example.cn", tenant="default", authserv_id="mx.seller.example.cn")
 FILES = Files(Path(tempfile.mkdtemp(prefix="fuzz-mail-")))
@@ -143,6 +147,47 @@ def test_dingtalk_mutated_bytes(raw):
     except (ValueError, UnicodeDecodeError, RecursionError):
         return  # the connector answers 400 before the parser sees it
     dingtalk(data)
+
+
+# Feishu ---------------------------------------------------------------------------------------------------
+def feishu(data) -> None:
+    with no_hang():
+        try:
+            msg = feishu_parse(data, tenant="default", app_key="default", app_id="cli_9f5343c580712544", tenant_key="2ca1d211f64f6438",
+                               bot_open_id="ou_b0t5343c580712544aa403a838cf73ee")
+        except FeishuPayloadError:
+            return
+    assert msg is None or isinstance(msg, InboundMessage)
+
+
+def _paths(obj, path: tuple = ()):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield path + (k,)
+            yield from _paths(v, path + (k,))
+
+
+FEISHU_PATHS = sorted({p for d in FEISHU for p in _paths(d)})
+
+
+@FUZZ
+@given(JSONS)
+def test_feishu_random_json(data):
+    feishu(data)
+
+
+@FUZZ
+@given(st.sampled_from(FEISHU), st.lists(st.tuples(st.sampled_from(FEISHU_PATHS), JSONS), max_size=4))
+def test_feishu_events_with_fields_of_any_shape(payload, changes):
+    """A recorded event with nested fields (header, sender ids, mentions, content, card values) replaced by anything."""
+    data = json.loads(json.dumps(payload))
+    for path, value in changes:
+        cur = data
+        for k in path[:-1]:
+            cur = cur.get(k) if isinstance(cur, dict) else None
+        if isinstance(cur, dict):
+            cur[path[-1]] = value
+    feishu(data)
 
 
 # email --------------------------------------------------------------------------------------------------
