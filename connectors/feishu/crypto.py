@@ -61,7 +61,7 @@ def decrypt(body: bytes, encrypt_key: str) -> dict:
     try:
         plain = AESCipher(encrypt_key).decrypt_str(enc)
         event = json.loads(plain)
-    except (ValueError, binascii.Error, UnicodeDecodeError, IndexError, KeyError):
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError, IndexError, KeyError):  # TypeError: an empty ciphertext (lark-oapi unpads with ord)
         raise SignatureError("body does not decrypt with this app's Encrypt Key") from None
     if not isinstance(event, dict):
         raise SignatureError("decrypted body is not an event")

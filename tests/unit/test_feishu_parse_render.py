@@ -1,6 +1,7 @@
 """Feishu pieces without a server: the official decryption sample, the signature, event parsing, cards, frames."""
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
@@ -21,6 +22,9 @@ def test_the_official_sample_decrypts_with_lark_oapi():
     assert AESCipher("test key").decrypt_str("P37w+VZImNgPEO1RBhJ6RtKl7n6zymIbEG1pReEzghk=") == "hello world"
     with pytest.raises(SignatureError, match="decrypt"):  # the sample's plaintext is no event: refused, not crashed
         decrypt(json.dumps({"encrypt": "P37w+VZImNgPEO1RBhJ6RtKl7n6zymIbEG1pReEzghk="}).encode(), "test key")
+    for enc in ("A" * 24, base64.b64encode(b"iv-only-16-bytes").decode(), "!!", base64.b64encode(b"y" * 20).decode()):
+        with pytest.raises(SignatureError):  # an IV without ciphertext, a bad length, not base64: refused, never a crash
+            decrypt(json.dumps({"encrypt": enc}).encode(), "test key")
     event = {"schema": "2.0", "header": {"token": "vt"}}
     assert decrypt(FakeFeishu.encrypt(event, "test key"), "test key") == event
     with pytest.raises(SignatureError):
