@@ -53,6 +53,9 @@ CONSOLE = {
     "connectors/wecom/connector.py": ("应用管理", "可见范围", "进入应用事件"),
     "connectors/dingtalk/config.py": ("凭证与基础信息",),
     "connectors/dingtalk/connector.py": ("企业内部应用", "凭证与基础信息", "机器人与消息推送", "权限管理"),
+    "connectors/feishu/client.py": ("机器人",),
+    "connectors/feishu/config.py": ("开发者后台", "凭证与基础信息", "加密策略", "长连接"),
+    "connectors/feishu/connector.py": ("开发者后台", "凭证与基础信息", "添加应用能力", "事件与回调"),
     "connectors/email/imap.py": ("授权码",),  # the mail providers' own word for an app password
     "connectors/email/send.py": ("授权码",),
 }
