@@ -10,7 +10,7 @@ update: only an interactive message of this app, only a shared card; every updat
 answered with a pong carrying the ClientConfig, events go out as data frames and the client's answers are recorded.
 
 It also writes the events Feishu sends: `message_event`, `card_event`, encrypted with the app's Encrypt Key
-(`encrypt`) and signed (`signed_headers`).
+(`encrypt`) and signed (`signed_headers`), and delivers them to the copilot's callback with Feishu's retries (`deliver`).
 """
 from __future__ import annotations
 
@@ -181,6 +181,22 @@ class FakeFeishu:
         app = self.apps[app_id]
         body = self.encrypt(event, app.encrypt_key)
         return body, self.signed_headers(body, app.encrypt_key, **kw)
+
+    async def deliver(self, url: str, app_id: str, event: dict, *, attempts: int = 1, pause: float = 0.05) -> list[int]:
+        """POST `event` to the copilot's callback `url` as Feishu does: encrypted, signed afresh for every attempt, and
+        delivered again (up to `attempts` times) while the answer is not a 200. The statuses, in order."""
+        import aiohttp
+
+        statuses: list[int] = []
+        async with aiohttp.ClientSession() as http:
+            for _ in range(attempts):
+                body, headers = self.request(app_id, event)
+                async with http.post(url, data=body, headers=headers) as r:
+                    statuses.append(r.status)
+                if r.status == 200:
+                    break
+                await asyncio.sleep(pause)
+        return statuses
 
     def add_file(self, message_id: str, kind: str, data: bytes) -> str:
         key = f"{'file' if kind == 'file' else 'img'}_v3_" + secrets.token_hex(8)

@@ -90,6 +90,7 @@ async def test_a_direct_question_is_answered_once_on_a_card_with_citations(fake,
     assert "实施周期" in text and "**来源**" in text and "](http" in text
     again = await post(gw, fake, event)  # Feishu's retry of the same event: signed afresh, stored once
     assert again.status == 200 and (await again.json())["duplicate"] is True
+    assert await fake.deliver(str(gw.make_url("/feishu/events")), APP, event, attempts=3) == [200]
     body, headers = fake.request(APP, event)
     for _ in range(2):  # a captured request sent again as it was: acknowledged, never reaches the inbox again
         replay = await gw.post("/feishu/events", data=body, headers=headers)
