@@ -80,7 +80,10 @@ class FeishuConnector:
         if app is None or not code or len(code) > 512:
             raise SignInRefused("no Feishu code in the callback")
         try:
-            user = await self.clients[app.key].signed_in_user(code, self._redirects.pop(str(query.get("state") or ""), ""))
+            # the token exchange repeats the redirect_uri of the authorize page (RFC 6749 4.1.3): the one this process
+            # started the sign-in with, else (another process started it) where the console's sign-in comes back to
+            redirect = self._redirects.pop(str(query.get("state") or ""), "") or f"{self.public_url}/login/with/{CHANNEL}/callback"
+            user = await self.clients[app.key].signed_in_user(code, redirect)
         except FeishuAPIError as exc:
             raise SignInRefused(f"Feishu did not confirm the sign-in: {exc}") from None
         if app.tenant_key and user["tenant_key"] != app.tenant_key:
