@@ -101,12 +101,13 @@ def load(
     concurrency: int = typer.Option(32, help="Concurrent senders."),
     workers: list[int] = typer.Option([1, 2, 4], help="copilot serve --workers N, one run each."),
     conversations: int = typer.Option(1000, help="Conversations the messages are spread over (fewer: longer bursts per conversation)."),
+    redis: bool = typer.Option(False, help="Per N, the rate limits kept per process vs. in Redis (a redis-server started for it)."),
 ) -> None:
     """Bounded load on PostgreSQL at 1, 2 and 4 processes: messages/s, ack p99, end-to-end p95, lost, doubled and
-    out-of-order replies, CPU by component; the scaling ratio."""
+    out-of-order replies, CPU by component; the scaling ratio (or, with --redis, what shared limits cost)."""
     from bench.scale import run
 
-    _print(asyncio.run(run(messages, concurrency, workers, conversations)))
+    _print(asyncio.run(run(messages, concurrency, workers, conversations, redis)))
 
 
 @bench.command("email")

@@ -2,7 +2,10 @@
 retry) against `copilot serve --workers N` on a fresh PostgreSQL database, for N = 1, 2 and 4. Per run:
 acknowledged messages/s and ack p99 (client side), answered messages/s and end-to-end p95 (accepted in the
 inbox -> reply sent, from the rows), lost and doubled replies (must be 0), replies out of order within a
-conversation (must be 0), and where the CPU went (copilot workers, PostgreSQL, the load generator itself)."""
+conversation (must be 0), and where the CPU went (copilot workers, PostgreSQL, the load generator itself).
+
+`redis=True` adds, for each N, a run with the rate limits on (high enough to refuse nothing) kept per process and
+one with them in Redis (`COPILOT_REDIS_URL`, a redis-server started for the run): what sharing the limits costs."""
 from __future__ import annotations
 
 import asyncio
@@ -87,7 +90,9 @@ def order_violations(engine) -> int:
     return bad
 
 
-async def one_run(workers: int, total: int, concurrency: int, conversations: int, root: Path) -> dict:
+async def one_run(workers: int, total: int, concurrency: int, conversations: int, root: Path, *, limits: str = "off",
+                  redis_url: str = "") -> dict:
+    """`limits`: "off" (none checked), "process" (each process's own buckets) or "redis" (the buckets in Redis at `redis_url`)."""
     import psycopg
 
     name = f"copilot_bench_{uuid.uuid4().hex[:8]}"
@@ -95,10 +100,15 @@ async def one_run(workers: int, total: int, concurrency: int, conversations: int
         admin.execute(f'CREATE DATABASE "{name}"')
     db = PG_ADMIN.rsplit("/", 1)[0] + "/" + name
     port = free_port()
-    data = root / f"w{workers}"
+    data = root / f"w{workers}-{limits}"
     env = {**os.environ, "COPILOT_DATA_DIR": str(data), "COPILOT_DATABASE_URL": db, "COPILOT_CONFIG": str(root / "absent.toml"),
            "COPILOT_RATE_LIMIT_PER_MINUTE": "0", "COPILOT_ADDRESS_REQUESTS_PER_MINUTE": "0", "COPILOT_PERSON_REQUESTS_PER_MINUTE": "0",
            "COPILOT_LOG_LEVEL": "WARNING", "COPILOT_EMBED_CACHE": str(Path(__file__).resolve().parents[1] / ".cache" / "test-embeddings.db")}
+    if limits != "off":  # every message checked against three limits (sender, address, person), none ever refusing
+        env.update(COPILOT_RATE_LIMIT_PER_MINUTE="6000000", COPILOT_ADDRESS_REQUESTS_PER_MINUTE="6000000",
+                   COPILOT_PERSON_REQUESTS_PER_MINUTE="6000000")
+    if limits == "redis":
+        env["COPILOT_REDIS_URL"] = redis_url
     from bench.target import BENCH_PASSWORD, BENCH_USER
 
     subprocess.run([sys.executable, "-m", "bot.cli", "user", "add", BENCH_USER, "--role", "rep", "--password-stdin"], env=env,
@@ -124,7 +134,8 @@ async def one_run(workers: int, total: int, concurrency: int, conversations: int
         await run_load(chat_request(base, 200, "warm", headers), total=200, concurrency=concurrency)
         await wait_answered(db, unique_ids(200))
         pg = processes(lambda pid, comm, ppid: comm.startswith("postgres"))
-        before = (cpu_seconds(kids), cpu_seconds(pg), time.process_time())
+        rd = processes(lambda pid, comm, ppid: comm.startswith("redis-server")) if limits == "redis" else []
+        before = (cpu_seconds(kids), cpu_seconds(pg), time.process_time(), cpu_seconds(rd))
         start = time.perf_counter()
         res = await run_load(chat_request(base, conversations, f"load{workers}", headers), total=total, concurrency=concurrency)
         check = await wait_answered(db, unique_ids(200) + unique_ids(total))
@@ -136,8 +147,10 @@ async def one_run(workers: int, total: int, concurrency: int, conversations: int
         wall = time.perf_counter() - start
         cpu = {"copilot_workers_s": round(cpu_seconds(kids) - before[0], 1), "postgresql_s": round(cpu_seconds(pg) - before[1], 1),
                "load_generator_s": round(time.process_time() - before[2], 1), "wall_s": round(wall, 1)}
+        if rd:
+            cpu["redis_s"] = round(cpu_seconds(rd) - before[3], 1)
         processed = unique_ids(total)
-        return {"workers": workers, "messages": total, "conversations": conversations, "acked_per_s": round(res.rps, 1), "ack_p99_ms": round(res.pct(99), 1),
+        return {"workers": workers, "limits": limits, "messages": total, "conversations": conversations, "acked_per_s": round(res.rps, 1), "ack_p99_ms": round(res.pct(99), 1),
                 "answered_per_s": round(processed / float(last), 1) if last else None,
                 "e2e_p50_ms": round(float(np.percentile(e2e, 50)) * 1000, 1) if e2e else None,
                 "e2e_p95_ms": round(float(np.percentile(e2e, 95)) * 1000, 1) if e2e else None,
@@ -154,9 +167,41 @@ async def one_run(workers: int, total: int, concurrency: int, conversations: int
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-async def run(total: int, concurrency: int, workers: list[int], conversations: int) -> dict:
+def redis_server(root: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                             "--dir", str(root)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    import redis
+
+    client = redis.Redis(port=port)
+    for _ in range(100):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    client.close()
+    return proc, f"redis://127.0.0.1:{port}/0"
+
+
+async def run(total: int, concurrency: int, workers: list[int], conversations: int, redis: bool = False) -> dict:
     root = Path(tempfile.mkdtemp(prefix="copilot-load-"))
-    runs = [await one_run(n, total, concurrency, conversations, root) for n in workers]
+    if not redis:
+        runs = [await one_run(n, total, concurrency, conversations, root) for n in workers]
+    else:
+        server, url = redis_server(root)
+        try:
+            runs = [await one_run(n, total, concurrency, conversations, root, limits=mode, redis_url=url)
+                    for n in workers for mode in ("process", "redis")]
+        finally:
+            server.kill()
+            server.wait()
+        pairs = {(r["workers"], r["limits"]): r for r in runs}
+        out = {"cores": os.cpu_count(), "runs": runs, "redis_vs_process": {
+            n: {k: round(pairs[n, "redis"][k] / pairs[n, "process"][k], 2) for k in ("acked_per_s", "answered_per_s")
+                if pairs[n, "process"][k] and pairs[n, "redis"][k]} for n in workers}}
+        out["zero_lost_doubled_disordered"] = all(r["lost"] == 0 and r["doubled"] == 0 and r["out_of_order"] == 0 for r in runs)
+        return out
     by = {r["workers"]: r for r in runs}
     out: dict = {"cores": os.cpu_count(), "runs": runs}
     if 1 in by and max(by) > 1:
