@@ -85,7 +85,7 @@ class FakeFeishu:
         self.messages: dict[str, Sent] = {}
         self.files: dict[tuple[str, str], tuple[str, bytes]] = {}  # (message id, file key) -> (type, bytes)
         self.users: dict[str, dict] = {}  # open_id -> {union_id, user_id, name, tenant_key}
-        self.login_codes: dict[str, tuple[str, str]] = {}  # code -> (app id, open_id)
+        self.login_codes: dict[str, tuple[str, str, str]] = {}  # code -> (app id, open_id, redirect_uri)
         self.user_tokens: dict[str, str] = {}
         self.ws: dict[str, list[web.WebSocketResponse]] = {}  # app id -> open connections
         self.ws_opened: dict[str, int] = {}
@@ -203,9 +203,10 @@ class FakeFeishu:
         self.files[(message_id, key)] = (kind, data)
         return key
 
-    def login_code(self, app_id: str, open_id: str) -> str:
+    def login_code(self, app_id: str, open_id: str, redirect_uri: str = "") -> str:
+        """The code Feishu's authorize page hands back for `open_id`; the exchange must repeat `redirect_uri` (RFC 6749 4.1.3)."""
         code = secrets.token_hex(16)
-        self.login_codes[code] = (app_id, open_id)
+        self.login_codes[code] = (app_id, open_id, redirect_uri)
         return code
 
     # the API ---------------------------------------------------------------------------------------------
@@ -309,7 +310,8 @@ class FakeFeishu:
         body = await request.json()
         found = self.login_codes.pop(str(body.get("code")), None)
         app = self.apps.get(str(body.get("client_id")))
-        if found is None or app is None or body.get("client_secret") != app.secret or found[0] != app.app_id:
+        if found is None or app is None or body.get("client_secret") != app.secret or found[0] != app.app_id or \
+                (found[2] and body.get("redirect_uri") != found[2]):
             return web.json_response({"code": 20003, "error": "invalid_grant", "error_description": "the code is invalid or used"}, status=400)
         token = "u-" + secrets.token_hex(16)
         self.user_tokens[token] = found[1]

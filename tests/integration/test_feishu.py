@@ -294,7 +294,7 @@ async def test_a_linked_feishu_user_signs_in_to_the_console_and_nobody_else_does
         to = urlsplit(r.headers["Location"])
         q = {k: v[0] for k, v in parse_qs(to.query).items()}
         assert to.path == "/open-apis/authen/v1/authorize" and q["client_id"] == APP and q["response_type"] == "code"
-        code = code or fake.login_code(APP, open_id)
+        code = code or fake.login_code(APP, open_id, q["redirect_uri"])
         return s, await s.get(q["redirect_uri"], params={"code": code, "state": q["state"]}, allow_redirects=False), code
 
     async with aiohttp.ClientSession() as browser, browser.get(server.make_url("/login")) as page:
