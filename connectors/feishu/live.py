@@ -25,7 +25,7 @@ from connectors.message import Target
 
 log = logging.getLogger("copilot.feishu.live")
 Deliver = Callable[[Target, dict, str], Awaitable[str]]  # (target, card, uuid) -> the new message's id
-KEEP_FINISHED = 2000  # finished answers remembered, so a late preview of one is ignored
+KEEP_FINISHED = 2000  # answers remembered in this process (a late preview of a finished one also asks the store)
 
 
 def uuid_for(*parts: str) -> str:
@@ -63,11 +63,10 @@ class LiveCards:
         live = self._live.get(key)
         if live is None:
             live = self._live[key] = Live()
-            while len(self._live) > KEEP_FINISHED:
-                old_key, old = next(iter(self._live.items()))
-                if not old.done:
-                    break
-                del self._live[old_key]
+            while len(self._live) > KEEP_FINISHED:  # the oldest go (a card's identity is in the store, not here)
+                _, old = self._live.popitem(last=False)
+                if old.task is not None and not old.task.done():
+                    old.task.cancel()
         if live.done:
             return
         live.latest = text
