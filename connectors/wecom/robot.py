@@ -168,7 +168,7 @@ class WeComRobots:
         if sid and await asyncio.to_thread(self.store.deliver, sid, key, md, card, robot.stream_seconds):
             return True
         url = str(ctx.get("response_url", ""))
-        if not url:
+        if not url or not robot.response_url_ok(url):  # parse keeps only WeCom's; a row stored before may hold another
             return False
         if not sid:  # a card click's response_url: one POST, whichever process delivers
             sid = stream_id(robot.key, "url:" + url)
@@ -189,7 +189,7 @@ class WeComRobots:
         """One POST of markdown on a response_url (it takes one)."""
         body = {"msgtype": "markdown", "markdown": {"content": _cap(md)}}
         try:
-            async with self._http().post(url, json=body, timeout=aiohttp.ClientTimeout(total=self.timeout)) as r:
+            async with self._http().post(url, json=body, timeout=aiohttp.ClientTimeout(total=self.timeout), allow_redirects=False) as r:
                 data = await r.json(content_type=None) if r.status == 200 else {}
                 status = r.status
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
@@ -211,10 +211,10 @@ class WeComRobots:
     async def fetch(self, attachment: Attachment) -> bytes:
         """An image or file a user sent: downloaded from its url and decrypted with the robot's key."""
         key, _, url = attachment.ref.removeprefix("robot:").partition("|")
-        if key not in self.crypto or not url.startswith(("https://", "http://")):
-            raise LookupError(f"not a file of a configured robot: {attachment.name}")
+        if key not in self.crypto or not self.robots[key].file_url_ok(url):  # a url of the body: WeCom's file hosts only
+            raise LookupError(f"not a file of a configured robot on WeCom's file hosts: {attachment.name}")
         buf = bytearray()
-        async with self._http().get(url, timeout=aiohttp.ClientTimeout(total=60)) as r:
+        async with self._http().get(url, timeout=aiohttp.ClientTimeout(total=60), allow_redirects=False) as r:
             if r.status != 200:
                 raise LookupError(f"the file's url answered HTTP {r.status} (it is valid for a few minutes only)")
             async for chunk in r.content.iter_chunked(65536):
@@ -244,7 +244,7 @@ class WeComRobots:
         pushed = 0
         for robot in self.robots.values():
             for o in await asyncio.to_thread(self.store.overdue, robot.key, robot.stream_seconds):
-                if await asyncio.to_thread(self.store.claim_url, o.stream_id):
+                if robot.response_url_ok(o.response_url) and await asyncio.to_thread(self.store.claim_url, o.stream_id):
                     try:
                         await self._post(o.stream_id, o.response_url, o.content)
                         pushed += 1

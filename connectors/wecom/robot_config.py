@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Any, Mapping
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
@@ -24,6 +25,10 @@ from connectors.config import AccountSpec, ConfigProblem, Issue, load_accounts
 from connectors.wecom.config import aes_key_problem
 
 DEFAULT_KEY = "default"
+DEFAULT_API_BASE = "https://qyapi.weixin.qq.com"
+RESPONSE_PATH = "/cgi-bin/aibot/response"
+# where WeCom keeps the (encrypted) images and files users send a robot: Tencent's picture CDN and COS buckets
+FILE_HOSTS = (".qpic.cn", ".myqcloud.com", ".tencentcos.cn", ".qq.com")
 CONSOLE = "WeCom admin console → 智能机器人 → your robot → API 模式"
 
 
@@ -37,8 +42,26 @@ class RobotConfig(BaseModel):
     aes_key: SecretStr = SecretStr("")
     robot_id: str = ""
     name: str = ""
+    api_base: str = DEFAULT_API_BASE  # WeCom's API host: a callback's response_url must point there, nowhere else
     stream_seconds: float = 330.0  # WeCom polls a stream for 6 minutes from the question; past this, response_url
     sweep_seconds: float = 30.0  # how often finished answers nobody polled for are pushed to response_url
+
+    def response_url_ok(self, url: str) -> bool:
+        """Whether a callback's response_url is WeCom's (`api_base`) response endpoint: the body names it, and the reply is
+        POSTed to it, so any other host (an internal address, a metadata service) is refused."""
+        got, base = _split(url), _split(self.api_base)
+        return got is not None and base is not None and got[:2] == base[:2] and \
+            got[2].startswith(base[2].rstrip("/") + RESPONSE_PATH)
+
+    def file_url_ok(self, url: str) -> bool:
+        """Whether a file url of a callback is on WeCom's file hosts (https on Tencent's CDN or COS, or `api_base`'s host)."""
+        got, base = _split(url), _split(self.api_base)
+        if got is None:
+            return False
+        if base is not None and got[:2] == base[:2]:
+            return True
+        host = got[1].rsplit(":", 1)[0] if got[1].count(":") == 1 else got[1]
+        return got[0] == "https" and host.endswith(FILE_HOSTS)
 
     @property
     def path(self) -> str:
@@ -60,9 +83,23 @@ class RobotConfig(BaseModel):
             out.append(("token", "must be 1-32 letters or digits", f"copy the Token again into {self.setting('token')}"))
         if self.robot_id and not re.fullmatch(r"[\w\-]{1,64}", self.robot_id):
             out.append(("robot_id", "must be 1-64 letters, digits, _ or -", f"copy the robot's id (aibotid) into {self.setting('robot_id')}"))
+        if _split(self.api_base) is None:
+            out.append(("api_base", "must be an http(s) URL", f"leave {self.setting('api_base')} out: WeCom's is {DEFAULT_API_BASE}"))
         if not 1 <= self.stream_seconds <= 355:
             out.append(("stream_seconds", "must be between 1 and 355", "leave it out: WeCom polls a stream for 6 minutes"))
         return out
+
+
+def _split(url: str) -> tuple[str, str, str] | None:
+    """(scheme, host[:port], path) of an http(s) url without credentials, lower-cased; None for anything else."""
+    try:
+        u = urlsplit(url)
+        port = u.port
+    except ValueError:
+        return None
+    if u.scheme not in ("http", "https") or not u.hostname or u.username is not None or u.password is not None or "\\" in url:
+        return None
+    return u.scheme, u.hostname.lower() + (f":{port}" if port is not None else ""), u.path or "/"
 
 
 @dataclass(frozen=True)
@@ -72,7 +109,7 @@ class _RobotSpec(AccountSpec):
 
 
 SPEC = _RobotSpec(platform="wecom_robot", list_key="robots", model=RobotConfig, present=("token", "aes_key"), own_tenant=False,
-                  default_in_toml=True, validate=lambda r: r.issues())
+                  default_in_toml=True, inherit=("api_base",), validate=lambda r: r.issues())
 
 
 def load_robots(tenant: str = "default", section: Mapping[str, Any] | None = None,

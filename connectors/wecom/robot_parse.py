@@ -68,7 +68,7 @@ def parse(f: dict[str, Any], robot: RobotConfig) -> Callback:
     if group and not _ID.match(chat):
         raise BadPayload("a group callback without a usable chatid")
     url = _s(f, "response_url")
-    url = url if _URL.match(url) else ""
+    url = url if _URL.match(url) and robot.response_url_ok(url) else ""  # the reply is POSTed there: WeCom's host only
     context = {"robot": robot.key, "chat": chat if group else "", "response_url": url}
     base: dict[str, Any] = dict(channel=CHANNEL, tenant=robot.tenant, sender_id=sender, is_group=group,
                                 conversation_id=f"robot:{robot.key}:g:{chat}" if group else f"robot:{robot.key}:{sender}",

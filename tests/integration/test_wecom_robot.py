@@ -30,8 +30,8 @@ async def robot(make_app, make_settings, aiohttp_server, aiohttp_client, tmp_pat
     urls = RobotServer()
     urls.base = str((await aiohttp_server(urls.app())).make_url("")).rstrip("/")
     settings = make_settings(llm_base_url=str(model_server.make_url("/v1")), llm_timeout=20.0)
-    robots = [RobotConfig(key="default", tenant=settings.tenant, **ROBOT),
-              RobotConfig(key="late", tenant=settings.tenant, stream_seconds=1.0, sweep_seconds=0.2, **LATE)]
+    robots = [RobotConfig(key="default", tenant=settings.tenant, api_base=urls.base, **ROBOT),  # the fake is WeCom's host
+              RobotConfig(key="late", tenant=settings.tenant, stream_seconds=1.0, sweep_seconds=0.2, api_base=urls.base, **LATE)]
     streams = create_engine(f"sqlite:///{tmp_path / 'streams.db'}")  # as the copilot's database would hold them
     conn = WeComChannel([], WeComRobots(robots, engine=streams))
     copilot = make_app(settings, channels=[conn])

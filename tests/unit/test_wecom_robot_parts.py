@@ -159,3 +159,54 @@ def test_replies_racing_polls_are_each_shown_once_or_refused_never_lost(tmp_path
     shown = set(finished[0].content.split("\n\n---\n\n"))
     assert shown == {f"reply-{k.rsplit(':', 1)[1]}" for k, ok in took.items() if ok}
     assert len(took) == 8
+
+
+def test_a_response_url_or_file_url_off_wecom_s_hosts_is_never_requested():
+    """The decrypted body names the response_url the reply is POSTed to and the file urls fetched: only WeCom's hosts."""
+    for bad in ("http://169.254.169.254/latest/meta-data", "https://qyapi.weixin.qq.com.evil.example/cgi-bin/aibot/response?x=1",
+                "https://user@qyapi.weixin.qq.com/cgi-bin/aibot/response", "https://qyapi.weixin.qq.com/cgi-bin/gettoken?corpsecret=x",
+                "http://qyapi.weixin.qq.com/cgi-bin/aibot/response?response_code=RC", "https://127.0.0.1:8080/cgi-bin/aibot/response"):
+        cb = parse(body(response_url=bad), ROBOT)
+        assert cb.response_url == "" and cb.msg.reply_context["response_url"] == "", bad
+    assert parse(body(), ROBOT).response_url.startswith("https://qyapi.weixin.qq.com/cgi-bin/aibot/response?")
+    local = ROBOT.model_copy(update={"api_base": "http://127.0.0.1:9000"})  # a fake WeCom in tests
+    assert local.response_url_ok("http://127.0.0.1:9000/cgi-bin/aibot/response?response_code=1")
+    assert not local.response_url_ok("http://127.0.0.1:9001/cgi-bin/aibot/response?response_code=1")
+    assert ROBOT.file_url_ok("https://ww-aibot-img-1258476243.cos.ap-guangzhou.myqcloud.com/IMAGEID")
+    assert ROBOT.file_url_ok("https://wework.qpic.cn/x")
+    for bad in ("http://wework.qpic.cn/x", "https://169.254.169.254/x", "https://qpic.cn.evil.example/x", "https://10.0.0.1/x"):
+        assert not ROBOT.file_url_ok(bad), bad
+    assert RobotConfig(token="T1", aes_key=KEY, api_base="ftp://x").issues()[0][0] == "api_base"
+
+
+async def test_send_and_fetch_refuse_urls_off_wecom_s_hosts_without_a_request():
+    """A context or file ref stored before the check (or forged in the database) still never makes a request elsewhere."""
+    from aiohttp import web
+
+    from connectors.message import Attachment, Reply, Target
+    from connectors.wecom.robot import WeComRobots
+
+    hits: list[str] = []
+
+    async def anything(request: web.Request) -> web.Response:
+        hits.append(request.path)
+        return web.json_response({"errcode": 0})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", anything)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    other = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    robots = WeComRobots([ROBOT])
+    try:
+        target = Target(channel="wecom", tenant="acme", conversation_id="robot:sales:ZhangWei", user_id="ZhangWei",
+                        context={"robot": "sales", "response_url": f"{other}/cgi-bin/aibot/response?response_code=1"})
+        assert await robots.send(target, Reply(text="答案"), "in:1:0") is False
+        with pytest.raises(LookupError):
+            await robots.fetch(Attachment(name="f", mime="image/jpeg", ref=f"robot:sales|{other}/file/x"))
+        assert hits == []
+    finally:
+        await robots.aclose()
+        await runner.cleanup()
