@@ -13,8 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
-import time
 from typing import Awaitable, Callable
 from urllib.parse import quote_plus
 
@@ -27,6 +25,7 @@ from dingtalk_stream.version import VERSION_STRING
 from connectors.channel import Throttled
 from connectors.dingtalk.client import DingTalkAPIError, DingTalkClient
 from connectors.dingtalk.config import DingTalkApp
+from connectors.reconnect import ReconnectingReceiver, loopback
 
 log = logging.getLogger("copilot.dingtalk.stream")
 OnMessage = Callable[[dict], Awaitable[None]]  # must raise when the message could not be stored
@@ -44,76 +43,40 @@ class _RobotMessages(CallbackHandler):
         return AckMessage.STATUS_OK, "OK"
 
 
-class StreamReceiver:
+class StreamReceiver(ReconnectingReceiver):
+    task_name, what, open_errors = "dingtalk-stream", "Stream connection", (DingTalkAPIError,)
+    log = log
+
     def __init__(self, app: DingTalkApp, client: DingTalkClient, on_message: OnMessage, *, backoff_base: float = 1.0,
                  backoff_max: float = 60.0, heartbeat: float = 20.0, stable_after: float = 30.0,
                  on_card: OnMessage | None = None) -> None:
         """`on_card`: card button clicks (topic /v1.0/card/instances/callback), subscribed only when given."""
+        self.sdk = DingTalkStreamClient(Credential(app.app_key, app.app_secret.get_secret_value()), logger=log)
+        super().__init__(app.key, app.label, backoff_base=backoff_base, backoff_max=backoff_max, stable_after=stable_after)
         self.app = app
         self.client = client
-        self.backoff_base, self.backoff_max, self.stable_after = backoff_base, backoff_max, stable_after
         self.heartbeat = heartbeat
-        self.sdk = DingTalkStreamClient(Credential(app.app_key, app.app_secret.get_secret_value()), logger=log)
         self.sdk.register_callback_handler(ChatbotMessage.TOPIC, _RobotMessages(on_message))
         if on_card is not None:
             self.sdk.register_callback_handler(Card_Callback_Router_Topic, _RobotMessages(on_card))
         self.sdk.pre_start()
-        self.connected = asyncio.Event()
-        self.connects = 0
         self.acks = 0
         self.throttled = 0
-        self.last_error = ""
-        self._task: asyncio.Task | None = None
-        self._inflight: set[asyncio.Task] = set()
-        self._closing = False
 
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self.run(), name=f"dingtalk-stream-{self.app.key}")
+    @property
+    def _ws(self):  # the SDK's own handlers send on `sdk.websocket`: the connection lives there
+        return self.sdk.websocket
 
-    async def aclose(self) -> None:
-        self._closing = True
-        ws = self.sdk.websocket
-        if ws is not None:
-            await ws.close()
-        if self._inflight:  # let acks for messages already being stored go out
-            await asyncio.wait(self._inflight, timeout=2.0)
-        for t in [*self._inflight, *([self._task] if self._task else [])]:
-            t.cancel()
-        await asyncio.gather(*self._inflight, *([self._task] if self._task else []), return_exceptions=True)
-
-    async def run(self) -> None:
-        failures = 0
-        while not self._closing:
-            started = time.monotonic()
-            try:
-                await self._session()
-                self.last_error = ""
-            except asyncio.CancelledError:
-                raise
-            except DingTalkAPIError as exc:
-                self.last_error = str(exc)
-                log.warning("%s: cannot open a Stream connection: %s", self.app.label, exc)
-            except (OSError, asyncio.TimeoutError, websockets.exceptions.WebSocketException) as exc:
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning("%s: Stream connection lost: %s", self.app.label, self.last_error)
-            except Exception as exc:
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                log.exception("%s: Stream connection failed", self.app.label)
-            self.connected.clear()
-            self.sdk.websocket = None
-            if self._closing:
-                break
-            failures = 0 if time.monotonic() - started >= self.stable_after else failures + 1
-            delay = min(self.backoff_max, self.backoff_base * 2 ** failures) * random.uniform(0.5, 1.0)
-            await asyncio.sleep(delay)
+    @_ws.setter
+    def _ws(self, ws) -> None:
+        self.sdk.websocket = ws
 
     async def _session(self) -> None:
         endpoint, ticket = await self.client.open_stream(list(self.sdk.callback_handler_map), VERSION_STRING)
         async with websockets.connect(f"{endpoint}?ticket={quote_plus(ticket)}", ping_interval=self.heartbeat,
                                       ping_timeout=self.heartbeat, close_timeout=2, open_timeout=15,
-                                      max_size=4 * 1024 * 1024, proxy=None if _loopback(endpoint) else True) as ws:
-            self.sdk.websocket = ws
+                                      max_size=4 * 1024 * 1024, proxy=None if loopback(endpoint) else True) as ws:
+            self._ws = ws
             self.connects += 1
             self.connected.set()
             log.info("%s: Stream connected (%d)", self.app.label, self.connects)
@@ -124,9 +87,7 @@ class StreamReceiver:
                     log.warning("%s: a Stream frame that is not JSON was dropped", self.app.label)
                     continue
                 if isinstance(frame, dict):
-                    task = asyncio.create_task(self._route(ws, frame))
-                    self._inflight.add(task)
-                    task.add_done_callback(self._inflight.discard)
+                    self._handle(self._route(ws, frame))
 
     async def _route(self, ws, frame: dict) -> None:
         kind = frame.get("type")
@@ -174,6 +135,3 @@ def _ack(message_id: str | None, code: int, message: str) -> AckMessage:
     ack.headers.content_type = Headers.CONTENT_TYPE_APPLICATION_JSON
     return ack
 
-
-def _loopback(url: str) -> bool:
-    return "//127.0.0.1" in url or "//localhost" in url or "//[::1]" in url

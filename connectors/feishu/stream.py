@@ -15,7 +15,6 @@ import asyncio
 import base64
 import json
 import logging
-import random
 import time
 from typing import Any, Awaitable, Callable
 from urllib.parse import parse_qs, urlparse
@@ -30,6 +29,7 @@ from lark_oapi.ws.pb.pbbp2_pb2 import Frame
 from connectors.channel import Throttled
 from connectors.feishu.client import FeishuAPIError, FeishuClient
 from connectors.feishu.config import FeishuApp
+from connectors.reconnect import ReconnectingReceiver, loopback
 
 log = logging.getLogger("copilot.feishu.ws")
 OnEvent = Callable[[dict], Awaitable[dict | None]]  # returns the callback's answer (cards) or None; raises when not stored
@@ -48,67 +48,24 @@ def headers_of(frame: Frame) -> dict[str, str]:
     return {h.key: h.value for h in frame.headers}
 
 
-class LongConnection:
+class LongConnection(ReconnectingReceiver):
+    task_name, what, open_errors = "feishu-ws", "long connection", (FeishuAPIError,)
+    log = log
+
     def __init__(self, app: FeishuApp, client: FeishuClient, on_event: OnEvent, *, backoff_base: float = 1.0,
                  backoff_max: float = 60.0, stable_after: float = 30.0, ping_interval: float | None = None) -> None:
+        super().__init__(app.key, app.label, backoff_base=backoff_base, backoff_max=backoff_max, stable_after=stable_after)
         self.app, self.client, self.on_event = app, client, on_event
-        self.backoff_base, self.backoff_max, self.stable_after = backoff_base, backoff_max, stable_after
         self.ping_interval = ping_interval  # None: what the server's ClientConfig says (120 s)
-        self.connected = asyncio.Event()
-        self.connects = self.acks = self.refused = 0
-        self.last_error = ""
+        self.acks = self.refused = 0
         self._parts: dict[str, tuple[float, list[bytes]]] = {}
-        self._task: asyncio.Task | None = None
-        self._inflight: set[asyncio.Task] = set()
-        self._ws: Any = None
-        self._closing = False
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self.run(), name=f"feishu-ws-{self.app.key}")
-
-    async def aclose(self) -> None:
-        self._closing = True
-        if self._ws is not None:
-            await self._ws.close()
-        if self._inflight:  # let answers for events already being stored go out
-            await asyncio.wait(self._inflight, timeout=2.0)
-        tasks = [*self._inflight, *([self._task] if self._task else [])]
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def run(self) -> None:
-        failures = 0
-        while not self._closing:
-            started = time.monotonic()
-            try:
-                await self._session()
-                self.last_error = ""
-            except asyncio.CancelledError:
-                raise
-            except FeishuAPIError as exc:
-                self.last_error = str(exc)
-                log.warning("%s: cannot open the long connection: %s", self.app.label, exc)
-            except (OSError, asyncio.TimeoutError, websockets.exceptions.WebSocketException) as exc:
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning("%s: long connection lost: %s", self.app.label, self.last_error)
-            except Exception as exc:
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                log.exception("%s: long connection failed", self.app.label)
-            self.connected.clear()
-            self._ws = None
-            if self._closing:
-                break
-            failures = 0 if time.monotonic() - started >= self.stable_after else failures + 1
-            await asyncio.sleep(min(self.backoff_max, self.backoff_base * 2 ** failures) * random.uniform(0.5, 1.0))
 
     async def _session(self) -> None:
         url, conf = await self.client.ws_endpoint()
         service_id = int((parse_qs(urlparse(url).query).get(SERVICE_ID) or ["0"])[0] or 0)
         interval = self._interval(conf)
         async with websockets.connect(url, ping_interval=None, close_timeout=2, open_timeout=15, max_size=4 * 1024 * 1024,
-                                      proxy=None if _loopback(url) else True) as ws:
+                                      proxy=None if loopback(url) else True) as ws:
             self._ws = ws
             self.connects += 1
             self.connected.set()
@@ -127,9 +84,7 @@ class LongConnection:
                     if frame.method == FrameType.CONTROL.value:
                         self._control(frame)
                     else:
-                        task = asyncio.create_task(self._data(ws, frame))
-                        self._inflight.add(task)
-                        task.add_done_callback(self._inflight.discard)
+                        self._handle(self._data(ws, frame))
             finally:
                 pinger.cancel()
 
@@ -203,6 +158,3 @@ class LongConnection:
         del self._parts[msg_id]
         return b"".join(parts)
 
-
-def _loopback(url: str) -> bool:
-    return "//127.0.0.1" in url or "//localhost" in url or "//[::1]" in url
