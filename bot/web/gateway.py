@@ -34,6 +34,13 @@ UPLOAD_PATHS = ("/admin/kb/upload", "/api/chat", CONSOLE_UPLOAD)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def route_of(request: web.Request) -> str:
+    """The route a request matched, as written ("/dingtalk/card/{token}"): a path may carry a secret (a card callback's
+    token), which must not reach a log."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else request.path
+
+
 def error_middleware(max_body: int, max_upload: int):
     @web.middleware
     async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -55,7 +62,7 @@ def error_middleware(max_body: int, max_upload: int):
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("unhandled error on %s %s", request.method, request.path)
+            log.exception("unhandled error on %s %s", request.method, route_of(request))
             return web.json_response({"error": "internal error; it has been logged"}, status=500)
 
     return errors
