@@ -59,14 +59,20 @@ class LiveCards:
             return
         loop.call_soon_threadsafe(self._offer, key, target, text, client, interval, deliver)
 
-    def _offer(self, key: str, target: Target, text: str, client: FeishuClient, interval: float, deliver: Deliver) -> None:
+    def _entry(self, key: str) -> Live:
+        """The in-process state of `key`'s card, made if new; the oldest go past KEEP_FINISHED (a card's identity is in the
+        store, not here), whether they came from a preview or from an answer that had none."""
         live = self._live.get(key)
         if live is None:
             live = self._live[key] = Live()
-            while len(self._live) > KEEP_FINISHED:  # the oldest go (a card's identity is in the store, not here)
+            while len(self._live) > KEEP_FINISHED:
                 _, old = self._live.popitem(last=False)
                 if old.task is not None and not old.task.done():
                     old.task.cancel()
+        return live
+
+    def _offer(self, key: str, target: Target, text: str, client: FeishuClient, interval: float, deliver: Deliver) -> None:
+        live = self._entry(key)
         if live.done:
             return
         live.latest = text
@@ -112,9 +118,7 @@ class LiveCards:
         """Stop the previews of `key` and let `show(card)` put the finished answer on the card this reply owns
         (`card.fresh`: nobody started it; no `message_id`: it is still being created), or None when the card
         belongs to another reply: this one is a message of its own."""
-        live = self._live.get(key)
-        if live is None:
-            live = self._live[key] = Live()
+        live = self._entry(key)
         async with live.lock:
             live.done = True
             card: Card | None = await asyncio.to_thread(self.store.begin, key, reply_key)

@@ -23,3 +23,23 @@ async def test_an_unhandled_error_on_a_route_with_a_secret_in_its_path_logs_the_
     assert r.status == 500 and token not in await r.text()
     logged = "\n".join(rec.getMessage() for rec in caplog.records)
     assert "/dingtalk/{app}/card/{token}" in logged and token not in logged and "sales" not in logged
+
+
+async def test_feishu_answers_without_a_preview_do_not_grow_the_process_memory_of_cards(monkeypatch):
+    """Every answer with an inbound message passes LiveCards.finish; answers the model did not stream (notices, /help,
+    an extractive answer) never preview, and finish alone used to add an entry nobody removed."""
+    from connectors.feishu import live as live_module
+    from connectors.feishu.cards import CardStore
+    from connectors.feishu.live import LiveCards
+
+    monkeypatch.setattr(live_module, "KEEP_FINISHED", KEEP_FINISHED := 20)
+    live = LiveCards(CardStore(None))
+    shown = []
+
+    async def show(card) -> None:
+        shown.append(card)
+
+    for i in range(KEEP_FINISHED + 30):
+        await live.finish(f"default|om_{i}", f"in:{i}:0", show)
+    assert len(shown) == KEEP_FINISHED + 30 and all(c is not None for c in shown)
+    assert len(live._live) <= KEEP_FINISHED
