@@ -39,6 +39,16 @@ log = logging.getLogger("copilot.feishu")
 CONSOLE = "开发者后台 (open.feishu.cn/app) → your app"
 
 
+async def _read(request: web.Request) -> bytes:
+    """The whole body, refused past MAX_BODY as it arrives (`read(n)` alone returns only what has arrived so far)."""
+    buf = bytearray()
+    while chunk := await request.content.read(65536):
+        buf += chunk
+        if len(buf) > MAX_BODY:
+            raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=len(buf))
+    return bytes(buf)
+
+
 class FeishuConnector:
     name = CHANNEL
     text_limit, text_unit = TEXT_LIMIT, "chars"
@@ -105,9 +115,7 @@ class FeishuConnector:
                 raise web.HTTPNotFound(text=f"Feishu app {key!r} receives over the long connection")
             if (request.content_length or 0) > MAX_BODY:
                 raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=request.content_length or 0)
-            raw = await request.content.read(MAX_BODY + 1)
-            if len(raw) > MAX_BODY:
-                raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=len(raw))
+            raw = await _read(request)
             secret = app.encrypt_key.get_secret_value()
             try:
                 signed = LARK_REQUEST_SIGNATURE in request.headers

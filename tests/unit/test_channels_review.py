@@ -43,3 +43,41 @@ async def test_feishu_answers_without_a_preview_do_not_grow_the_process_memory_o
         await live.finish(f"default|om_{i}", f"in:{i}:0", show)
     assert len(shown) == KEEP_FINISHED + 30 and all(c is not None for c in shown)
     assert len(live._live) <= KEEP_FINISHED
+
+
+async def test_a_feishu_event_whose_body_arrives_in_pieces_is_read_whole(aiohttp_client):
+    """`StreamReader.read(n)` returns what has arrived so far, not n bytes: a body split over TCP segments (a long post
+    through a proxy) was cut, failed its signature and was refused with 403 at every redelivery."""
+    import asyncio
+
+    from connectors.channel import Accepted
+    from connectors.feishu.config import FeishuApp
+    from connectors.feishu.connector import FeishuConnector
+    from tests.fakes.feishu_api import FakeFeishu
+
+    fake = FakeFeishu()
+    ids = fake.add_app("cli_review0001", "secret-review-0001")
+    app = FeishuApp(app_id=ids.app_id, app_secret=ids.secret, encrypt_key=ids.encrypt_key, verification_token=ids.token)
+    conn = FeishuConnector([app])
+    stored = []
+
+    async def sink(msg):
+        stored.append(msg)
+        return Accepted(inbox_id=len(stored), duplicate=False)
+
+    web_app = web.Application()
+    web_app.add_routes(conn.routes(sink))
+    client = await aiohttp_client(web_app)
+    body, headers = fake.request(ids.app_id, fake.message_event(ids.app_id, sender="ou_review0000000000000000000001", text="长问题 " * 400))
+
+    async def pieces():
+        for i in range(0, len(body), 1024):
+            yield body[i:i + 1024]
+            await asyncio.sleep(0.01)  # each piece its own segment, as a slow link delivers it
+
+    try:
+        r = await client.post("/feishu/events", data=pieces(), headers=headers)
+        assert r.status == 200, await r.text()
+        assert len(stored) == 1 and stored[0].text.startswith("长问题")
+    finally:
+        await conn.aclose()
