@@ -215,7 +215,10 @@ class WeComClient:
                         raise self._error(WeComError(None, f"HTTP {r.status}", path))
                     if r.content_length is not None and r.content_length > max_bytes:
                         raise WeComError(-3, f"file of {r.content_length} bytes is over the {max_bytes}-byte limit", path)
-                    data = await r.content.read(max_bytes + 1)
+                    buf = bytearray()  # read(n) alone returns only what has arrived so far
+                    while (chunk := await r.content.read(65536)) and len(buf) <= max_bytes:
+                        buf += chunk
+                    data = bytes(buf)
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 raise self._error(WeComError(None, f"{type(exc).__name__} {exc}".strip(), path)) from None
             if len(data) > max_bytes:

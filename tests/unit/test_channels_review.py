@@ -81,3 +81,38 @@ async def test_a_feishu_event_whose_body_arrives_in_pieces_is_read_whole(aiohttp
         assert len(stored) == 1 and stored[0].text.startswith("长问题")
     finally:
         await conn.aclose()
+
+
+async def test_a_wecom_media_download_that_arrives_in_pieces_is_whole(aiohttp_server):
+    """media/get read the body with one `read(n)`, which returns what has arrived so far: a file larger than the first
+    segments was kept cut short (and ingested so)."""
+    import asyncio
+
+    from connectors.wecom.client import WeComClient
+    from connectors.wecom.config import CorpConfig
+
+    data = bytes(range(256)) * 800  # 200 KB
+
+    async def gettoken(request: web.Request) -> web.Response:
+        return web.json_response({"errcode": 0, "access_token": "tok", "expires_in": 7200})
+
+    async def media(request: web.Request) -> web.StreamResponse:
+        r = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        r.content_length = len(data)
+        await r.prepare(request)
+        for i in range(0, len(data), 16384):
+            await r.write(data[i:i + 16384])
+            await asyncio.sleep(0.005)
+        await r.write_eof()
+        return r
+
+    app = web.Application()
+    app.add_routes([web.get("/cgi-bin/gettoken", gettoken), web.get("/cgi-bin/media/get", media)])
+    server = await aiohttp_server(app)
+    client = WeComClient(CorpConfig(corp_id="ww1", secret="s", agent_id=1, token="T", aes_key="0123456789abcdefghijklmnopqrstuvwxyzABCDEFG",
+                                    api_base=str(server.make_url("")).rstrip("/")))
+    try:
+        got, _ = await client.media("m1", 1024 * 1024)
+        assert got == data
+    finally:
+        await client.aclose()
