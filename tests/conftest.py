@@ -219,6 +219,19 @@ async def start_serve(env: dict, port: int, *, demo: bool = True):
     raise AssertionError("copilot did not start")
 
 
+async def stop_serve(proc, grace: float = 20.0) -> None:
+    """Stop a `copilot serve` subprocess if it still runs: SIGTERM (it finishes what it holds), then SIGKILL after
+    `grace` seconds; never waits for ever (a process stuck on a full pipe or a dead database would hang the suite)."""
+    if proc is None or proc.returncode is not None:
+        return
+    proc.terminate()
+    try:
+        await asyncio.wait_for(proc.wait(), grace)
+    except asyncio.TimeoutError:
+        proc.kill()
+        await asyncio.wait_for(proc.wait(), 10)
+
+
 def serve_env(tmp_path: Path, model_url: str, **settings: str) -> dict:
     """The environment of a `copilot serve` subprocess: its own data dir, the shared embedding cache, no config
     file, the model at `model_url`, and more COPILOT_* `settings`."""

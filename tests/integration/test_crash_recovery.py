@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-from tests.conftest import ask_until_in_flight, free_port, replies_for, serve_env, start_serve, web_session
+from tests.conftest import ask_until_in_flight, free_port, replies_for, serve_env, start_serve, stop_serve, web_session
 from tests.fakes.openai_server import FakeOpenAI, Step
 
 pytestmark = pytest.mark.slow
@@ -40,6 +40,4 @@ async def test_killed_mid_message_is_answered_exactly_once_after_restart(tmp_pat
         assert "4–6 个月" in replies[0]["reply"]["text"]
         assert len(fake.requests) >= 2  # the killed attempt, then the resumed one (routing + answer)
     finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            await proc.wait()
+        await stop_serve(proc)

@@ -10,7 +10,7 @@ import signal
 
 import pytest
 
-from tests.conftest import free_port, replies_for, serve_env, start_serve, user_add, web_session
+from tests.conftest import free_port, replies_for, serve_env, start_serve, stop_serve, user_add, web_session
 from tests.fakes.openai_server import FakeOpenAI, Step
 from tests.fakes.services import pg_database
 
@@ -53,9 +53,7 @@ async def test_killed_process_work_taken_over_in_order_by_the_other(tmp_path, ai
             assert all("4–6 个月" in x["reply"]["text"] for x in after["replies"])
         finally:
             for p in (a, b):
-                if p.returncode is None:
-                    p.send_signal(signal.SIGTERM)
-                    await p.wait()
+                await stop_serve(p)
 
 
 async def test_a_failing_and_hanging_channel_api_still_delivers_each_reply_once_in_order(tmp_path, aiohttp_server):
@@ -119,9 +117,7 @@ async def test_a_failing_and_hanging_channel_api_still_delivers_each_reply_once_
             sent = [m for m in api.sent if to_him(m)]
         finally:
             for p in procs:
-                if p.returncode is None:
-                    p.send_signal(signal.SIGTERM)
-                    await p.wait()
+                await stop_serve(p)
     assert faults == {"500": 0, "hang": 0}
     said = [json.dumps(m, ensure_ascii=False) for m in sent]
     assert len(sent) == 4, said  # once each (a late delivery of the hung send would meet WeCom's duplicate check)

@@ -13,13 +13,12 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import signal
 from contextlib import asynccontextmanager
 
 import aiohttp
 import pytest
 
-from tests.conftest import free_port, serve_env, start_serve
+from tests.conftest import free_port, serve_env, start_serve, stop_serve
 from tests.fakes.openai_server import FakeOpenAI, Step
 from tests.fakes.services import pg_cluster, redis_server
 from tests.fakes.wecom_api import USERS_A, A, FakeCorp, FakeWeCom, callback, text_xml
@@ -74,9 +73,7 @@ async def two_processes(tmp_path, aiohttp_server, db: str, **settings: str):
         raise
     finally:
         for p in procs:
-            if p.returncode is None:
-                p.send_signal(signal.SIGTERM)
-                await p.wait()
+            await stop_serve(p)
         for d in drains:
             d.cancel()
 

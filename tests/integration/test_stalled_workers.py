@@ -15,7 +15,7 @@ from sqlalchemy import create_engine, select
 from sqlmodel import Session
 
 from connectors.message import InboundMessage
-from tests.conftest import EMBED_CACHE, free_port, start_serve
+from tests.conftest import EMBED_CACHE, free_port, start_serve, stop_serve
 from tests.fakes.openai_server import FakeOpenAI, Step
 
 ANSWER = "星图标准实施周期 4–6 个月 [1]。"
@@ -114,9 +114,7 @@ async def test_a_message_that_kills_the_process_every_time_is_dead_lettered(make
         await asyncio.sleep(1.0)
         assert len(fake.requests) == calls  # not handled a fourth time
     finally:
-        if proc is not None and proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            await proc.wait()
+        await stop_serve(proc)
         engine.dispose()
 
 
