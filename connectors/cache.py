@@ -6,6 +6,7 @@ per process); when the deployment has a shared store (Redis, `COPILOT_REDIS_URL`
 versions and hands them down in `ChannelContext.tokens` / `ChannelContext.claims`, so that one process fetches a
 token for all of them. A shared store that cannot be reached degrades to the in-process behaviour; a connector never
 sees the difference, except that `SharedClaims` raises `CacheUnavailable` so the replay guard can use the database.
+`AppToken` is how a platform client uses its token: cached, and refreshed once when the platform refuses it.
 Imports nothing above the channel core.
 """
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from contextlib import AbstractAsyncContextManager
-from typing import Awaitable, Callable, Protocol, runtime_checkable
+from typing import Awaitable, Callable, Protocol, TypeVar, runtime_checkable
 
 
 class CacheUnavailable(Exception):
@@ -88,3 +89,37 @@ async def cached_token(cache: TokenCache, key: str, fetch: Fetch, *, stale: str 
         token, ttl = await fetch()
         await cache.set(key, token, ttl)
         return token
+
+
+T = TypeVar("T")
+
+
+class AppToken:
+    """One platform app's access token through `cached_token`, and a call made with it: when the platform says the
+    token is no longer valid, it is never handed out again, and the call runs once more with a fresh one."""
+
+    def __init__(self, cache: TokenCache, key: str, fetch: Fetch) -> None:
+        self.cache, self.key, self._fetch = cache, key, fetch
+        self.fetches = 0  # tokens this process fetched from the platform
+        self._refused = ""  # the last token the platform refused
+
+    async def get(self) -> str:
+        return await cached_token(self.cache, self.key, self._fetched, stale=self._refused)
+
+    async def _fetched(self) -> tuple[str, float]:
+        token, ttl = await self._fetch()
+        self.fetches += 1
+        self._refused = ""  # what the platform hands out now is good (it may be the same token again)
+        return token, ttl
+
+    async def use(self, call: Callable[[str], Awaitable[T]], refused: Callable[[Exception], bool]) -> T:
+        """`call(token)`; when it raises what `refused` says is the token refused, once more with a fresh token."""
+        for attempt in (1, 2):
+            token = await self.get()
+            try:
+                return await call(token)
+            except Exception as exc:
+                if attempt == 2 or not refused(exc):
+                    raise
+                self._refused = token
+        raise AssertionError("unreachable")

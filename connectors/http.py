@@ -1,11 +1,14 @@
-"""HTTP helpers shared by the channels that receive over the gateway's web server."""
+"""HTTP helpers shared by the channels: a multipart form the gateway's web server received (read under limits), and
+the pooled client session a platform's API client sends through."""
 from __future__ import annotations
 
+import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import PurePath
 from typing import IO
 
+import aiohttp
 from aiohttp import web
 
 MAX_FIELD = 64 * 1024  # one text field of a form
@@ -80,3 +83,31 @@ async def read_form(request: web.Request, limit: int, *, total: int | None = Non
             f.close()
         raise
     return fields, files
+
+
+class PooledSession:
+    """One aiohttp client session for a platform client's calls: opened on first use (again if it was closed), so it
+    belongs to the event loop that uses it; `aclose` closes it. `timeout` in seconds (None: aiohttp's default)."""
+
+    def __init__(self, timeout: float | None = None) -> None:
+        self.timeout = timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    def __call__(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            kw = {"timeout": aiohttp.ClientTimeout(total=self.timeout)} if self.timeout is not None else {}
+            self._session = aiohttp.ClientSession(**kw)
+        return self._session
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+def json_object(text: str) -> dict:
+    """A platform's JSON answer as a dict: {} when it is empty, not JSON, or not an object."""
+    try:
+        data = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}

@@ -16,8 +16,9 @@ from urllib.parse import urlparse
 
 import aiohttp
 
-from connectors.cache import LocalTokenCache, TokenCache, cached_token
+from connectors.cache import AppToken, LocalTokenCache, TokenCache
 from connectors.dingtalk.config import DingTalkApp
+from connectors.http import PooledSession, json_object
 
 TOKEN_PATH = "/v1.0/oauth2/accessToken"
 USER_TOKEN_PATH = "/v1.0/oauth2/userAccessToken"
@@ -51,49 +52,28 @@ class DingTalkClient:
     def __init__(self, app: DingTalkApp, *, timeout: float = 15.0, tokens: TokenCache | None = None) -> None:
         self.app = app
         self.timeout = timeout
-        self._session: aiohttp.ClientSession | None = None
-        self.tokens = tokens or LocalTokenCache()
-        self.token_key = f"dingtalk:{app.app_key}"  # one token per app, whichever process asks
-        self._refused = ""  # the last token DingTalk refused: never handed out again
-        self.token_fetches = 0
-
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
-        return self._session
+        self._http = PooledSession(timeout)
+        self.app_token = AppToken(tokens or LocalTokenCache(), f"dingtalk:{app.app_key}", self._fetch_token)  # one per app, whichever process asks
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self._http.aclose()
 
     # access token ----------------------------------------------------------------------------
     async def token(self) -> str:
         """The app's token (single flight: the waiters reuse what the first one fetched)."""
-        return await cached_token(self.tokens, self.token_key, self._fetch_token, stale=self._refused)
+        return await self.app_token.get()
 
     async def _fetch_token(self) -> tuple[str, float]:
         data = await self._request(self.app.api_base + TOKEN_PATH, {"appKey": self.app.app_key, "appSecret": self.app.app_secret.get_secret_value()})
         token, ttl = str(data.get("accessToken") or ""), float(data.get("expireIn") or 7200)
         if not token:
             raise DingTalkAPIError("DingTalk returned no accessToken", retryable=True)
-        self.token_fetches += 1
-        self._refused = ""  # what DingTalk hands out now is good (it may be the same token again)
         return token, ttl - min(300.0, ttl * 0.2)
-
-    def _forget(self, token: str) -> None:
-        self._refused = token
 
     async def call(self, path: str, body: dict, *, method: str = "POST") -> dict:
         """POST (or PUT) a v1.0 endpoint with the app's token; on an invalid-token answer refresh and retry once."""
-        for attempt in (1, 2):
-            token = await self.token()
-            try:
-                return await self._request(self.app.api_base + path, body, token, method=method)
-            except DingTalkAPIError as exc:
-                if attempt == 2 or not (exc.status == 401 or exc.code in AUTH_ERRORS):
-                    raise
-                self._forget(token)
-        raise AssertionError("unreachable")
+        return await self.app_token.use(lambda token: self._request(self.app.api_base + path, body, token, method=method),
+                                        lambda exc: isinstance(exc, DingTalkAPIError) and (exc.status == 401 or exc.code in AUTH_ERRORS))
 
     async def _request(self, url: str, body: dict | None, token: str | None = None, *, method: str = "POST") -> dict:
         """One v1.0 call (a POST with a JSON body, or `method` GET without one); an HTTP error becomes DingTalkAPIError."""
@@ -104,7 +84,7 @@ class DingTalkClient:
         try:
             async with self._http().request(method, url, data=data, headers=headers) as r:
                 text = await r.text()
-                data = _json(text)
+                data = json_object(text)
                 if r.status >= 400:
                     raise _api_error(r.status, data, text, r.headers.get("Retry-After"), urlparse(url).path)
                 return data
@@ -133,7 +113,7 @@ class DingTalkClient:
                 text = await r.text()
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise DingTalkAPIError(f"session webhook unreachable: {type(exc).__name__}", retryable=True) from None
-        data = _json(text)
+        data = json_object(text)
         code = data.get("errcode", 0 if r.status < 400 else r.status)
         if code in (0, "0"):
             return
@@ -243,14 +223,6 @@ class DingTalkClient:
     async def user(self, staff_id: str) -> dict:
         """One member's profile (name, mobile, departments) from the old `user/get` endpoint."""
         return await asyncio.to_thread(lambda: dict(self._sdk().user.get(staff_id)))
-
-
-def _json(text: str) -> dict:
-    try:
-        data = json.loads(text) if text else {}
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _api_error(status: int, data: dict, text: str, retry_after: str | None, path: str) -> DingTalkAPIError:

@@ -35,8 +35,9 @@ from lark_oapi.core.model import BaseRequest, BaseResponse
 from lark_oapi.ws.const import GEN_ENDPOINT_URI
 from lark_oapi.ws.model import EndpointResp
 
-from connectors.cache import LocalTokenCache, TokenCache, cached_token
+from connectors.cache import AppToken, LocalTokenCache, TokenCache
 from connectors.feishu.config import FeishuApp
+from connectors.http import PooledSession, json_object
 
 TOKEN_PATH = "/open-apis/auth/v3/tenant_access_token/internal"
 BOT_INFO_PATH = "/open-apis/bot/v3/info"
@@ -57,47 +58,33 @@ class FeishuAPIError(Exception):
 class FeishuClient:
     def __init__(self, app: FeishuApp, *, timeout: float = 15.0, tokens: TokenCache | None = None) -> None:
         self.app = app
-        self.timeout = timeout
-        self._session: aiohttp.ClientSession | None = None
-        self.tokens = tokens or LocalTokenCache()
-        self.token_key = f"feishu:{app.api_base}:{app.app_id}"  # one token per app, whichever process asks
-        self._refused = ""
+        self._http = PooledSession(timeout)
+        # one token per app, whichever process asks
+        self.app_token = AppToken(tokens or LocalTokenCache(), f"feishu:{app.api_base}:{app.app_id}", self._fetch_token)
         self._bot_open_id = ""
-        self.token_fetches = 0
-
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
-        return self._session
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self._http.aclose()
 
     # tenant_access_token ------------------------------------------------------------------------
     async def token(self) -> str:
         """The app's tenant token, shared with the deployment's other processes when they share a cache (single flight:
         the waiters reuse what the first one fetched)."""
-        return await cached_token(self.tokens, self.token_key, self._fetch_token, stale=self._refused)
+        return await self.app_token.get()
 
     async def _fetch_token(self) -> tuple[str, float]:
         data = await self._post(TOKEN_PATH, {"app_id": self.app.app_id, "app_secret": self.app.app_secret.get_secret_value()})
         token, ttl = str(data.get("tenant_access_token") or ""), float(data.get("expire") or 7200)
         if not token:
             raise FeishuAPIError("Feishu returned no tenant_access_token", retryable=True)
-        self.token_fetches += 1
-        self._refused = ""
         return token, ttl - min(300.0, ttl * 0.2)
-
-    def _forget(self, token: str) -> None:
-        self._refused = token  # Feishu refused it: never handed out again
 
     async def _post(self, path: str, body: dict, token: str = "", *, method: str = "POST") -> dict:
         headers = {"Content-Type": "application/json; charset=utf-8", **({"Authorization": f"Bearer {token}"} if token else {})}
         try:
             async with self._http().request(method, self.app.api_base + path, data=None if method == "GET" else json.dumps(body),
                                             headers=headers) as r:
-                data = _json(await r.text())
+                data = json_object(await r.text())
                 code = int(data.get("code") or 0) if str(data.get("code") or "0").lstrip("-").isdigit() else -1
                 if r.status >= 400 or code != 0:
                     raise _error(path, r.status, code, str(data.get("msg") or data.get("error_description") or ""), r.headers)
@@ -107,15 +94,7 @@ class FeishuClient:
 
     async def _with_token(self, call: Callable[[str], Awaitable[Any]]) -> Any:
         """Run `call(token)`; when Feishu says the token is no longer valid, refresh it and run it once more."""
-        for attempt in (1, 2):
-            token = await self.token()
-            try:
-                return await call(token)
-            except FeishuAPIError as exc:
-                if attempt == 2 or exc.code not in TOKEN_INVALID:
-                    raise
-                self._forget(token)
-        raise AssertionError("unreachable")
+        return await self.app_token.use(call, lambda exc: isinstance(exc, FeishuAPIError) and exc.code in TOKEN_INVALID)
 
     async def _send(self, request: BaseRequest, response: type[BaseResponse], token: str) -> Any:
         """One lark-oapi request model over the pooled session; the response model's `data`, or FeishuAPIError."""
@@ -180,7 +159,7 @@ class FeishuClient:
             try:
                 async with self._http().get(self.app.api_base + path, params={"type": kind}, headers={"Authorization": f"Bearer {token}"}) as r:
                     if r.status >= 400 or r.content_type == "application/json":
-                        data = _json(await r.text())
+                        data = json_object(await r.text())
                         raise _error(RESOURCE_PATH, r.status, int(data.get("code") or r.status), str(data.get("msg") or ""), r.headers)
                     if r.content_length is not None and r.content_length > max_bytes:
                         raise FeishuAPIError(f"file is larger than the {max_bytes // (1024 * 1024)} MB upload limit")
@@ -221,19 +200,11 @@ class FeishuClient:
                 status = r.status
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise FeishuAPIError(f"cannot reach {self.app.api_base}: {type(exc).__name__} {exc}", retryable=True) from None
-        resp = EndpointResp(_json(text))
+        resp = EndpointResp(json_object(text))
         if status != 200 or resp.code != 0 or resp.data is None or not str(resp.data.URL or "").startswith(("ws://", "wss://")):
             raise FeishuAPIError(f"{GEN_ENDPOINT_URI}: HTTP {status} {resp.code}: {resp.msg or text[:200]}", status=status,
                                  code=int(resp.code or 0), retryable=status >= 500 or resp.code in (1, 1000040343))
         return str(resp.data.URL), resp.data.ClientConfig
-
-
-def _json(text: str) -> dict:
-    try:
-        data = json.loads(text) if text else {}
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _error(path: str, status: int, code: int, msg: str, headers: Any) -> FeishuAPIError:

@@ -21,6 +21,7 @@ import time
 import aiohttp
 
 from connectors.cache import LocalTokenCache, TokenCache, cached_token
+from connectors.http import PooledSession
 from connectors.wecom.config import CorpConfig
 
 log = logging.getLogger("copilot.wecom")
@@ -118,9 +119,8 @@ class WeComClient:
     def __init__(self, corp: CorpConfig, *, timeout: float = 10.0, tokens: TokenCache | None = None) -> None:
         self.corp = corp
         self.base = corp.api_base.rstrip("/")
-        self.timeout = aiohttp.ClientTimeout(total=timeout)
         self.pacer = Pacer(corp)
-        self._session: aiohttp.ClientSession | None = None
+        self._pool = PooledSession(timeout)
         self.tokens = tokens or LocalTokenCache()
         self.token_key = f"wecom:{corp.corp_id}:{corp.agent_id}"  # one token per corp app, whichever process asks
         self._logged: dict[int | None, float] = {}
@@ -129,14 +129,11 @@ class WeComClient:
     def _http(self) -> aiohttp.ClientSession:
         if self._closed:
             raise WeComError(None, "the connector is shutting down", "")
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=self.timeout, raise_for_status=False)
-        return self._session
+        return self._pool()
 
     async def aclose(self) -> None:
         self._closed = True
-        if self._session is not None:
-            await self._session.close()
+        await self._pool.aclose()
 
     # access token -----------------------------------------------------------------------------
     async def access_token(self, *, stale: str = "") -> str:

@@ -28,6 +28,7 @@ from sqlalchemy.pool import StaticPool
 
 from connectors.channel import Check, SendError, Sink
 from connectors.config import ConfigProblem
+from connectors.http import PooledSession
 from connectors.labels import Labels, label
 from connectors.message import Attachment, InboundMessage, Reply, Target
 from connectors.wecom.config import CorpConfig
@@ -58,7 +59,7 @@ class WeComRobots:
         self.labels = labels
         self.public_url = public_url.rstrip("/")
         self.max_body, self.max_file, self.timeout = max_body, max_file, timeout
-        self._session: aiohttp.ClientSession | None = None
+        self._http = PooledSession()
         self._sweeper: asyncio.Task | None = None
 
     def serves(self, target: Target) -> bool:
@@ -203,11 +204,6 @@ class WeComRobots:
         if status != 200 or code not in (0, None):  # expired (an hour) or used: trying again cannot help
             raise SendError(f"response_url refused the reply (HTTP {status}, errcode {code})", retryable=False)
 
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession()
-        return self._session
-
     async def fetch(self, attachment: Attachment) -> bytes:
         """An image or file a user sent: downloaded from its url and decrypted with the robot's key."""
         key, _, url = attachment.ref.removeprefix("robot:").partition("|")
@@ -276,8 +272,7 @@ class WeComRobots:
             except asyncio.CancelledError:
                 pass
             self._sweeper = None
-        if self._session is not None:
-            await self._session.close()
+        await self._http.aclose()
 
 
 def _cap(text: str) -> str:
