@@ -11,6 +11,7 @@ The public API (stable: the Feishu and DingTalk card code call it):
 - `dingtalk_markdown`, `dingtalk_sources`, `dingtalk_parts`: DingTalk markdown and ActionCard text (hard line breaks, ~3800 characters);
 - `feishu_elements`, `feishu_cards`: Feishu/Lark card elements (`markdown`, `hr`, `table`), and spread over cards of < 30 KB;
 - `email_bodies`: (plain, HTML) for a mail;  `web_markdown`: the web chat's GFM, unchanged;
+- `untagged`: raw Markdown (an answer so far, streamed into a card) with no tag the platform would act on;
 - `document`, `parse`, `split`, `Rendered`, `fallback_line`, `has_fallback`, `has_sources`: the pieces.
 docs/formatting.md has the table of what each platform shows for each block.
 """
@@ -22,7 +23,7 @@ from connectors.message import Reply
 from .blocks import Block, Doc, document, fallback_line, has_fallback, has_sources, parse
 from .feishu import CARD_BYTES, feishu_cards, feishu_elements
 from .html import email_html
-from .lines import DINGTALK, LARK, PLAIN, WECOM, Dialect, render
+from .lines import DINGTALK, LARK, PLAIN, WECOM, Dialect, render, untagged
 from .split import MARK_RESERVE, Rendered, measure, split, utf8_len
 
 WECOM_BYTES = 2048  # text and markdown content, in UTF-8 bytes
@@ -32,7 +33,7 @@ __all__ = [  # the block and span types are in connectors.markup.blocks
     "Block", "CARD_BYTES", "DINGTALK", "DINGTALK_CHARS", "Dialect", "Doc", "LARK", "MARK_RESERVE", "PLAIN", "Rendered", "WECOM", "WECOM_BYTES",
     "dingtalk_markdown", "dingtalk_parts", "dingtalk_sources", "document", "email_bodies", "email_html", "fallback_line", "feishu_cards", "feishu_elements",
     "has_fallback", "has_sources", "measure", "parse", "plain_parts", "plain_text", "render", "split", "utf8_len", "web_markdown",
-    "wecom_markdown", "wecom_parts",
+    "untagged", "wecom_markdown", "wecom_parts",
 ]
 
 

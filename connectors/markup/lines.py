@@ -6,6 +6,7 @@ lists keep their numbers, code becomes line-wise inline code or plain lines.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from connectors.labels import Labels, label
@@ -33,12 +34,28 @@ class Dialect:
     colour: bool = False  # WeCom's <font color="warning|comment|info">
     rule: str = "—" * 8
     sources_head: bool = True  # "来源" above the citations (plain text lists them after a blank line, as it always did)
+    tags: bool = False  # the platform acts on HTML-like tags in the text (<font>, Feishu's <at id=all>): text never makes one
+
+
+# A tag the platform would render (WeCom and DingTalk's <font>; Feishu's <at id=all>, <font>, <link>, <person>...) where the
+# text only says "<": the model's words, a quoted message or a document's title (markdown-it keeps raw HTML as text,
+# and turns "&lt;at id=all&gt;" into it) must not mention everyone or colour anything. The "<" becomes "＜".
+_TAG = re.compile(r"<(?=/?[A-Za-z])")
+
+
+def untagged(s: str) -> str:
+    return _TAG.sub("＜", s)
+
+
+def words(s: str, d: Dialect) -> str:
+    """Words as the dialect shows them, never as markup the platform acts on."""
+    return untagged(s) if d.tags else s
 
 
 PLAIN = Dialect("plain", sources_head=False)
-WECOM = Dialect("wecom", bold="**", code=True, links=True, headings=True, colour=True)
-DINGTALK = Dialect("dingtalk", bold="**", italic="*", code=True, links=True, headings=True, eol="  \n", bullet="- ")
-LARK = Dialect("lark_md", bold="**", italic="*", strike="~~", code=True, links=True, bullet="- ", fence=True)
+WECOM = Dialect("wecom", bold="**", code=True, links=True, headings=True, colour=True, tags=True)
+DINGTALK = Dialect("dingtalk", bold="**", italic="*", code=True, links=True, headings=True, eol="  \n", bullet="- ", tags=True)
+LARK = Dialect("lark_md", bold="**", italic="*", strike="~~", code=True, links=True, bullet="- ", fence=True, tags=True)
 
 
 # inline -----------------------------------------------------------------------------------------
@@ -46,9 +63,9 @@ def inline(items: Spans, d: Dialect) -> str:
     out = []
     for s in items:
         if isinstance(s, Text):
-            out.append(s.text)
+            out.append(words(s.text, d))
         elif isinstance(s, Code):
-            out.append(f"`{s.text}`" if d.code and "`" not in s.text else s.text)
+            out.append(f"`{s.text}`" if d.code and "`" not in s.text else words(s.text, d))
         elif isinstance(s, Break):
             out.append("\n")
         elif isinstance(s, Styled):
@@ -87,8 +104,8 @@ def block_lines(b: Block, d: Dialect, labels: Labels | None, lang: str) -> list[
         if d.fence:
             return [(f"```{b.lang}", False), *((ln, False) for ln in b.text.split("\n")), ("```", False)]
         if d.code:
-            return [(f"`{ln}`" if ln.strip() and "`" not in ln else ln, False) for ln in b.text.split("\n")]
-        return [(ln, False) for ln in b.text.split("\n")]
+            return [(f"`{ln}`" if ln.strip() and "`" not in ln else words(ln, d), False) for ln in b.text.split("\n")]
+        return [(words(ln, d), False) for ln in b.text.split("\n")]
     if isinstance(b, Quote):
         inner = blocks_lines(b.blocks, d, labels, lang, gap=True)
         return [(f"{d.quote}{ln}".rstrip(), whole) for ln, whole in inner]
@@ -142,7 +159,7 @@ def field(name: str, value: str, labels: Labels | None, lang: str) -> str:
 # citations and the whole doc ----------------------------------------------------------------------
 def citation_line(c: Citation, d: Dialect, labels: Labels | None, lang: str) -> str:
     """"[1] title v3 (2026-11-10)", the title a link where the dialect has links, else the URL after it."""
-    title = c.title.strip() or c.doc_id
+    title = words(c.title.strip() or c.doc_id, d)
     line = f"[{c.n}] " + (_link(title, c.url, d) if d.links and c.url else title)
     if c.version:
         line += f" v{c.version}"

@@ -107,3 +107,17 @@ def test_feishu_cards_split_a_long_answer_under_the_limit():
 def test_the_web_chat_gets_its_markdown_unchanged():
     reply = Reply(text="plain", markdown="**bold**\n\n" + TABLE)
     assert web_markdown(reply) == reply.markdown
+
+
+def test_text_never_becomes_a_tag_the_platform_acts_on():
+    """The model's words, a quoted message or a document's title reach the platform's markdown as text: Feishu's
+    <at id=all> (an @everyone in a group), <font> colours or <link>s must show as words, also when written as entities."""
+    said = "请 <at id=all></at> 看 &lt;font color='red'&gt;降价&lt;/font&gt; 和 <link url='https://evil.example'>这里</link>，但 3 < 5 不变"
+    reply = Reply(text=said, citations=[Citation(n=1, doc_id="d", title="<at id=all></at>手册", version="1")])
+    feishu = json.dumps(feishu_elements(reply), ensure_ascii=False)
+    for out in (wecom_markdown(reply), dingtalk_markdown(reply), feishu):
+        assert "<at" not in out and "<font color='red'" not in out and "<link" not in out and "</" not in out, out
+        assert "＜at id=all>" in out and "3 < 5" in out
+    assert "<at id=all>" in plain_text(reply)  # plain text is shown as it is: nothing there is a tag
+    _, html = email_bodies(reply)
+    assert "<at" not in html and "&lt;at id=all&gt;" in html
