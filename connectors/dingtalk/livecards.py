@@ -28,6 +28,7 @@ from connectors.dingtalk.cards import DONE, MAX_CARD_CHARS, WRITING, CardStore, 
 from connectors.dingtalk.client import DingTalkAPIError, DingTalkClient
 from connectors.dingtalk.config import DingTalkApp
 from connectors.labels import Labels
+from connectors.markup import untagged
 from connectors.message import InboundMessage, Reply, Target
 
 log = logging.getLogger("copilot.dingtalk.cards")
@@ -82,7 +83,7 @@ class LiveCards:
                 live = self._live[otid] = _Live(app, client, target, otid, msg_id)
             if live.closed or live.failed:
                 return
-            live.latest = text
+            live.latest = untagged(text)  # the model's raw Markdown: no <font> it wrote is acted on
             if live.pumping:
                 return
             live.pumping = True

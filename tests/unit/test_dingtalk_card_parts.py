@@ -92,3 +92,20 @@ def test_card_settings_under_dingtalk_apply_to_every_app_unless_set():
     assert by["default"].cards and by["default"].card_template_id == "env.schema"  # the environment wins
     assert by["bj"].cards and by["bj"].card_template_id == "t.schema" and not by["sz"].cards  # not the env app's template
     assert not load_apps("default", {}, {"COPILOT_DINGTALK_APP_KEY": "k1", "COPILOT_DINGTALK_APP_SECRET": "s1"})[0][0].cards
+
+
+def test_the_answer_so_far_streamed_into_a_card_carries_no_tag_dingtalk_acts_on():
+    """The preview is the model's raw Markdown, not rendered by connectors.markup: its <font> shows as words."""
+    import asyncio
+
+    from connectors.dingtalk.livecards import LiveCards
+
+    loop = asyncio.new_event_loop()  # not running: the pump is only scheduled
+    try:
+        live = LiveCards(None)
+        live.bind(loop)
+        target = DIRECT.model_copy(update={"context": {**DIRECT.context, "msgId": "m-font"}})
+        live.preview(APP, None, target, '报价 <font color="#FF0000">已降 50%</font>，3 < 5')
+        assert live._live[track_id(APP, "stream", "m-font")].latest == '报价 ＜font color="#FF0000">已降 50%＜/font>，3 < 5'
+    finally:
+        loop.close()
