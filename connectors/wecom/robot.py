@@ -30,6 +30,7 @@ from connectors.channel import Check, SendError, Sink
 from connectors.config import ConfigProblem
 from connectors.http import PooledSession
 from connectors.labels import Labels, label
+from connectors.markup import untagged
 from connectors.message import Attachment, InboundMessage, Reply, Target
 from connectors.wecom.config import CorpConfig
 from connectors.wecom.connector import WeComConnector
@@ -156,7 +157,7 @@ class WeComRobots:
         sid = str((target.context or {}).get("stream", ""))
         if sid and self.serves(target):
             try:
-                self.store.preview(sid, _cap(text))
+                self.store.preview(sid, _cap(untagged(text)))  # the model's raw Markdown: no <font> it wrote is acted on
             except Exception as exc:  # a preview is a courtesy: the model's answer must not fail for it
                 log.warning("wecom robot: the answer so far of stream %s was not kept: %s", sid, type(exc).__name__)
 

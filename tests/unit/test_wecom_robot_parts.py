@@ -210,3 +210,15 @@ async def test_send_and_fetch_refuse_urls_off_wecom_s_hosts_without_a_request():
     finally:
         await robots.aclose()
         await runner.cleanup()
+
+
+def test_the_answer_so_far_a_poll_shows_carries_no_tag_wecom_acts_on():
+    """The preview is the model's raw Markdown, not rendered by connectors.markup: its <font> shows as words."""
+    from connectors.message import Target
+    from connectors.wecom.robot import WeComRobots
+
+    robots = WeComRobots([ROBOT])
+    robots.store.open("s-font", "sales", "acme", "")
+    target = Target(channel="wecom", tenant="acme", conversation_id="robot:sales:ZhangWei", context={"robot": "sales", "stream": "s-font"})
+    robots.preview(target, '价格 <font color="warning">已降</font>，3 < 5')
+    assert robots.store.poll("s-font").content == '价格 ＜font color="warning">已降＜/font>，3 < 5'
