@@ -324,3 +324,15 @@ class FakeDingTalk:
         if not app_key or until < time.monotonic():
             return web.json_response({"errcode": 40014, "errmsg": "不合法的access_token"})
         return web.json_response({"errcode": 0, "errmsg": "ok", "count": 10})
+
+
+async def serve_with_stream(aiohttp_server, *apps: tuple[str, str], **stream_options) -> FakeDingTalk:
+    """A fake DingTalk and its Stream gateway, both served by pytest-aiohttp's `aiohttp_server`, with `apps`
+    (app key, secret) added; `stream_options` go to FakeStreamServer (redeliver_after, max_deliveries)."""
+    stream = FakeStreamServer(**stream_options)
+    stream.bind(str((await aiohttp_server(stream.app())).make_url("")))
+    fake = FakeDingTalk(stream)
+    fake.bind(str((await aiohttp_server(fake.app())).make_url("")))
+    for key, secret in apps:
+        fake.add_app(key, secret)
+    return fake

@@ -121,6 +121,7 @@ class FakeCards:
 
     # the server ----------------------------------------------------------------------------------------------
     async def _check(self, request: web.Request, permission: str):
+        """The calling app and the request's body, or the refusal: a bad token, an injected failure, a withdrawn permission."""
         got = self.fake._auth(request)
         if isinstance(got, web.Response):
             return got
@@ -130,7 +131,18 @@ class FakeCards:
             return self._refuse(request, status, code, "卡片服务暂时出错" if status >= 500 else "请求被拒绝")
         if permission in self.withdrawn.get(got.app_key, set()):
             return self._refuse(request, 403, "Forbidden.AccessDenied.AccessTokenPermissionDenied", f"没有调用该接口的权限，权限点 {permission}")
-        return got
+        return got, await self.fake._json(request)
+
+    async def _card(self, request: web.Request, permission: str):
+        """The caller's card the body names by outTrackId and the body, or the refusal."""
+        got = await self._check(request, permission)
+        if isinstance(got, web.Response):
+            return got
+        app, body = got
+        card = self.instances.get(str(body.get("outTrackId") or ""))
+        if card is None or card.app_key != app.app_key:
+            return self._refuse(request, 400, "cardInstanceNotExist", "卡片实例不存在")
+        return card, body
 
     def _refuse(self, request: web.Request, status: int, code: str, message: str) -> web.Response:
         self.refused.append((request.path, status, code))
@@ -138,10 +150,10 @@ class FakeCards:
         return self.fake._error(status, code, message)
 
     async def _create(self, request: web.Request) -> web.Response:
-        app = await self._check(request, INSTANCE)
-        if isinstance(app, web.Response):
-            return app
-        body = await self.fake._json(request)
+        got = await self._check(request, INSTANCE)
+        if isinstance(got, web.Response):
+            return got
+        app, body = got
         otid, template = str(body.get("outTrackId") or ""), str(body.get("cardTemplateId") or "")
         params = (body.get("cardData") or {}).get("cardParamMap")
         space = SPACE.match(str(body.get("openSpaceId") or ""))
@@ -171,13 +183,10 @@ class FakeCards:
             {"spaceType": space["type"], "spaceId": space["id"], "success": True, "carrierId": secrets.token_hex(8)}]}})
 
     async def _update(self, request: web.Request) -> web.Response:
-        app = await self._check(request, INSTANCE)
-        if isinstance(app, web.Response):
-            return app
-        body = await self.fake._json(request)
-        card = self.instances.get(str(body.get("outTrackId") or ""))
-        if card is None or card.app_key != app.app_key:
-            return self._refuse(request, 400, "cardInstanceNotExist", "卡片实例不存在")
+        got = await self._card(request, INSTANCE)
+        if isinstance(got, web.Response):
+            return got
+        card, body = got
         params = (body.get("cardData") or {}).get("cardParamMap") or {}
         if not isinstance(params, dict) or not all(isinstance(v, str) for v in params.values()):
             return self._refuse(request, 400, "param.cardParamMap", "cardParamMap 的值必须是字符串")
@@ -188,13 +197,10 @@ class FakeCards:
         return web.json_response({"success": True, "result": True})
 
     async def _stream(self, request: web.Request) -> web.Response:
-        app = await self._check(request, STREAMING)
-        if isinstance(app, web.Response):
-            return app
-        body = await self.fake._json(request)
-        card = self.instances.get(str(body.get("outTrackId") or ""))
-        if card is None or card.app_key != app.app_key:
-            return self._refuse(request, 400, "cardInstanceNotExist", "卡片实例不存在")
+        got = await self._card(request, STREAMING)
+        if isinstance(got, web.Response):
+            return got
+        card, body = got
         if not body.get("guid") or not body.get("key") or not isinstance(body.get("content"), str):
             return self._refuse(request, 400, "param.invalid", "guid、key、content 必填")
         card.updates.append(StreamUpdate(str(body["key"]), body["content"], bool(body.get("isFull")), bool(body.get("isFinalize")),
@@ -203,10 +209,10 @@ class FakeCards:
         return web.json_response({"success": True, "result": True})
 
     async def _register(self, request: web.Request) -> web.Response:
-        app = await self._check(request, INSTANCE)
-        if isinstance(app, web.Response):
-            return app
-        body = await self.fake._json(request)
+        got = await self._check(request, INSTANCE)
+        if isinstance(got, web.Response):
+            return got
+        _, body = got
         key, url = str(body.get("callbackRouteKey") or ""), str(body.get("callbackUrl") or "")
         if not key or not url.startswith(("http://", "https://")):
             return self._refuse(request, 400, "param.invalid", "callbackRouteKey 与 callbackUrl 必填")

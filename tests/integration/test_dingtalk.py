@@ -18,8 +18,7 @@ from bot.pipeline.tables import InboxRow
 from bot.web.gateway import create_web_app
 from connectors.dingtalk import DingTalkConnector
 from rag.retrieve import Viewer
-from tests.fakes.dingtalk_api import FakeDingTalk
-from tests.fakes.dingtalk_stream_server import FakeStreamServer
+from tests.fakes.dingtalk_api import FakeDingTalk, serve_with_stream
 
 APP, SECRET = "dingappkey0001", "app-secret-0001-abcdefghijklmnopqrstuvwxyz"
 APP2, SECRET2 = "dingappkey0002", "app-secret-0002-abcdefghijklmnopqrstuvwxyz"
@@ -29,13 +28,7 @@ FAST = {"backoff_base": 0.05, "backoff_max": 0.5, "heartbeat": 5.0}
 
 @pytest.fixture
 async def fake(aiohttp_server):
-    stream = FakeStreamServer(redeliver_after=0.8)
-    stream.bind(str((await aiohttp_server(stream.app())).make_url("")))
-    dt = FakeDingTalk(stream)
-    dt.bind(str((await aiohttp_server(dt.app())).make_url("")))
-    dt.add_app(APP, SECRET)
-    dt.add_app(APP2, SECRET2)
-    return dt
+    return await serve_with_stream(aiohttp_server, (APP, SECRET), (APP2, SECRET2), redeliver_after=0.8)
 
 
 @pytest.fixture

@@ -17,9 +17,8 @@ from bot.web.gateway import create_web_app
 from connectors.dingtalk import DingTalkConnector
 from connectors.dingtalk.cards import cards_table
 from connectors.message import Citation, Reply, Target
-from tests.fakes.dingtalk_api import FakeDingTalk
+from tests.fakes.dingtalk_api import FakeDingTalk, serve_with_stream
 from tests.fakes.dingtalk_cards import BUILTIN_TEMPLATE, INSTANCE, STREAMING
-from tests.fakes.dingtalk_stream_server import FakeStreamServer
 from tests.fakes.scripted_model import FakeOpenAI, Step
 
 APP, SECRET = "dingcardapp001", "card-secret-0001-abcdefghijklmnopqrstuvwxyz"
@@ -31,12 +30,7 @@ FAST = {"backoff_base": 0.05, "backoff_max": 0.5, "heartbeat": 5.0}
 
 @pytest.fixture
 async def fake(aiohttp_server):
-    stream = FakeStreamServer(redeliver_after=0.8)
-    stream.bind(str((await aiohttp_server(stream.app())).make_url("")))
-    dt = FakeDingTalk(stream)
-    dt.bind(str((await aiohttp_server(dt.app())).make_url("")))
-    dt.add_app(APP, SECRET)
-    return dt
+    return await serve_with_stream(aiohttp_server, (APP, SECRET), redeliver_after=0.8)
 
 
 @pytest.fixture

@@ -51,15 +51,11 @@ async def test_a_stream_message_over_the_limit_is_not_acked_and_is_answered_once
     from bot.web.gateway import create_web_app
     from connectors.dingtalk import DingTalkConnector
     from connectors.dingtalk.config import DingTalkApp
-    from tests.fakes.dingtalk_api import FakeDingTalk
-    from tests.fakes.dingtalk_stream_server import FakeStreamServer
+    from tests.fakes.dingtalk_api import serve_with_stream
     from tests.fakes.rigs import APP, SECRET, STAFF
 
-    stream = FakeStreamServer(redeliver_after=0.6, max_deliveries=6)
-    stream.bind(str((await aiohttp_server(stream.app())).make_url("")))
-    fake = FakeDingTalk(stream)
-    fake.bind(str((await aiohttp_server(fake.app())).make_url("")))
-    fake.add_app(APP, SECRET)
+    fake = await serve_with_stream(aiohttp_server, (APP, SECRET), redeliver_after=0.6, max_deliveries=6)
+    stream = fake.stream
     conn = DingTalkConnector([DingTalkApp(tenant=settings.tenant, app_key=APP, app_secret=SECRET, mode="stream", api_base=fake.base,
                                           oapi_base=fake.base)], stream_options={"backoff_base": 0.05, "backoff_max": 0.5})
     copilot = make_app(channels=[conn])
