@@ -72,9 +72,13 @@ def address_middleware(proxies: list[Network], per_address: Limiter, failures: L
         request[ADDRESS] = address
         if request.path in UNLIMITED:
             return await handler(request)
+        if request.path.startswith(CALLBACK_PREFIXES):
+            # a platform's servers deliver every tenant's callbacks: a refused one (anyone can point an app of their own
+            # at this URL, signed with their own key) must not count against the address the real ones come from
+            return await handler(request)
         if not await failures.ready(address):
             raise Throttled(retry_after=failures.retry_after)
-        if request.method not in SAFE_METHODS and not request.path.startswith(CALLBACK_PREFIXES) and not await per_address.allow(address):
+        if request.method not in SAFE_METHODS and not await per_address.allow(address):
             raise Throttled(retry_after=per_address.retry_after)
         try:
             response = await handler(request)

@@ -116,3 +116,29 @@ async def test_a_wecom_media_download_that_arrives_in_pieces_is_whole(aiohttp_se
         assert got == data
     finally:
         await client.aclose()
+
+
+async def test_refused_platform_callbacks_do_not_get_the_platform_s_address_refused(aiohttp_client):
+    """Feishu, WeCom and DingTalk deliver every tenant's callbacks from the same servers. Anyone can point an app of
+    their own at this copilot's URL: its callbacks, signed with their key, are refused (403); counted as failures of
+    that address, they got the real callbacks from the same servers refused (429) for a while."""
+    from bot.pipeline.ratelimit import RateLimiter
+    from bot.web.edge import address_middleware
+    from bot.web.gateway import error_middleware
+
+    async def events(request: web.Request) -> web.Response:
+        if request.headers.get("X-Lark-Signature") != "good":
+            raise web.HTTPForbidden(text="bad signature")
+        return web.json_response({})
+
+    async def login(request: web.Request) -> web.Response:
+        raise web.HTTPUnauthorized(text="no")
+
+    app = web.Application(middlewares=[error_middleware(1024, 1024), address_middleware([], RateLimiter(60), RateLimiter(3, 3))])
+    app.add_routes([web.post("/feishu/events", events), web.post("/login", login)])
+    client = await aiohttp_client(app)
+    forged = [(await client.post("/feishu/events", headers={"X-Lark-Signature": "theirs"})).status for _ in range(6)]
+    assert forged == [403] * 6
+    assert (await client.post("/feishu/events", headers={"X-Lark-Signature": "good"})).status == 200
+    refused = [(await client.post("/login")).status for _ in range(5)]  # the web's own routes are still limited
+    assert refused[:3] == [401] * 3 and 429 in refused[3:]
