@@ -104,6 +104,16 @@ class PooledSession:
             await self._session.close()
 
 
+async def read_capped(response: aiohttp.ClientResponse, limit: int, too_large: Exception) -> bytes:
+    """A download's body, read in chunks; `too_large` is raised as soon as it passes `limit` bytes."""
+    buf = bytearray()
+    async for chunk in response.content.iter_chunked(1 << 16):
+        buf += chunk
+        if len(buf) > limit:
+            raise too_large
+    return bytes(buf)
+
+
 def json_object(text: str) -> dict:
     """A platform's JSON answer as a dict: {} when it is empty, not JSON, or not an object."""
     try:

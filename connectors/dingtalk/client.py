@@ -18,7 +18,7 @@ import aiohttp
 
 from connectors.cache import AppToken, LocalTokenCache, TokenCache
 from connectors.dingtalk.config import DingTalkApp
-from connectors.http import PooledSession, json_object
+from connectors.http import PooledSession, json_object, read_capped
 
 TOKEN_PATH = "/v1.0/oauth2/accessToken"
 USER_TOKEN_PATH = "/v1.0/oauth2/userAccessToken"
@@ -154,12 +154,7 @@ class DingTalkClient:
             async with self._http().get(url) as r:
                 if r.status >= 400:
                     raise DingTalkAPIError(f"file download failed: HTTP {r.status}", status=r.status, retryable=r.status >= 500)
-                buf = bytearray()
-                async for chunk in r.content.iter_chunked(1 << 16):
-                    buf += chunk
-                    if len(buf) > max_bytes:
-                        raise DingTalkAPIError(f"file is larger than the {max_bytes // (1024 * 1024)} MB upload limit")
-                return bytes(buf)
+                return await read_capped(r, max_bytes, DingTalkAPIError(f"file is larger than the {max_bytes // (1024 * 1024)} MB upload limit"))
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise DingTalkAPIError(f"file download failed: {type(exc).__name__}", retryable=True) from None
 

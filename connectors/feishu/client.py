@@ -37,7 +37,7 @@ from lark_oapi.ws.model import EndpointResp
 
 from connectors.cache import AppToken, LocalTokenCache, TokenCache
 from connectors.feishu.config import FeishuApp
-from connectors.http import PooledSession, json_object
+from connectors.http import PooledSession, json_object, read_capped
 
 TOKEN_PATH = "/open-apis/auth/v3/tenant_access_token/internal"
 BOT_INFO_PATH = "/open-apis/bot/v3/info"
@@ -161,14 +161,10 @@ class FeishuClient:
                     if r.status >= 400 or r.content_type == "application/json":
                         data = json_object(await r.text())
                         raise _error(RESOURCE_PATH, r.status, int(data.get("code") or r.status), str(data.get("msg") or ""), r.headers)
+                    too_large = FeishuAPIError(f"file is larger than the {max_bytes // (1024 * 1024)} MB upload limit")
                     if r.content_length is not None and r.content_length > max_bytes:
-                        raise FeishuAPIError(f"file is larger than the {max_bytes // (1024 * 1024)} MB upload limit")
-                    buf = bytearray()
-                    async for chunk in r.content.iter_chunked(1 << 16):
-                        buf += chunk
-                        if len(buf) > max_bytes:
-                            raise FeishuAPIError(f"file is larger than the {max_bytes // (1024 * 1024)} MB upload limit")
-                    return bytes(buf)
+                        raise too_large
+                    return await read_capped(r, max_bytes, too_large)
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 raise FeishuAPIError(f"file download failed: {type(exc).__name__}", retryable=True) from None
 

@@ -28,7 +28,7 @@ from sqlalchemy.pool import StaticPool
 
 from connectors.channel import Check, SendError, Sink
 from connectors.config import ConfigProblem
-from connectors.http import PooledSession
+from connectors.http import PooledSession, read_capped
 from connectors.labels import Labels, label
 from connectors.markup import untagged
 from connectors.message import Attachment, InboundMessage, Reply, Target
@@ -210,15 +210,11 @@ class WeComRobots:
         key, _, url = attachment.ref.removeprefix("robot:").partition("|")
         if key not in self.crypto or not self.robots[key].file_url_ok(url):  # a url of the body: WeCom's file hosts only
             raise LookupError(f"not a file of a configured robot on WeCom's file hosts: {attachment.name}")
-        buf = bytearray()
         async with self._http().get(url, timeout=aiohttp.ClientTimeout(total=60), allow_redirects=False) as r:
             if r.status != 200:
                 raise LookupError(f"the file's url answered HTTP {r.status} (it is valid for a few minutes only)")
-            async for chunk in r.content.iter_chunked(65536):
-                buf += chunk
-                if len(buf) > self.max_file + 32:
-                    raise ValueError(f"file larger than {self.max_file} bytes")
-        return self.crypto[key].media(bytes(buf))
+            encrypted = await read_capped(r, self.max_file + 32, ValueError(f"file larger than {self.max_file} bytes"))
+        return self.crypto[key].media(encrypted)
 
     # the answers nobody polled for --------------------------------------------------------------
     async def start(self) -> None:
