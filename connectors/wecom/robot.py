@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from functools import partial
 
 import aiohttp
 from aiohttp import web
@@ -237,7 +238,7 @@ class WeComRobots:
         pushed = 0
         for robot in self.robots.values():
             for o in await asyncio.to_thread(self.store.overdue, robot.key, robot.stream_seconds):
-                if robot.response_url_ok(o.response_url) and await asyncio.to_thread(self.store.claim_url, o.stream_id):
+                if robot.response_url_ok(o.response_url) and await asyncio.to_thread(partial(self.store.claim_url, o.stream_id, unshown=True)):
                     try:
                         await self._post(o.stream_id, o.response_url, o.content)
                         pushed += 1

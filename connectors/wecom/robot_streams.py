@@ -110,6 +110,8 @@ class StreamStore:
             row = self._row(stream_id)
             if row is None:
                 return None
+            if row.url_state and not row.closed:  # the answer went (or goes) to the response_url: never shown twice
+                return Shown(row.partial, True)
             if not row.final:
                 return Shown(row.partial, False)
             if row.closed:
@@ -121,14 +123,15 @@ class StreamStore:
                 return _shown(json.loads(row.final))
         return None
 
-    def claim_url(self, stream_id: str) -> str:
-        """The stream's response_url, claimed for one POST ("" when there is none or it was used)."""
+    def claim_url(self, stream_id: str, *, unshown: bool = False) -> str:
+        """The stream's response_url, claimed for one POST ("" when there is none or it was used). `unshown`: only while
+        no poll has shown the answer (the sweep's claim, racing a late poll: one of them wins, the answer goes out once)."""
         row = self._row(stream_id)
         if row is None or not row.response_url:
             return ""
+        where = [streams.c.stream_id == stream_id, streams.c.url_state == ""] + ([streams.c.closed.is_(False)] if unshown else [])
         with self._begin() as conn:
-            got = conn.execute(update(streams).where(streams.c.stream_id == stream_id, streams.c.url_state == "")
-                               .values(url_state="claimed", version=streams.c.version + 1)).rowcount
+            got = conn.execute(update(streams).where(*where).values(url_state="claimed", version=streams.c.version + 1)).rowcount
         return row.response_url if got else ""
 
     def settle_url(self, stream_id: str, used: bool) -> None:

@@ -222,3 +222,20 @@ def test_the_answer_so_far_a_poll_shows_carries_no_tag_wecom_acts_on():
     target = Target(channel="wecom", tenant="acme", conversation_id="robot:sales:ZhangWei", context={"robot": "sales", "stream": "s-font"})
     robots.preview(target, '价格 <font color="warning">已降</font>，3 < 5')
     assert robots.store.poll("s-font").content == '价格 ＜font color="warning">已降＜/font>，3 < 5'
+
+
+def test_a_late_poll_and_the_sweep_never_both_show_an_answer(tmp_path):
+    """An answer delivered just inside the window and not yet polled: the sweep (for the response_url) and WeCom's last
+    poll race for it. Whichever wins, the other does not show it again."""
+    now = [1000.0]
+    store = StreamStore(create_engine(f"sqlite:///{tmp_path / 's.db'}"), clock=lambda: now[0])
+    for sid in ("p", "q"):
+        store.open(sid, "sales", "acme", f"https://example/{sid}")
+        assert store.deliver(sid, f"in:{sid}:0", "答案 [1]", None, window=30)
+    now[0] += 31
+    assert {d.stream_id for d in store.overdue("sales", 30)} == {"p", "q"}  # the sweep read both
+    assert store.poll("p").content == "答案 [1]"  # the poll showed p first ...
+    assert store.claim_url("p", unshown=True) == ""  # ... so the sweep does not post it too
+    assert store.claim_url("q", unshown=True) == "https://example/q"  # the sweep claimed q first ...
+    shown = store.poll("q")
+    assert shown.finish and "答案" not in shown.content  # ... so the poll ends the stream without it
