@@ -5,7 +5,9 @@ sees a platform type. Must never import from connectors, rag or crm.
 """
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
+from pathlib import PurePosixPath
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -26,6 +28,18 @@ class Attachment(BaseModel):
     mime: str = "application/octet-stream"
     size: int | None = None
     ref: str = ""  # platform handle to fetch the bytes later (MediaId, downloadCode, a local path)
+
+
+def attachment_name(name: str, msg_id: str, image: str = "") -> str:
+    """The name a sender's platform gave a file, safe to show and store: its base name only (a path with either slash
+    dropped), printable characters, at most 120. Without one: `file-<the message id's end>`, or for an image
+    `<image>-<…>.png` (`image`: the platform's word for it)."""
+    base = PurePosixPath(name.replace("\\", "/")).name
+    base = "".join(ch for ch in base if ch.isprintable()).strip(" .")[:120]
+    if base:
+        return base
+    short = re.sub(r"[^\w]", "", msg_id)[-10:] or "file"
+    return f"{image}-{short}.png" if image else f"file-{short}"
 
 
 class Action(BaseModel):

@@ -9,10 +9,9 @@ a confirmation card arrives as the text the card's button put in the user's mout
 from __future__ import annotations
 
 import re
-from pathlib import PurePosixPath
 from typing import Any
 
-from connectors.message import Action, Attachment, InboundMessage
+from connectors.message import Action, Attachment, InboundMessage, attachment_name
 
 CHANNEL = "dingtalk"
 CLICK = re.compile(r"^\s*(?P<label>[^#\n]{0,24}?)\s*#(?P<key>[a-z][a-z0-9_]{0,23}):(?P<ref>[\w.:\-]{1,128})\s*$")
@@ -77,7 +76,7 @@ def parse(data: Any, *, tenant: str, robot_code: str, corp_id: str = "") -> Inbo
         code = str(content.get("downloadCode") or content.get("pictureDownloadCode") or "")
         if not code:
             raise PayloadError(f"{msgtype} message without a downloadCode")
-        name = _file_name(str(content.get("fileName") or ""), msgtype, msg_id)
+        name = attachment_name(str(content.get("fileName") or ""), msg_id, "picture" if msgtype == "picture" else "")
         mime = "image/png" if msgtype == "picture" else "application/octet-stream"
         kind, attachments = "file", (Attachment(name=name, mime=mime, ref=code),)
     # other types (video, cards...) arrive with empty text: the router answers "unsupported"
@@ -112,11 +111,3 @@ def _str(d: dict, key: str) -> str:
     v = d.get(key)
     return v.strip() if isinstance(v, str) else (str(v) if isinstance(v, int) and not isinstance(v, bool) else "")
 
-
-def _file_name(name: str, msgtype: str, msg_id: str) -> str:
-    base = PurePosixPath(name.replace("\\", "/")).name
-    base = "".join(ch for ch in base if ch.isprintable()).strip(" .")[:120]
-    if base:
-        return base
-    short = re.sub(r"[^\w]", "", msg_id)[-10:] or "file"
-    return f"picture-{short}.png" if msgtype == "picture" else f"file-{short}"

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import PurePosixPath
 from typing import Any
 
 from lark_oapi.api.im.v1.model.p2_im_message_receive_v1 import P2ImMessageReceiveV1
 from lark_oapi.core.exception import UnmarshalException
 from lark_oapi.event.callback.model.p2_card_action_trigger import P2CardActionTrigger
 
-from connectors.message import Action, Attachment, InboundMessage
+from connectors.message import Action, Attachment, InboundMessage, attachment_name
 
 CHANNEL = "feishu"
 MESSAGE_EVENT = "im.message.receive_v1"
@@ -93,7 +92,7 @@ def _message(ev: P2ImMessageReceiveV1, *, tenant: str, app_key: str, user_id_typ
         fkey = str(content.get("file_key") or content.get("image_key") or "")
         if not fkey or not REF.match(fkey):
             raise PayloadError(f"{mtype} message without a usable file_key")
-        name = _file_name(str(content.get("file_name") or ""), mtype, msg_id)
+        name = attachment_name(str(content.get("file_name") or ""), msg_id, "image" if mtype == "image" else "")
         kind = "file"
         attachments = (Attachment(name=name, mime="image/png" if mtype == "image" else "application/octet-stream",
                                   ref=f"{mtype}:{msg_id}:{fkey}"),)
@@ -174,11 +173,3 @@ def _json(raw: Any) -> dict:
 def _id(v: Any) -> str:
     return v.strip()[:_MAX_ID] if isinstance(v, str) and len(v.strip()) <= _MAX_ID else ""
 
-
-def _file_name(name: str, mtype: str, msg_id: str) -> str:
-    base = PurePosixPath(name.replace("\\", "/")).name
-    base = "".join(ch for ch in base if ch.isprintable()).strip(" .")[:120]
-    if base:
-        return base
-    short = re.sub(r"[^\w]", "", msg_id)[-10:] or "file"
-    return f"image-{short}.png" if mtype == "image" else f"file-{short}"
