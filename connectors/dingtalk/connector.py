@@ -353,8 +353,10 @@ class DingTalkConnector:
     async def aclose(self) -> None:
         for t in list(self._tasks):
             t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         for r in self.receivers.values():
             await r.aclose()
         self.receivers.clear()
+        await self.cards.aclose()  # the pumps writing cards, before the clients they use
         for c in self.clients.values():
             await c.aclose()

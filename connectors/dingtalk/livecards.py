@@ -179,6 +179,17 @@ class LiveCards:
             live.task.cancel()
         return live
 
+    async def aclose(self) -> None:
+        """Stop every pump (before the clients they use are closed): a card left writing is finished by the reply."""
+        with self._lock:
+            lives = list(self._live.values())
+            for live in lives:
+                live.closed = True
+        tasks = [lv.task for lv in lives if lv.task is not None and not lv.task.done()]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     async def clicked(self, app: DingTalkApp, data: object) -> InboundMessage:
         """A card callback -> the click as an action message (NotOurs: not a click on a card of ours)."""
         otid = str(data.get("outTrackId") or "") if isinstance(data, dict) else ""

@@ -109,3 +109,33 @@ def test_the_answer_so_far_streamed_into_a_card_carries_no_tag_dingtalk_acts_on(
         assert live._live[track_id(APP, "stream", "m-font")].latest == '报价 ＜font color="#FF0000">已降 50%＜/font>，3 < 5'
     finally:
         loop.close()
+
+
+async def test_closing_the_connector_stops_the_pumps_writing_cards():
+    """A pump left running after aclose wrote on with closed clients (a new session nobody closes, errors logged)."""
+    import asyncio
+
+    from connectors.dingtalk.connector import DingTalkConnector
+    from connectors.dingtalk.livecards import _Live
+
+    entered, calls = asyncio.Event(), []
+
+    class Client:  # DingTalk answering slowly: the card is being created when the process stops
+        async def create_card(self, body: dict) -> dict:
+            calls.append("create")
+            entered.set()
+            await asyncio.Event().wait()
+            return {}
+
+        async def aclose(self) -> None:
+            calls.append("closed")
+
+    conn = DingTalkConnector([APP])
+    conn.clients = {APP.key: Client()}
+    conn.cards.bind(asyncio.get_running_loop())
+    conn.preview(DIRECT.model_copy(update={"tenant": APP.tenant, "context": {**DIRECT.context, "msgId": "m-close"}}), "星图的实施周期")
+    await asyncio.wait_for(entered.wait(), 5)
+    live: _Live = conn.cards._live[track_id(APP, "stream", "m-close")]
+    await conn.aclose()
+    assert live.task is not None and live.task.done() and live.closed
+    assert calls == ["create", "closed"]  # the pump stopped before its client was closed
