@@ -30,6 +30,7 @@ cards_table = Table(
 )
 KEEP = 14 * 86400  # Feishu lets a card be updated for 14 days
 PRUNE_EVERY = 500
+KEEP_IN_MEMORY = 20_000  # cards remembered without a database
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,8 @@ class CardStore:
             if key in self._mem:
                 return self._mem[key]
             self._mem[key] = Card("", reply_key)
+            while len(self._mem) > KEEP_IN_MEMORY:  # the oldest cards go first (no database: one process, bounded)
+                del self._mem[next(iter(self._mem))]
             return Card("", reply_key, fresh=True)
         now = time.time()
         with self.engine.begin() as conn:

@@ -142,3 +142,13 @@ async def test_refused_platform_callbacks_do_not_get_the_platform_s_address_refu
     assert (await client.post("/feishu/events", headers={"X-Lark-Signature": "good"})).status == 200
     refused = [(await client.post("/login")).status for _ in range(5)]  # the web's own routes are still limited
     assert refused[:3] == [401] * 3 and 429 in refused[3:]
+
+
+def test_feishu_cards_kept_without_a_database_are_bounded(monkeypatch):
+    from connectors.feishu import cards
+
+    monkeypatch.setattr(cards, "KEEP_IN_MEMORY", 50)
+    store = cards.CardStore(None)
+    for i in range(120):
+        assert store.begin(f"default|om_{i}").fresh
+    assert len(store._mem) == 50 and store.get("default|om_119") is not None and store.get("default|om_0") is None
