@@ -62,6 +62,12 @@ class AccountSpec(Generic[M]):
         return f"[[{self.platform}.{self.list_key}]] key={key!r}: {name}"
 
 
+def url_issues(account: Any, defaults: Mapping[str, str]) -> list[Issue]:
+    """An issue for each field named in `defaults` whose value is not an http(s) URL; the fix names the default."""
+    return [(f, f"{getattr(account, f)!r} is not an http(s) URL", f"leave {{setting}} unset to use {default}")
+            for f, default in defaults.items() if not getattr(account, f).startswith(("http://", "https://"))]
+
+
 def read_env(spec: AccountSpec, env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The COPILOT_<PLATFORM>_* values that are set (empty ones count as unset)."""
     env = os.environ if env is None else env

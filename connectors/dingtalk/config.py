@@ -13,7 +13,7 @@ from typing import Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-from connectors.config import AccountSpec, ConfigProblem, Issue, load_accounts
+from connectors.config import AccountSpec, ConfigProblem, Issue, load_accounts, url_issues
 
 DEFAULT_API = "https://api.dingtalk.com"
 DEFAULT_OAPI = "https://oapi.dingtalk.com"
@@ -62,10 +62,7 @@ class DingTalkApp(BaseModel):
 
 def _issues(app: DingTalkApp) -> list[Issue]:
     out: list[Issue] = [(f, "is missing", f"set {{setting}} ({CREDENTIALS})") for f in ("app_key", "app_secret") if not getattr(app, f)]
-    for f in ("api_base", "oapi_base"):
-        if not getattr(app, f).startswith(("http://", "https://")):
-            out.append((f, f"{getattr(app, f)!r} is not an http(s) URL", f"leave {{setting}} unset to use {DEFAULT_API if f == 'api_base' else DEFAULT_OAPI}"))
-    return out
+    return out + url_issues(app, {"api_base": DEFAULT_API, "oapi_base": DEFAULT_OAPI})
 
 
 def _lower_mode(values: dict[str, Any]) -> dict[str, Any]:

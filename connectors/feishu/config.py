@@ -16,7 +16,7 @@ from typing import Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, SecretStr, model_validator
 
-from connectors.config import AccountSpec, ConfigProblem, Issue, load_accounts
+from connectors.config import AccountSpec, ConfigProblem, Issue, load_accounts, url_issues
 
 DEFAULT_API = "https://open.feishu.cn"  # Lark (international): https://open.larksuite.com
 DEFAULT_LOGIN = "https://accounts.feishu.cn"  # Lark: https://accounts.larksuite.com
@@ -68,9 +68,7 @@ def _issues(app: FeishuApp) -> list[Issue]:
         out += [(f, "is missing: HTTP events are believed only when encrypted, signed and carrying the token",
                  f"set {{setting}} ({EVENT_KEYS}), or use mode = \"ws\" (长连接)")
                 for f in ("encrypt_key", "verification_token") if not getattr(app, f).get_secret_value()]
-    for f in ("api_base", "login_base"):
-        if not getattr(app, f).startswith(("http://", "https://")):
-            out.append((f, f"{getattr(app, f)!r} is not an http(s) URL", f"leave {{setting}} unset to use {DEFAULT_API if f == 'api_base' else DEFAULT_LOGIN}"))
+    out += url_issues(app, {"api_base": DEFAULT_API, "login_base": DEFAULT_LOGIN})
     if not 0.05 <= app.preview_interval <= 30:
         out.append(("preview_interval", f"{app.preview_interval} is not between 0.05 and 30 seconds", "set {setting} to about 0.5"))
     return out
