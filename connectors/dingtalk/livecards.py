@@ -87,7 +87,11 @@ class LiveCards:
             if live.pumping:
                 return
             live.pumping = True
-        loop.call_soon_threadsafe(self._start, live)
+        try:
+            loop.call_soon_threadsafe(self._start, live)
+        except RuntimeError:  # the loop closed since (shutting down): a preview never fails the model's answer
+            with self._lock:
+                live.pumping = False
 
     def _start(self, live: _Live) -> None:
         live.task = asyncio.ensure_future(self._pump(live))

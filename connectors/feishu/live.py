@@ -57,7 +57,10 @@ class LiveCards:
         loop = self.loop
         if loop is None or loop.is_closed() or not text.strip():
             return
-        loop.call_soon_threadsafe(self._offer, key, target, text, client, interval, deliver)
+        try:
+            loop.call_soon_threadsafe(self._offer, key, target, text, client, interval, deliver)
+        except RuntimeError:  # the loop closed since (shutting down): a preview never fails the model's answer
+            pass
 
     def _entry(self, key: str) -> Live:
         """The in-process state of `key`'s card, made if new; the oldest go past KEEP_FINISHED (a card's identity is in the

@@ -152,3 +152,29 @@ def test_feishu_cards_kept_without_a_database_are_bounded(monkeypatch):
     for i in range(120):
         assert store.begin(f"default|om_{i}").fresh
     assert len(store._mem) == 50 and store.get("default|om_119") is not None and store.get("default|om_0") is None
+
+
+def test_a_preview_while_the_loop_closes_never_fails_the_model_s_answer():
+    """The Previewer runs in the model's worker thread; the loop may close between its check and the handoff (shutdown):
+    call_soon_threadsafe then raises, and that used to end the answer being written."""
+    from connectors.dingtalk.config import DingTalkApp
+    from connectors.dingtalk.livecards import LiveCards as DingTalkCards
+    from connectors.feishu.cards import CardStore
+    from connectors.feishu.live import LiveCards as FeishuCards
+    from connectors.message import Target
+
+    class Closing:  # closed right after the check
+        def is_closed(self) -> bool:
+            return False
+
+        def call_soon_threadsafe(self, *args) -> None:
+            raise RuntimeError("Event loop is closed")
+
+    feishu = FeishuCards(CardStore(None))
+    feishu.loop = Closing()
+    target = Target(channel="feishu", conversation_id="oc_1", context={"inbound": "om_1"})
+    feishu.preview("default|om_1", target, "星图", None, 0.5, None)
+    dingtalk = DingTalkCards(None)
+    dingtalk.bind(Closing())
+    dingtalk.preview(DingTalkApp(app_key="k", app_secret="s", cards=True), None,
+                     Target(channel="dingtalk", conversation_id="c", user_id="u", context={"msgId": "m1"}), "星图")
