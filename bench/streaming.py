@@ -14,7 +14,8 @@ once per channel, in a new conversation, and times from sending the message to:
 
 A channel is one row: an object with `name`, `prepare(bench)` (start its fake platform, return the COPILOT_* settings
 that point the copilot at it), `ready(bench)` (after the gateway is up: link the asker, sign in) and `ask(bench, n)`
-(one question, a Sample). Add a platform by appending its row to CHANNELS.
+(one question, a Sample); `Row` gives it a session on the gateway and its `aclose`. Add a platform by appending its row
+to CHANNELS.
 """
 from __future__ import annotations
 
@@ -64,6 +65,40 @@ class Bench:
         return f"http://127.0.0.1:{port}"
 
 
+def copilot_env(platform: str, **values: str) -> dict[str, str]:
+    """COPILOT_<PLATFORM>_* settings that point the copilot at a row's fake platform."""
+    return {f"COPILOT_{platform}_{k}": v for k, v in values.items()}
+
+
+class Progress:
+    """One question's clock, from when it was sent: the first visible text, what changed on the way, the end."""
+
+    def __init__(self) -> None:
+        self.started, self.first, self.updates = time.monotonic(), None, 0
+
+    def changed(self) -> None:
+        self.first = time.monotonic() - self.started if self.first is None else self.first
+        self.updates += 1
+
+    def done(self) -> Sample:
+        now = time.monotonic() - self.started
+        return Sample(self.first if self.first is not None else now, now, self.updates)
+
+
+class Row:
+    """What the rows share: an HTTP session on the gateway, opened when the gateway is up and closed after the run."""
+
+    session: aiohttp.ClientSession | None = None
+
+    def open_session(self, bench: Bench, **options: Any) -> aiohttp.ClientSession:
+        self.session = aiohttp.ClientSession(base_url=bench.base, **options)
+        return self.session
+
+    async def aclose(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+
 class Channel(Protocol):
     name: str
 
@@ -74,7 +109,7 @@ class Channel(Protocol):
     async def ask(self, bench: Bench, n: int) -> Sample: ...
 
 
-class WebChat:
+class WebChat(Row):
     """The baseline: the page's long poll of /api/replies, which carries the answer being written as `partial`."""
 
     name = "web chat"
@@ -87,7 +122,7 @@ class WebChat:
 
         cp = bench.cp
         cp.auth.add_user("zhangwei", cp.directory.get(cp.settings.tenant, "zhangwei").role, cp.settings.tenant, PASSWORD)
-        self.session = aiohttp.ClientSession(base_url=bench.base, cookie_jar=aiohttp.CookieJar(unsafe=True))
+        self.open_session(bench, cookie_jar=aiohttp.CookieJar(unsafe=True))
         page = await (await self.session.get("/login")).text()
         csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
         async with self.session.post("/login", data={"csrf": csrf, "username": "zhangwei", "password": PASSWORD}, allow_redirects=False) as r:
@@ -96,26 +131,21 @@ class WebChat:
 
     async def ask(self, bench: Bench, n: int) -> Sample:
         conv = f"bench-stream-{n}"
-        started = time.monotonic()
+        progress = Progress()
         async with self.session.post("/api/chat", json={"text": QUESTION, "conversation": conv, "id": f"bench-stream-{n}"}) as r:
             assert r.status in (200, 202), await r.text()
-        first, seen, partials = None, 0, 0
+        seen = 0
         while True:
             async with self.session.get("/api/replies", params={"conversation": conv, "after": "0", "wait": "20", "plen": str(seen)}) as r:
                 body = await r.json()
-            now = time.monotonic() - started
             if body.get("replies"):
-                return Sample(first if first is not None else now, now, partials)
+                return progress.done()
             if body.get("partial"):
-                first = now if first is None else first
-                partials += 1
+                progress.changed()
                 seen = len(body["partial"])
 
-    async def aclose(self) -> None:
-        await self.session.close()
 
-
-class DingTalkCards:
+class DingTalkCards(Row):
     """DingTalk with cards on (HTTP mode): the AI card the answer streams into, as the fake platform saw it."""
 
     name = "dingtalk card"
@@ -128,13 +158,12 @@ class DingTalkCards:
         self.fake = fake_cls()
         self.fake.bind(await bench.serve(self.fake.app()))
         self.fake.add_app(self.app_key, self.secret)
-        return {f"COPILOT_DINGTALK_{k}": v for k, v in dict(
-            APP_KEY=self.app_key, APP_SECRET=self.secret, MODE="http", API_BASE=self.fake.base, OAPI_BASE=self.fake.base,
-            CARDS="true", CORP_ID=self.fake.apps[self.app_key].corp_id).items()}
+        return copilot_env("DINGTALK", APP_KEY=self.app_key, APP_SECRET=self.secret, MODE="http", API_BASE=self.fake.base, OAPI_BASE=self.fake.base,
+                        CARDS="true", CORP_ID=self.fake.apps[self.app_key].corp_id)
 
     async def ready(self, bench: Bench) -> None:
         bench.cp.directory.link("zhangwei", "dingtalk", STAFF)
-        self.session = aiohttp.ClientSession(base_url=bench.base)
+        self.open_session(bench)
 
     async def ask(self, bench: Bench, n: int) -> Sample:
         body = self.fake.message(self.app_key, sender=STAFF, text=QUESTION, msg_id=f"bench-dt-{n}", conversation=f"cidBench{n}==")
@@ -149,11 +178,8 @@ class DingTalkCards:
         assert finished, "the card was never finished"
         return Sample(card.created_at - started, finished - started, len(card.updates))
 
-    async def aclose(self) -> None:
-        await self.session.close()
 
-
-class WeComRobot:
+class WeComRobot(Row):
     """The WeCom intelligent robot (API mode): its first answer is an empty stream, then WeCom polls the stream and
     each poll shows the answer so far. WeCom does not document how often it polls: this polls every POLL_EVERY
     seconds, so up to that much of `first` and `done` is the poll's own wait."""
@@ -163,39 +189,33 @@ class WeComRobot:
     robot = dict(token="BenchRobTok1", aes_key="0123456789abcdefghijklmnopqrstuvwxyzABCDEFG", robot_id="aib-bench-1")
 
     async def prepare(self, bench: Bench) -> dict[str, str]:
-        return {f"COPILOT_WECOM_ROBOT_{k.upper()}": v for k, v in self.robot.items()}
+        return copilot_env("WECOM_ROBOT", **{k.upper(): v for k, v in self.robot.items()})
 
     async def ready(self, bench: Bench) -> None:
         from tests.fakes.wecom_robot import FakeRobot
 
         bench.cp.directory.link("zhangwei", "wecom", "ZhangWei", tenant=bench.cp.settings.tenant)
-        self.session = aiohttp.ClientSession(base_url=bench.base)
+        self.open_session(bench)
         self.fake = FakeRobot(self.session, self.robot, "/wecom/robot/default/callback")
 
     async def ask(self, bench: Bench, n: int) -> Sample:
         import asyncio
 
-        started = time.monotonic()
+        progress = Progress()
         status, answer = await self.fake.send(self.fake.message("ZhangWei", QUESTION, f"bench-robot-{n}"))
         assert status == 200 and answer is not None, status
-        sid, first, shown = answer["stream"]["id"], None, ""
-        updates = 0
+        sid, shown = answer["stream"]["id"], ""
         while True:
             stream = (await self.fake.poll("ZhangWei", sid))["stream"]
-            now = time.monotonic() - started
             if stream["content"] and stream["content"] != shown:
-                first = now if first is None else first
-                updates += 1
+                progress.changed()
                 shown = stream["content"]
             if stream["finish"]:
-                return Sample(first if first is not None else now, now, updates)
+                return progress.done()
             await asyncio.sleep(self.POLL_EVERY)
 
-    async def aclose(self) -> None:
-        await self.session.close()
 
-
-class FeishuCard:
+class FeishuCard(Row):
     """Feishu (HTTP events): the one card the answer is written into, created by the first preview and updated
     (PATCH) at most every preview_interval (0.5 s), then finished by the answer, as the fake platform saw it."""
 
@@ -210,13 +230,12 @@ class FeishuCard:
         self.fake.bind(await bench.serve(self.fake.app()))
         app = self.fake.add_app(self.app_id, self.secret)
         self.fake.add_user(self.open_id, "zhangwei", "张伟")
-        return {f"COPILOT_FEISHU_{k}": v for k, v in dict(
-            APP_ID=self.app_id, APP_SECRET=self.secret, ENCRYPT_KEY=app.encrypt_key, VERIFICATION_TOKEN=app.token, MODE="http",
-            API_BASE=self.fake.base, LOGIN_BASE=self.fake.base, TENANT_KEY=TENANT_KEY).items()}
+        return copilot_env("FEISHU", APP_ID=self.app_id, APP_SECRET=self.secret, ENCRYPT_KEY=app.encrypt_key, VERIFICATION_TOKEN=app.token,
+                        MODE="http", API_BASE=self.fake.base, LOGIN_BASE=self.fake.base, TENANT_KEY=TENANT_KEY)
 
     async def ready(self, bench: Bench) -> None:
         bench.cp.directory.link("zhangwei", "feishu", self.open_id)
-        self.session = aiohttp.ClientSession(base_url=bench.base)
+        self.open_session(bench)
 
     async def ask(self, bench: Bench, n: int) -> Sample:
         from tests.fakes.feishu_api import card_text
@@ -236,9 +255,6 @@ class FeishuCard:
         assert finished, "the card was never finished"
         assert [s.to for s in self.fake.sent].count(mid) == 1, "more than one card for one answer"
         return Sample(card.created_at - started, finished - started, len(card.updates))
-
-    async def aclose(self) -> None:
-        await self.session.close()
 
 
 CHANNELS: list[Any] = [WebChat(), DingTalkCards(), WeComRobot(), FeishuCard()]  # the first is the baseline
