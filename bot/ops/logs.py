@@ -102,7 +102,7 @@ def secret_values(settings: Any = None, env: dict[str, str] | None = None) -> li
 
 
 def _url_password(value: str) -> list[str]:
-    m = re.match(r"[a-z][a-z0-9+.-]*://[^/\s:@]+:([^@\s/]+)@", value, re.I)
+    m = re.match(r"[a-z][a-z0-9+.-]*://[^/\s:@]*:([^@\s/]+)@", value, re.I)  # Redis URLs have no user: redis://:pw@host
     return [value, m.group(1)] if m else [value]
 
 

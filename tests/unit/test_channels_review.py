@@ -178,3 +178,19 @@ def test_a_preview_while_the_loop_closes_never_fails_the_model_s_answer():
     dingtalk.bind(Closing())
     dingtalk.preview(DingTalkApp(app_key="k", app_secret="s", cards=True), None,
                      Target(channel="dingtalk", conversation_id="c", user_id="u", context={"msgId": "m1"}), "星图")
+
+
+def test_the_password_of_a_redis_url_without_a_user_is_masked_on_its_own():
+    """COPILOT_REDIS_URL is usually redis://:password@host (Redis has no user): the password alone was not a secret
+    the log filter knew, only the whole URL."""
+    from pydantic import SecretStr
+
+    from bot.ops.logs import secret_values
+
+    class S:
+        model_fields = {"redis_url": None, "database_url": None}
+        redis_url = SecretStr("redis://:r3dis-Pa55@redis.internal:6379/0")
+        database_url = SecretStr("postgresql://copilot:pg-Pa55@db/copilot")
+
+    found = secret_values(S(), env={})
+    assert "r3dis-Pa55" in found and "pg-Pa55" in found
