@@ -71,20 +71,16 @@ class WeComRobots:
     def routes(self, sink: Sink) -> list[web.RouteDef]:
         async def verify(request: web.Request) -> web.Response:
             robot, crypto = self._robot(request)
-            q = request.query
             try:
-                sig, ts, nonce = check_query(q.get("msg_signature"), q.get("timestamp"), q.get("nonce"))
-                self._fresh(ts)
-                return web.Response(text=crypto.verify_url(sig, ts, nonce, q.get("echostr", "").replace(" ", "+")))
+                sig, ts, nonce = self._signed(request)
+                return web.Response(text=crypto.verify_url(sig, ts, nonce, request.query.get("echostr", "").replace(" ", "+")))
             except CallbackRejected as exc:
                 raise self._refuse(robot, request, "URL verification", exc) from None
 
         async def receive(request: web.Request) -> web.StreamResponse:
             robot, crypto = self._robot(request)
-            q = request.query
             try:
-                sig, ts, nonce = check_query(q.get("msg_signature"), q.get("timestamp"), q.get("nonce"))
-                self._fresh(ts)
+                sig, ts, nonce = self._signed(request)
                 body = await self._read(request)
                 cb = parse(crypto.decrypt(body, sig, ts, nonce), robot)
             except CallbackRejected as exc:
@@ -131,9 +127,13 @@ class WeComRobots:
         return robot, self.crypto[key]
 
     @staticmethod
-    def _fresh(timestamp: str) -> None:
-        if abs(time.time() - int(timestamp)) > WINDOW:
+    def _signed(request: web.Request) -> tuple[str, str, str]:
+        """The callback's (msg_signature, timestamp, nonce), its timestamp within WINDOW of now (else BadSignature)."""
+        q = request.query
+        sig, ts, nonce = check_query(q.get("msg_signature"), q.get("timestamp"), q.get("nonce"))
+        if abs(time.time() - int(ts)) > WINDOW:
             raise BadSignature(f"timestamp is more than {WINDOW} s from now: a stale or replayed callback")
+        return sig, ts, nonce
 
     @staticmethod
     def _refuse(robot: RobotConfig, request: web.Request, what: str, exc: CallbackRejected) -> web.HTTPException:
