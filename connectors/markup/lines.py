@@ -37,10 +37,10 @@ class Dialect:
     tags: bool = False  # the platform acts on HTML-like tags in the text (<font>, Feishu's <at id=all>): text never makes one
 
 
-# A tag the platform would render (WeCom and DingTalk's <font>; Feishu's <at id=all>, <font>, <link>, <person>...) where the
+# A tag the platform would render (WeCom and DingTalk's <font>, WeCom's <@userid>; Feishu's <at id=all>, <font>, <link>...) where the
 # text only says "<": the model's words, a quoted message or a document's title (markdown-it keeps raw HTML as text,
 # and turns "&lt;at id=all&gt;" into it) must not mention everyone or colour anything. The "<" becomes "＜".
-_TAG = re.compile(r"<(?=/?[A-Za-z])")
+_TAG = re.compile(r"<(?=/?[A-Za-z@])")  # <@userid>: a mention in WeCom robots' markdown
 
 
 def untagged(s: str) -> str:

@@ -119,5 +119,6 @@ def test_text_never_becomes_a_tag_the_platform_acts_on():
         assert "<at" not in out and "<font color='red'" not in out and "<link" not in out and "</" not in out, out
         assert "＜at id=all>" in out and "3 < 5" in out
     assert "<at id=all>" in plain_text(reply)  # plain text is shown as it is: nothing there is a tag
+    assert "<@" not in wecom_markdown(Reply(text="提醒 <@zhangwei> 和 <@all>"))  # a WeCom robot's mention syntax
     _, html = email_bodies(reply)
     assert "<at" not in html and "&lt;at id=all&gt;" in html
