@@ -11,7 +11,7 @@ The words added are catalogue labels in the reply's language.
 from __future__ import annotations
 
 from connectors.labels import Labels, label
-from connectors.markup import CARD_BYTES, feishu_cards, feishu_elements, plain_parts
+from connectors.markup import CARD_BYTES, feishu_cards, feishu_elements, plain_parts, untagged
 from connectors.message import Button, Reply
 
 TEXT_LIMIT = 8000  # per plain-text message (Feishu takes 150 KB; shorter messages read better)
@@ -42,8 +42,9 @@ def card(title: str, elements: list[dict], template: str = "blue") -> dict:
 
 
 def text_messages(reply: Reply, labels: Labels | None = None) -> list[str]:
-    """The plain-text fallback: citations and typed choices, split under the limit."""
-    return plain_parts(reply, TEXT_LIMIT, "chars", labels)
+    """The plain-text fallback: citations and typed choices, split under the limit. A Feishu text message acts on
+    <at user_id="all"> (everyone in the group is mentioned): text never carries one."""
+    return [untagged(part) for part in plain_parts(reply, TEXT_LIMIT, "chars", labels)]
 
 
 def _buttons(buttons: list[Button], chat_type: str) -> list[dict]:

@@ -120,3 +120,12 @@ def test_multi_part_long_connection_payloads_are_put_together():
     assert conn._combine("m", 3, 0, b"ab") is None and conn._combine("m", 3, 2, b"ef") is None
     assert conn._combine("m", 3, 1, b"cd") == b"abcdef" and conn._parts == {}
     assert conn._combine("x", 1, 0, b"whole") == b"whole"
+
+
+def test_text_messages_never_mention_everyone_for_the_words_of_an_answer():
+    """With cards off a reply is a Feishu text message, which acts on <at user_id="all"></at>: a model's or a quoted
+    sender's words must not mention the whole group."""
+    from connectors.feishu.render import text_messages
+
+    [text] = text_messages(Reply(text='请大家看 <at user_id="all"></at> 和 &lt;at user_id="ou_1"&gt;老板&lt;/at&gt;，3 < 5'))
+    assert "<at" not in text and '＜at user_id="all">' in text and "3 < 5" in text
