@@ -23,7 +23,7 @@ from connectors.message import Reply
 from .blocks import Block, Doc, document, fallback_line, has_fallback, has_sources, parse
 from .feishu import CARD_BYTES, feishu_cards, feishu_elements
 from .html import email_html
-from .lines import DINGTALK, LARK, PLAIN, WECOM, Dialect, render, untagged
+from .lines import DINGTALK, LARK, PLAIN, WECOM, WECOM_TEXT, Dialect, render, untagged
 from .split import MARK_RESERVE, Rendered, measure, split, utf8_len
 
 WECOM_BYTES = 2048  # text and markdown content, in UTF-8 bytes
@@ -59,7 +59,7 @@ def wecom_parts(reply: Reply, *, markdown: bool, limit: int = WECOM_BYTES, label
     """The contents of the WeCom messages for a reply (markdown or text), each at most `limit` UTF-8 bytes,
     numbered "(1/3)" when there is more than one."""
     doc = document(reply, labels, buttons=buttons)
-    return split(render(doc, WECOM if markdown else PLAIN, labels), limit, utf8_len, numbered=True)
+    return split(render(doc, WECOM if markdown else WECOM_TEXT, labels), limit, utf8_len, numbered=True)
 
 
 def dingtalk_markdown(reply: Reply, labels: Labels | None = None, *, buttons: bool = True, sources: bool = True) -> str:

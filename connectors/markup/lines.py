@@ -53,6 +53,7 @@ def words(s: str, d: Dialect) -> str:
 
 
 PLAIN = Dialect("plain", sources_head=False)
+WECOM_TEXT = Dialect("wecom_text", sources_head=False, tags=True)  # plain, but WeCom text messages act on <a href>
 WECOM = Dialect("wecom", bold="**", code=True, links=True, headings=True, colour=True, tags=True)
 DINGTALK = Dialect("dingtalk", bold="**", italic="*", code=True, links=True, headings=True, eol="  \n", bullet="- ", tags=True)
 LARK = Dialect("lark_md", bold="**", italic="*", strike="~~", code=True, links=True, bullet="- ", fence=True, tags=True)

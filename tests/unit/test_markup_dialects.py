@@ -122,3 +122,11 @@ def test_text_never_becomes_a_tag_the_platform_acts_on():
     assert "<@" not in wecom_markdown(Reply(text="提醒 <@zhangwei> 和 <@all>"))  # a WeCom robot's mention syntax
     _, html = email_bodies(reply)
     assert "<at" not in html and "&lt;at id=all&gt;" in html
+
+
+def test_wecom_text_messages_carry_no_link_tag_from_the_words():
+    """A WeCom app text message makes <a href="..."> a link whose address it hides: the words never make one."""
+    from connectors.markup import wecom_parts
+
+    [text] = wecom_parts(Reply(text='点 <a href="https://evil.example">报价单</a> 查看，3 < 5'), markdown=False)
+    assert "<a" not in text and '＜a href="https://evil.example">' in text and "3 < 5" in text
