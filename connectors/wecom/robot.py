@@ -86,7 +86,7 @@ class WeComRobots:
             except CallbackRejected as exc:
                 raise self._refuse(robot, request, "callback", exc) from None
             if cb.kind == "poll":
-                shown = await asyncio.to_thread(self.store.poll, cb.stream_id)
+                shown = await asyncio.to_thread(self.store.poll, cb.stream_id, robot.key)
                 return self._answer(crypto, nonce, cb.stream_id, shown or Shown("", True))  # a stream not ours: ended
             if cb.kind == "ignore" or cb.msg is None:
                 return web.Response(text="")
@@ -97,7 +97,7 @@ class WeComRobots:
                 return web.json_response(crypto.encrypt(self._settled(cb.msg), str(int(time.time())), nonce))
             if not cb.stream_id:
                 return web.Response(text="")
-            return self._answer(crypto, nonce, cb.stream_id, await asyncio.to_thread(self.store.poll, cb.stream_id) or Shown("", False))
+            return self._answer(crypto, nonce, cb.stream_id, await asyncio.to_thread(self.store.poll, cb.stream_id, robot.key) or Shown("", False))
 
         return [web.get("/wecom/robot/{robot}/callback", verify), web.post("/wecom/robot/{robot}/callback", receive)]
 

@@ -104,11 +104,12 @@ class StreamStore:
                 return True
         return False
 
-    def poll(self, stream_id: str) -> Shown | None:
-        """What a poll of the stream shows; the first poll that shows the finished answer closes the stream."""
+    def poll(self, stream_id: str, robot: str = "") -> Shown | None:
+        """What a poll of the stream shows; the first poll that shows the finished answer closes the stream. `robot`: the
+        robot whose callback asks (another robot's stream, perhaps another tenant's answer, is not its to see)."""
         for _ in range(20):
             row = self._row(stream_id)
-            if row is None:
+            if row is None or (robot and row.robot != robot):
                 return None
             if row.url_state and not row.closed:  # the answer went (or goes) to the response_url: never shown twice
                 return Shown(row.partial, True)

@@ -118,6 +118,8 @@ async def test_a_question_streams_as_it_is_written_and_a_resent_callback_is_the_
     await asyncio.sleep(0.5)
     assert len(inbox(robot.copilot)) == 1 and len(robot.model.requests) == asked
     assert robot.urls.posts == []  # the stream showed it: the response_url stays unused
+    other = await robot.late.poll("ZhangWei", sid)  # another robot (perhaps another tenant's) asking for this stream
+    assert other["stream"]["finish"] and other["stream"]["content"] == ""
 
 
 async def test_in_a_group_the_mention_is_stripped_and_the_answer_streams_in_the_group(robot):
