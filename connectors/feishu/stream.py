@@ -119,13 +119,15 @@ class LongConnection(ReconnectingReceiver):
         answer: dict[str, Any] = {"code": 200}
         try:
             event = json.loads(payload)
-            result = await self.on_event(event if isinstance(event, dict) else {})
+        except ValueError:  # not JSON: it will never be: answer so it is not delivered again
+            log.warning("%s: event %s is not JSON: dropped", self.app.label, msg_id)
+            event = None
+        try:
+            result = await self.on_event(event) if isinstance(event, dict) else None
             if result is not None:
                 answer["data"] = base64.b64encode(json.dumps(result, ensure_ascii=False).encode()).decode()
         except asyncio.CancelledError:
             raise
-        except ValueError:  # not JSON: it will never be: answer so it is not delivered again
-            log.warning("%s: event %s is not JSON: dropped", self.app.label, msg_id)
         except Throttled as exc:
             self.refused += 1
             answer = {"code": 500}
@@ -152,6 +154,9 @@ class LongConnection(ReconnectingReceiver):
         if not 0 <= seq < total or total > 64:
             return None
         _, parts = self._parts.setdefault(msg_id, (now, [b""] * total))
+        if len(parts) != total:  # the same id announced with another count: start again with this one
+            parts = [b""] * total
+            self._parts[msg_id] = (now, parts)
         parts[seq] = part
         if any(not p for p in parts):
             return None

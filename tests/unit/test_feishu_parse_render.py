@@ -122,6 +122,60 @@ def test_multi_part_long_connection_payloads_are_put_together():
     assert conn._combine("x", 1, 0, b"whole") == b"whole"
 
 
+def test_a_part_count_that_changes_for_one_id_starts_that_payload_again():
+    from connectors.feishu.stream import LongConnection
+
+    conn = LongConnection.__new__(LongConnection)
+    conn._parts = {}
+    assert conn._combine("m", 3, 0, b"ab") is None
+    assert conn._combine("m", 2, 1, b"cd") is None and conn._combine("m", 2, 0, b"ab") == b"abcd"
+
+
+async def test_a_long_connection_event_the_sink_fails_on_is_refused_not_dropped_as_bad_json():
+    """A ValueError from storing the event (not from reading it) answers 500, so Feishu delivers it again;
+    a payload that is not JSON is answered 200 (it never will be) and never reaches the sink."""
+    from lark_oapi.ws.const import HEADER_MESSAGE_ID, HEADER_TYPE
+    from lark_oapi.ws.enum import MessageType
+    from lark_oapi.ws.pb.pbbp2_pb2 import Frame
+
+    from connectors.feishu.stream import LongConnection
+
+    seen = []
+
+    async def failing(event):
+        seen.append(event)
+        raise ValueError("the database refused the row")
+
+    class Socket:
+        def __init__(self):
+            self.sent = []
+
+        async def send(self, raw):
+            self.sent.append(raw)
+
+    conn = LongConnection.__new__(LongConnection)
+    conn._parts, conn.on_event, conn.acks, conn.refused = {}, failing, 0, 0
+    conn.app = type("App", (), {"label": "feishu:test"})()
+
+    def frame(payload: bytes) -> Frame:
+        f = Frame(SeqID=1, LogID=1, service=1, method=1)
+        for k, v in ((HEADER_TYPE, MessageType.EVENT.value), (HEADER_MESSAGE_ID, "m1")):
+            h = f.headers.add()
+            h.key, h.value = k, v
+        f.payload = payload
+        return f
+
+    ws = Socket()
+    await conn._data(ws, frame(json.dumps({"header": {"event_id": "e1"}}).encode()))
+    await conn._data(ws, frame(b"{not json"))
+    answers = []
+    for raw in ws.sent:
+        f = Frame()
+        f.ParseFromString(raw)
+        answers.append(json.loads(f.payload)["code"])
+    assert answers == [500, 200] and len(seen) == 1 and conn.refused == 1
+
+
 def test_text_messages_never_mention_everyone_for_the_words_of_an_answer():
     """With cards off a reply is a Feishu text message, which acts on <at user_id="all"></at>: a model's or a quoted
     sender's words must not mention the whole group."""
