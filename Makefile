@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
+# test processes: each test file runs whole on one (module fixtures stay shared); the tests wait more than they compute
+TEST_WORKERS ?= 2
 # -q, and no setuptools notices about the editable install: one line of progress per step
 PIP    := PYTHONWARNINGS=ignore::UserWarning $(PY) -m pip --disable-pip-version-check -q
 # `run` needs the product only (no torch); `test` adds the test tools and the st extra (torch)
@@ -64,7 +66,7 @@ test: setup-test
 	@echo "==> import contracts (lint-imports) and ruff"
 	@$(VENV)/bin/lint-imports --no-cache | tail -n 3
 	@$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q -p no:cacheprovider --durations=15 tests
+	$(PY) -m pytest -q -p no:cacheprovider --durations=15 -n $(TEST_WORKERS) --dist loadfile tests
 
 # after changing the sample knowledge: rewrite the vectors a first start copies instead of running the model
 sample-embeddings: setup
