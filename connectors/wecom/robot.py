@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
+from collections import OrderedDict
 from functools import partial
 
 import aiohttp
@@ -45,6 +47,7 @@ from connectors.wecom.robot_streams import Shown, StreamStore
 log = logging.getLogger("copilot.wecom.robot")
 WINDOW = 300  # seconds: a callback's timestamp must be this close to now
 STREAM_LIMIT = 20480  # bytes of a stream's content
+PREVIEW_EVERY = 0.2  # seconds: the answer so far is written at most this often per stream (WeCom polls less often)
 
 
 class WeComRobots:
@@ -63,6 +66,8 @@ class WeComRobots:
         self.max_body, self.max_file, self.timeout = max_body, max_file, timeout
         self._http = PooledSession()
         self._sweeper: asyncio.Task | None = None
+        self._previewed: OrderedDict[str, float] = OrderedDict()  # stream -> when its answer so far was last written
+        self._previewed_lock = threading.Lock()  # previews come from the workers' threads
 
     def serves(self, target: Target) -> bool:
         return str((target.context or {}).get("robot", "")) in self.robots
@@ -156,11 +161,25 @@ class WeComRobots:
     def preview(self, target: Target, text: str) -> None:
         """The answer so far, for the stream's next poll (called from a worker thread)."""
         sid = str((target.context or {}).get("stream", ""))
-        if sid and self.serves(target):
+        if sid and self.serves(target) and self._due(sid):
             try:
                 self.store.preview(sid, _cap(untagged(text)))  # the model's raw Markdown: no <font> it wrote is acted on
             except Exception as exc:  # a preview is a courtesy: the model's answer must not fail for it
                 log.warning("wecom robot: the answer so far of stream %s was not kept: %s", sid, type(exc).__name__)
+
+    def _due(self, sid: str) -> bool:
+        """Whether the answer so far may be written now: one database write per PREVIEW_EVERY per stream, not one per
+        piece the model streams (the first piece always; the finished answer replaces whatever the last one showed)."""
+        now = time.monotonic()
+        with self._previewed_lock:
+            last = self._previewed.get(sid)
+            if last is not None and now - last < PREVIEW_EVERY:
+                return False
+            self._previewed[sid] = now
+            self._previewed.move_to_end(sid)
+            while len(self._previewed) > 1000:
+                self._previewed.popitem(last=False)
+        return True
 
     async def send(self, target: Target, reply: Reply, key: str) -> bool:
         """Deliver through the stream, else the response_url; False when neither is left."""

@@ -239,3 +239,23 @@ def test_a_late_poll_and_the_sweep_never_both_show_an_answer(tmp_path):
     assert store.claim_url("q", unshown=True) == "https://example/q"  # the sweep claimed q first ...
     shown = store.poll("q")
     assert shown.finish and "答案" not in shown.content  # ... so the poll ends the stream without it
+
+
+def test_the_answer_so_far_is_written_at_most_every_preview_interval_per_stream():
+    """The model streams many pieces a second: the first is written at once, the ones within PREVIEW_EVERY are not
+    (one database write per interval, not per piece); another stream has its own interval."""
+    from connectors.message import Target
+    from connectors.wecom import robot as robot_mod
+
+    robots = robot_mod.WeComRobots([ROBOT])
+    writes = []
+    robots.store.preview = lambda sid, text: writes.append((sid, text))  # count the writes, not their SQL
+    one, two = (Target(channel="wecom", tenant="acme", conversation_id="robot:sales:ZhangWei",
+                       context={"robot": "sales", "stream": sid}) for sid in ("s-1", "s-2"))
+    for text in ("价", "价格", "价格是"):
+        robots.preview(one, text)
+    robots.preview(two, "另一个")
+    assert writes == [("s-1", "价"), ("s-2", "另一个")]
+    robots._previewed["s-1"] -= robot_mod.PREVIEW_EVERY  # the interval has passed
+    robots.preview(one, "价格是 3 万")
+    assert writes[-1] == ("s-1", "价格是 3 万")
