@@ -61,8 +61,8 @@ class Settings(BaseSettings):
     traditional_to_simplified: bool = True
     # e5 cosine the best passage must reach for an answer to count as grounded, for Chinese and for
     # English questions (measured on tests/data: see docs/retrieval.md)
-    score_floor: float = 0.875
-    score_floor_en: float = 0.82
+    score_floor: float = 0.865
+    score_floor_en: float = 0.80
     stale_days: int = 90
 
     # model (empty base_url = offline mode)

@@ -20,6 +20,7 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable
 
+import numpy as np
 from sqlalchemy import insert, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
@@ -31,7 +32,7 @@ from rag.formats import IngestError, ParsedDoc
 from rag.index import VectorIndex
 from rag.sandbox import Sandbox
 from rag.store import Chunk, Document, DocVersion, KbState, audience_roles
-from rag.text import language, tokenize
+from rag.text import language, statement_text, statements, tokenize
 from rag.walk import expand
 
 PUBLISHERS = frozenset({"enablement", "manager", "admin"})
@@ -199,6 +200,7 @@ class Ingestor:
             doc = s.exec(select(Document).where(Document.tenant == tenant, Document.doc_id == doc_id)).first()
             live = s.get(DocVersion, doc.live_version_id) if doc and doc.live_version_id else None
             if live is not None and live.content_hash == content_hash:
+                self._keep_statements(s, live.id)
                 return IngestResult(name, doc_id, "unchanged", live.version, live.n_chunks, 0, version_id=live.id)
             if doc is not None:
                 same_draft = s.exec(
@@ -211,7 +213,23 @@ class Ingestor:
             version = str(meta.get("version") or "").strip() or self._next_version(s, doc)
         rows = [dict(ordinal=i, heading=d.heading, kind=d.kind, text=d.text, tokens=" ".join(tokenize(f"{title} {d.heading} {d.text}")),
                      embed_hash=hashlib.sha256(embed_texts[i].encode()).hexdigest()) for i, d in enumerate(drafts)]
-        return _Pending(name, uploader, doc_id, version, content_hash, fields, roles, publish, embed_texts, rows)
+        stated = [[statement_text(d.heading, x) for x in statements(d.text)] for d in drafts]
+        return _Pending(name, uploader, doc_id, version, content_hash, fields, roles, publish, embed_texts, rows, stated)
+
+    def _keep_statements(self, s: Session, version_id: int) -> None:
+        """Passages written before their statements' vectors were kept get them now (an unchanged file ingested again)."""
+        chunks = s.exec(select(Chunk).where(Chunk.version_id == version_id, Chunk.statement_vectors.is_(None))).all()
+        if not chunks:
+            return
+        units = [[statement_text(c.heading, x) for x in statements(c.text)] for c in chunks]
+        vectors = self.embedder.embed_passages([t for u in units for t in u])
+        k = 0
+        for c, u in zip(chunks, units):
+            c.statement_vectors = vectors[k : k + len(u)].astype(np.float16).tobytes()
+            k += len(u)
+            s.add(c)
+        _bump(s, chunks[0].tenant)  # readers rebuild their snapshot with them
+        s.commit()
 
     def _embed_and_write(self, batch: list[_Pending], progress) -> None:
         """Embed the passages of every pending file in one go, then write and publish each file on its own.
@@ -219,12 +237,16 @@ class Ingestor:
         texts = [t for p in batch for t in p.texts]
         if not texts:
             return
-        vectors, missed = self.embedder.embed_passages_counted(texts, progress=progress)
-        at = 0
+        stated = [t for p in batch for row in p.statements for t in row]
+        vectors, missed = self.embedder.embed_passages_counted(texts + stated, progress=progress)
+        at, k = 0, len(texts)
         for p in batch:
             n = len(p.texts)
             p.vectors, p.embedded = vectors[at : at + n], int(missed[at : at + n].sum())
             at += n
+            for row, units in zip(p.rows, p.statements):
+                row["statement_vectors"] = vectors[k : k + len(units)].astype(np.float16).tobytes()  # b"": none
+                k += len(units)
             try:
                 p.result = self._write(p)
             except IngestError as exc:  # this file only (a draft decided meanwhile): the others of the batch go on
@@ -371,6 +393,7 @@ class _Pending:
     publish: bool
     texts: list[str]
     rows: list[dict]
+    statements: list[list[str]]  # per row: the embedding texts of its statements
     vectors: object = None
     embedded: int = 0
     result: IngestResult = field(default_factory=lambda: IngestResult(""))

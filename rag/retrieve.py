@@ -34,6 +34,7 @@ from rag.text import normalize, tokenize
 # Chosen on the sample knowledge's questions and the public retrieval-dev set together (docs/retrieval.md):
 # the middle of the range (0.6-1.0) that is best on both.
 KEYWORD_WEIGHT = 0.8  # the question's best keyword match is worth this share of the cosines' spread
+STATEMENT_WEIGHT = 0.4  # a passage's cosine: this share from its best statement (sentence, table row), the rest its own
 SPREAD_AT = 20  # the spread: the best document's cosine minus the one of this rank
 EXPIRED_PENALTY = 0.02  # cosine: expired content still answers, flagged, but ranks below current content
 RRF_K = 10  # mode="rrf" (the fusion before issue 23): small k favours agreement at the top
@@ -95,6 +96,7 @@ class _Snapshot:
     live_versions: set[int]
     bm25: bm25s.BM25 | None
     idf: dict[str, float]
+    statements: list[np.ndarray | None]  # per passage: its statements' vectors (float16), None where not kept
     masks: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
 
     def mask(self, role: str, team: str) -> np.ndarray:
@@ -109,21 +111,34 @@ class _Snapshot:
 
 
 def _late_fusion(snap: _Snapshot, fused: dict[int, float], cos: dict[int, float], bm: dict[int, float], floor: float,
-                 expired: set[int], weight: float, untitled: Callable[[int], float] | None) -> dict[int, float]:
+                 expired: set[int], weight: float, untitled: Callable[[int], float] | None, own: dict[int, float]) -> dict[int, float]:
     """Late fusion by document: a document's best passage scores its best cosine plus `weight` times its best keyword
     match, even when two different passages have them (the name in one section, the answer in another); its other
     passages keep their own score. Its best passage is chosen by the same rule on the spread of its own passages'
     cosines, with the keywords that are not in its title (`untitled`): the document's name, in all its passages,
-    does not pick the section (the price section for "how is NorthPeak priced")."""
+    does not pick the section (the price section for "how is NorthPeak priced"), and by the passages' `own` cosines (a
+    sentence naming the company in the overview does not either)."""
     docs: dict[str, list[int]] = {}
     for p in fused:
         docs.setdefault(snap.meta[p]["doc_id"], []).append(p)
     for ps in docs.values():
         cs = [cos.get(p, floor) for p in ps]
-        w = KEYWORD_WEIGHT * (max(cs) - min(cs))
-        best = max(ps, key=lambda p: cos.get(p, floor) + (w * untitled(p) if untitled and w else 0.0))
+        ocs = [own.get(p, floor) for p in ps]
+        w = KEYWORD_WEIGHT * (max(ocs) - min(ocs))
+        best = max(ps, key=lambda p: own.get(p, floor) + (w * untitled(p) if untitled and w else 0.0))
         fused[best] = max(cs) + weight * max(bm.get(p, 0.0) for p in ps) - EXPIRED_PENALTY * (best in expired)
     return fused
+
+
+def _with_statements(snap: _Snapshot, qvec: np.ndarray, cos: dict[int, float]) -> dict[int, float]:
+    """Each passage's cosine, a STATEMENT_WEIGHT share of it taken from its best statement: a long passage whose one
+    sentence states the asked thing is not diluted by the rest (docs/retrieval.md)."""
+    out = dict(cos)
+    for p, c in cos.items():
+        m = snap.statements[p]
+        if m is not None and len(m):
+            out[p] = (1 - STATEMENT_WEIGHT) * c + STATEMENT_WEIGHT * float(np.max(m.astype(np.float32) @ qvec))
+    return out
 
 
 def _age_days(updated: str, today: date | None = None) -> int | None:
@@ -163,7 +178,7 @@ class Retriever:
 
     def _build(self, tenant: str, gen: int) -> _Snapshot:
         stmt = (
-            select(Chunk.id, Chunk.tokens, Chunk.text, Chunk.heading, DocVersion, Document.doc_id, Document.id)
+            select(Chunk.id, Chunk.tokens, Chunk.text, Chunk.heading, Chunk.statement_vectors, DocVersion, Document.doc_id, Document.id)
             .join(DocVersion, DocVersion.id == Chunk.version_id)
             .join(Document, Document.id == Chunk.document_id)
             .where(Chunk.tenant == tenant, DocVersion.status == "live")
@@ -171,10 +186,13 @@ class Retriever:
         )
         with Session(self.engine) as s:
             rows = s.execute(stmt).all()
-        ids, meta, corpus, teams, live = [], [], [], [], set()
+        ids, meta, corpus, teams, live, stated = [], [], [], [], set(), []
         roles: dict[str, list[bool]] = {r: [] for r in ("rep", "manager", "enablement", "admin")}
-        for cid, tokens, text, heading, v, doc_id, doc_pk in rows:
+        dim = self.embedder.dim
+        for cid, tokens, text, heading, vectors, v, doc_id, doc_pk in rows:
             ids.append(cid)
+            ok = vectors and len(vectors) % (2 * dim) == 0  # another embedder's vectors (a changed model): not used
+            stated.append(np.frombuffer(vectors, dtype=np.float16).reshape(-1, dim) if ok else None)
             corpus.append(tokens.split())
             allowed = audience_roles(v.audience)
             for r in roles:
@@ -199,7 +217,7 @@ class Retriever:
         return _Snapshot(
             generation=gen, ids=ids, pos={c: i for i, c in enumerate(ids)}, meta=meta,
             role_mask={r: np.array(v, dtype=bool) for r, v in roles.items()},
-            teams=np.array(teams, dtype=object), live_versions=live, bm25=bm25, idf=idf,
+            teams=np.array(teams, dtype=object), live_versions=live, bm25=bm25, idf=idf, statements=stated,
         )
 
     # search ------------------------------------------------------------------------------------
@@ -244,8 +262,10 @@ class Retriever:
                 # every candidate's keyword score, the dense ones' too (not only the BM25 list's)
                 bm = {p: float(scores[p]) / float(scores[top[0]]) for p in {*top, *cos} if scores[p] > 0}
         expired = {p for p in {*cos, *bm} if snap.meta[p]["expires"] and snap.meta[p]["expires"] < date.today().isoformat()}
+        relevance = cos  # the passage's own cosine: what an answer's score floor reads
         if mode == "hybrid":
             self._cosines(snap, viewer.tenant, qvec, [p for p in bm if p not in cos], cos)
+            relevance, cos = cos, _with_statements(snap, qvec, cos)
             floor = min(cos.values(), default=0.0)  # no vector for it (a broken store): ranked by its keywords alone
             by_doc: dict[str, float] = {}
             for p, c in cos.items():
@@ -253,7 +273,8 @@ class Retriever:
             top = sorted(by_doc.values(), reverse=True)[:SPREAD_AT]
             w = KEYWORD_WEIGHT * (top[0] - top[-1]) if len(top) > 1 and top[0] > top[-1] else 1.0
             fused = {p: cos.get(p, floor) + w * bm.get(p, 0.0) - EXPIRED_PENALTY * (p in expired) for p in {*cos, *bm}}
-            fused = _late_fusion(snap, fused, cos, bm, floor, expired, w, self._untitled(snap, toks, allowed) if bm else None)
+            fused = _late_fusion(snap, fused, cos, bm, floor, expired, w, self._untitled(snap, toks, allowed) if bm else None,
+                                 relevance)
         else:
             fused = {}
             for weight, lst in lists:
@@ -283,7 +304,7 @@ class Retriever:
             if per.get(m["doc_id"], 0) >= per_doc:
                 continue
             per[m["doc_id"]] = per.get(m["doc_id"], 0) + 1
-            hits.append(self._hit(snap, p, fused[p], cos.get(p), today))
+            hits.append(self._hit(snap, p, fused[p], relevance.get(p, cos.get(p)), today))
             if len(hits) >= k:
                 break
         return hits

@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Optional
 
-from sqlalchemy import Column, Text, UniqueConstraint
+from sqlalchemy import Column, LargeBinary, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -61,6 +61,9 @@ class Chunk(SQLModel, table=True):
     text: str = Field(sa_column=Column(Text, nullable=False))
     tokens: str = Field(sa_column=Column(Text, nullable=False))  # jieba tokens, space separated (BM25)
     embed_hash: str = Field(max_length=64)
+    # the vectors of its statements (rag.text.statements), float16, one row each: a passage that states the asked
+    # thing in one sentence ranks by that sentence too (None: written before they were kept, or no embedder)
+    statement_vectors: Optional[bytes] = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
 
 
 class KbState(SQLModel, table=True):

@@ -82,3 +82,26 @@ def sentences(text: str) -> list[str]:
         if tail:
             out.append(tail)
     return out
+
+
+_LIST_MARK = re.compile(r"^(?:[-*•·]|\d+[.、)])\s+")
+
+
+def table_rows(text: str) -> list[str]:
+    """A Markdown table chunk as one line per row that names its columns: "版本: 专业版；年费: ¥20–45万"."""
+    lines = [ln.strip().strip("|").split("|") for ln in text.splitlines() if ln.strip().startswith("|")]
+    if len(lines) < 3:
+        return []
+    header = [c.strip() for c in lines[0]]
+    return ["；".join(f"{h}: {c.strip()}" for h, c in zip(header, row) if c.strip()) for row in lines[2:]]
+
+
+def statements(text: str) -> list[str]:
+    """What a passage states, one unit each: its sentences (list marks dropped), or a table's rows."""
+    units = table_rows(text) if text.startswith("|") else sentences(text)
+    return [u for u in (_LIST_MARK.sub("", x).strip() for x in units) if len(u) >= 4]
+
+
+def statement_text(heading: str, statement: str) -> str:
+    """What is embedded for one statement: its section's name gives it context ("价格区间: 标准版…")."""
+    return f"{heading.split(' > ')[-1]}: {statement}" if heading else statement

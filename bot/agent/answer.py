@@ -15,14 +15,16 @@ from bot.agent.llm import ChatModel, ModelUnavailable
 from bot.prompts import Prompts
 from connectors.message import Citation
 from rag.retrieve import Hit, Retriever, Viewer
-from rag.text import language, sentences, tokenize
+from rag.text import language, sentences, statement_text, statements, tokenize
 
 MAX_SENTENCES = 4
 MAX_CHARS = 420
 SENTENCE_MARGIN = 0.03  # keep sentences scoring within this of the best one
 POOL_MARGIN, POOL_SIZE = 0.06, 14  # the sentences the answerability check may choose from
 WIDE_MARGIN, WIDE_SIZE = 0.12, 30  # and where it looks for the asked value when those do not state it
-_LIST_MARK = re.compile(r"^(?:[-*•·]|\d+[.、)])\s+")
+LEXICAL_WEIGHT, SAME_LANGUAGE = 0.08, 0.01  # a sentence's score: its cosine, plus these for shared rare words and language
+PASSAGE_WEIGHT = 1.0  # minus this times how far its passage ranks below the best one (the retrieval's fused score)
+WHOLE_DOCS = 2  # where the asked value is not in the passages found: every passage of this many best documents
 
 
 class Unverified(Exception):
@@ -59,15 +61,6 @@ def freshness_warnings(cites: list[tuple[Citation, Hit]], prompts: Prompts, lang
         elif h.age_days is not None and h.age_days > stale_days:
             out.append(prompts.msg("stale", lang, n=c.n, title=c.title, days=h.age_days))
     return out
-
-
-def table_rows(text: str) -> list[str]:
-    """A Markdown table chunk as one line per row that names its columns: "版本: 专业版；年费: ¥20–45万"."""
-    lines = [ln.strip().strip("|").split("|") for ln in text.splitlines() if ln.strip().startswith("|")]
-    if len(lines) < 3:
-        return []
-    header = [c.strip() for c in lines[0]]
-    return ["；".join(f"{h}: {c.strip()}" for h, c in zip(header, row) if c.strip()) for row in lines[2:]]
 
 
 class Answerer:
@@ -156,6 +149,12 @@ class Answerer:
                 again = self._pick_sentences(question, own, lang, viewer.tenant, asked, viewer, wide=1.0)
                 if not isinstance(again, Verdict):
                     picked = again
+        if isinstance(picked, Verdict) and asked is not None and any(m.startswith("ask:") for m in picked.missing):
+            # the asked value may sit in another section of the best documents ("…, and what would it cost?")
+            whole = [x for d in list(dict.fromkeys(h.doc_id for h in hits))[:WHOLE_DOCS] for x in self.retriever.document_hits(viewer, d)]
+            again = self._pick_sentences(question, whole, lang, viewer.tenant, asked, viewer)
+            if not isinstance(again, Verdict):
+                picked = again
         if isinstance(picked, Verdict):
             return self.declined(picked, hits, lang)
         numbers: dict[str, int] = {}
@@ -212,23 +211,19 @@ class Answerer:
         """Score each sentence of the top passages by meaning (e5, works across languages) and by
         shared rare words (BM25 idf); keep the best few that state what was asked (else the Verdict saying
         what is not stated)."""
-        cands: list[tuple[int, int, str, Hit]] = []
-        for rank, h in enumerate(hits):
-            for pos, s in enumerate(table_rows(h.text) if h.text.startswith("|") else sentences(h.text)):
-                s = _LIST_MARK.sub("", s).strip()
-                if len(s) >= 4:
-                    cands.append((rank, pos, s, h))
+        cands = [(rank, pos, s, h) for rank, h in enumerate(hits) for pos, s in enumerate(statements(h.text))]
         if not cands:
             return []
         q_tokens = set(tokenize(question))
         idf = self.retriever.idf(tenant) if q_tokens else {}
         total = sum(idf.get(t, 1.0) for t in q_tokens) or 1.0
         qv = self.retriever.embedder.embed_queries([question])[0]
-        sv = self.retriever.embedder.embed_passages([f"{h.heading.split(' > ')[-1]}: {s}" if h.heading else s for _, _, s, h in cands])
+        sv = self.retriever.embedder.embed_passages([statement_text(h.heading, s) for _, _, s, h in cands])  # cached at ingestion
         scored = []
         for (rank, pos, s, h), cos in zip(cands, sv @ qv):
             lexical = sum(idf.get(t, 1.0) for t in q_tokens & set(tokenize(s))) / total
-            score = float(cos) + 0.08 * lexical - 0.01 * rank + (0.01 if language(s) == lang else 0.0)
+            score = (float(cos) + LEXICAL_WEIGHT * lexical + (SAME_LANGUAGE if language(s) == lang else 0.0)
+                     - PASSAGE_WEIGHT * (hits[0].score - h.score))
             scored.append((score, rank, pos, s, h))
         scored.sort(key=lambda t: -t[0])
         top = scored[0][0]

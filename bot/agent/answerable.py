@@ -31,7 +31,7 @@ PERCENT = r"\d[\d.]*\s*%|百分之|\d+\s*个百分点|[一二三四五六七八�
 DATE = (r"\d{4}\s*年|\d{1,2}\s*月|\d{1,2}\s*[日号]|周[一二三四五六日末]|星期|每[月周年天日]|季度|\bQ[1-4]\b|\b(?:19|20)\d{2}\b|"
         r"\d{1,2}:\d{2}|凌晨|上午|下午|之前|以前|截止|之内|以内|内\b|第\s*\d+\s*(?:天|周|个工作日)|"
         r"\b(?:January|February|March|April|May|June|July|August|September|October|November|December|Monday|Friday|weekly|monthly|daily|before|within)\b")
-DURATION = (r"(?:\d|[一二两三四五六七八九十半])\s*[-–~～至到]?\s*\d*\s*(?:个)?\s*(?:天|周|月|年|小时|分钟|工作日|人天)|"
+DURATION = (r"(?<![\d.])(?!(?:19|20)\d\d\s*年)(?:\d+(?:\.\d+)?|[一二两三四五六七八九十半])\s*[-–~～至到]?\s*\d*\s*(?:个)?\s*(?:天|周|月|年|小时|分钟|工作日|人天)|"
             r"\d+\s*(?:days?|weeks?|months?|years?|hours?|minutes?)\b|每\s*[天日周月年季]|实时|隔天|次日|当天|"
             r"\b(?:daily|weekly|monthly|hourly|real-time|same day|next day)\b")
 DATE = DATE + "|" + DURATION  # "when will they answer?" → "within 24 hours"
@@ -79,7 +79,14 @@ _EN_PLAIN = frozenset(
 _NAME_SUFFIX = re.compile(r"(?:系统|软件|科技|公司|有限公司|集团|机械|超市|药业|股份|Analytics|Inc\.?|Ltd\.?)$", re.I)
 _SPLIT = re.compile(r"[：:（）()\[\]【】《》“”\"'、，,—\-–/|·]+")
 _LATIN = re.compile(r"[A-Za-z][A-Za-z0-9.+#&]*[A-Za-z0-9+#]|[A-Za-z]*\d+[A-Za-z0-9]*")
-_QUESTION_NOUNS = frozenset("客户 问题 情况 东西 时候 公司 方面 多少 事情 办法 建议 区别 什么 地方 意思 原因 样子 时间 系统 产品 软件".split())
+_QUESTION_NOUNS = frozenset("客户 问题 情况 东西 时候 公司 方面 多少 事情 办法 建议 区别 什么 地方 意思 原因 样子 时间 系统 产品 软件 "
+                            "程度 地步 水平".split())
+# the unit a price or a limit is asked per ("per additional user", "每增加一个仓库"): the answer must be stated per it
+_PER_EN = re.compile(r"\b(?:per|for each|for every|each)\s+(?:additional\s+|extra\s+|new\s+|more\s+)?([a-z]{3,})", re.I)
+_PER_ZH = re.compile(r"每(?:增加|多加|多|加|新增|添加)?\s*(?:一|1)?\s*(?:个|家|位|名|台|套)?\s*([\u4e00-\u9fff]{2,3}?)(?=多少|要|收|的|需|[，,？?]|$)")
+_PER_TIME = re.compile(r"^(?:天|日|周|月|年|季|小时|分钟|次|day|week|month|year|quarter|hour|minute|time)", re.I)
+BASES = [("用户", "user", "users", "seat", "seats", "席位", "账号", "account"), ("仓库", "仓", "warehouse", "warehouses"),
+         ("门店", "店", "store", "stores", "shop"), ("站点", "site", "sites"), ("模块", "module", "modules")]
 
 
 @dataclass
@@ -105,6 +112,7 @@ class Asked:
     required: list[str]  # Latin names/codes and unknown nouns that must be covered
     unit: str = ""  # the measure word of a count (多少家 → 家)
     places: list[str] = field(default_factory=list)  # regions and organisations: stated by the sentences' documents
+    per: tuple[str, ...] = ()  # the unit a price or limit is asked per, and its other names
 
 
 @dataclass
@@ -195,13 +203,13 @@ class Answerability:
                 spans.append((low.find(term), low.find(term) + len(term)))
         ours_names = {t for t in named if OURS.search(t)}
         asked_words = "|".join(rx for k, rx, _, _ in ASKS if any(k == a[0] for a in asks)) or "$^"
-        supports = bool(SUPPORTS.search(clause))
+        supports = bool(SUPPORTS.search(q))  # "Does Lanhai offer a free trial, and for how many days?"
         required: list[str] = []
-        for i, m in enumerate(_LATIN.finditer(re.sub(r"\S+@\S+|\d{7,}", " ", q))):
+        for m in _LATIN.finditer(re.sub(r"\S+@\S+|\d{7,}", " ", q)):
             w, lw = m.group(0), m.group(0).lower()
             if lw in _EN_PLAIN or lw in STOPWORDS or OURS.fullmatch(w) or lw in lex.terms or re.fullmatch(asked_words, w, re.I):
                 continue
-            if (i == 0 and not w.isupper()) or not (has_cjk(q) or w[0].isupper() or any(ch.isdigit() for ch in w)):
+            if (m.start() == 0 and not w.isupper()) or not (has_cjk(q) or w[0].isupper() or any(ch.isdigit() for ch in w)):
                 if supports and len(lw) >= 4 and not _known(lw, lex.vocabulary):  # "automotive", "trial"
                     required.append(lw)
                 continue
@@ -216,14 +224,16 @@ class Answerability:
                 place = tok.flag in ("ns", "nt", "nz")  # a region, organisation or product the answer must be about
                 asked_noun = (tok.flag.startswith("n") and i > 0 and words[i - 1].word in ("什么", "哪种", "哪个", "哪类", "何种")
                               and w not in lex.vocabulary)
-                unknown = supports and tok.flag.startswith(("n", "vn")) and w not in lex.vocabulary  # 支持鸿蒙吗, 教育行业案例
+                unknown = (supports and tok.flag.startswith(("n", "vn")) and w not in lex.vocabulary  # 支持鸿蒙吗, 教育行业案例
+                           and not all(t in lex.vocabulary for t in tokenize(w)))  # 客户案例: 客户 + 案例
                 if place:
                     places.append(w)
                 elif asked_noun or unknown:
                     required.append(w)
         unit = re.search(r"(?:多少|(?<!哪)几)\s*([家个名次张台位款项种])", q)
         return Asked(q, asks, supports, competitors, bool(COMPETITOR_WORDS.search(q)), bool(OURS.search(q)),
-                     named - {lex.terms[a] for c in competitors for a in lex.competitors[c]} - ours_names, required, unit.group(1) if unit else "", places)
+                     named - {lex.terms[a] for c in competitors for a in lex.competitors[c]} - ours_names, required, unit.group(1) if unit else "", places,
+                     _per(q) if any(k in ("price", "limit", "count") for k, _, _ in asks) else ())
 
     # does what was chosen state it -----------------------------------------------------------------
     def subject(self, sentence: str, hit: Hit) -> str:
@@ -257,8 +267,14 @@ class Answerability:
                     and (not value or any(key != "name" or m.group(0).lower() not in asked.text.lower() for m in re.finditer(value, s, re.I)))]
             if key == "which":  # a customer story answers "which customer" in its title
                 fits = [(s, h) for s, h in kept if any(len(p) >= 2 and p.lower() not in asked.text.lower() for p in _SPLIT.split(h.title)[1:])]
+            if value:  # a question in the knowledge ("Can you invoice in USD?") states no value
+                fits = [(s, h) for s, h in fits if not s.rstrip("\"'”’」）) ").endswith(("?", "？"))]
             if not fits:
                 return Verdict(False, missing=[f"ask:{key}"])
+            if asked.per:  # asked per user: a price per site does not answer it
+                fits = [(s, h) for s, h in fits if any(_has(f"{h.heading} {s}".lower(), u) for u in asked.per)]
+                if not fits:
+                    return Verdict(False, missing=[asked.per[0]])
             kept = fits  # what is shown states the value: the names asked about must be stated beside it
         gaps = [self._gaps(asked, [x], lex, full_text) for x in kept]  # each sentence shown must be about what was named
         fitting = [x for x, g in zip(kept, gaps) if not g]
@@ -296,6 +312,15 @@ class Answerability:
         """The sentence names its document's competitor itself."""
         names = self.lexicon(tenant).competitors.get(hit.competitor, set())
         return any(_has(sentence.lower(), a) for a in names)
+
+
+def _per(question: str) -> tuple[str, ...]:
+    """The unit a price or limit is asked per, with its other names (BASES); () when it asks per nothing or per a time."""
+    m = _PER_EN.search(question) or _PER_ZH.search(question)
+    if not m or _PER_TIME.match(m.group(1)):
+        return ()
+    unit = m.group(1).lower()
+    return next((names for names in BASES if unit in names), (unit,))
 
 
 _FIGURE = re.compile(r"\d+(?:[.,]\d+)*")

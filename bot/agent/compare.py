@@ -13,7 +13,7 @@ from bot.agent.answer import citation_for
 from bot.prompts import Prompts
 from connectors.message import Citation, Reply
 from rag.retrieve import Hit, Retriever, Viewer
-from rag.text import language, normalize, sentences
+from rag.text import language, normalize, sentences, table_rows
 
 # (key, zh heading, en heading, words that ask about it): the headings are matched against the documents' sections;
 # the table shows the messages compare_aspect_<key>, which read the same.
@@ -47,7 +47,6 @@ def _sections(hits: list[Hit]) -> dict[str, Hit]:
 def _cell(h: Hit, focus: bool) -> str:
     lines = sentences(h.text)
     if h.text.startswith("|"):  # a table: its first data row, with the header
-        from bot.agent.answer import table_rows
 
         lines = table_rows(h.text) or lines
     picked, size = [], 0

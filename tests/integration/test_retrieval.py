@@ -67,6 +67,47 @@ def test_each_passage_is_embedded_under_its_title_and_heading(copilot, tmp_path)
         assert float(stored[h.chunk_id] @ v) > 0.999
 
 
+def test_each_statement_is_kept_with_its_passage_and_ranks_it(copilot, tmp_path):
+    """Every sentence (or table row) of a passage is embedded at ingestion under its section's name and kept with
+    the passage; search takes a share of a passage's score from its best statement, while the relevance an answer's
+    floor reads stays the passage's own cosine. Passages ingested before statements were kept get them when their
+    unchanged file is ingested again."""
+    from sqlalchemy import update
+    from sqlmodel import Session
+
+    from rag.store import Chunk, KbState
+    from rag.text import statement_text, statements
+
+    (tmp_path / "haixing.md").write_text(HAIXING, encoding="utf-8")
+    ingestor, retriever = copilot.knowledge.ingestor, copilot.knowledge.retriever
+    assert ingestor.ingest_paths([tmp_path], ADMIN)[0].status == "added"
+    admin = Viewer("default", "admin")
+    hits = retriever.document_hits(admin, "co-haixing")
+    snap = retriever.snapshot("default")
+    overview = next(h for h in hits if h.heading.endswith("概述"))
+    units = statements(overview.text)
+    assert len(units) >= 3 and units[0].startswith("海星科技是一家位于宁波")
+    kept = snap.statements[snap.pos[overview.chunk_id]]
+    fresh = copilot.knowledge.embedder.inner.embed_passages([statement_text(overview.heading, u) for u in units])
+    assert kept.shape == fresh.shape and all(float(a.astype(np.float32) @ b) > 0.999 for a, b in zip(kept, fresh))
+
+    question = "海星科技去年营收多少？"  # one sentence of the long overview states it
+    with_statements = {h.chunk_id: h for h in retriever.search(question, admin, k=5, per_doc=5) if h.doc_id == "co-haixing"}
+    with Session(copilot.engine) as s:  # as written before statements were kept
+        s.execute(update(Chunk).where(Chunk.document_id == overview.document_pk).values(statement_vectors=None))
+        s.get(KbState, "default").generation += 1
+        s.commit()
+    without = {h.chunk_id: h for h in retriever.search(question, admin, k=5, per_doc=5) if h.doc_id == "co-haixing"}
+    assert retriever.snapshot("default").statements[retriever.snapshot("default").pos[overview.chunk_id]] is None
+    a, b = with_statements[overview.chunk_id], without[overview.chunk_id]
+    assert a.relevance == pytest.approx(b.relevance, abs=1e-4)  # the floor reads the passage's own cosine
+    assert a.score > b.score  # its best sentence is nearer the question than the whole overview
+
+    assert ingestor.ingest_paths([tmp_path], ADMIN)[0].status == "unchanged"  # and its statements are back
+    again = retriever.snapshot("default")
+    assert np.array_equal(again.statements[again.pos[overview.chunk_id]], kept)
+
+
 def test_batched_ingest_equals_ingesting_one_document_at_a_time(make_settings, tmp_path):
     from bot.app import build_app
 
