@@ -221,7 +221,7 @@ class Retriever:
         )
 
     # search ------------------------------------------------------------------------------------
-    def search(self, query: str, viewer: Viewer, *, k: int = 5, per_doc: int = 1, mode: str = "hybrid", depth: int = 40) -> list[Hit]:
+    def search(self, query: str, viewer: Viewer, *, k: int = 5, per_doc: int = 1, mode: str = "hybrid", depth: int = 60) -> list[Hit]:
         """Best passages first. A search that overlapped a publish is run again on the new snapshot:
         the vectors it read may belong to a version that was replaced meanwhile (publishes are rare;
         the bound only stops a reader from spinning behind a bulk re-ingest)."""
