@@ -226,8 +226,8 @@ def ingestion(root: Path, n_small_docs: int = 160) -> dict:
     from bot.app import build_app
     from rag.chunk import chunk_blocks
     from rag.formats import parse_document
-    from rag.ingest import Uploader, embed_text
-    from rag.text import statement_text, statements
+    from rag.ingest import Uploader
+    from rag.text import embed_text, statement_text, statements
 
     folder = root / "small"
     folder.mkdir(exist_ok=True)

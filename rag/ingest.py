@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -32,13 +31,12 @@ from rag.formats import IngestError, ParsedDoc
 from rag.index import VectorIndex
 from rag.sandbox import Sandbox
 from rag.store import Chunk, Document, DocVersion, KbState, audience_roles
-from rag.text import language, statement_text, statements, tokenize
+from rag.text import embed_text, language, statement_text, statements, tokenize
 from rag.walk import expand
 
 PUBLISHERS = frozenset({"enablement", "manager", "admin"})
 MAX_CHUNKS = 5_000  # passages per document
 INSERT_BATCH = 500
-_IDENTIFIER = re.compile(r"[A-Za-z_.-]*\d[A-Za-z0-9_.-]*")
 EMBED_BATCH = 64  # passages gathered across documents before the model runs (keeps every core busy)
 
 
@@ -222,11 +220,9 @@ class Ingestor:
         if not chunks:
             return
         units = [[statement_text(c.heading, x) for x in statements(c.text)] for c in chunks]
-        vectors = self.embedder.embed_passages([t for u in units for t in u])
-        k = 0
-        for c, u in zip(chunks, units):
-            c.statement_vectors = vectors[k : k + len(u)].astype(np.float16).tobytes()
-            k += len(u)
+        blobs = _statement_blobs(self.embedder.embed_passages([t for u in units for t in u]), units)
+        for c, blob in zip(chunks, blobs):
+            c.statement_vectors = blob
             s.add(c)
         _bump(s, chunks[0].tenant)  # readers rebuild their snapshot with them
         s.commit()
@@ -241,12 +237,11 @@ class Ingestor:
         vectors, missed = self.embedder.embed_passages_counted(texts + stated, progress=progress)
         at, k = 0, len(texts)
         for p in batch:
-            n = len(p.texts)
+            n, m = len(p.texts), sum(len(u) for u in p.statements)
             p.vectors, p.embedded = vectors[at : at + n], int(missed[at : at + n].sum())
-            at += n
-            for row, units in zip(p.rows, p.statements):
-                row["statement_vectors"] = vectors[k : k + len(units)].astype(np.float16).tobytes()  # b"": none
-                k += len(units)
+            for row, blob in zip(p.rows, _statement_blobs(vectors[k : k + m], p.statements)):
+                row["statement_vectors"] = blob
+            at, k = at + n, k + m
             try:
                 p.result = self._write(p)
             except IngestError as exc:  # this file only (a draft decided meanwhile): the others of the batch go on
@@ -403,10 +398,13 @@ class AlreadyDecided(IngestError):
     """A draft that was already published or rejected (e.g. a second click on the same button)."""
 
 
-def embed_text(title: str, heading: str, text: str) -> str:
-    """What is embedded for a passage: its document title and heading path give it context. A title that is only an
-    identifier (a file named dev0412.md or IMG_2041.png, no title inside) says nothing about the passage: left out."""
-    return "\n".join(x for x in ("" if _IDENTIFIER.fullmatch(title) else title, heading, text) if x)
+def _statement_blobs(vectors: np.ndarray, units: list[list[str]]) -> list[bytes]:
+    """Each passage's statement vectors (in order, `units` per passage) as one float16 blob; b"" where it has none."""
+    out, k = [], 0
+    for u in units:
+        out.append(vectors[k : k + len(u)].astype(np.float16).tobytes())
+        k += len(u)
+    return out
 
 
 def _bump(s: Session, tenant: str) -> None:

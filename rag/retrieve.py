@@ -29,7 +29,7 @@ from sqlmodel import Session
 from rag.embed import Embedder
 from rag.index import VectorIndex
 from rag.store import SEE_ALL, Chunk, ChunkUse, Document, DocVersion, KbState, audience_roles
-from rag.text import normalize, tokenize
+from rag.text import embed_text, normalize, tokenize
 
 # Chosen on the sample knowledge's questions and the public retrieval-dev set together (docs/retrieval.md):
 # the middle of the range (0.6-1.0) that is best on both.
@@ -287,8 +287,6 @@ class Retriever:
             if self.vectors.broken:  # no vector store: the relevance of the BM25 results from the (cached) embeddings
                 head = [p for p in order[: min(depth, 20)] if p not in cos]
                 if head:
-                    from rag.ingest import embed_text
-
                     vecs = self.embedder.embed_passages([embed_text(snap.meta[p]["title"], snap.meta[p]["heading"], snap.meta[p]["text"])
                                                          for p in head])
                     cos.update({p: float(v @ qvec) for p, v in zip(head, vecs)})

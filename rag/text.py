@@ -84,6 +84,15 @@ def sentences(text: str) -> list[str]:
     return out
 
 
+_IDENTIFIER = re.compile(r"[A-Za-z_.-]*\d[A-Za-z0-9_.-]*")
+
+
+def embed_text(title: str, heading: str, text: str) -> str:
+    """What is embedded for a passage: its document title and heading path give it context. A title that is only an
+    identifier (a file named dev0412.md or IMG_2041.png, no title inside) says nothing about the passage: left out."""
+    return "\n".join(x for x in ("" if _IDENTIFIER.fullmatch(title) else title, heading, text) if x)
+
+
 _LIST_MARK = re.compile(r"^(?:[-*•·]|\d+[.、)])\s+")
 
 

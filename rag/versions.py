@@ -15,9 +15,9 @@ from sqlalchemy import insert, select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from rag.ingest import IngestError, Ingestor, IngestResult, embed_text
+from rag.ingest import IngestError, Ingestor, IngestResult
 from rag.store import Chunk, Document, DocVersion, audience_roles
-from rag.text import tokenize
+from rag.text import embed_text, tokenize
 
 EDITABLE = ("audience", "team", "owner", "expires", "tags")
 
@@ -80,7 +80,7 @@ def revise(ingestor: Ingestor, tenant: str, doc_id: str, changes: dict[str, str]
         s.flush()
         rows = [dict(id=f"v{ver.id}c{c.ordinal}", version_id=ver.id, document_id=doc.id, tenant=tenant, ordinal=c.ordinal,
                      heading=c.heading, kind=c.kind, text=c.text, tokens=c.tokens or " ".join(tokenize(f"{live.title} {c.heading} {c.text}")),
-                     embed_hash=c.embed_hash) for c in chunks]
+                     embed_hash=c.embed_hash, statement_vectors=c.statement_vectors) for c in chunks]
         if rows:
             s.execute(insert(Chunk.__table__), rows)
         s.commit()

@@ -141,20 +141,12 @@ class Answerer:
 
     def _extractive(self, question: str, hits: list[Hit], viewer: Viewer, lang: str, note: str = "", asked: Asked | None = None) -> Answer:
         picked = self._pick_sentences(question, hits[:6], lang, viewer.tenant, asked, viewer)
-        if isinstance(picked, Verdict) and asked is not None and asked.competitors:
-            # the named competitor's own card may state it where the search did not look ("How is NorthPeak priced?")
-            own = [h for d in self.retriever.documents(viewer) if d["competitor"] in asked.competitors
-                   for h in self.retriever.document_hits(viewer, d["doc_id"])]
-            if own:
-                again = self._pick_sentences(question, own, lang, viewer.tenant, asked, viewer, wide=1.0)
+        if isinstance(picked, Verdict) and asked is not None:
+            for passages, wide in self._elsewhere(picked, hits, asked, viewer):
+                again = self._pick_sentences(question, passages, lang, viewer.tenant, asked, viewer, wide=wide)
                 if not isinstance(again, Verdict):
                     picked = again
-        if isinstance(picked, Verdict) and asked is not None and any(m.startswith("ask:") for m in picked.missing):
-            # the asked value may sit in another section of the best documents ("…, and what would it cost?")
-            whole = [x for d in list(dict.fromkeys(h.doc_id for h in hits))[:WHOLE_DOCS] for x in self.retriever.document_hits(viewer, d)]
-            again = self._pick_sentences(question, whole, lang, viewer.tenant, asked, viewer)
-            if not isinstance(again, Verdict):
-                picked = again
+                    break
         if isinstance(picked, Verdict):
             return self.declined(picked, hits, lang)
         numbers: dict[str, int] = {}
@@ -205,6 +197,18 @@ class Answerer:
         text = re.sub(r"\[(\d{1,2})\]", lambda m: f"[{mapping[int(m.group(1))]}]" if int(m.group(1)) in mapping else "", text)
         cited = [(citation_for(mapping[n], passages[n - 1], self.stale_days, self.link(passages[n - 1], viewer)), passages[n - 1]) for n in used]
         return self._finish(text, cited, hits, lang)
+
+    def _elsewhere(self, verdict: Verdict, hits: list[Hit], asked: Asked, viewer: Viewer):
+        """Where else what was asked may be stated, with how wide to look there: the named competitor's own card,
+        where the search did not look ("How is NorthPeak priced?"), then, for an asked value, every section of the
+        best documents ("…, and what would it cost?")."""
+        own = [h for d in self.retriever.documents(viewer) if d["competitor"] in asked.competitors
+               for h in self.retriever.document_hits(viewer, d["doc_id"])] if asked.competitors else []
+        if own:
+            yield own, 1.0
+        if any(m.startswith("ask:") for m in verdict.missing):
+            best = list(dict.fromkeys(h.doc_id for h in hits))[:WHOLE_DOCS]
+            yield [x for d in best for x in self.retriever.document_hits(viewer, d)], WIDE_MARGIN
 
     def _pick_sentences(self, question: str, hits: list[Hit], lang: str, tenant: str, asked: Asked | None = None,
                         viewer: Viewer | None = None, wide: float = WIDE_MARGIN) -> list[tuple[str, Hit]] | Verdict:

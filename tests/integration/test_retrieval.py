@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rag.ingest import Uploader, embed_text
+from rag.ingest import Uploader
 from rag.retrieve import Viewer
+from rag.text import embed_text
 
 REP = Viewer("default", "rep", "华东区", "zhangwei")
 ADMIN = Uploader("cli", "admin", "default")
@@ -77,6 +78,7 @@ def test_each_statement_is_kept_with_its_passage_and_ranks_it(copilot, tmp_path)
 
     from rag.store import Chunk, KbState
     from rag.text import statement_text, statements
+    from rag.versions import revise
 
     (tmp_path / "haixing.md").write_text(HAIXING, encoding="utf-8")
     ingestor, retriever = copilot.knowledge.ingestor, copilot.knowledge.retriever
@@ -106,6 +108,10 @@ def test_each_statement_is_kept_with_its_passage_and_ranks_it(copilot, tmp_path)
     assert ingestor.ingest_paths([tmp_path], ADMIN)[0].status == "unchanged"  # and its statements are back
     again = retriever.snapshot("default")
     assert np.array_equal(again.statements[again.pos[overview.chunk_id]], kept)
+    assert revise(ingestor, "default", "co-haixing", {"tags": "客户档案"}, "admin").status == "updated"  # a new version, same passages
+    moved = next(h for h in retriever.document_hits(admin, "co-haixing") if h.heading.endswith("概述"))
+    again = retriever.snapshot("default")
+    assert moved.chunk_id != overview.chunk_id and np.array_equal(again.statements[again.pos[moved.chunk_id]], kept)
 
 
 def test_batched_ingest_equals_ingesting_one_document_at_a_time(make_settings, tmp_path):
