@@ -214,9 +214,11 @@ class Ingestor:
         stated = [[statement_text(d.heading, x) for x in statements(d.text)] for d in drafts]
         return _Pending(name, uploader, doc_id, version, content_hash, fields, roles, publish, embed_texts, rows, stated)
 
-    def _keep_statements(self, s: Session, version_id: int) -> None:
-        """Passages written before their statements' vectors were kept get them now (an unchanged file ingested again)."""
-        chunks = s.exec(select(Chunk).where(Chunk.version_id == version_id, Chunk.statement_vectors.is_(None))).all()
+    def _keep_statements(self, s: Session, version_id: int, *, every: bool = False) -> None:
+        """Passages written before their statements' vectors were kept get them now (an unchanged file ingested again);
+        `every`: all of the version's passages (another embedding model)."""
+        stmt = select(Chunk).where(Chunk.version_id == version_id)
+        chunks = s.exec(stmt if every else stmt.where(Chunk.statement_vectors.is_(None))).all()
         if not chunks:
             return
         units = [[statement_text(c.heading, x) for x in statements(c.text)] for c in chunks]
@@ -352,7 +354,8 @@ class Ingestor:
         return True
 
     def reembed_live(self) -> int:
-        """Refill the vector index from every live version (after `VectorIndex.rebuild` for a new model)."""
+        """Refill the vector index, and the statements' vectors, from every live version (after `VectorIndex.rebuild`
+        for a new model; also how a knowledge base ingested before statements were kept gets them)."""
         n = 0
         with Session(self.engine) as s:
             live = s.exec(select(DocVersion, Document).join(Document, Document.live_version_id == DocVersion.id)).all()
@@ -362,6 +365,8 @@ class Ingestor:
             vectors = self.embedder.embed_passages([embed_text(ver.title, c.heading, c.text) for c in chunks])
             self.vectors.add([c.id for c in chunks], vectors, tenant=doc.tenant, roles=audience_roles(ver.audience), team=ver.team,
                              version_id=ver.id)
+            with Session(self.engine) as s:
+                self._keep_statements(s, ver.id, every=True)
             n += len(chunks)
         return n
 

@@ -80,3 +80,16 @@ def test_another_model_is_refused_until_reembedded(tmp_path):
     assert found.returncode == 2  # no reps loaded in this data dir: --as must name a known person
     found = run("search", "Xingtu implementation", "--json", **other)
     assert found.returncode == 0 and '"doc_id": "bc-xingtu"' in found.stdout
+    # the statements' vectors were made again too (MiniLM is 384-wide like e5: only re-embedding tells them apart)
+    from bot.app import build_app
+    from bot.settings import Settings
+    from rag.text import statement_text, statements
+
+    cp = build_app(Settings(data_dir=tmp_path / "data", embed_model=f"st:{MINILM}", embed_cache=EMBED_CACHE))
+    try:
+        snap = cp.knowledge.retriever.snapshot(cp.settings.tenant)
+        p = next(i for i, m in enumerate(snap.meta) if len(statements(m["text"])) >= 2)
+        fresh = cp.knowledge.embedder.inner.embed_passages([statement_text(snap.meta[p]["heading"], u) for u in statements(snap.meta[p]["text"])])
+        assert all(float(a.astype(np.float32) @ b) > 0.99 for a, b in zip(snap.statements[p], fresh))
+    finally:
+        cp.close()
