@@ -85,7 +85,7 @@ _QUESTION_NOUNS = frozenset("客户 问题 情况 东西 时候 公司 方面 �
 _PER_EN = re.compile(r"\b(?:per|for each|for every|each)\s+(?:additional\s+|extra\s+|new\s+|more\s+)?([a-z]{3,})", re.I)
 _PER_ZH = re.compile(r"每(?:增加|多加|多|加|新增|添加)?\s*(?:一|1)?\s*(?:个|家|位|名|台|套)?\s*([\u4e00-\u9fff]{2,3}?)(?=多少|要|收|的|需|[，,？?]|$)")
 _PER_TIME = re.compile(r"^(?:天|日|周|月|年|季|小时|分钟|次|day|week|month|year|quarter|hour|minute|time)", re.I)
-BASES = [("用户", "user", "users", "seat", "seats", "席位", "账号", "account"), ("仓库", "仓", "warehouse", "warehouses"),
+_BASES = [("用户", "user", "users", "seat", "seats", "席位", "账号", "account"), ("仓库", "仓", "warehouse", "warehouses"),
          ("门店", "店", "store", "stores", "shop"), ("站点", "site", "sites"), ("模块", "module", "modules")]
 
 
@@ -112,7 +112,7 @@ class Asked:
     required: list[str]  # Latin names/codes and unknown nouns that must be covered
     unit: str = ""  # the measure word of a count (多少家 → 家)
     places: list[str] = field(default_factory=list)  # regions and organisations: stated by the sentences' documents
-    per: tuple[str, ...] = ()  # the unit a price or limit is asked per, and its other names
+    per: tuple[str, ...] = ()  # the unit a price or limit is asked per (as asked), and its other names
 
 
 @dataclass
@@ -315,12 +315,13 @@ class Answerability:
 
 
 def _per(question: str) -> tuple[str, ...]:
-    """The unit a price or limit is asked per, with its other names (BASES); () when it asks per nothing or per a time."""
+    """The unit a price or limit is asked per as the question words it, then its other names (_BASES); () when it asks
+    per nothing or per a time."""
     m = _PER_EN.search(question) or _PER_ZH.search(question)
     if not m or _PER_TIME.match(m.group(1)):
         return ()
     unit = m.group(1).lower()
-    return next((names for names in BASES if unit in names), (unit,))
+    return (unit, *(n for names in _BASES if unit in names for n in names if n != unit))
 
 
 _FIGURE = re.compile(r"\d+(?:[.,]\d+)*")
