@@ -81,6 +81,7 @@ _SPLIT = re.compile(r"[：:（）()\[\]【】《》“”\"'、，,—\-–/|·]
 _LATIN = re.compile(r"[A-Za-z][A-Za-z0-9.+#&]*[A-Za-z0-9+#]|[A-Za-z]*\d+[A-Za-z0-9]*")
 _QUESTION_NOUNS = frozenset("客户 问题 情况 东西 时候 公司 方面 多少 事情 办法 建议 区别 什么 地方 意思 原因 样子 时间 系统 产品 软件 "
                             "程度 地步 水平".split())
+_ASKED_AFTER = re.compile(r"怎么|怎样|如何|是多少|多少|是什么|是谁|是哪|有哪些|有多")  # the noun before them is what is asked
 # the unit a price or a limit is asked per ("per additional user", "每增加一个仓库"): the answer must be stated per it
 _PER_EN = re.compile(r"\b(?:per|for each|for every|each)\s+(?:additional\s+|extra\s+|new\s+|more\s+)?([a-z]{3,})", re.I)
 _PER_ZH = re.compile(r"每(?:增加|多加|多|加|新增|添加)?\s*(?:一|1)?\s*(?:个|家|位|名|台|套)?\s*([\u4e00-\u9fff]{2,3}?)(?=多少|要|收|的|需|[，,？?]|$)")
@@ -207,7 +208,8 @@ class Answerability:
         required: list[str] = []
         for m in _LATIN.finditer(re.sub(r"\S+@\S+|\d{7,}", " ", q)):
             w, lw = m.group(0), m.group(0).lower()
-            if lw in _EN_PLAIN or lw in STOPWORDS or OURS.fullmatch(w) or lw in lex.terms or re.fullmatch(asked_words, w, re.I):
+            if (w.isdigit() or lw in _EN_PLAIN or lw in STOPWORDS or OURS.fullmatch(w) or lw in lex.terms  # a number is no name
+                    or re.fullmatch(asked_words, w, re.I)):
                 continue
             if (m.start() == 0 and not w.isupper()) or not (has_cjk(q) or w[0].isupper() or any(ch.isdigit() for ch in w)):
                 if supports and len(lw) >= 4 and not _known(lw, lex.vocabulary):  # "automotive", "trial"
@@ -224,7 +226,8 @@ class Answerability:
                 place = tok.flag in ("ns", "nt", "nz")  # a region, organisation or product the answer must be about
                 asked_noun = (tok.flag.startswith("n") and i > 0 and words[i - 1].word in ("什么", "哪种", "哪个", "哪类", "何种")
                               and w not in lex.vocabulary)
-                unknown = (supports and tok.flag.startswith(("n", "vn")) and w not in lex.vocabulary  # 支持鸿蒙吗, 教育行业案例
+                asked_of = i + 1 < len(words) and _ASKED_AFTER.match(words[i + 1].word)  # 电费怎么算, 税率是多少
+                unknown = ((supports or asked_of) and tok.flag.startswith(("n", "vn")) and w not in lex.vocabulary  # 支持鸿蒙吗
                            and not all(t in lex.vocabulary for t in tokenize(w)))  # 客户案例: 客户 + 案例
                 if place:
                     places.append(w)

@@ -53,6 +53,8 @@ def test_how_a_question_is_read(kb):
     check = kb.agent.answerer.answerability
     assert "yonsuite" in check.read("用友 YonSuite 的报价和折扣政策是什么？", "default").required  # a name, not a sentence start
     assert "how" not in check.read("How much does NorthPeak charge?", "default").required
+    assert check.read("星图软件的实施周期一般多长？第7问", "default").required == []  # a number is not a name to find
+    assert "电费" in check.read("月球工厂的电费怎么算？", "default").required  # what is asked, and the knowledge never says it
     assert check.read("Does Lanhai offer a free trial, and for how many days?", "default").supports  # asked in any clause
     per = check.read("How much does NorthPeak charge per additional user?", "default").per
     assert per[0] == "user" and "用户" in per
