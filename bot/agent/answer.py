@@ -215,38 +215,39 @@ class Answerer:
         """Score each sentence of the top passages by meaning (e5, works across languages) and by
         shared rare words (BM25 idf); keep the best few that state what was asked (else the Verdict saying
         what is not stated)."""
-        cands = [(rank, pos, s, h) for rank, h in enumerate(hits) for pos, s in enumerate(statements(h.text))]
+        cands = [(s, h) for h in hits for s in statements(h.text)]
         if not cands:
             return []
         q_tokens = set(tokenize(question))
         idf = self.retriever.idf(tenant) if q_tokens else {}
         total = sum(idf.get(t, 1.0) for t in q_tokens) or 1.0
         qv = self.retriever.embedder.embed_queries([question])[0]
-        sv = self.retriever.embedder.embed_passages([statement_text(h.heading, s) for _, _, s, h in cands])  # cached at ingestion
+        sv = self.retriever.embedder.embed_passages([statement_text(h.heading, s) for s, h in cands])  # cached at ingestion
+        best = max(h.score for h in hits)
         scored = []
-        for (rank, pos, s, h), cos in zip(cands, sv @ qv):
+        for (s, h), cos in zip(cands, sv @ qv):
             lexical = sum(idf.get(t, 1.0) for t in q_tokens & set(tokenize(s))) / total
             score = (float(cos) + LEXICAL_WEIGHT * lexical + (SAME_LANGUAGE if language(s) == lang else 0.0)
-                     - PASSAGE_WEIGHT * (hits[0].score - h.score))
-            scored.append((score, rank, pos, s, h))
+                     - PASSAGE_WEIGHT * (best - h.score))
+            scored.append((score, s, h))
         scored.sort(key=lambda t: -t[0])
         top = scored[0][0]
         if asked is not None:
             full = self._full_text(viewer) if viewer is not None else None
             pool = [t for t in scored if t[0] >= top - POOL_MARGIN][:POOL_SIZE]
-            verdict = self.answerability.judge(asked, [(t[3], t[4]) for t in pool], tenant, full)
+            verdict = self.answerability.judge(asked, [(s, h) for _, s, h in pool], tenant, full)
             if not verdict.ok and any(m.startswith("ask:") for m in verdict.missing):  # the value may sit a little lower
                 pool = [t for t in scored if t[0] >= top - wide][:WIDE_SIZE]  # (a Chinese price row for an English question)
-                verdict = self.answerability.judge(asked, [(t[3], t[4]) for t in pool], tenant, full)
+                verdict = self.answerability.judge(asked, [(s, h) for _, s, h in pool], tenant, full)
             if not verdict.ok:
                 return verdict
             order = {(s, h.chunk_id): i for i, (s, h) in enumerate(verdict.kept)}
-            scored = sorted((t for t in pool if (t[3], t[4].chunk_id) in order), key=lambda t: order[(t[3], t[4].chunk_id)])
+            scored = sorted((t for t in pool if (t[1], t[2].chunk_id) in order), key=lambda t: order[(t[1], t[2].chunk_id)])
             top = scored[0][0]
         out, size = [], 0
-        for score, rank, pos, s, h in scored:
+        for score, s, h in scored:
             if len(out) >= MAX_SENTENCES or score < top - SENTENCE_MARGIN or (out and size + len(s) > MAX_CHARS):
                 break
-            out.append((rank, pos, s, h))
+            out.append((s, h))
             size += len(s)
-        return [(s, h) for _, _, s, h in out]  # best first
+        return out  # best first
