@@ -3,9 +3,10 @@
 A passage's hybrid score is its cosine to the question plus its BM25 score over the question's best BM25 score,
 weighted by KEYWORD_WEIGHT times the spread of the question's cosines (the best document's minus the 20th's): the
 keywords break the dense model's near-ties, on the scale of this question and this embedder (multilingual-e5
-compresses cosines into a narrow band, other models do not). Fusion is late, by document: a document's best
-passage scores the document's best cosine plus its best keyword match. `mode="rrf"` is the reciprocal rank fusion
-this replaced, kept for the benchmark.
+compresses cosines into a narrow band, other models do not). A passage's cosine takes a share from its best
+statement (sentence or table row, embedded at ingestion): the one line that answers is not diluted by the rest.
+Fusion is late, by document: a document's best passage scores the document's best cosine plus its best keyword
+match. `mode="rrf"` is the reciprocal rank fusion this replaced, kept for the benchmark.
 
 Permissions are applied before ranking: the dense search carries them as a `where` filter and
 the BM25 scores of chunks the viewer may not see are removed before the top-k is taken. Only
