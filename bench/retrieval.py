@@ -227,7 +227,7 @@ def ingestion(root: Path, n_small_docs: int = 160) -> dict:
     from rag.chunk import chunk_blocks
     from rag.formats import parse_document
     from rag.ingest import Uploader
-    from rag.text import embed_text, statement_text, statements
+    from rag.text import embed_text, statement_texts
 
     folder = root / "small"
     folder.mkdir(exist_ok=True)
@@ -248,7 +248,7 @@ def ingestion(root: Path, n_small_docs: int = 160) -> dict:
                                  or f.stem)
                         drafts = chunk_blocks(parsed.blocks)
                         texts += [embed_text(title, d.heading, d.text) for d in drafts]
-                        texts += [statement_text(d.heading, x) for d in drafts for x in statements(d.text)]
+                        texts += [t for d in drafts for t in statement_texts(d.heading, d.text)]
                     t = time.perf_counter()
                     for j in range(0, len(texts), cp.settings.embed_batch):
                         cp.knowledge.embedder.inner.embed_passages(texts[j : j + cp.settings.embed_batch])

@@ -19,7 +19,6 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable
 
-import numpy as np
 from sqlalchemy import insert, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
@@ -30,8 +29,8 @@ from rag.embed import CachedEmbedder
 from rag.formats import IngestError, ParsedDoc
 from rag.index import VectorIndex
 from rag.sandbox import Sandbox
-from rag.store import Chunk, Document, DocVersion, KbState, audience_roles
-from rag.text import embed_text, language, statement_text, statements, tokenize
+from rag.store import Chunk, Document, DocVersion, KbState, audience_roles, pack_statements
+from rag.text import embed_text, language, statement_texts, tokenize
 from rag.walk import expand
 
 PUBLISHERS = frozenset({"enablement", "manager", "admin"})
@@ -198,36 +197,38 @@ class Ingestor:
             doc = s.exec(select(Document).where(Document.tenant == tenant, Document.doc_id == doc_id)).first()
             live = s.get(DocVersion, doc.live_version_id) if doc and doc.live_version_id else None
             if live is not None and live.content_hash == content_hash:
-                self._keep_statements(s, live.id)
-                return IngestResult(name, doc_id, "unchanged", live.version, live.n_chunks, 0, version_id=live.id)
-            if doc is not None:
+                missing = s.exec(select(Chunk).where(Chunk.version_id == live.id, Chunk.statement_vectors.is_(None))).all()
+                unchanged = IngestResult(name, doc_id, "unchanged", live.version, live.n_chunks, 0, version_id=live.id)
+            else:
+                unchanged = None
                 same_draft = s.exec(
                     select(DocVersion).where(DocVersion.document_id == doc.id, DocVersion.status == "draft",
                                              DocVersion.content_hash == content_hash)
-                ).first()
+                ).first() if doc is not None else None
                 if same_draft is not None and not publish:
                     return IngestResult(name, doc_id, "draft", same_draft.version, same_draft.n_chunks, 0,
                                         reason="already waiting for approval", version_id=same_draft.id)
-            version = str(meta.get("version") or "").strip() or self._next_version(s, doc)
+                version = str(meta.get("version") or "").strip() or self._next_version(s, doc)
+        if unchanged is not None:
+            self._keep_statements(missing)  # passages written before their statements' vectors were kept get them now
+            return unchanged
         rows = [dict(ordinal=i, heading=d.heading, kind=d.kind, text=d.text, tokens=" ".join(tokenize(f"{title} {d.heading} {d.text}")),
                      embed_hash=hashlib.sha256(embed_texts[i].encode()).hexdigest()) for i, d in enumerate(drafts)]
-        stated = [[statement_text(d.heading, x) for x in statements(d.text)] for d in drafts]
+        stated = [statement_texts(d.heading, d.text) for d in drafts]
         return _Pending(name, uploader, doc_id, version, content_hash, fields, roles, publish, embed_texts, rows, stated)
 
-    def _keep_statements(self, s: Session, version_id: int, *, every: bool = False) -> None:
-        """Passages written before their statements' vectors were kept get them now (an unchanged file ingested again);
-        `every`: all of the version's passages (another embedding model)."""
-        stmt = select(Chunk).where(Chunk.version_id == version_id)
-        chunks = s.exec(stmt if every else stmt.where(Chunk.statement_vectors.is_(None))).all()
+    def _keep_statements(self, chunks: list[Chunk]) -> None:
+        """Give `chunks` their statements' vectors (written before they were kept, or by another model); the model runs
+        outside any transaction, and readers rebuild their snapshot with them."""
         if not chunks:
             return
-        units = [[statement_text(c.heading, x) for x in statements(c.text)] for c in chunks]
-        blobs = _statement_blobs(self.embedder.embed_passages([t for u in units for t in u]), units)
-        for c, blob in zip(chunks, blobs):
-            c.statement_vectors = blob
-            s.add(c)
-        _bump(s, chunks[0].tenant)  # readers rebuild their snapshot with them
-        s.commit()
+        units = [statement_texts(c.heading, c.text) for c in chunks]
+        blobs = pack_statements(self.embedder.embed_passages([t for u in units for t in u]), [len(u) for u in units])
+        with Session(self.engine) as s:
+            for c, blob in zip(chunks, blobs):
+                s.execute(update(Chunk).where(Chunk.id == c.id).values(statement_vectors=blob))
+            _bump(s, chunks[0].tenant)
+            s.commit()
 
     def _embed_and_write(self, batch: list[_Pending], progress) -> None:
         """Embed the passages of every pending file in one go, then write and publish each file on its own.
@@ -241,7 +242,7 @@ class Ingestor:
         for p in batch:
             n, m = len(p.texts), sum(len(u) for u in p.statements)
             p.vectors, p.embedded = vectors[at : at + n], int(missed[at : at + n].sum())
-            for row, blob in zip(p.rows, _statement_blobs(vectors[k : k + m], p.statements)):
+            for row, blob in zip(p.rows, pack_statements(vectors[k : k + m], [len(u) for u in p.statements])):
                 row["statement_vectors"] = blob
             at, k = at + n, k + m
             try:
@@ -365,8 +366,7 @@ class Ingestor:
             vectors = self.embedder.embed_passages([embed_text(ver.title, c.heading, c.text) for c in chunks])
             self.vectors.add([c.id for c in chunks], vectors, tenant=doc.tenant, roles=audience_roles(ver.audience), team=ver.team,
                              version_id=ver.id)
-            with Session(self.engine) as s:
-                self._keep_statements(s, ver.id, every=True)
+            self._keep_statements(chunks)
             n += len(chunks)
         return n
 
@@ -401,15 +401,6 @@ class _Pending:
 
 class AlreadyDecided(IngestError):
     """A draft that was already published or rejected (e.g. a second click on the same button)."""
-
-
-def _statement_blobs(vectors: np.ndarray, units: list[list[str]]) -> list[bytes]:
-    """Each passage's statement vectors (in order, `units` per passage) as one float16 blob; b"" where it has none."""
-    out, k = [], 0
-    for u in units:
-        out.append(vectors[k : k + len(u)].astype(np.float16).tobytes())
-        k += len(u)
-    return out
 
 
 def _bump(s: Session, tenant: str) -> None:

@@ -29,7 +29,7 @@ from sqlmodel import Session
 
 from rag.embed import Embedder
 from rag.index import VectorIndex
-from rag.store import SEE_ALL, Chunk, ChunkUse, Document, DocVersion, KbState, audience_roles
+from rag.store import SEE_ALL, Chunk, ChunkUse, Document, DocVersion, KbState, audience_roles, unpack_statements
 from rag.text import embed_text, normalize, tokenize
 
 # Chosen on the sample knowledge's questions and the public retrieval-dev set together (docs/retrieval.md):
@@ -192,8 +192,7 @@ class Retriever:
         dim = self.embedder.dim
         for cid, tokens, text, heading, vectors, v, doc_id, doc_pk in rows:
             ids.append(cid)
-            ok = vectors and len(vectors) % (2 * dim) == 0  # another embedder's vectors (a changed model): not used
-            stated.append(np.frombuffer(vectors, dtype=np.float16).reshape(-1, dim) if ok else None)
+            stated.append(unpack_statements(vectors, dim))
             corpus.append(tokens.split())
             allowed = audience_roles(v.audience)
             for r in roles:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Optional
 
+import numpy as np
 from sqlalchemy import Column, LargeBinary, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
@@ -64,6 +65,23 @@ class Chunk(SQLModel, table=True):
     # the vectors of its statements (rag.text.statements), float16, one row each: a passage that states the asked
     # thing in one sentence ranks by that sentence too (None: written before they were kept, or no embedder)
     statement_vectors: Optional[bytes] = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+
+
+def pack_statements(vectors: np.ndarray, counts: list[int]) -> list[bytes]:
+    """`Chunk.statement_vectors` for passages with `counts` statements each, their vectors in order in `vectors`
+    (b"" for a passage without statements)."""
+    out, k = [], 0
+    for n in counts:
+        out.append(vectors[k : k + n].astype(np.float16).tobytes())
+        k += n
+    return out
+
+
+def unpack_statements(blob: bytes | None, dim: int) -> np.ndarray | None:
+    """A passage's statement vectors (float16, one row each); None when not kept, or kept by a model of another width."""
+    if not blob or len(blob) % (2 * dim):
+        return None
+    return np.frombuffer(blob, dtype=np.float16).reshape(-1, dim)
 
 
 class KbState(SQLModel, table=True):

@@ -114,3 +114,8 @@ def statements(text: str) -> list[str]:
 def statement_text(heading: str, statement: str) -> str:
     """What is embedded for one statement: its section's name gives it context ("价格区间: 标准版…")."""
     return f"{heading.split(' > ')[-1]}: {statement}" if heading else statement
+
+
+def statement_texts(heading: str, text: str) -> list[str]:
+    """What is embedded for each statement of a passage, in order."""
+    return [statement_text(heading, x) for x in statements(text)]
