@@ -1,12 +1,11 @@
 """Cards that fill while the answer is written, and the reply that finishes them (the DingTalk `Previewer`).
 
-`preview(app, client, target, text)` comes from a worker thread with the answer so far, many times a second. It only
-keeps the newest text and, if no pump runs for that card, starts one on the event loop (call_soon_threadsafe): the
-pump creates the card with the first text (createAndDeliver, flowStatus writing), then sends the newest text through
-the streaming API (PUT /v1.0/card/streaming, full content each time) at most once per `card_interval`; texts that
-arrive between two updates are coalesced, only the newest goes out.
+`preview(app, client, target, text)` comes from a worker thread with the answer so far, many times a second; the
+channel core's Previews (connectors/live.py) keeps the newest text and pumps it: the first text creates the card
+(createAndDeliver, flowStatus writing), later ones go through the streaming API (PUT /v1.0/card/streaming, full
+content each time) at most once per `card_interval`.
 
-`finish(...)` delivers a reply as a card: it stops the message's pump (waiting out a request in flight), then
+`finish(...)` delivers a reply as a card: it stops the message's previews (waiting out a request in flight), then
 finishes the streamed card (a final streaming update with isFinalize, then updateCardData with flowStatus done, the
 citations and the buttons) or, when nothing was streamed, creates the finished card at once. It returns False when
 the reply must go out the old way (markdown / ActionCard): the card failed (template missing, no permission, 4xx or
@@ -19,121 +18,69 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
-import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from connectors.dingtalk.cards import DONE, MAX_CARD_CHARS, WRITING, CardStore, card_data, card_markdown, click, content_key, create_body, track_id
 from connectors.dingtalk.client import DingTalkAPIError, DingTalkClient
 from connectors.dingtalk.config import DingTalkApp
 from connectors.labels import Labels
+from connectors.live import Preview, Previews
 from connectors.markup import untagged
 from connectors.message import InboundMessage, Reply, Target
 
 log = logging.getLogger("copilot.dingtalk.cards")
-MAX_LIVE = 1000  # cards being written at once in this process; past it the oldest stops updating
+MAX_LIVE = 1000  # answers remembered in this process; past it the oldest stops updating
 
 
 @dataclass(eq=False)
-class _Live:
-    """One card being written: the newest text, what the card shows, and the pump's state."""
+class _Card:
+    """The card of one answer being written: where it goes, its id, and whether it exists yet."""
 
     app: DingTalkApp
     client: DingTalkClient
     target: Target
     out_track_id: str
     msg_id: str
-    latest: str = ""
-    shown: str = ""
-    pumping: bool = False  # a pump is scheduled or running (guarded by LiveCards._lock)
-    closed: bool = False
     created: bool = False
-    failed: bool = False
-    updates: int = 0  # streaming updates sent
-    busy: asyncio.Lock = field(default_factory=asyncio.Lock)
-    task: asyncio.Task | None = None
 
 
 class LiveCards:
     def __init__(self, store: CardStore | None, labels: Labels | None = None) -> None:
         self.store = store or CardStore(None)  # without cards anywhere: an in-memory table nobody fills
         self.labels = labels
-        self._live: dict[str, _Live] = {}
-        self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self.previews = Previews(self._show, log=log, expected=(DingTalkAPIError,), keep=MAX_LIVE)
         self.created = 0  # cards created (createAndDeliver accepted)
         self.stream_updates = 0  # streaming updates sent
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+        self.previews.bind(loop)
 
     # while the answer is written (a worker thread) ----------------------------------------------------------
     def preview(self, app: DingTalkApp, client: DingTalkClient, target: Target, text: str) -> None:
         msg_id = str((target.context or {}).get("msgId") or "")
-        loop = self._loop
-        if not msg_id or not text.strip() or loop is None or loop.is_closed() or len(text) > MAX_CARD_CHARS:
+        if not msg_id or len(text) > MAX_CARD_CHARS:
             return
         otid = track_id(app, "stream", msg_id)
-        with self._lock:
-            live = self._live.get(otid)
-            if live is None:
-                while len(self._live) >= MAX_LIVE:  # answers whose reply never came here (another process sent it, or none)
-                    self._live.pop(next(iter(self._live))).closed = True
-                live = self._live[otid] = _Live(app, client, target, otid, msg_id)
-            if live.closed or live.failed:
-                return
-            live.latest = untagged(text)  # the model's raw Markdown: no <font> it wrote is acted on
-            if live.pumping:
-                return
-            live.pumping = True
-        try:
-            loop.call_soon_threadsafe(self._start, live)
-        except RuntimeError:  # the loop closed since (shutting down): a preview never fails the model's answer
-            with self._lock:
-                live.pumping = False
+        # the model's raw Markdown: no <font> it wrote is acted on
+        self.previews.offer(otid, untagged(text), app.card_interval, lambda: _Card(app, client, target, otid, msg_id))
 
-    def _start(self, live: _Live) -> None:
-        live.task = asyncio.ensure_future(self._pump(live))
-
-    async def _pump(self, live: _Live) -> None:
-        while True:
-            async with live.busy:
-                with self._lock:
-                    text = live.latest
-                    if live.closed or live.failed or text == live.shown:
-                        live.pumping = False
-                        return
-                started = time.monotonic()
-                try:
-                    await self._show(live, text)
-                except DingTalkAPIError as exc:
-                    live.failed = True
-                    log.warning("%s: card %s: %s; the answer will go out as a message", live.app.label, live.out_track_id, exc)
-                    continue
-                except Exception:  # the table, or a bug: never the reply's fault
-                    live.failed = True
-                    log.exception("%s: card %s stopped", live.app.label, live.out_track_id)
-                    continue
-                live.shown = text
-            await asyncio.sleep(max(0.0, live.app.card_interval - (time.monotonic() - started)))
-
-    async def _show(self, live: _Live, text: str) -> None:
-        if not live.created:
+    async def _show(self, preview: Preview, text: str) -> bool:
+        card: _Card = preview.state
+        if not card.created:
             # the first words: written down and created at once (not one after the other: the card shows sooner).
             # A crash between the two is safe: the next try creates again, DingTalk refuses the taken id, it is updated.
-            data = card_data(live.app, text, status=WRITING, labels=self.labels)
-            await asyncio.gather(asyncio.to_thread(self.store.claim, live.out_track_id, live.app.key, live.target, msg_id=live.msg_id),
-                                 self._create(live.app, live.client, live.out_track_id, live.target, data))
-            await asyncio.to_thread(self.store.mark, live.out_track_id, "live")
-            live.created = True
-            return
-        card = await asyncio.to_thread(self.store.get, live.out_track_id)
-        if card is not None and card.reply_key is not None:  # finished (by another process's outbox): write no more
-            live.closed = True
-            return
-        await self._stream(live.app, live.client, live.out_track_id, text, final=False)
-        live.updates += 1
+            data = card_data(card.app, text, status=WRITING, labels=self.labels)
+            await asyncio.gather(asyncio.to_thread(self.store.claim, card.out_track_id, card.app.key, card.target, msg_id=card.msg_id),
+                                 self._create(card.app, card.client, card.out_track_id, card.target, data))
+            await asyncio.to_thread(self.store.mark, card.out_track_id, "live")
+            card.created = True
+            return True
+        row = await asyncio.to_thread(self.store.get, card.out_track_id)
+        if row is not None and row.reply_key is not None:  # finished (by another process's outbox): write no more
+            return False
+        await self._stream(card.app, card.client, card.out_track_id, text, final=False)
+        return True
 
     # the reply ------------------------------------------------------------------------------------------------
     async def finish(self, app: DingTalkApp, client: DingTalkClient, target: Target, reply: Reply, key: str) -> bool:
@@ -145,10 +92,11 @@ class LiveCards:
         if card is None:
             msg_id = str((target.context or {}).get("msgId") or "")
             streamed = track_id(app, "stream", msg_id) if msg_id else ""
-            live = await self._close(streamed) if streamed else None
-            if live is not None and live.failed and not live.created:  # the card failed while the answer was written
-                await asyncio.to_thread(self.store.claim, streamed, app.key, target, msg_id=msg_id)
-                await asyncio.to_thread(self.store.mark, streamed, "failed")
+            if streamed:
+                async with self.previews.closing(streamed) as preview:
+                    if preview.failed and not preview.state.created:  # the card failed while the answer was written
+                        await asyncio.to_thread(self.store.claim, streamed, app.key, target, msg_id=msg_id)
+                        await asyncio.to_thread(self.store.mark, streamed, "failed")
             if streamed and await asyncio.to_thread(self.store.take, streamed, key):
                 card = await asyncio.to_thread(self.store.get, streamed)
             else:
@@ -171,28 +119,9 @@ class LiveCards:
         await asyncio.to_thread(self.store.mark, card.out_track_id, "done")
         return True
 
-    async def _close(self, out_track_id: str) -> _Live | None:
-        with self._lock:
-            live = self._live.pop(out_track_id, None)
-            if live is None:
-                return None
-            live.closed = True
-        async with live.busy:  # a request in flight ends first; the pump sees `closed` and stops
-            pass
-        if live.task is not None and not live.task.done():
-            live.task.cancel()
-        return live
-
     async def aclose(self) -> None:
         """Stop every pump (before the clients they use are closed): a card left writing is finished by the reply."""
-        with self._lock:
-            lives = list(self._live.values())
-            for live in lives:
-                live.closed = True
-        tasks = [lv.task for lv in lives if lv.task is not None and not lv.task.done()]
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.previews.aclose()
 
     async def clicked(self, app: DingTalkApp, data: object) -> InboundMessage:
         """A card callback -> the click as an action message (NotOurs: not a click on a card of ours)."""

@@ -163,7 +163,7 @@ class FeishuConnector:
                      tenant_key=app.tenant_key, bot_open_id=bot)
 
     async def start(self, sink: Sink) -> None:
-        self.live.loop = asyncio.get_running_loop()
+        self.live.bind(asyncio.get_running_loop())
         for app in self.apps.values():
             if app.mode != "ws" or app.key in self.receivers:
                 continue

@@ -247,7 +247,7 @@ async def test_a_card_begun_in_one_process_is_finished_by_another_and_a_late_pre
     target = Target(channel="feishu", conversation_id="oc_p2p2", user_id=ZW,
                     context={"app": "default", "message_id": "om_q2", "chat_id": "oc_p2p2", "chat_type": "p2p", "open_id": ZW, "inbound": "om_q2"})
     writer, sender = feishu.build(ctx), feishu.build(ctx)  # the worker's process and the outbox's
-    writer.live.loop = asyncio.get_running_loop()
+    writer.live.bind(asyncio.get_running_loop())
     await asyncio.to_thread(writer.preview, target, "蓝海系统按坐席")  # from a worker thread, as the agent calls it
     [card] = await fake.wait_sent(1)
     await sender.send(target, Reply(text="蓝海系统按坐席收费，每席每年 1200 元。"), "in:9:0")

@@ -42,7 +42,7 @@ async def test_feishu_answers_without_a_preview_do_not_grow_the_process_memory_o
     for i in range(KEEP_FINISHED + 30):
         await live.finish(f"default|om_{i}", f"in:{i}:0", show)
     assert len(shown) == KEEP_FINISHED + 30 and all(c is not None for c in shown)
-    assert len(live._live) <= KEEP_FINISHED
+    assert len(live.previews) <= KEEP_FINISHED
 
 
 async def test_a_feishu_event_whose_body_arrives_in_pieces_is_read_whole(aiohttp_client):
@@ -171,7 +171,7 @@ def test_a_preview_while_the_loop_closes_never_fails_the_model_s_answer():
             raise RuntimeError("Event loop is closed")
 
     feishu = FeishuCards(CardStore(None))
-    feishu.loop = Closing()
+    feishu.bind(Closing())
     target = Target(channel="feishu", conversation_id="oc_1", context={"inbound": "om_1"})
     feishu.preview("default|om_1", target, "星图", None, 0.5, None)
     dingtalk = DingTalkCards(None)

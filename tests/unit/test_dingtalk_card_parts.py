@@ -106,7 +106,7 @@ def test_the_answer_so_far_streamed_into_a_card_carries_no_tag_dingtalk_acts_on(
         live.bind(loop)
         target = DIRECT.model_copy(update={"context": {**DIRECT.context, "msgId": "m-font"}})
         live.preview(APP, None, target, '报价 <font color="#FF0000">已降 50%</font>，3 < 5')
-        assert live._live[track_id(APP, "stream", "m-font")].latest == '报价 ＜font color="#FF0000">已降 50%＜/font>，3 < 5'
+        assert live.previews.get(track_id(APP, "stream", "m-font")).latest == '报价 ＜font color="#FF0000">已降 50%＜/font>，3 < 5'
     finally:
         loop.close()
 
@@ -116,7 +116,6 @@ async def test_closing_the_connector_stops_the_pumps_writing_cards():
     import asyncio
 
     from connectors.dingtalk.connector import DingTalkConnector
-    from connectors.dingtalk.livecards import _Live
 
     entered, calls = asyncio.Event(), []
 
@@ -135,7 +134,7 @@ async def test_closing_the_connector_stops_the_pumps_writing_cards():
     conn.cards.bind(asyncio.get_running_loop())
     conn.preview(DIRECT.model_copy(update={"tenant": APP.tenant, "context": {**DIRECT.context, "msgId": "m-close"}}), "星图的实施周期")
     await asyncio.wait_for(entered.wait(), 5)
-    live: _Live = conn.cards._live[track_id(APP, "stream", "m-close")]
+    live = conn.cards.previews.get(track_id(APP, "stream", "m-close"))
     await conn.aclose()
-    assert live.task is not None and live.task.done() and live.closed
+    assert live.task is not None and live.task.done() and live.stopped
     assert calls == ["create", "closed"]  # the pump stopped before its client was closed
