@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
-from collections import OrderedDict
 from functools import partial
 
 import aiohttp
@@ -33,6 +31,7 @@ from connectors.channel import Check, SendError, Sink
 from connectors.config import ConfigProblem
 from connectors.http import PooledSession, read_capped
 from connectors.labels import Labels, label
+from connectors.live import Preview, Previews
 from connectors.markup import untagged
 from connectors.message import Attachment, InboundMessage, Reply, Target
 from connectors.wecom.config import CorpConfig
@@ -66,8 +65,8 @@ class WeComRobots:
         self.max_body, self.max_file, self.timeout = max_body, max_file, timeout
         self._http = PooledSession()
         self._sweeper: asyncio.Task | None = None
-        self._previewed: OrderedDict[str, float] = OrderedDict()  # stream -> when its answer so far was last written
-        self._previewed_lock = threading.Lock()  # previews come from the workers' threads
+        # the answer so far: one database write per PREVIEW_EVERY per stream, the newest text, not one per piece streamed
+        self.previews = Previews(self._keep_preview, log=log, keep=1000)
 
     def serves(self, target: Target) -> bool:
         return str((target.context or {}).get("robot", "")) in self.robots
@@ -161,24 +160,15 @@ class WeComRobots:
     def preview(self, target: Target, text: str) -> None:
         """The answer so far, for the stream's next poll (called from a worker thread)."""
         sid = str((target.context or {}).get("stream", ""))
-        if sid and self.serves(target) and self._due(sid):
-            try:
-                self.store.preview(sid, _cap(untagged(text)))  # the model's raw Markdown: no <font> it wrote is acted on
-            except Exception as exc:  # a preview is a courtesy: the model's answer must not fail for it
-                log.warning("wecom robot: the answer so far of stream %s was not kept: %s", sid, type(exc).__name__)
+        if sid and self.serves(target):  # the model's raw Markdown: no <font> it wrote is acted on
+            self.previews.offer(sid, _cap(untagged(text)), PREVIEW_EVERY)
 
-    def _due(self, sid: str) -> bool:
-        """Whether the answer so far may be written now: one database write per PREVIEW_EVERY per stream, not one per
-        piece the model streams (the first piece always; the finished answer replaces whatever the last one showed)."""
-        now = time.monotonic()
-        with self._previewed_lock:
-            last = self._previewed.get(sid)
-            if last is not None and now - last < PREVIEW_EVERY:
-                return False
-            self._previewed[sid] = now
-            self._previewed.move_to_end(sid)
-            while len(self._previewed) > 1000:
-                self._previewed.popitem(last=False)
+    async def _keep_preview(self, preview: Preview, text: str) -> bool:
+        """Write the answer so far (the stream's finished answer, once delivered, is never covered by it)."""
+        try:
+            await asyncio.to_thread(self.store.preview, preview.key, text)
+        except Exception as exc:  # a preview is a courtesy; the error's text would carry the answer's
+            log.warning("wecom robot: the answer so far of stream %s was not kept: %s", preview.key, type(exc).__name__)
         return True
 
     async def send(self, target: Target, reply: Reply, key: str) -> bool:
@@ -238,6 +228,7 @@ class WeComRobots:
 
     # the answers nobody polled for --------------------------------------------------------------
     async def start(self) -> None:
+        self.previews.bind(asyncio.get_running_loop())
         for p in self.problems:
             log.error("wecom robot %s is not running: %s", p.account, p)
         if self.robots and self._sweeper is None:
@@ -289,6 +280,7 @@ class WeComRobots:
             except asyncio.CancelledError:
                 pass
             self._sweeper = None
+        await self.previews.aclose()
         await self._http.aclose()
 
 

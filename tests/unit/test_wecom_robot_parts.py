@@ -212,16 +212,21 @@ async def test_send_and_fetch_refuse_urls_off_wecom_s_hosts_without_a_request():
         await runner.cleanup()
 
 
-def test_the_answer_so_far_a_poll_shows_carries_no_tag_wecom_acts_on():
+async def test_the_answer_so_far_a_poll_shows_carries_no_tag_wecom_acts_on():
     """The preview is the model's raw Markdown, not rendered by connectors.markup: its <font> shows as words."""
     from connectors.message import Target
     from connectors.wecom.robot import WeComRobots
 
     robots = WeComRobots([ROBOT])
-    robots.store.open("s-font", "sales", "acme", "")
-    target = Target(channel="wecom", tenant="acme", conversation_id="robot:sales:ZhangWei", context={"robot": "sales", "stream": "s-font"})
-    robots.preview(target, '价格 <font color="warning">已降</font>，3 < 5')
-    assert robots.store.poll("s-font").content == '价格 ＜font color="warning">已降＜/font>，3 < 5'
+    await robots.start()
+    try:
+        robots.store.open("s-font", "sales", "acme", "")
+        target = Target(channel="wecom", tenant="acme", conversation_id="robot:sales:ZhangWei", context={"robot": "sales", "stream": "s-font"})
+        robots.preview(target, '价格 <font color="warning">已降</font>，3 < 5')
+        await _until(lambda: robots.store.poll("s-font").content)
+        assert robots.store.poll("s-font").content == '价格 ＜font color="warning">已降＜/font>，3 < 5'
+    finally:
+        await robots.aclose()
 
 
 def test_a_late_poll_and_the_sweep_never_both_show_an_answer(tmp_path):
@@ -241,21 +246,40 @@ def test_a_late_poll_and_the_sweep_never_both_show_an_answer(tmp_path):
     assert shown.finish and "答案" not in shown.content  # ... so the poll ends the stream without it
 
 
-def test_the_answer_so_far_is_written_at_most_every_preview_interval_per_stream():
-    """The model streams many pieces a second: the first is written at once, the ones within PREVIEW_EVERY are not
-    (one database write per interval, not per piece); another stream has its own interval."""
+async def _until(check, timeout: float = 5.0) -> None:
+    import asyncio
+
+    for _ in range(int(timeout / 0.01)):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("not within the time")
+
+
+async def test_the_answer_so_far_is_written_at_most_every_preview_interval_per_stream(monkeypatch):
+    """The model streams many pieces a second: one database write per PREVIEW_EVERY per stream, of the newest text
+    (the pieces between two writes are coalesced, not dropped); another stream has its own interval."""
+    import time
+
     from connectors.message import Target
     from connectors.wecom import robot as robot_mod
 
+    monkeypatch.setattr(robot_mod, "PREVIEW_EVERY", 1.0)
     robots = robot_mod.WeComRobots([ROBOT])
     writes = []
-    robots.store.preview = lambda sid, text: writes.append((sid, text))  # count the writes, not their SQL
+    robots.store.preview = lambda sid, text: writes.append((sid, text, time.monotonic()))  # count the writes, not their SQL
     one, two = (Target(channel="wecom", tenant="acme", conversation_id="robot:sales:ZhangWei",
                        context={"robot": "sales", "stream": sid}) for sid in ("s-1", "s-2"))
-    for text in ("价", "价格", "价格是"):
-        robots.preview(one, text)
-    robots.preview(two, "另一个")
-    assert writes == [("s-1", "价"), ("s-2", "另一个")]
-    robots._previewed["s-1"] -= robot_mod.PREVIEW_EVERY  # the interval has passed
-    robots.preview(one, "价格是 3 万")
-    assert writes[-1] == ("s-1", "价格是 3 万")
+    await robots.start()
+    try:
+        robots.preview(one, "价")
+        await _until(lambda: len(writes) == 1)
+        for text in ("价格", "价格是"):
+            robots.preview(one, text)
+        robots.preview(two, "另一个")
+        await _until(lambda: len(writes) == 2)
+        await _until(lambda: len(writes) == 3)
+        assert [w[:2] for w in writes] == [("s-1", "价"), ("s-2", "另一个"), ("s-1", "价格是")]  # the newest, once
+        assert writes[2][2] - writes[0][2] >= 0.8  # not within the interval (1 s, less the threads' latency)
+    finally:
+        await robots.aclose()
