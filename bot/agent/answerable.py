@@ -26,7 +26,8 @@ from rag.store import Document, DocVersion
 from rag.text import STOPWORDS, has_cjk, normalize, tokenize
 
 NUMBER = r"\d|[一二两三四五六七八九十百千万]+\s*(?:个|家|次|名|人|天|周|月|年|倍|张|台|项|种|小时|分钟)"
-MONEY = r"[¥￥$]|\d[\d,.]*\s*(?:元|万|亿|美元|k\b|K\b|million|%)|CNY|USD|RMB|人民币|美元|免费|\bfree\b|折|百分之"
+_COUNTED = r"(?![行条人次个家张台件笔字份名户位项套])"  # "50 万行" counts rows: no amount
+MONEY = rf"[¥￥$]|\d[\d,.]*\s*(?:元|[万亿]{_COUNTED}|美元|k\b|K\b|million|%)|CNY|USD|RMB|人民币|美元|免费|\bfree\b|折|百分之"
 PERCENT = r"\d[\d.]*\s*%|百分之|\d+\s*个百分点|[一二三四五六七八九]成|约占|\d+\s*折"
 DATE = (r"\d{4}\s*年|\d{1,2}\s*月|\d{1,2}\s*[日号]|周[一二三四五六日末]|星期|每[月周年天日]|季度|\bQ[1-4]\b|\b(?:19|20)\d{2}\b|"
         r"\d{1,2}:\d{2}|凌晨|上午|下午|之前|以前|截止|之内|以内|内\b|第\s*\d+\s*(?:天|周|个工作日)|"
@@ -41,7 +42,7 @@ DATE = DATE + "|" + DURATION  # "when will they answer?" → "within 24 hours"
 ASKS = [
     ("revenue", r"营收|营业收入|营业额|年收入|收入多少|销售额|利润|revenue|turnover|profit|earnings",
      r"营收|营业收入|营业额|收入|销售额|利润|revenue|turnover|profit|earnings",
-     r"[¥￥$]|\d[\d,.]*\s*(?:元|万|亿|美元|million|billion)|CNY|USD|RMB"),
+     rf"[¥￥$]|\d[\d,.]*\s*(?:元|[万亿]{_COUNTED}|美元|million|billion)|CNY|USD|RMB"),
     ("headcount", r"员工|雇员|人员规模|headcount|employees|staff size|how many people",
      r"员工|雇员|employees|staff|people", r"\d[\d,]*\s*(?:名|人)(?![天民])|\d[\d,]*\s*(?:employees|staff|people)"),
     ("funding", r"融资|估值|投资方|投资人|上市|funding|valuation|raised|investors?|\bIPO\b",
@@ -67,6 +68,13 @@ ASKS = [
     ("duration", r"多久|多长时间|多长|几天|几周|几个月|几年|多少天|how long|how many (?:days|weeks|months|years|hours)", "", DURATION),
     ("count", r"多少|(?<!哪)几\s*[个家次名台张位项]|how many|number of", "", NUMBER),
 ]
+ASKS.insert(0, ("code", r"代码|编号|编码|号码|证书号|注册号|ticker|stock symbol|\bcode\b|\bID\b", "",  # 股票代码是多少: an identifier
+                r"\b(?=[A-Z0-9-]*[A-Z])(?=[A-Z0-9-]*\d)[A-Z0-9-]{4,}\b|"  # letters and digits (ISO-9001, 600588 is below)
+                r"(?<![\d.,])(?!(?:19|20)\d\d(?!\d))\d{4,}(?![\d.,%])(?!\s*(?:年|万|元|人|家|个|行|条|天|次))"))
+_YEAR_ASKED = re.compile(r"哪年|哪一年|什么年份|哪个年份|\b(?:which|what) year\b", re.I)  # a year, not any date
+YEAR = r"(?<!\d)(?:19|20)\d{2}(?!\d)"
+# a place asked by its kind ("总部在哪个城市"): a place name answers it, the kind's own word need not be stated
+_WHERE_ASKED = re.compile(r"(?:哪个|哪座|哪些|什么|哪)\s*(?:城市|国家|省份?|地区|区域|地方)|\b(?:which|what) (?:city|country|province|region)\b", re.I)
 # a yes/no question about a thing: the thing itself must be named by the answer (does it support X? any case in X?)
 SUPPORTS = re.compile(r"支持|兼容|对接|集成|打通|适配|认证|接入|导出到|有没有|有无|是否有|"
                       r"^(?:does|do|is|are|can|will|could)\b.*\b(?:support|integrate|compatible|certified|offer|run on|work with|have (?:a|an|any))", re.I)
@@ -81,7 +89,7 @@ _SPLIT = re.compile(r"[：:（）()\[\]【】《》“”\"'、，,—\-–/|·]
 _LATIN = re.compile(r"[A-Za-z][A-Za-z0-9.+#&]*[A-Za-z0-9+#]|[A-Za-z]*\d+[A-Za-z0-9]*")
 _QUESTION_NOUNS = frozenset("客户 问题 情况 东西 时候 公司 方面 多少 事情 办法 建议 区别 什么 地方 意思 原因 样子 时间 系统 产品 软件 "
                             "程度 地步 水平".split())
-_ASKED_AFTER = re.compile(r"怎么|怎样|如何|是多少|多少|是什么|是谁|是哪|有哪些|有多")  # the noun before them is what is asked
+_ASKED_AFTER = re.compile(r"怎么|怎样|如何|是多少|多少|是什么|是谁|是哪|有哪些|有多|什么时候|何时|几时|在哪|哪里")  # the noun before them is what is asked
 # the unit a price or a limit is asked per ("per additional user", "每增加一个仓库"): the answer must be stated per it
 _PER_EN = re.compile(r"\b(?:per|for each|for every|each)\s+(?:additional\s+|extra\s+|new\s+|more\s+)?([a-z]{3,})", re.I)
 _PER_ZH = re.compile(r"每(?:增加|多加|多|加|新增|添加)?\s*(?:一|1)?\s*(?:个|家|位|名|台|套)?\s*([\u4e00-\u9fff]{2,3}?)(?=多少|要|收|的|需|[，,？?]|$)")
@@ -114,6 +122,7 @@ class Asked:
     unit: str = ""  # the measure word of a count (多少家 → 家)
     places: list[str] = field(default_factory=list)  # regions and organisations: stated by the sentences' documents
     per: tuple[str, ...] = ()  # the unit a price or limit is asked per (as asked), and its other names
+    of: str = ""  # what a count counts or a price prices (多少家分公司 → 分公司, 工程师的单价 → 工程师): named beside the value
 
 
 @dataclass
@@ -195,7 +204,10 @@ class Answerability:
         q = normalize(question)
         low = q.lower()
         clause = re.split(r"[，。；;：:]|,(?!\d)", q.rstrip("，。,;； "))[-1]  # "客户电话 139…，他问实施周期多长？" asks a duration
-        asks = [(k, stating, value) for k, rx, stating, value in ASKS if re.search(rx, clause, re.I)]
+        asks = [(k, stating, YEAR if k in ("release", "date") and _YEAR_ASKED.search(clause) else value)
+                for k, rx, stating, value in ASKS if re.search(rx, clause, re.I)]
+        if _WHERE_ASKED.search(clause):
+            asks.insert(0, ("where", "", ""))
         competitors = {c for c, names in lex.competitors.items() if any(_has(low, a) for a in names)}
         named, spans = set(), []
         for term in sorted(lex.terms, key=len, reverse=True):
@@ -223,20 +235,21 @@ class Answerability:
                 w = tok.word.strip().lower()
                 if len(w) < 2 or not has_cjk(w) or w in _QUESTION_NOUNS or re.search(asked_words, w) or any(w in t or t in w for t in lex.terms):
                     continue
-                place = tok.flag in ("ns", "nt", "nz")  # a region, organisation or product the answer must be about
+                place = tok.flag in ("ns", "nt", "nz") and not _WHERE_ASKED.search(words[i - 1].word + w if i else w)  # a region, organisation or product the answer must be about
                 asked_noun = (tok.flag.startswith("n") and i > 0 and words[i - 1].word in ("什么", "哪种", "哪个", "哪类", "何种")
                               and w not in lex.vocabulary)
-                asked_of = i + 1 < len(words) and _ASKED_AFTER.match(words[i + 1].word)  # 电费怎么算, 税率是多少
+                asked_of = i + 1 < len(words) and _ASKED_AFTER.match(words[i + 1].word)  # 电费怎么算, 年会什么时候
                 unknown = ((supports or asked_of) and tok.flag.startswith(("n", "vn")) and w not in lex.vocabulary  # 支持鸿蒙吗
                            and not all(t in lex.vocabulary for t in tokenize(w)))  # 客户案例: 客户 + 案例
                 if place:
                     places.append(w)
                 elif asked_noun or unknown:
                     required.append(w)
-        unit = re.search(r"(?:多少|(?<!哪)几)\s*([家个名次张台位款项种])", q)
+        unit = re.search(r"(?:多少|(?<!哪)几)\s*([家个名次张台位款项种人])(?![天次])", q)
         return Asked(q, asks, supports, competitors, bool(COMPETITOR_WORDS.search(q)), bool(OURS.search(q)),
                      named - {lex.terms[a] for c in competitors for a in lex.competitors[c]} - ours_names, required, unit.group(1) if unit else "", places,
-                     _per(q) if any(k in ("price", "limit", "count") for k, _, _ in asks) else ())
+                     _per(q) if any(k in ("price", "limit", "count") for k, _, _ in asks) else (),
+                     _asked_of(q, words if has_cjk(q) else [], asks[0][0] if asks else ""))
 
     # does what was chosen state it -----------------------------------------------------------------
     def subject(self, sentence: str, hit: Hit) -> str:
@@ -264,10 +277,15 @@ class Answerability:
                 return Verdict(False, missing=["ask:ours"])
         for key, stating, value in asked.asks[:1] if asked.asks else []:
             if key == "count" and asked.unit:
-                unit = "[个名位人项]" if asked.unit in "个名位人" else asked.unit
-                value = rf"(?:\d[\d,.]*|[两三四五六七八九十百千万][一二两三四五六七八九十百千万]*)\s*[多余万千百]*\s*{unit}"
+                unit = "[名位人]" if asked.unit == "人" else "[个名位人项]" if asked.unit in "个名位" else asked.unit
+                value = rf"(?:\d[\d,.]*|[两三四五六七八九十百千万][一二两三四五六七八九十百千万]*)\s*[多余万千百]*\s*{unit}(?![天次月])"
             fits = [(s, h) for s, h in kept if (not stating or re.search(stating, f"{h.heading} {s}", re.I))
                     and (not value or any(key != "name" or m.group(0).lower() not in asked.text.lower() for m in re.finditer(value, s, re.I)))]
+            if key == "where":  # a place named that the question does not name
+                fits = [(s, h) for s, h in kept if _places(s) - _places(asked.text)]
+            if asked.of:  # 36 家分公司 answers 多少家分公司; 4,000 名员工 does not answer 顾问有多少人 (in the question's language)
+                fits = [(s, h) for s, h in fits if (2 * sum(ch in s for ch in asked.of) >= len(asked.of) if has_cjk(asked.of)  # 仓 ~ 仓库
+                                                    else has_cjk(s) or _has(s.lower(), asked.of[:max(4, len(asked.of) - 2)]))]
             if key == "which":  # a customer story answers "which customer" in its title
                 fits = [(s, h) for s, h in kept if any(len(p) >= 2 and p.lower() not in asked.text.lower() for p in _SPLIT.split(h.title)[1:])]
             if value:  # a question in the knowledge ("Can you invoice in USD?") states no value
@@ -292,6 +310,10 @@ class Answerability:
         said = " ".join(s.lower() for s, _ in chosen)
         body = " ".join(full_text(h).lower() for h in {h.doc_id: h for _, h in chosen}.values()) if full_text else ""
         meta = " ".join(lex.doc_terms.get(h.doc_id, "") + " " + h.heading.lower() for _, h in chosen)
+        # where a value is asked, a name must be where the value is: its passage or its document's opening ("核心产品是
+        # 星图 ERP X9"), not any line of the document ("报表：依赖星图 BI" does not make a licence price BI's price)
+        near = " ".join([h.text.lower() for _, h in chosen] + [full_text(h)[:LEAD_CHARS].lower() for h in {h.doc_id: h for _, h in chosen}.values()]
+                        if full_text else [h.text.lower() for _, h in chosen])
         for group in sorted(asked.terms):
             aliases = {a for a, g in lex.terms.items() if g == group} | {group}
             if any(_has(said, a) or _has(meta, a) for a in aliases):
@@ -304,7 +326,7 @@ class Answerability:
             if has_cjk(term):
                 if not all(ch in said or ch in meta for ch in term):
                     missing.append(term)
-            elif not (_has(said, term) or _has(meta, term) or _has(body, term)):
+            elif not (_has(said, term) or _has(meta, term) or _has(near if asked.asks else body, term)):
                 missing.append(term)
         for term in asked.places:
             if not (all(ch in said or ch in meta for ch in term) or term in body):
@@ -325,6 +347,47 @@ def _per(question: str) -> tuple[str, ...]:
         return ()
     unit = m.group(1).lower()
     return (unit, *(n for names in _BASES if unit in names for n in names if n != unit))
+
+
+_MEASURES = frozenset("家 个 名 次 张 台 位 款 项 种 人 套 本 条".split())
+LEAD_CHARS = 300  # a document's opening: what it is about
+_BRIDGE = frozenset("有 共 一共 总共 总计 合计 大概 大约 约 的 是 还 要 需要 人天 每年 一年 每月 每人".split())
+_PRICE_WORDS = r"价格|单价|多少钱|费用|收费|报价|售价|年费|订阅费|价位"
+
+
+def _asked_of(question: str, words, key: str) -> str:
+    """What a count or price question asks the value of. Chinese (`words`: jieba's): the noun after 多少/几 and its
+    measure word, else the noun just before them (or before the price word), over 的, 有, 一年 and the like; English:
+    the word after "how many"."""
+    if key not in ("count", "price"):
+        return ""
+    if not words:
+        m = re.search(r"\bhow many\s+([a-z]{3,})", question, re.I) if key == "count" else None
+        return m.group(1).lower() if m else ""
+    for i, tok in enumerate(words):
+        w = tok.word
+        if key == "count" and w.startswith(("多少", "几")) and not w.startswith("几乎"):
+            for t in words[i + 1:i + 3]:
+                if t.word in _MEASURES:  # 多少 | 家 | 分公司
+                    continue
+                if has_cjk(t.word) and t.flag.startswith(("n", "vn")):
+                    return t.word
+                break
+        elif not (key == "price" and re.fullmatch(_PRICE_WORDS, w)):
+            continue
+        for t in reversed(words[:i]):
+            if t.word in _BRIDGE or t.flag in ("m", "q", "mq", "t"):
+                continue
+            return t.word if len(t.word) >= 2 and has_cjk(t.word) and t.flag.startswith(("n", "vn")) else ""
+        return ""
+    return ""
+
+
+def _places(text: str) -> set[str]:
+    """Place names in a text: jieba's for Chinese, capitalised words for English."""
+    if has_cjk(text):
+        return {t.word for t in jieba.posseg.cut(text) if t.flag == "ns" and len(t.word) >= 2}
+    return set(re.findall(r"(?<!^)(?<![.?!] )\b[A-Z][a-z]{2,}\b", text))
 
 
 _FIGURE = re.compile(r"\d+(?:[.,]\d+)*")

@@ -74,6 +74,48 @@ def test_a_question_in_the_knowledge_states_no_value(kb):
     assert check.judge(asked, [("USD invoices cost an extra 3% (USD 900 a year).", hit)], "default").ok
 
 
+def test_the_value_stated_must_be_the_one_asked(kb):
+    """A sentence with a value of the asked kind does not answer when the value is of something else: rows counted in
+    万 are no price, 人天 no headcount, a founding year no release year or stock code, a licence price not BI's."""
+    from rag.retrieve import Viewer
+
+    check = kb.agent.answerer.answerability
+    viewer = Viewer("default", "rep", "华东")
+    ours = kb.knowledge.retriever.search("追加培训 驻场顾问 价格", viewer, k=1)[0]
+    xingtu = next(h for h in kb.knowledge.retriever.search("星图软件 价格区间 软件许可", viewer, k=8) if h.doc_id == "bc-xingtu")
+
+    def fits(question: str, sentence: str, hit) -> bool:
+        return check.judge(check.read(question, "default"), [(sentence, hit)], "default", lambda h: sentence).ok
+
+    assert not fits("管理员培训一次收多少钱？", "超过 50 万行的数据由数据工程师协助导入。", ours)
+    assert fits("追加培训一次收多少钱？", "追加培训：¥3,000/人天，远程或现场。", ours)
+    assert not fits("数据工程师的人天单价是多少？", "驻场顾问：¥2,500/人天，稳定期之后的驻场支持。", ours)  # priced: another role
+    assert not fits("星图的实施顾问有多少人？", "典型项目 300–500 人天，折合 ¥90–170 万。", xingtu)
+    assert not fits("星图的实施顾问有多少人？", "全国有 36 家分公司和约 4,000 名员工。", xingtu)  # counted: the staff
+    assert fits("星图的实施顾问有多少人？", "星图原厂顾问约 300 人。", xingtu)
+    assert fits("星图在全国有多少家分公司？", "全国有 36 家分公司和约 4,000 名员工。", xingtu)
+    assert not fits("星图 ERP X9 最新版本是哪年发布的？", "版本升级需要原厂顾问参与，每次大版本升级耗时 2–3 个月。", xingtu)
+    assert fits("星图 ERP X9 最新版本是哪年发布的？", "星图 ERP X9 的最新版本于 2024 年发布。", xingtu)
+    assert not fits("星图的股票代码是多少？", "星图软件成立于 1998 年，总部在北京。", xingtu)
+    assert fits("星图的股票代码是多少？", "星图软件的股票代码是 600588。", xingtu)
+    assert fits("星图总部在哪个城市？", "星图软件成立于 1998 年，总部在北京。", xingtu)  # a city answers "which city"
+    assert not fits("星图总部在哪个城市？", "总部要求全球统一用同一套系统。", xingtu)
+    assert not fits("How many customers use the Enterprise edition?", "Enterprise: from 600k a year, unlimited users.", ours)
+    assert fits("How many customers use the Enterprise edition?", "About 40 customers use the Enterprise edition.", ours)
+    # a Latin name must be where the value is, not anywhere in the document
+    licence = "软件许可：供应链相关模块一次性许可费通常为 ¥80–200 万。"
+    asked = check.read("星图的 BI 报表模块多少钱？", "default")
+    document = "星图软件成立于 1998 年。" + "采购管理：支持多组织集中采购。" * 30 + "\n报表：依赖星图 BI，另行收费。\n" + licence
+    assert not check.judge(asked, [(licence, xingtu)], "default", lambda h: document).ok
+    assert check.judge(asked, [("星图 BI 报表模块另收 ¥10 万/年。", xingtu)], "default", lambda h: licence).ok
+
+
+def test_fresh_questions_are_answered_from_the_right_card(kb):
+    for q in ("星图在全国有多少家分公司？", "星图总部在哪个城市？", "星图预置了多少张供应链报表？"):
+        ans = ask(kb, q)
+        assert ans.grounded and "bc-xingtu" in {c.doc_id for c in ans.citations}, (q, ans.text)
+
+
 def test_competitor_sentences_are_never_shown_as_ours(kb):
     ans = ask(kb, "客户数据存在哪，会不会出境？")
     assert ans.grounded
