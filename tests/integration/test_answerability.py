@@ -48,7 +48,7 @@ def test_a_price_asked_per_unit_must_be_stated_per_that_unit(kb):
 
 
 def test_how_a_question_is_read(kb):
-    from bot.agent.answerable import DURATION
+    from bot.agent.asks import DURATION
 
     check = kb.agent.answerer.answerability
     assert "yonsuite" in check.read("用友 YonSuite 的报价和折扣政策是什么？", "default").required  # a name, not a sentence start

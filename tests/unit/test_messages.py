@@ -25,7 +25,8 @@ CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")  # ideographs; pu
 # Files that parse Chinese input throughout.
 ALLOWED_FILES = {
     "bot/agent/extract.py": "dates, times, amounts, stages, activity kinds and topics in reps' words",
-    "bot/agent/answerable.py": "the words that ask for an attribute (价格, 上限, 营收) and the values that state it, in questions and passages",
+    "bot/agent/asks.py": "the words that ask for an attribute (价格, 上限, 营收) and the values that state it, in questions and passages",
+    "bot/agent/answerable.py": "the nouns a question is built from (客户, 问题) and the words after which a noun is what is asked",
     "crm/match.py": "titles (总, 经理), compound surnames and their pinyin: matching the names reps write to contacts",
 }
 # Module-level constants (file, name): vocabulary matched against what people write or against document headings.
