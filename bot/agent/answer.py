@@ -156,8 +156,8 @@ class Answerer:
             if h.doc_id not in numbers:  # one citation per document, pointing at its first passage used
                 numbers[h.doc_id] = len(numbers) + 1
                 cited.append((citation_for(numbers[h.doc_id], h, self.stale_days, self.link(h, viewer)), h))
-            if h.competitor and asked is not None and h.competitor not in asked.competitors \
-                    and not self.answerability.named_in(sent, h, viewer.tenant):  # never shown as if it were ours
+            if h.competitor and asked is not None and h.competitor not in asked.competitors and self.answerability.subject(
+                    sent, h, viewer.tenant) and not self.answerability.named_in(sent, h, viewer.tenant):  # never shown as if it were ours
                 sent = self.prompts.msg("about_competitor", lang, competitor=h.competitor, text=sent)
             lines.append(f"{sent} [{numbers[h.doc_id]}]")
         body = self.prompts.msg("answer_intro", lang) + "\n" + "\n".join(f"• {line}" for line in lines)

@@ -34,6 +34,7 @@ _NAME_SUFFIX = re.compile(r"(?:系统|软件|科技|公司|有限公司|集团|�
 _SPLIT = re.compile(r"[：:（）()\[\]【】《》“”\"'、，,—\-–/|·]+")
 _LATIN = re.compile(r"[A-Za-z][A-Za-z0-9.+#&]*[A-Za-z0-9+#]|[A-Za-z]*\d+[A-Za-z0-9]*")
 LEAD_CHARS = 300  # a document's opening: what it is about
+_EDITION = re.compile(r"\S版$|\bedition$", re.I)
 _QUESTION_NOUNS = frozenset("客户 问题 情况 东西 时候 公司 方面 多少 事情 办法 建议 区别 什么 地方 意思 原因 样子 时间 系统 产品 软件 "
                             "程度 地步 水平".split())
 _ASKED_AFTER = re.compile(r"怎么|怎样|如何|是多少|多少|是什么|是谁|是哪|有哪些|有多|什么时候|何时|几时|在哪|哪里")  # the noun before them is what is asked
@@ -46,6 +47,7 @@ class Lexicon:
     competitors: dict[str, set[str]]  # competitor name → its aliases (lower case)
     doc_terms: dict[str, str]  # doc_id → its metadata words (title, tags, competitor, id), lower case
     vocabulary: frozenset[str]
+    ours: frozenset[str] = frozenset()  # our editions (专业版, Enterprise edition): tagged in our documents, in no competitor's
 
 
 @dataclass
@@ -133,7 +135,10 @@ class Answerability:
                 for a in names:
                     terms[a] = competitor.lower()
             doc_terms[doc_id] = " ".join([(title or "").lower(), (tags or "").lower(), (competitor or "").lower(), " ".join(words)])
-        lex = Lexicon(terms, siblings, competitors, doc_terms, frozenset(self.retriever.idf(tenant)))
+        theirs = {t.strip().lower() for _, _, tags, competitor in rows if competitor for t in (tags or "").split(",")}
+        ours = {t.strip().lower() for _, _, tags, competitor in rows if not competitor for t in (tags or "").split(",")
+                if _EDITION.search(t.strip())} - theirs
+        lex = Lexicon(terms, siblings, competitors, doc_terms, frozenset(self.retriever.idf(tenant)), frozenset(ours))
         self._lex[tenant] = (gen, lex)
         return lex
 
@@ -191,9 +196,11 @@ class Answerability:
                      asked_of(q, words if has_cjk(q) else [], asks[0][0] if asks else ""))
 
     # does what was chosen state it -----------------------------------------------------------------
-    def subject(self, sentence: str, hit: Hit) -> str:
-        """The competitor a sentence speaks of ('' for us): its document's, unless it names us."""
-        if hit.competitor and not OURS.search(sentence):
+    def subject(self, sentence: str, hit: Hit, tenant: str) -> str:
+        """The competitor a sentence speaks of ('' for us): its document's, unless it names us or one of our editions
+        (a battlecard's "专业版需要 6–8 周", split from "云帆标准版同样是 3–4 周上线；", is ours)."""
+        low = sentence.lower()
+        if hit.competitor and not OURS.search(sentence) and not any(_has(low, e) for e in self.lexicon(tenant).ours):
             return hit.competitor
         return ""
 
@@ -204,14 +211,14 @@ class Answerability:
         lex = self.lexicon(tenant)
         kept = list(chosen)
         if asked.competitors:
-            about = [(s, h) for s, h in kept if self.subject(s, h) in asked.competitors or any(
+            about = [(s, h) for s, h in kept if self.subject(s, h, tenant) in asked.competitors or any(
                 _has(s.lower(), a) for c in asked.competitors for a in lex.competitors[c])]
             if not about:
                 return Verdict(False, missing=sorted(asked.competitors))
             others = set(lex.competitors) - asked.competitors
-            kept = [(s, h) for s, h in kept if self.subject(s, h) not in others] if asked.ours else about
+            kept = [(s, h) for s, h in kept if self.subject(s, h, tenant) not in others] if asked.ours else about
         elif asked.ours and not asked.any_competitor:
-            kept = [(s, h) for s, h in kept if not self.subject(s, h)]
+            kept = [(s, h) for s, h in kept if not self.subject(s, h, tenant)]
             if not kept:
                 return Verdict(False, missing=["ask:ours"])
         for key, stating, value in asked.asks[:1] if asked.asks else []:

@@ -147,5 +147,8 @@ def _same_head(prev: str, x: str) -> str | None:
     words = x.split()
     if has_cjk(x) or len(words) < 2:
         return None
+    if words[-1].lower() in ("one", "ones"):  # "and the Professional one?": the name before the previous noun
+        m = re.search(r"\b(?:the|a|an|our|your|their|its)\s+((?:[A-Z][\w-]*\s+){%d})[a-z]" % (len(words) - 1), prev)
+        return prev[: m.start(1)] + " ".join(words[:-1]) + " " + prev[m.end(1):] if m else None
     m = re.search(r"\b" + r"\s+".join([r"\S+"] * (len(words) - 1) + [re.escape(words[-1])]) + r"\b", prev, re.I)
     return prev[: m.start()] + x + prev[m.end():] if m else None

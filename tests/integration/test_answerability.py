@@ -88,6 +88,8 @@ def test_the_value_stated_must_be_the_one_asked(kb):
         return check.judge(check.read(question, "default"), [(sentence, hit)], "default", lambda h: sentence).ok
 
     assert not fits("管理员培训一次收多少钱？", "超过 50 万行的数据由数据工程师协助导入。", ours)
+    assert not fits("专业版一年多少钱？", "专业版可用性承诺 99.9%，按月统计。", ours)  # a percentage of uptime is no price
+    assert fits("专业版的年维保费是多少？", "年维保费为授权费的 18%。", ours)  # a share of a fee is
     assert fits("追加培训一次收多少钱？", "追加培训：¥3,000/人天，远程或现场。", ours)
     assert not fits("数据工程师的人天单价是多少？", "驻场顾问：¥2,500/人天，稳定期之后的驻场支持。", ours)  # priced: another role
     assert not fits("星图的实施顾问有多少人？", "典型项目 300–500 人天，折合 ¥90–170 万。", xingtu)
@@ -108,6 +110,16 @@ def test_the_value_stated_must_be_the_one_asked(kb):
     document = "星图软件成立于 1998 年。" + "采购管理：支持多组织集中采购。" * 30 + "\n报表：依赖星图 BI，另行收费。\n" + licence
     assert not check.judge(asked, [(licence, xingtu)], "default", lambda h: document).ok
     assert check.judge(asked, [("星图 BI 报表模块另收 ¥10 万/年。", xingtu)], "default", lambda h: licence).ok
+
+
+def test_a_battlecard_sentence_naming_our_edition_is_ours(kb):
+    from rag.retrieve import Viewer
+
+    check = kb.agent.answerer.answerability
+    lanhai = next(h for h in kb.knowledge.retriever.search("蓝海 交付周期", Viewer("default", "rep", "华东"), k=8) if h.doc_id == "bc-lanhai")
+    assert check.subject("专业版需要 6–8 周，是因为包含智能补货模型训练和质量追溯配置。", lanhai, "default") == ""
+    assert check.subject("标准上线周期 3–4 周，以远程实施为主。", lanhai, "default") == "蓝海系统"
+    assert {"专业版", "标准版", "旗舰版"} <= check.lexicon("default").ours
 
 
 def test_fresh_questions_are_answered_from_the_right_card(kb):

@@ -25,6 +25,12 @@ def test_chinese_follow_ups(copilot):
     [r] = chat.say("它多少钱")
     assert asked(copilot) == "蓝海多少钱"
     assert {c.doc_id for c in r.citations} & {"bc-lanhai"} and "¥2–3 万" in r.text
+    chat = Chat(copilot, "zhangwei", "fu-zh4")
+    chat.say("星图上线要多久？")
+    [r] = chat.say("蓝海呢？")
+    assert asked(copilot) == "蓝海上线要多久？"
+    # Lanhai's own 3–4 weeks; the card's "专业版需要 6–8 周" (split from "云帆标准版同样是 3–4 周上线；") is ours
+    assert r.grounded and "3–4 周" in r.text and "6–8 周" not in r.text, r.text
     [alone] = Chat(copilot, "zhangwei", "fu-zh3").say("它多少钱")  # nothing before it: asked as written
     assert asked(copilot) == "它多少钱"
 
@@ -38,6 +44,11 @@ def test_english_follow_ups(copilot):
     chat.say("How is NorthPeak priced?")
     chat.say("and for 50 seats?")
     assert asked(copilot) == "How is NorthPeak priced for 50 seats?"
+    chat = Chat(copilot, "tom", "fu-en4")
+    chat.say("What does the Standard edition cost per year?")
+    [r] = chat.say("and the Professional one?")
+    assert asked(copilot) == "What does the Professional edition cost per year?"
+    assert r.grounded and "200k–450k" in r.text and "99.9%" not in r.text  # a price, not the edition's uptime
     chat = Chat(copilot, "tom", "fu-en3")
     chat.say("Does Yunfan support SSO with Azure AD?")
     [r] = chat.say("What about Lanhai?")
