@@ -14,8 +14,9 @@ NUMBER = r"\d|[一二两三四五六七八九十百千万]+\s*(?:个|家|次|名
 _COUNTED = r"(?![行条人次个家张台件笔字份名户位项套])"  # "50 万行" counts rows: no amount
 # a share of a fee ("维保费为许可费的 22%") is a price; 99.9% uptime is not
 MONEY = (rf"[¥￥$]|\d[\d,.]*\s*(?:元|[万亿]{_COUNTED}|美元|k\b|K\b|million)|CNY|USD|RMB|人民币|美元|免费|\bfree\b|折|"
-         r"(?:费|价|成本|补贴|优惠|返点|cost|price|fee|charge|discount|rebate)[^。；;.]{0,20}?(?:\d[\d.]*\s*%|百分之)|"
-         r"(?:\d[\d.]*\s*%|百分之)[^。；;]{0,8}?(?:费|价|折扣|补贴|优惠|返点|off\b|discount|rebate)")
+         r"(?:费|价|成本|补贴|优惠|返点|赔|金|报销|保额|cost|price|fee|charge|discount|rebate|premium|compensat|reimburs)"
+         r"[^。；;]{0,40}?(?:\d[\d.]*\s*%|百分之)|"
+         r"(?:\d[\d.]*\s*%|百分之)[^。；;]{0,8}?(?:费|价|折扣|补贴|优惠|返点|赔|报销|off\b|discount|rebate|premium)")
 PERCENT = r"\d[\d.]*\s*%|百分之|\d+\s*个百分点|[一二三四五六七八九]成|约占|\d+\s*折"
 DATE = (r"\d{4}\s*年|\d{1,2}\s*月|\d{1,2}\s*[日号]|周[一二三四五六日末]|星期|每[月周年天日]|季度|\bQ[1-4]\b|\b(?:19|20)\d{2}\b|"
         r"\d{1,2}:\d{2}|凌晨|上午|下午|之前|以前|截止|之内|以内|内\b|第\s*\d+\s*(?:天|周|个工作日)|"
