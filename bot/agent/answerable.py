@@ -5,8 +5,8 @@ invented"). The question is read for its structure, not matched against known qu
 - the **entities** it names: competitors, products, editions, customers, recognised from the knowledge's
   own metadata (competitor names, tags, title parts, the Latin words of document ids) and any Latin
   name, acronym or code (SAP, Linux, X9) or Chinese noun the knowledge never uses;
-- the **attribute** it asks (ASKS: price, limit, date, duration, revenue, headcount, SLA, share, supports…)
-  and the kind of value that states it (an amount, a number, a date, a percentage);
+- the **attribute** it asks (asks.py's ASKS: price, limit, date, duration, revenue, headcount, SLA, share, supports…)
+  and the kind of value that states it (an amount, a number, a date, a percentage), and what the value is of;
 - its **subject**: a named competitor, or us; a sentence's subject comes from its document's metadata
   (a battlecard speaks of its competitor unless the sentence names us).
 `Answerability.judge` keeps the sentences that fit and says what is missing when none do. Reads the
@@ -38,6 +38,8 @@ _EDITION = re.compile(r"\S版$|\bedition$", re.I)
 _QUESTION_NOUNS = frozenset("客户 问题 情况 东西 时候 公司 方面 多少 事情 办法 建议 区别 什么 地方 意思 原因 样子 时间 系统 产品 软件 "
                             "程度 地步 水平".split())
 _ASKED_AFTER = re.compile(r"怎么|怎样|如何|是多少|多少|是什么|是谁|是哪|有哪些|有多|什么时候|何时|几时|在哪|哪里")  # the noun before them is what is asked
+
+
 @dataclass
 class Lexicon:
     """What the knowledge itself names: terms (lower case) → group, competitor aliases, corpus vocabulary."""
@@ -179,7 +181,8 @@ class Answerability:
                 w = tok.word.strip().lower()
                 if len(w) < 2 or not has_cjk(w) or w in _QUESTION_NOUNS or re.search(asked_words, w) or any(w in t or t in w for t in lex.terms):
                     continue
-                place = tok.flag in ("ns", "nt", "nz") and not WHERE_ASKED.search(words[i - 1].word + w if i else w)  # a region, organisation or product the answer must be about
+                # a region, organisation or product the answer must be about (not the kind asked: 哪个城市)
+                place = tok.flag in ("ns", "nt", "nz") and not WHERE_ASKED.search(words[i - 1].word + w if i else w)
                 asked_noun = (tok.flag.startswith("n") and i > 0 and words[i - 1].word in ("什么", "哪种", "哪个", "哪类", "何种")
                               and w not in lex.vocabulary)
                 before_ask = i + 1 < len(words) and _ASKED_AFTER.match(words[i + 1].word)  # 电费怎么算, 年会什么时候
