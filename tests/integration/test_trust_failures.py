@@ -12,6 +12,7 @@ from sqlmodel import Session
 
 from connectors.channel import SendError
 from connectors.message import InboundMessage, Reply, Target
+from tests.polling import until
 
 _ids = itertools.count(1)
 
@@ -47,15 +48,6 @@ def texts(cp) -> list[str]:
     with Session(cp.engine) as s:
         rows = s.exec(select(OutboundRow).where(OutboundRow.conversation_key.like("%web-zhangwei%")).order_by(OutboundRow.id)).all()
     return [Reply.model_validate_json(r[0].reply).text for r in rows]
-
-
-async def until(check, timeout: float = 60.0):  # generous: the machine may be busy
-    for _ in range(int(timeout / 0.1)):
-        got = check()
-        if got:
-            return got
-        await asyncio.sleep(0.1)
-    raise AssertionError("timed out")
 
 
 def activities(cp, source_prefix: str = "pending:") -> int:

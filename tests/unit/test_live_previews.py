@@ -5,6 +5,7 @@ import logging
 import threading
 
 from connectors.live import Previews
+from tests.polling import until
 
 log = logging.getLogger("test.live")
 
@@ -50,20 +51,14 @@ async def test_a_fast_model_costs_a_few_updates_and_the_newest_text_is_shown_las
     loop = asyncio.get_running_loop()
     began = loop.time()
     await _writer(previews, "m1", tokens=200, pause=0.002, interval=0.1)
-    for _ in range(500):  # the last text goes out within an interval of the last token
-        if platform.shown["m1"][-1][1].endswith("字199 "):
-            break
-        await asyncio.sleep(0.01)
+    await until(lambda: platform.shown["m1"][-1][1].endswith("字199 "), 5, 0.01)  # within an interval of the last token
     shown = platform.shown["m1"]
     texts = [t for _, t in shown]
     assert 2 <= len(texts) <= (loop.time() - began) / 0.1 + 2 and texts[-1].endswith("字199 ")  # not one per token; the last text made it
     assert all(b - a >= 0.1 - 0.005 for (a, _), (b, _) in zip(shown, shown[1:]))  # one update per interval at most
     assert not platform.overlapped  # one pump per message
     assert previews.get("m1").shows == len(texts)
-    for _ in range(500):  # nothing newer: the pump ends (the next text starts another)
-        if not previews.get("m1").pumping:
-            break
-        await asyncio.sleep(0.01)
+    await until(lambda: not previews.get("m1").pumping, 5, 0.01)  # nothing newer: the pump ends (the next text starts another)
     assert not previews.get("m1").pumping and previews.get("m1").task.done()
 
 

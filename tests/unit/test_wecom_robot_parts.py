@@ -9,6 +9,7 @@ from connectors.wecom.render import task_id
 from connectors.wecom.robot_config import RobotConfig, load_robots
 from connectors.wecom.robot_parse import parse, stream_id
 from connectors.wecom.robot_streams import StreamStore
+from tests.polling import until
 
 KEY = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFG"
 
@@ -223,7 +224,7 @@ async def test_the_answer_so_far_a_poll_shows_carries_no_tag_wecom_acts_on():
         robots.store.open("s-font", "sales", "acme", "")
         target = Target(channel="wecom", tenant="acme", conversation_id="robot:sales:ZhangWei", context={"robot": "sales", "stream": "s-font"})
         robots.preview(target, '价格 <font color="warning">已降</font>，3 < 5')
-        await _until(lambda: robots.store.poll("s-font").content)
+        await until(lambda: robots.store.poll("s-font").content, 5, 0.01)
         assert robots.store.poll("s-font").content == '价格 ＜font color="warning">已降＜/font>，3 < 5'
     finally:
         await robots.aclose()
@@ -246,16 +247,6 @@ def test_a_late_poll_and_the_sweep_never_both_show_an_answer(tmp_path):
     assert shown.finish and "答案" not in shown.content  # ... so the poll ends the stream without it
 
 
-async def _until(check, timeout: float = 5.0) -> None:
-    import asyncio
-
-    for _ in range(int(timeout / 0.01)):
-        if check():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("not within the time")
-
-
 async def test_the_answer_so_far_is_written_at_most_every_preview_interval_per_stream(monkeypatch):
     """The model streams many pieces a second: one database write per PREVIEW_EVERY per stream, of the newest text
     (the pieces between two writes are coalesced, not dropped); another stream has its own interval."""
@@ -273,12 +264,12 @@ async def test_the_answer_so_far_is_written_at_most_every_preview_interval_per_s
     await robots.start()
     try:
         robots.preview(one, "价")
-        await _until(lambda: len(writes) == 1)
+        await until(lambda: len(writes) == 1, 5, 0.01)
         for text in ("价格", "价格是"):
             robots.preview(one, text)
         robots.preview(two, "另一个")
-        await _until(lambda: len(writes) == 2)
-        await _until(lambda: len(writes) == 3)
+        await until(lambda: len(writes) == 2, 5, 0.01)
+        await until(lambda: len(writes) == 3, 5, 0.01)
         assert [w[:2] for w in writes] == [("s-1", "价"), ("s-2", "另一个"), ("s-1", "价格是")]  # the newest, once
         assert writes[2][2] - writes[0][2] >= 0.8  # not within the interval (1 s, less the threads' latency)
     finally:
