@@ -47,7 +47,6 @@ def _sections(hits: list[Hit]) -> dict[str, Hit]:
 def _cell(h: Hit, focus: bool) -> str:
     lines = sentences(h.text)
     if h.text.startswith("|"):  # a table: its first data row, with the header
-
         lines = table_rows(h.text) or lines
     picked, size = [], 0
     limit = CELL_CHARS * (3 if focus else 1)
